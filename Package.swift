@@ -1,0 +1,125 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "InferWire",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "inferwire", targets: ["inferwire"]),
+        .library(name: "InferWireClient", targets: ["InferWireClient"]),
+        .library(name: "InferWireServer", targets: ["InferWireServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // zlib, for compressed frame payloads.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Generated protobuf code only (scripts/gen-protos); never edited by hand.
+        .target(
+            name: "InferWireProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: swiftSettings
+        ),
+
+        // Framing: frame header, decoder, encoder, compression. No sockets.
+        .target(
+            name: "InferWireWire",
+            dependencies: [
+                "CZlib",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Tensors, errors, the model interface, the model repository and request dispatch. No sockets.
+        .target(
+            name: "InferWireCore",
+            dependencies: [
+                "InferWireProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The TCP server: NIO transport, per-connection protocol state, graceful shutdown.
+        .target(
+            name: "InferWireServer",
+            dependencies: [
+                "InferWireCore", "InferWireWire", "InferWireProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The async Swift client library.
+        .target(
+            name: "InferWireClient",
+            dependencies: [
+                "InferWireWire", "InferWireProto", "InferWireCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The `inferwire` command: serve, infer, wire-bench.
+        .executableTarget(
+            name: "inferwire",
+            dependencies: [
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(
+            name: "InferWireWireTests",
+            dependencies: [
+                "InferWireWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "InferWireCoreTests",
+            dependencies: ["InferWireCore", "InferWireProto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "InferWireServerTests",
+            dependencies: [
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,96 @@
+public import InferWireProto
+import Synchronization
+
+/// The models being served and which version answers a request: the routing table.
+///
+/// Readers take one immutable ``Snapshot`` under a lock (a pointer copy), then work
+/// without holding it; writers build a new snapshot and swap it in.
+public final class ModelRegistry: Sendable {
+    /// An immutable view of every served model.
+    public struct Snapshot: Sendable {
+        public var models: [String: ModelEntry] = [:]
+    }
+
+    /// The versions of one model.
+    public struct ModelEntry: Sendable {
+        /// Loaded versions by number.
+        public var versions: [Int64: LoadedModel] = [:]
+        /// Versions that failed to load, with the reason.
+        public var failedVersions: [Int64: String] = [:]
+        /// Why the whole model failed (a bad config), if it did.
+        public var failure: String?
+        /// The version that serves requests naming no version or the label `stable`.
+        public var stable: Int64?
+
+        /// Loaded version numbers, ascending.
+        public var readyVersions: [Int64] { self.versions.keys.sorted() }
+    }
+
+    private let state: Mutex<Snapshot>
+
+    public init() {
+        self.state = Mutex(Snapshot())
+    }
+
+    /// A registry serving what a repository scan produced; each model's highest loaded
+    /// version is stable.
+    public convenience init(contents: ModelRepository.Contents) {
+        self.init()
+        var snapshot = Snapshot()
+        for model in contents.models {
+            snapshot.models[model.name, default: ModelEntry()].versions[model.version] = model
+        }
+        for failure in contents.failures {
+            if let version = failure.version {
+                snapshot.models[failure.model, default: ModelEntry()].failedVersions[version] = failure.reason
+            } else {
+                snapshot.models[failure.model, default: ModelEntry()].failure = failure.reason
+            }
+        }
+        for (name, entry) in snapshot.models {
+            snapshot.models[name]?.stable = entry.versions.keys.max()
+        }
+        self.state.withLock { $0 = snapshot }
+    }
+
+    /// The current routing table.
+    public func snapshot() -> Snapshot {
+        self.state.withLock { $0 }
+    }
+}
+
+extension ModelRegistry.Snapshot {
+    /// The model version that a request naming `name` and `selector` goes to.
+    public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?) throws(InferWireError) -> LoadedModel {
+        guard let entry = self.models[name] else {
+            throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
+        }
+        if let failure = entry.failure {
+            throw InferWireError(code: .unavailable, message: "model '\(name)' failed to load: \(failure)")
+        }
+        let loaded = entry.readyVersions.map(String.init).joined(separator: ", ")
+        switch selector?.selector {
+        case .version(let version)?:
+            if let model = entry.versions[version] { return model }
+            if let reason = entry.failedVersions[version] {
+                throw InferWireError(code: .unavailable, message: "model '\(name)' version \(version) failed to load: \(reason)")
+            }
+            throw InferWireError(code: .notFound, message: "model '\(name)' has no version \(version) (loaded: \(loaded))")
+        case .label(let label)?:
+            switch label {
+            case "stable":
+                break
+            case "canary":
+                throw InferWireError(code: .notFound, message: "model '\(name)' has no canary version")
+            default:
+                throw InferWireError(code: .invalidArgument, message: "unknown version label '\(label)' (labels: stable, canary)")
+            }
+        case nil:
+            break
+        }
+        guard let stable = entry.stable, let model = entry.versions[stable] else {
+            throw InferWireError(code: .unavailable, message: "model '\(name)' has no ready version")
+        }
+        return model
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+public import InferWireProto
+public import Logging
+
+/// One version of a model, loaded and ready to execute.
+public final class LoadedModel: Sendable {
+    public let name: String
+    public let version: Int64
+    public let config: Inferwire_V1_ModelConfig
+    public let model: any InferenceModel
+    public var signature: ModelSignature { self.model.signature }
+
+    public init(name: String, version: Int64, config: Inferwire_V1_ModelConfig, model: any InferenceModel) {
+        self.name = name
+        self.version = version
+        self.config = config
+        self.model = model
+    }
+}
+
+/// A model, or one of its versions, that could not be loaded, and why.
+public struct ModelLoadFailure: Sendable, CustomStringConvertible {
+    public var model: String
+    /// nil when the failure concerns the whole model (e.g. its config).
+    public var version: Int64?
+    public var reason: String
+
+    public var description: String {
+        "model '\(self.model)'" + (self.version.map { " version \($0)" } ?? "") + ": \(self.reason)"
+    }
+}
+
+/// Reads a model repository laid out as
+///
+/// ```
+/// <repository>/<model>/config.pbtxt      ModelConfig in protobuf text format
+/// <repository>/<model>/<version>/...     one directory per version, named by a positive integer
+/// ```
+///
+/// A model or version that fails to load is reported and skipped; the others are served.
+public struct ModelRepository: Sendable {
+    /// The repository's root directory.
+    public var directory: String
+    /// Loaders by platform name.
+    public var loaders: [String: any ModelLoader]
+
+    /// - Parameters:
+    ///   - directory: the repository root.
+    ///   - loaders: the platforms this server can run; built-in ones by default.
+    public init(directory: String, loaders: [any ModelLoader] = ModelRepository.builtinLoaders) {
+        self.directory = directory
+        self.loaders = Dictionary(loaders.map { ($0.platform, $0) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// The loaders for the models InferWire has built in.
+    public static let builtinLoaders: [any ModelLoader] = [IdentityModelLoader(), AddSubModelLoader()]
+
+    /// What a scan of the repository produced.
+    public struct Contents: Sendable {
+        public var models: [LoadedModel]
+        public var failures: [ModelLoadFailure]
+    }
+
+    /// Loads every version of every model in the repository.
+    /// - Throws: when the repository directory itself cannot be read.
+    public func loadAll(logger: Logger) throws -> Contents {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: self.directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw InferWireError(code: .notFound, message: "model repository '\(self.directory)' is not a directory")
+        }
+        var contents = Contents(models: [], failures: [])
+        for name in try fm.contentsOfDirectory(atPath: self.directory).sorted() where !name.hasPrefix(".") {
+            let modelDirectory = self.directory + "/" + name
+            guard fm.fileExists(atPath: modelDirectory, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            do {
+                let config = try self.readConfig(model: name)
+                let versions = try self.versions(model: name)
+                guard !versions.isEmpty else {
+                    throw InferWireError(code: .notFound, message: "no version directories (expected \(modelDirectory)/1/)")
+                }
+                for version in versions {
+                    do {
+                        let loaded = try self.load(model: name, version: version, config: config)
+                        contents.models.append(loaded)
+                        logger.info("loaded model", metadata: ["model": "\(name)", "version": "\(version)", "platform": "\(config.platform)"])
+                    } catch {
+                        let failure = ModelLoadFailure(model: name, version: version, reason: Self.reason(error))
+                        contents.failures.append(failure)
+                        logger.error("model version failed to load", metadata: ["model": "\(name)", "version": "\(version)", "reason": "\(failure.reason)"])
+                    }
+                }
+            } catch {
+                let failure = ModelLoadFailure(model: name, version: nil, reason: Self.reason(error))
+                contents.failures.append(failure)
+                logger.error("model failed to load", metadata: ["model": "\(name)", "reason": "\(failure.reason)"])
+            }
+        }
+        return contents
+    }
+
+    /// Parses `<model>/config.pbtxt`.
+    public func readConfig(model: String) throws -> Inferwire_V1_ModelConfig {
+        let path = self.directory + "/" + model + "/config.pbtxt"
+        guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) else {
+            throw InferWireError(code: .notFound, message: "cannot read \(path)")
+        }
+        let config: Inferwire_V1_ModelConfig
+        do {
+            config = try Inferwire_V1_ModelConfig(textFormatString: text)
+        } catch {
+            throw InferWireError(code: .invalidArgument, message: "\(path) is not a valid ModelConfig: \(error)", cause: error)
+        }
+        guard config.name.isEmpty || config.name == model else {
+            throw InferWireError(code: .invalidArgument, message: "\(path) names the model '\(config.name)'; it must match its directory '\(model)'")
+        }
+        return config
+    }
+
+    /// The version directories of a model, ascending.
+    public func versions(model: String) throws -> [Int64] {
+        let entries = try FileManager.default.contentsOfDirectory(atPath: self.directory + "/" + model)
+        return entries.compactMap { entry in
+            guard let version = Int64(entry), version > 0, String(version) == entry else { return nil }
+            var isDirectory: ObjCBool = false
+            let path = self.directory + "/" + model + "/" + entry
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+            return version
+        }.sorted()
+    }
+
+    /// Loads one version with the loader its config's platform names.
+    public func load(model: String, version: Int64, config: Inferwire_V1_ModelConfig) throws -> LoadedModel {
+        var config = config
+        config.name = model
+        guard let loader = self.loaders[config.platform] else {
+            let known = self.loaders.keys.sorted().joined(separator: ", ")
+            throw InferWireError(code: .unimplemented, message: "platform '\(config.platform)' is not available (this server runs: \(known))")
+        }
+        let instance = try loader.load(config: config, versionDirectory: self.directory + "/" + model + "/" + String(version))
+        return LoadedModel(name: model, version: version, config: config, model: instance)
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        (error as? InferWireError)?.message ?? "\(error)"
+    }
+}

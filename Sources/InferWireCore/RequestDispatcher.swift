@@ -1,0 +1,270 @@
+import Dispatch
+public import InferWireProto
+import Synchronization
+
+/// Facts a server reports about itself.
+public struct ServerInfo: Sendable {
+    public var name: String
+    public var version: String
+    public var protocolVersions: [UInt32]
+    public var extensions: [String]
+
+    public init(name: String = "inferwire", version: String = InferWireVersion.current,
+                protocolVersions: [UInt32] = [1], extensions: [String] = ["compression"]) {
+        self.name = name
+        self.version = version
+        self.protocolVersions = protocolVersions
+        self.extensions = extensions
+    }
+}
+
+/// The release of this code.
+public enum InferWireVersion {
+    public static let current = "0.1.0"
+}
+
+/// Turns request payloads into response payloads: decodes the method's message,
+/// routes to a model version, validates inputs and runs the model.
+///
+/// Transport-free: the server hands it bytes and a deadline and gets bytes or an
+/// ``InferWireError`` back through a callback.
+public final class RequestDispatcher: Sendable {
+    /// Methods of the inference service (the wire's `Method` enum).
+    public typealias Method = Inferwire_V1_Method
+
+    public let registry: ModelRegistry
+    public let info: ServerInfo
+    /// Requests whose inputs total more than this many bytes run off the I/O thread
+    /// even on a lightweight model.
+    public let inlineByteLimit: Int
+    private let executionQueue: DispatchQueue
+    private let shuttingDown: Atomic<Bool>
+
+    public init(registry: ModelRegistry, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
+        self.registry = registry
+        self.info = info
+        self.inlineByteLimit = inlineByteLimit
+        self.executionQueue = DispatchQueue(label: "inferwire.execute", attributes: .concurrent)
+        self.shuttingDown = Atomic(false)
+    }
+
+    /// Marks the server as shutting down: ServerReady answers false from now on.
+    public func beginShutdown() {
+        self.shuttingDown.store(true, ordering: .relaxed)
+    }
+
+    /// Handles one request.
+    ///
+    /// - Parameters:
+    ///   - method: the method number from the frame header.
+    ///   - payload: the request message, uncompressed.
+    ///   - deadline: when the caller stops waiting, if it said.
+    ///   - respond: called exactly once with the serialized response or the error; on the
+    ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
+    public func handle(
+        method: UInt16,
+        payload: [UInt8],
+        deadline: ContinuousClock.Instant?,
+        respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) {
+        do {
+            switch Method(rawValue: Int(method)) {
+            case .serverLive?:
+                _ = try Self.decode(Inferwire_V1_ServerLiveRequest.self, payload)
+                var response = Inferwire_V1_ServerLiveResponse()
+                response.live = true
+                respond(.success(try Self.encode(response)))
+            case .serverReady?:
+                _ = try Self.decode(Inferwire_V1_ServerReadyRequest.self, payload)
+                var response = Inferwire_V1_ServerReadyResponse()
+                response.ready = self.isReady
+                respond(.success(try Self.encode(response)))
+            case .serverMetadata?:
+                _ = try Self.decode(Inferwire_V1_ServerMetadataRequest.self, payload)
+                var response = Inferwire_V1_ServerMetadataResponse()
+                response.name = self.info.name
+                response.version = self.info.version
+                response.protocolVersions = self.info.protocolVersions
+                response.extensions = self.info.extensions
+                respond(.success(try Self.encode(response)))
+            case .modelReady?:
+                let request = try Self.decode(Inferwire_V1_ModelReadyRequest.self, payload)
+                var response = Inferwire_V1_ModelReadyResponse()
+                if let model = try? self.registry.snapshot().resolve(request.name, request.hasVersion ? request.version : nil) {
+                    response.ready = true
+                    response.version = model.version
+                }
+                respond(.success(try Self.encode(response)))
+            case .modelMetadata?:
+                let request = try Self.decode(Inferwire_V1_ModelMetadataRequest.self, payload)
+                let snapshot = self.registry.snapshot()
+                let model = try snapshot.resolve(request.name, request.hasVersion ? request.version : nil)
+                respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
+            case .infer?:
+                let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
+                try self.infer(request, deadline: deadline, respond: respond)
+            default:
+                throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
+            }
+        } catch let error as InferWireError {
+            respond(.failure(error))
+        } catch {
+            respond(.failure(InferWireError(code: .internal, message: "\(error)", cause: error)))
+        }
+    }
+
+    /// Ready: not shutting down, and every model in the repository has a version serving.
+    public var isReady: Bool {
+        guard !self.shuttingDown.load(ordering: .relaxed) else { return false }
+        return self.registry.snapshot().models.values.allSatisfy { $0.stable != nil && $0.failure == nil }
+    }
+
+    private func infer(
+        _ request: Inferwire_V1_InferRequest,
+        deadline: ContinuousClock.Instant?,
+        respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) throws(InferWireError) {
+        let loaded = try self.registry.snapshot().resolve(request.modelName, request.hasVersion ? request.version : nil)
+        let prepared = try PreparedRequest(request, for: loaded)
+
+        let work: @Sendable () -> Void = {
+            if let deadline, ContinuousClock.now >= deadline {
+                respond(.failure(InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
+                return
+            }
+            respond(Result { () throws(InferWireError) -> [UInt8] in try prepared.run() })
+        }
+        if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit {
+            work()
+        } else {
+            self.executionQueue.async(execute: work)
+        }
+    }
+
+    static func metadata(of model: LoadedModel, in snapshot: ModelRegistry.Snapshot) -> Inferwire_V1_ModelMetadataResponse {
+        var response = Inferwire_V1_ModelMetadataResponse()
+        response.name = model.name
+        response.version = model.version
+        response.versions = snapshot.models[model.name]?.readyVersions ?? [model.version]
+        response.platform = model.config.platform
+        response.inputs = model.signature.inputs.map(\.wire)
+        response.outputs = model.signature.outputs.map(\.wire)
+        response.maxBatchSize = Int32(model.signature.maxBatchSize)
+        return response
+    }
+
+    static func decode<M: Message>(_: M.Type, _ payload: [UInt8]) throws(InferWireError) -> M {
+        do {
+            return try M(serializedBytes: payload)
+        } catch {
+            throw InferWireError(code: .invalidArgument, message: "payload is not a valid \(M.protoMessageName): \(error)", cause: error)
+        }
+    }
+
+    static func encode(_ message: some Message) throws(InferWireError) -> [UInt8] {
+        do {
+            return try message.serializedBytes()
+        } catch {
+            throw InferWireError(code: .internal, message: "cannot serialize \(type(of: message).protoMessageName): \(error)", cause: error)
+        }
+    }
+}
+
+/// An infer request checked against the model's signature, ready to run.
+struct PreparedRequest: Sendable {
+    let model: LoadedModel
+    let requestID: String
+    let inputs: [Tensor]
+    /// Indices into the signature's outputs, in the order to return them.
+    let outputIndices: [Int]
+    let inputBytes: Int
+
+    init(_ request: Inferwire_V1_InferRequest, for model: LoadedModel) throws(InferWireError) {
+        let signature = model.signature
+        let name = model.name
+        var byName: [String: Inferwire_V1_Tensor] = [:]
+        for input in request.inputs {
+            guard byName.updateValue(input, forKey: input.name) == nil else {
+                throw InferWireError(code: .invalidArgument, message: "input '\(input.name)' is given twice")
+            }
+            guard signature.inputs.contains(where: { $0.name == input.name }) else {
+                let expected = signature.inputs.map(\.name).joined(separator: ", ")
+                throw InferWireError(code: .invalidArgument, message: "model '\(name)' has no input '\(input.name)' (inputs: \(expected))")
+            }
+        }
+        var inputs: [Tensor] = []
+        inputs.reserveCapacity(signature.inputs.count)
+        var batch: Int?
+        var bytes = 0
+        for spec in signature.inputs {
+            guard let wire = byName[spec.name] else {
+                throw InferWireError(code: .invalidArgument, message: "model '\(name)' needs input '\(spec.name)'")
+            }
+            guard wire.datatype == spec.dataType else {
+                throw InferWireError(
+                    code: .invalidArgument,
+                    message: "input '\(spec.name)' must be \(spec.dataType.name), got \(wire.datatype.name)")
+            }
+            let tensor = try Tensor(wire: wire)
+            guard spec.accepts(shape: tensor.shape) else {
+                throw InferWireError(
+                    code: .invalidArgument,
+                    message: "input '\(spec.name)' has shape \(tensor.shape); the model takes \(spec.shape) (-1: any size)")
+            }
+            if signature.maxBatchSize > 0 {
+                let rows = tensor.shape[0]
+                guard rows >= 1, rows <= signature.maxBatchSize else {
+                    throw InferWireError(
+                        code: .invalidArgument,
+                        message: "input '\(spec.name)' has batch size \(rows); model '\(name)' takes 1 to \(signature.maxBatchSize)")
+                }
+                if let batch, batch != rows {
+                    throw InferWireError(
+                        code: .invalidArgument, message: "inputs disagree on the batch size (\(batch) and \(rows))")
+                }
+                batch = rows
+            }
+            bytes += tensor.data.count
+            inputs.append(tensor)
+        }
+        var outputIndices: [Int] = []
+        if request.outputNames.isEmpty {
+            outputIndices = Array(signature.outputs.indices)
+        } else {
+            for outputName in request.outputNames {
+                guard let index = signature.outputs.firstIndex(where: { $0.name == outputName }) else {
+                    let known = signature.outputs.map(\.name).joined(separator: ", ")
+                    throw InferWireError(code: .invalidArgument, message: "model '\(name)' has no output '\(outputName)' (outputs: \(known))")
+                }
+                outputIndices.append(index)
+            }
+        }
+        self.model = model
+        self.requestID = request.id
+        self.inputs = inputs
+        self.outputIndices = outputIndices
+        self.inputBytes = bytes
+    }
+
+    /// Executes the model and serializes the response.
+    func run() throws(InferWireError) -> [UInt8] {
+        let outputs: [Tensor]
+        do {
+            outputs = try self.model.model.execute(self.inputs)
+        } catch let error as InferWireError {
+            throw error
+        } catch {
+            throw InferWireError(
+                code: .internal, message: "model '\(self.model.name)' version \(self.model.version) failed: \(error)", cause: error)
+        }
+        guard outputs.count == self.model.signature.outputs.count else {
+            throw InferWireError(code: .internal, message: "model '\(self.model.name)' returned \(outputs.count) outputs; its signature has \(self.model.signature.outputs.count)")
+        }
+        var response = Inferwire_V1_InferResponse()
+        response.modelName = self.model.name
+        response.modelVersion = self.model.version
+        response.id = self.requestID
+        response.outputs = self.outputIndices.map { outputs[$0].wire }
+        return try RequestDispatcher.encode(response)
+    }
+}

@@ -1,0 +1,2 @@
+// The generated messages' public API mentions SwiftProtobuf types (Message, Data).
+@_exported import SwiftProtobuf
