@@ -93,7 +93,7 @@ public final class InferWireServer: Service, Sendable {
         guard let address = listener.channel.localAddress else {
             throw InferWireError(code: .internal, message: "listening socket has no local address")
         }
-        logger.info("listening", metadata: ["address": "\(address.ipAddress ?? self.configuration.host):\(address.port ?? 0)"])
+        logger.info("listening on \(address.ipAddress ?? self.configuration.host):\(address.port ?? 0)")
         self.onListening?(address)
 
         try await withGracefulShutdownHandler {

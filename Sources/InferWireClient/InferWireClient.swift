@@ -1,0 +1,260 @@
+public import InferWireCore
+public import InferWireProto
+import InferWireWire
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// An InferWire connection. One client multiplexes any number of concurrent calls
+/// over one TCP connection; answers may arrive in any order.
+///
+/// ```swift
+/// let client = try await InferWireClient.connect(host: "127.0.0.1", port: 8500)
+/// let result = try await client.infer(model: "add_sub", inputs: [
+///     Tensor(name: "INPUT0", values: [1, 2] as [Float], shape: [1, 2]),
+///     Tensor(name: "INPUT1", values: [3, 4] as [Float], shape: [1, 2]),
+/// ])
+/// print(result["OUTPUT0"]?.values(as: Float.self) ?? [])
+/// await client.close()
+/// ```
+///
+/// Every failure is thrown as an ``InferWireError`` carrying the server's status code.
+public final class InferWireClient: Sendable {
+    /// How a client connects and calls.
+    public struct Configuration: Sendable {
+        /// How long to wait for TCP connect and the server's HELLO.
+        public var connectTimeout: Duration
+        /// Deadline for calls that give none; nil waits indefinitely.
+        public var defaultTimeout: Duration?
+        /// Compress request payloads of 256 bytes or more and ask for compressed responses.
+        public var compression: Bool
+        /// Largest response payload this client accepts, in bytes.
+        public var maxFrameSize: Int
+
+        public init(connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
+                    compression: Bool = false, maxFrameSize: Int = 64 << 20) {
+            self.connectTimeout = connectTimeout
+            self.defaultTimeout = defaultTimeout
+            self.compression = compression
+            self.maxFrameSize = maxFrameSize
+        }
+
+        /// 5 s connect timeout, no default deadline, no compression, 64 MiB frames.
+        public static var defaults: Configuration { Configuration() }
+    }
+
+    /// The limits and identity the server announced.
+    public let hello: Inferwire_V1_Hello
+    public let configuration: Configuration
+    private let channel: any Channel
+    private let handler: NIOLoopBound<ClientConnectionHandler>
+    private let nextID = Atomic<UInt32>(0)
+    private let nextPing = Atomic<UInt64>(0)
+
+    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: Inferwire_V1_Hello, configuration: Configuration) {
+        self.channel = channel
+        self.handler = handler
+        self.hello = hello
+        self.configuration = configuration
+    }
+
+    /// Opens a connection and completes the handshake.
+    public static func connect(
+        host: String, port: Int, configuration: Configuration = .defaults,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> InferWireClient {
+        let loop = eventLoopGroup.next()
+        let helloPromise = loop.makePromise(of: Inferwire_V1_Hello.self)
+        let maxFrameSize = configuration.maxFrameSize
+        let connectTimeout = TimeAmount.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxFrameSize, expectPreface: false)))
+                        try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(helloPromise: helloPromise))
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            helloPromise.fail(error)
+            throw InferWireError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)", cause: error)
+        }
+        let timeout = loop.scheduleTask(in: connectTimeout) {
+            helloPromise.fail(InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
+        }
+        let hello: Inferwire_V1_Hello
+        do {
+            hello = try await helloPromise.futureResult.get()
+            timeout.cancel()
+        } catch {
+            timeout.cancel()
+            channel.close(promise: nil)
+            throw Self.wrap(error)
+        }
+        let handler = try await loop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
+        }.get()
+        return InferWireClient(channel: channel, handler: handler, hello: hello, configuration: configuration)
+    }
+
+    /// Closes the connection; calls still waiting fail with UNAVAILABLE.
+    public func close() async {
+        try? await self.channel.close()
+    }
+
+    // MARK: Methods
+
+    /// Runs a model.
+    public func infer(_ request: Inferwire_V1_InferRequest, timeout: Duration? = nil) async throws -> Inferwire_V1_InferResponse {
+        try await self.call(.infer, request, as: Inferwire_V1_InferResponse.self, timeout: timeout)
+    }
+
+    /// Runs a model on `inputs` and returns its outputs as tensors.
+    /// - Parameters:
+    ///   - version: an exact version; or `label` (`stable`, `canary`); or neither, to let the server route.
+    ///   - outputs: the outputs to return; empty for all.
+    public func infer(
+        model: String, version: Int64? = nil, label: String? = nil, inputs: [Tensor], outputs: [String] = [],
+        timeout: Duration? = nil
+    ) async throws -> InferResult {
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = model
+        if let version { request.version.version = version } else if let label { request.version.label = label }
+        request.inputs = inputs.map(\.wire)
+        request.outputNames = outputs
+        let response = try await self.infer(request, timeout: timeout)
+        return InferResult(
+            modelName: response.modelName, modelVersion: response.modelVersion,
+            outputs: try response.outputs.map { try Tensor(wire: $0) })
+    }
+
+    public func serverLive(timeout: Duration? = nil) async throws -> Bool {
+        try await self.call(.serverLive, Inferwire_V1_ServerLiveRequest(), as: Inferwire_V1_ServerLiveResponse.self, timeout: timeout).live
+    }
+
+    public func serverReady(timeout: Duration? = nil) async throws -> Bool {
+        try await self.call(.serverReady, Inferwire_V1_ServerReadyRequest(), as: Inferwire_V1_ServerReadyResponse.self, timeout: timeout).ready
+    }
+
+    public func serverMetadata(timeout: Duration? = nil) async throws -> Inferwire_V1_ServerMetadataResponse {
+        try await self.call(.serverMetadata, Inferwire_V1_ServerMetadataRequest(), as: Inferwire_V1_ServerMetadataResponse.self, timeout: timeout)
+    }
+
+    public func modelReady(_ name: String, version: Int64? = nil, timeout: Duration? = nil) async throws -> Inferwire_V1_ModelReadyResponse {
+        var request = Inferwire_V1_ModelReadyRequest()
+        request.name = name
+        if let version { request.version.version = version }
+        return try await self.call(.modelReady, request, as: Inferwire_V1_ModelReadyResponse.self, timeout: timeout)
+    }
+
+    public func modelMetadata(_ name: String, version: Int64? = nil, label: String? = nil, timeout: Duration? = nil) async throws -> Inferwire_V1_ModelMetadataResponse {
+        var request = Inferwire_V1_ModelMetadataRequest()
+        request.name = name
+        if let version { request.version.version = version } else if let label { request.version.label = label }
+        return try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout)
+    }
+
+    /// Round-trips a PING frame and returns the time it took.
+    public func ping() async throws -> Duration {
+        let token = self.nextPing.wrappingAdd(1, ordering: .relaxed).newValue
+        let promise = self.channel.eventLoop.makePromise(of: Void.self)
+        let handler = self.handler
+        let start = ContinuousClock.now
+        self.channel.eventLoop.execute { handler.value.ping(token: token, promise: promise) }
+        try await promise.futureResult.get()
+        return ContinuousClock.now - start
+    }
+
+    /// Calls any method: encodes `request`, sends it, and decodes the answer as `Response`.
+    public func call<Request: Message, Response: Message>(
+        _ method: Inferwire_V1_Method, _ request: Request, as: Response.Type, timeout: Duration? = nil
+    ) async throws -> Response {
+        let id = self.allocateID()
+
+        // Encode (and compress) on the caller's thread, not the event loop.
+        let bytes: [UInt8] = try request.serializedBytes()
+        guard bytes.count <= Int(self.hello.maxFrameSize) else {
+            throw InferWireError(code: .resourceExhausted, message: "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
+        }
+        let timeout = timeout ?? self.configuration.defaultTimeout
+        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(method.rawValue), requestID: id)
+        if let timeout {
+            let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
+            header.timeoutMicros = UInt32(clamping: max(1, micros))
+        }
+        let allocator = self.channel.allocator
+        let frame: ByteBuffer
+        if self.configuration.compression {
+            header.flags.insert(.compressResponse)
+            if bytes.count >= PayloadCompression.minimumSize {
+                header.flags.insert(.compressed)
+                frame = Frame.encode(header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator), allocator: allocator)
+            } else {
+                frame = Frame.encode(header, bytes: bytes, allocator: allocator)
+            }
+        } else {
+            frame = Frame.encode(header, bytes: bytes, allocator: allocator)
+        }
+
+        let loop = self.channel.eventLoop
+        let promise = loop.makePromise(of: Frame.self)
+        let handler = self.handler
+        let timeAmount = timeout.map { _ in TimeAmount.microseconds(Int64(header.timeoutMicros)) }
+        loop.execute { handler.value.start(id: id, frame: frame, timeout: timeAmount, promise: promise) }
+
+        let answer: Frame
+        do {
+            answer = try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                loop.execute { handler.value.abandon(id: id, InferWireError(code: .cancelled, message: "cancelled by the caller")) }
+            }
+        } catch {
+            throw Self.wrap(error)
+        }
+
+        var payload = answer.payload
+        if answer.header.flags.contains(.compressed) {
+            payload = try PayloadCompression.decompress(payload, limit: self.configuration.maxFrameSize, allocator: allocator)
+        }
+        let payloadBytes = [UInt8](buffer: payload)
+        if answer.header.type == .error {
+            let status = (try? Inferwire_V1_Status(serializedBytes: payloadBytes)) ?? Inferwire_V1_Status()
+            throw InferWireError(status: status)
+        }
+        do {
+            return try Response(serializedBytes: payloadBytes)
+        } catch {
+            throw InferWireError(code: .internal, message: "server sent a malformed \(Response.protoMessageName): \(error)", cause: error)
+        }
+    }
+
+    /// A fresh request id; 0 is the connection's own and never used.
+    private func allocateID() -> UInt32 {
+        let id = self.nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        return id != 0 ? id : self.nextID.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    private static func wrap(_ error: any Error) -> InferWireError {
+        if let error = error as? InferWireError { return error }
+        return InferWireError(code: .unavailable, message: "\(error)", cause: error)
+    }
+}
+
+/// The outputs of one inference.
+public struct InferResult: Sendable {
+    public var modelName: String
+    /// The version that computed the outputs.
+    public var modelVersion: Int64
+    public var outputs: [Tensor]
+
+    /// The output with this name.
+    public subscript(name: String) -> Tensor? {
+        self.outputs.first { $0.name == name }
+    }
+}

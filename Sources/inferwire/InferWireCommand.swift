@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct InferWireCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inferwire",
+        abstract: "InferWire: a low-latency ML inference server and its client tools.",
+        subcommands: [Serve.self, Infer.self]
+    )
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import InferWireCore
+import InferWireServer
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the models in a repository until SIGTERM or SIGINT.")
+
+    @Option(help: "Model repository: <dir>/<model>/config.pbtxt and <dir>/<model>/<version>/.")
+    var repository: String
+
+    @Option(help: "Address to bind.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to bind; 0 picks a free one (the 'listening on' line says which).")
+    var port = 8500
+
+    @Option(help: "Largest frame payload accepted, in bytes.")
+    var maxFrameSize = InferWireServer.Configuration.Limits.defaults.maxFrameSize
+
+    @Option(help: "Requests one connection may have in flight.")
+    var maxConcurrentRequests = InferWireServer.Configuration.Limits.defaults.maxConcurrentRequests
+
+    @Option(help: "I/O threads (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "Seconds to let in-flight requests finish after SIGTERM before closing connections.")
+    var shutdownTimeout = 30
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: self.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "inferwire")
+
+        let contents = try ModelRepository(directory: self.repository).loadAll(logger: logger)
+        if contents.models.isEmpty {
+            logger.warning("no model loaded from \(self.repository)")
+        }
+        let dispatcher = RequestDispatcher(registry: ModelRegistry(contents: contents))
+        let group: MultiThreadedEventLoopGroup = self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
+        let server = InferWireServer(
+            configuration: .init(
+                host: self.host, port: self.port,
+                limits: .init(maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests)),
+            dispatcher: dispatcher,
+            logger: logger,
+            eventLoopGroup: group)
+
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(self.shutdownTimeout)
+        try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}
