@@ -20,6 +20,12 @@ public final class LoadedModel: Sendable {
 
 /// A model, or one of its versions, that could not be loaded, and why.
 public struct ModelLoadFailure: Sendable, CustomStringConvertible {
+    public init(model: String, version: Int64?, reason: String) {
+        self.model = model
+        self.version = version
+        self.reason = reason
+    }
+
     public var model: String
     /// nil when the failure concerns the whole model (e.g. its config).
     public var version: Int64?
@@ -59,6 +65,11 @@ public struct ModelRepository: Sendable {
     public struct Contents: Sendable {
         public var models: [LoadedModel]
         public var failures: [ModelLoadFailure]
+
+        public init(models: [LoadedModel], failures: [ModelLoadFailure] = []) {
+            self.models = models
+            self.failures = failures
+        }
     }
 
     /// Loads every version of every model in the repository.

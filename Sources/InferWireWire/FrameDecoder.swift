@@ -1,7 +1,7 @@
 public import NIOCore
 
 /// What the frame decoder hands to the next handler.
-public enum InboundFrame: Sendable {
+public enum InboundFrame: Sendable, Equatable {
     /// A client's connection preface (server side only, always first).
     case preface(Preface)
     /// The peer opened with an HTTP request line instead of a preface.

@@ -115,7 +115,7 @@ public struct FrameHeader: Hashable, Sendable {
 }
 
 /// One whole frame: its header and its payload as received (still compressed if flagged).
-public struct Frame: Sendable {
+public struct Frame: Sendable, Equatable {
     public var header: FrameHeader
     public var payload: ByteBuffer
 
