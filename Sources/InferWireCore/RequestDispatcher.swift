@@ -1,4 +1,4 @@
-import Dispatch
+import Foundation
 public import InferWireProto
 import Synchronization
 
@@ -37,15 +37,29 @@ public final class RequestDispatcher: Sendable {
     /// Requests whose inputs total more than this many bytes run off the I/O thread
     /// even on a lightweight model.
     public let inlineByteLimit: Int
-    private let executionQueue: DispatchQueue
+    private let executionPool: ExecutionPool
     private let shuttingDown: Atomic<Bool>
 
-    public init(registry: ModelRegistry, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
+    /// - Parameters:
+    ///   - registry: the models to serve.
+    ///   - info: what ServerMetadata reports.
+    ///   - executionThreads: threads that run models too heavy for an I/O thread.
+    ///   - inlineByteLimit: inputs above this size run on the execution threads even for lightweight models.
+    public init(
+        registry: ModelRegistry, info: ServerInfo = ServerInfo(),
+        executionThreads: Int = ProcessInfo.processInfo.activeProcessorCount,
+        inlineByteLimit: Int = 64 * 1024
+    ) {
         self.registry = registry
         self.info = info
         self.inlineByteLimit = inlineByteLimit
-        self.executionQueue = DispatchQueue(label: "inferwire.execute", attributes: .concurrent)
+        self.executionPool = ExecutionPool(threads: max(1, executionThreads))
         self.shuttingDown = Atomic(false)
+    }
+
+    /// Lets the execution threads exit once queued work is done. Call after the server stopped.
+    public func stopExecution() {
+        self.executionPool.shutdown()
     }
 
     /// Marks the server as shutting down: ServerReady answers false from now on.
@@ -137,7 +151,7 @@ public final class RequestDispatcher: Sendable {
         if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit {
             work()
         } else {
-            self.executionQueue.async(execute: work)
+            self.executionPool.submit(work)
         }
     }
 

@@ -63,5 +63,6 @@ struct Serve: AsyncParsableCommand {
             logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(self.shutdownTimeout)
         try await ServiceGroup(configuration: groupConfiguration).run()
+        dispatcher.stopExecution()
     }
 }

@@ -63,9 +63,12 @@ func withServer<T: Sendable>(
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+    // Enough execution threads that sleeping test models never queue behind each other.
+    let dispatcher = RequestDispatcher(registry: try makeRegistry(), executionThreads: 16)
+    defer { dispatcher.stopExecution() }
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits),
-        dispatcher: RequestDispatcher(registry: try makeRegistry()),
+        dispatcher: dispatcher,
         logger: quiet,
         onListening: { continuation.yield($0.port!) })
     let group = ServiceGroup(configuration: .init(services: [server], logger: quiet))
