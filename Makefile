@@ -1,0 +1,35 @@
+# InferWire: the two front-door commands are `make run` and `make test`.
+REPOSITORY ?= examples/models
+HOST ?= 127.0.0.1
+PORT ?= 8500
+
+.PHONY: run test build release deps protos bench clean
+
+## Install what is missing, build release, serve the bundled example models.
+run: deps release
+	.build/release/inferwire serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+
+## Install what is missing and run every test suite; ends with "N passed, N failed".
+test:
+	scripts/test
+
+deps:
+	scripts/install-deps
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release --product inferwire
+
+## Regenerate Sources/InferWireProto from Protos/.
+protos: deps
+	scripts/gen-protos
+
+## Round-trip latency and throughput against a raw TCP echo floor (release build).
+bench: deps
+	swift build -c release --product inferwire-wirebench
+	.build/release/inferwire-wirebench --repository $(REPOSITORY)
+
+clean:
+	rm -rf .build
