@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "inferwire", targets: ["inferwire"]),
+        .executable(name: "inferwire-wirebench", targets: ["inferwire-wirebench"]),
         .library(name: "InferWireClient", targets: ["InferWireClient"]),
         .library(name: "InferWireServer", targets: ["InferWireServer"]),
     ],
@@ -91,8 +92,23 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Round-trip latency and throughput against a raw TCP echo floor: `make bench`.
+        .executableTarget(
+            name: "inferwire-wirebench",
+            dependencies: [
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
+            path: "Benchmarks/WireBench",
             swiftSettings: swiftSettings
         ),
 
