@@ -107,6 +107,11 @@ public final class InferWireClient: Sendable {
         try? await self.channel.close()
     }
 
+    deinit {
+        // A client dropped without close() must not leak its socket.
+        self.channel.close(promise: nil)
+    }
+
     // MARK: Methods
 
     /// Runs a model.

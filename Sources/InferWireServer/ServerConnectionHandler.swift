@@ -66,6 +66,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // After GOAWAY-and-close, the rest of a read burst is not acted on.
+        guard self.phase != .closed else { return }
         self.readingBurst = true
         switch self.unwrapInboundIn(data) {
         case .preface(let preface):

@@ -52,17 +52,21 @@ struct Infer: AsyncParsableCommand {
             let (host, port) = try parseAddress(self.server)
             let client = try await InferWireClient.connect(
                 host: host, port: port, configuration: .init(compression: self.compress))
-            defer { Task { await client.close() } }
-            let timeout = self.timeoutMs.map { Duration.milliseconds($0) }
-            let metadata = try await client.modelMetadata(self.model, version: self.version, label: self.label, timeout: timeout)
-            let tensors = try self.random
-                ? metadata.inputs.map { try randomTensor($0) }
-                : self.inputs.map { try parseInput($0, metadata: metadata) }
-            let result = try await client.infer(
-                model: self.model, version: self.version, label: self.label, inputs: tensors, outputs: self.outputs,
-                timeout: timeout)
-            print(renderJSON(result))
+            let result: Result<InferResult, any Error>
+            do {
+                let timeout = self.timeoutMs.map { Duration.milliseconds($0) }
+                let metadata = try await client.modelMetadata(self.model, version: self.version, label: self.label, timeout: timeout)
+                let tensors = try self.random
+                    ? metadata.inputs.map { try randomTensor($0) }
+                    : self.inputs.map { try parseInput($0, metadata: metadata) }
+                result = .success(try await client.infer(
+                    model: self.model, version: self.version, label: self.label, inputs: tensors, outputs: self.outputs,
+                    timeout: timeout))
+            } catch {
+                result = .failure(error)
+            }
             await client.close()
+            print(renderJSON(try result.get()))
         } catch let error as InferWireError {
             FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
             throw ExitCode(Int32(error.code.status.rawValue))
