@@ -82,8 +82,6 @@ public final class InferWireServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: self.configuration.host, port: self.configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
-                    let decoder = FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true)
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(dispatcher: dispatcher, limits: limits, logger: logger))
                     return channel

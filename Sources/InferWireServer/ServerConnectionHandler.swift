@@ -13,10 +13,14 @@ import NIOCore
 /// into async code: each async hop costs ≈ 15 µs on these machines (see
 /// docs/DESIGN.md), more than the whole round trip of a small model.
 ///
+/// It decodes frames itself (a `FrameDecoder` driven by a single-step processor)
+/// rather than behind a `ByteToMessageHandler`: that saves a pipeline hop and a boxed
+/// `NIOAny` per frame, ≈ 5 % of the event loop's time in a profile of the round trip.
+///
 /// Writes made while reading a burst of frames are flushed once, in
 /// `channelReadComplete`; results that complete later are flushed as they come.
 final class ServerConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = InboundFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum Phase {
@@ -36,6 +40,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private let dispatcher: RequestDispatcher
     private let limits: InferWireServer.Configuration.Limits
     private var logger: Logger
+    private let frames: NIOSingleStepByteToMessageProcessor<FrameDecoder>
 
     private var phase = Phase.awaitingPreface
     private var inFlight: [UInt32: InFlight] = [:]
@@ -50,6 +55,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.dispatcher = dispatcher
         self.limits = limits
         self.logger = logger
+        self.frames = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -66,10 +72,19 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // After GOAWAY-and-close, the rest of a read burst is not acted on.
         guard self.phase != .closed else { return }
         self.readingBurst = true
-        switch self.unwrapInboundIn(data) {
+        do {
+            try self.frames.process(buffer: self.unwrapInboundIn(data)) { self.handleInbound($0, context: context) }
+        } catch {
+            self.decodingFailed(error, context: context)
+        }
+    }
+
+    private func handleInbound(_ inbound: InboundFrame, context: ChannelHandlerContext) {
+        // After GOAWAY-and-close, the rest of a read burst is not acted on.
+        guard self.phase != .closed else { return }
+        switch inbound {
         case .preface(let preface):
             self.receivePreface(preface, context: context)
         case .httpRequest:
@@ -103,7 +118,13 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         if event is ChannelShouldQuiesceEvent {
             self.quiesce(context: context)
         } else if case ChannelEvent.inputClosed = event {
-            // The peer finished sending; answer what it asked, then close.
+            // The peer finished sending: a partial frame left over is an error; otherwise
+            // answer what it asked, then close.
+            do {
+                try self.frames.finishProcessing(seenEOF: true) { self.handleInbound($0, context: context) }
+            } catch {
+                self.decodingFailed(error, context: context)
+            }
             self.inputClosed = true
             self.closeIfDrained(context: context)
         } else {
@@ -112,14 +133,15 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? FrameDecodingError {
-            self.logger.info("closing connection: \(error.message)")
-            self.goAwayAndClose(code: .invalidArgument, message: error.message, context: context)
-        } else {
-            self.logger.debug("connection error", metadata: ["error": "\(error)"])
-            self.phase = .closed
-            context.close(promise: nil)
-        }
+        self.logger.debug("connection error", metadata: ["error": "\(error)"])
+        self.phase = .closed
+        context.close(promise: nil)
+    }
+
+    private func decodingFailed(_ error: any Error, context: ChannelHandlerContext) {
+        let message = (error as? FrameDecodingError)?.message ?? "undecodable byte stream: \(error)"
+        self.logger.info("closing connection: \(message)")
+        self.goAwayAndClose(code: .invalidArgument, message: message, context: context)
     }
 
     // MARK: Frames
