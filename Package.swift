@@ -27,6 +27,8 @@ let package = Package(
     targets: [
         // zlib, for compressed frame payloads.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // OpenBLAS, for GEMM in the ONNX runtime.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
         // Generated protobuf code only (scripts/gen-protos); never edited by hand.
         .target(
@@ -53,6 +55,13 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The embedded ONNX runtime: parses .onnx files, plans graphs, runs operators.
+        .target(
+            name: "InferWireONNX",
+            dependencies: ["InferWireCore", "InferWireProto", "CBLAS"],
             swiftSettings: swiftSettings
         ),
 
@@ -85,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "inferwire",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "inferwire-wirebench",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -128,9 +137,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "InferWireONNXTests",
+            dependencies: ["InferWireONNX", "InferWireCore", "InferWireProto"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "InferWireServerTests",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -3,6 +3,7 @@ import Foundation
 import Histogram
 import InferWireClient
 import InferWireCore
+import InferWireONNX
 import InferWireProto
 import InferWireServer
 import InferWireWire
@@ -37,7 +38,7 @@ struct WireBench: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
-        let contents = try ModelRepository(directory: self.repository).loadAll(logger: logger)
+        let contents = try ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: logger)
         let dispatcher = RequestDispatcher(registry: ModelRegistry(contents: contents))
         // One I/O thread: the server side of the comparison gets one core, like the echo thread.
         let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)

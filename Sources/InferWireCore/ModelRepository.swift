@@ -110,9 +110,20 @@ public struct ModelRepository: Sendable {
         return contents
     }
 
-    /// Parses `<model>/config.pbtxt`.
+    /// Parses `<model>/config.pbtxt`. A model without one whose versions hold a
+    /// `model.onnx` gets a config naming only the platform; the loader takes inputs and
+    /// outputs from the graph.
     public func readConfig(model: String) throws -> Inferwire_V1_ModelConfig {
         let path = self.directory + "/" + model + "/config.pbtxt"
+        if !FileManager.default.fileExists(atPath: path) {
+            let versions = (try? self.versions(model: model)) ?? []
+            if versions.contains(where: { FileManager.default.fileExists(atPath: "\(self.directory)/\(model)/\($0)/model.onnx") }) {
+                var config = Inferwire_V1_ModelConfig()
+                config.name = model
+                config.platform = "onnx"
+                return config
+            }
+        }
         guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) else {
             throw InferWireError(code: .notFound, message: "cannot read \(path)")
         }

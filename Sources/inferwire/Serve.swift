@@ -1,5 +1,6 @@
 import ArgumentParser
 import InferWireCore
+import InferWireONNX
 import InferWireServer
 import Logging
 import NIOPosix
@@ -43,7 +44,7 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "inferwire")
 
-        let contents = try ModelRepository(directory: self.repository).loadAll(logger: logger)
+        let contents = try ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: logger)
         if contents.models.isEmpty {
             logger.warning("no model loaded from \(self.repository)")
         }

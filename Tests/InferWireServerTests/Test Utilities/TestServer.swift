@@ -1,5 +1,6 @@
 import Foundation
 import InferWireCore
+import InferWireONNX
 import InferWireProto
 import InferWireServer
 import InferWireWire
@@ -48,7 +49,7 @@ struct FailingModel: InferenceModel {
 
 /// The example repository plus the test models.
 func makeRegistry() throws -> ModelRegistry {
-    var contents = try ModelRepository(directory: packageRoot + "/examples/models").loadAll(logger: quiet)
+    var contents = try ModelRepository(directory: packageRoot + "/examples/models", loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: quiet)
     var config = Inferwire_V1_ModelConfig()
     config.platform = "test"
     contents.models.append(LoadedModel(name: "delay", version: 1, config: config, model: DelayModel()))

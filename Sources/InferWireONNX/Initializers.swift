@@ -1,0 +1,151 @@
+import Foundation
+import InferWireProto
+
+extension OnnxTensor {
+    /// Decodes an initializer or a tensor attribute.
+    init(proto: Onnx_TensorProto) throws(OnnxError) {
+        let what = proto.name.isEmpty ? "tensor" : "initializer '\(proto.name)'"
+        if proto.dataLocation == .external || !proto.externalData.isEmpty {
+            throw OnnxError("\(what) keeps its data in an external file; InferWire loads single-file models only")
+        }
+        guard proto.dims.allSatisfy({ $0 >= 0 }) else { throw OnnxError("\(what) has a negative dimension") }
+        let shape = proto.dims.map { Int($0) }
+        guard let count = Tensor_elementCount(shape) else { throw OnnxError("\(what) is too large") }
+        guard let type = ElementType(onnx: proto.dataType) else {
+            throw OnnxError("\(what) has element type \(ElementType.name(ofONNX: proto.dataType)), which InferWire does not run")
+        }
+        let raw = proto.rawData
+        func fromRaw<T>(_: T.Type) throws(OnnxError) -> [T] {
+            guard raw.count == count * MemoryLayout<T>.size else {
+                throw OnnxError("\(what): raw_data has \(raw.count) bytes; dims \(shape) need \(count * MemoryLayout<T>.size)")
+            }
+            return [T](unsafeUninitializedCapacity: count) { buffer, n in
+                raw.withUnsafeBytes { _ = $0.copyBytes(to: UnsafeMutableRawBufferPointer(buffer)) }
+                n = count
+            }
+        }
+        func check(_ n: Int, _ field: String) throws(OnnxError) {
+            guard n == count else { throw OnnxError("\(what): \(field) has \(n) values; dims \(shape) need \(count)") }
+        }
+        let storage: Storage
+        switch type {
+        case .float:
+            if !raw.isEmpty { storage = .float(try fromRaw(Float.self)) } else {
+                try check(proto.floatData.count, "float_data"); storage = .float(proto.floatData)
+            }
+        case .double:
+            if !raw.isEmpty { storage = .double(try fromRaw(Double.self)) } else {
+                try check(proto.doubleData.count, "double_data"); storage = .double(proto.doubleData)
+            }
+        case .int64:
+            if !raw.isEmpty { storage = .int64(try fromRaw(Int64.self)) } else {
+                try check(proto.int64Data.count, "int64_data"); storage = .int64(proto.int64Data)
+            }
+        case .int32:
+            if !raw.isEmpty { storage = .int32(try fromRaw(Int32.self)) } else {
+                try check(proto.int32Data.count, "int32_data"); storage = .int32(proto.int32Data)
+            }
+        case .bool:
+            if !raw.isEmpty { storage = .bool(try fromRaw(UInt8.self).map { $0 != 0 }) } else {
+                try check(proto.int32Data.count, "int32_data"); storage = .bool(proto.int32Data.map { $0 != 0 })
+            }
+        case .string:
+            try check(proto.stringData.count, "string_data")
+            storage = .string(proto.stringData.map { String(decoding: $0, as: UTF8.self) })
+        }
+        self.init(shape: shape, storage: storage)
+    }
+}
+
+/// Element count of a shape, nil on overflow or a negative dimension.
+func Tensor_elementCount(_ shape: [Int]) -> Int? {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, o) = n.multipliedReportingOverflow(by: d)
+        if o { return nil }
+        n = p
+    }
+    return n
+}
+
+/// A node's attributes by name, with typed, validated access.
+struct Attributes {
+    let node: String
+    let op: String
+    private var byName: [String: Onnx_AttributeProto]
+    private var used: Set<String> = []
+
+    init(_ node: Onnx_NodeProto, label: String) {
+        self.node = label
+        self.op = node.opType
+        self.byName = Dictionary(node.attribute.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    func has(_ name: String) -> Bool { self.byName[name] != nil }
+
+    private func error(_ text: String) -> OnnxError { OnnxError("\(self.node): \(text)") }
+
+    mutating func int(_ name: String) throws(OnnxError) -> Int? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .int || (a.type == .undefined && a.i != 0) else { throw self.error("attribute '\(name)' must be an int") }
+        return Int(a.i)
+    }
+    mutating func int(_ name: String, default value: Int) throws(OnnxError) -> Int { try self.int(name) ?? value }
+
+    mutating func float(_ name: String) throws(OnnxError) -> Float? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .float || a.type == .undefined else { throw self.error("attribute '\(name)' must be a float") }
+        return a.f
+    }
+    mutating func float(_ name: String, default value: Float) throws(OnnxError) -> Float { try self.float(name) ?? value }
+
+    mutating func string(_ name: String) throws(OnnxError) -> String? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .string || a.type == .undefined else { throw self.error("attribute '\(name)' must be a string") }
+        return String(decoding: a.s, as: UTF8.self)
+    }
+    mutating func string(_ name: String, default value: String) throws(OnnxError) -> String { try self.string(name) ?? value }
+
+    mutating func ints(_ name: String) throws(OnnxError) -> [Int]? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .ints || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of ints") }
+        return a.ints.map { Int($0) }
+    }
+    mutating func int64s(_ name: String) throws(OnnxError) -> [Int64]? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .ints || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of ints") }
+        return a.ints
+    }
+    mutating func floats(_ name: String) throws(OnnxError) -> [Float]? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .floats || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of floats") }
+        return a.floats
+    }
+    mutating func strings(_ name: String) throws(OnnxError) -> [String]? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .strings || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of strings") }
+        return a.strings.map { String(decoding: $0, as: UTF8.self) }
+    }
+    mutating func tensor(_ name: String) throws(OnnxError) -> OnnxTensor? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .tensor || (a.type == .undefined && a.hasT) else { throw self.error("attribute '\(name)' must be a tensor") }
+        return try OnnxTensor(proto: a.t)
+    }
+
+    /// Fails for any attribute the kernel did not read: an attribute InferWire does not
+    /// understand must fail the load, never be silently ignored.
+    func checkAllUsed(ignoring ignorable: Set<String> = []) throws(OnnxError) {
+        let unknown = Set(self.byName.keys).subtracting(self.used).subtracting(ignorable)
+        if let first = unknown.sorted().first {
+            throw self.error("attribute '\(first)' of \(self.op) is not supported")
+        }
+    }
+
+    private mutating func take(_ name: String) -> Onnx_AttributeProto? {
+        guard let a = self.byName[name] else { return nil }
+        if !a.refAttrName.isEmpty { return nil }
+        self.used.insert(name)
+        return a
+    }
+}

@@ -1,0 +1,248 @@
+import Foundation
+import InferWireCore
+import InferWireProto
+
+/// The domains InferWire runs, with the newest opset it knows for each.
+enum OpsetSupport {
+    static let defaultDomainMax = 21
+    static let mlDomainMax = 3
+}
+
+/// A graph input or output as declared in the model.
+struct GraphValue: Sendable {
+    var name: String
+    var type: ElementType
+    /// -1 for symbolic or missing dimensions.
+    var shape: [Int]
+    var hasShape: Bool
+}
+
+/// An ONNX model loaded into InferWire's runtime.
+final class OnnxModel: InferenceModel {
+    let signature: ModelSignature
+    var isLightweight: Bool { false }
+    let plan: ExecutionPlan
+    let inputs: [GraphValue]
+    let outputs: [GraphValue]
+
+    /// Parses, validates and plans a model, then runs it once on zeros to prove every
+    /// node's shapes work out.
+    /// - Parameter maxBatchSize: used when every input has a symbolic first dimension.
+    init(data: Data, name: String, maxBatchSize: Int = 256) throws(OnnxError) {
+        let model: Onnx_ModelProto
+        do {
+            model = try Onnx_ModelProto(serializedBytes: data)
+        } catch {
+            throw OnnxError("not a valid ONNX file (\(data.count) bytes): \(error)")
+        }
+        let loaded = try GraphLoader(model: model).load()
+        self.plan = loaded.plan
+        self.inputs = loaded.inputs
+        self.outputs = loaded.outputs
+
+        // A symbolic or missing first dimension on every input is the batch dimension.
+        let batched = !self.inputs.isEmpty && self.inputs.allSatisfy { $0.hasShape && !$0.shape.isEmpty && $0.shape[0] == -1 }
+        let batch = batched ? maxBatchSize : 0
+        self.signature = ModelSignature(
+            inputs: self.inputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.shape) },
+            outputs: self.outputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.hasShape ? $0.shape : []) },
+            maxBatchSize: batch)
+
+        // Trial runs: batch 1, and batch 2 where batched, on zeros.
+        for rows in batched ? [1, 2] : [1] {
+            let trial = self.inputs.map { value -> OnnxTensor in
+                let shape = value.shape.enumerated().map { index, dim in dim >= 0 ? dim : (index == 0 && batched ? rows : 1) }
+                return OnnxTensor.zeros(value.type, shape: shape)
+            }
+            let results: [OnnxTensor]
+            do {
+                results = try self.plan.run(trial)
+            } catch {
+                throw OnnxError("model '\(name)' fails a trial run on zeros (batch \(rows)): \(error)")
+            }
+            for (value, result) in zip(self.outputs, results) where result.elementType != value.type {
+                throw OnnxError("output '\(value.name)' is declared \(value.type) but computes \(result.elementType)")
+            }
+        }
+    }
+
+    func execute(_ tensors: [Tensor]) throws -> [Tensor] {
+        let inputs: [OnnxTensor]
+        do {
+            inputs = try tensors.map { tensor throws(OnnxError) in try OnnxTensor(tensor) }
+        } catch {
+            throw InferWireError(code: .invalidArgument, message: error.message)
+        }
+        let results: [OnnxTensor]
+        do {
+            results = try self.plan.run(inputs)
+        } catch let error as OnnxError {
+            // A shape that passed the signature but not an operator (e.g. a bad free dimension).
+            throw InferWireError(code: .invalidArgument, message: error.message)
+        }
+        return zip(self.outputs, results).map { $1.wire(name: $0.name) }
+    }
+}
+
+/// Turns a `ModelProto` into an execution plan.
+struct GraphLoader {
+    let model: Onnx_ModelProto
+
+    struct Loaded {
+        var plan: ExecutionPlan
+        var inputs: [GraphValue]
+        var outputs: [GraphValue]
+    }
+
+    func load() throws(OnnxError) -> Loaded {
+        guard self.model.hasGraph else { throw OnnxError("the model has no graph") }
+        guard self.model.functions.isEmpty else { throw OnnxError("model-local functions are not supported") }
+        let graph = self.model.graph
+        guard graph.sparseInitializer.isEmpty else { throw OnnxError("sparse initializers are not supported") }
+
+        // Opsets.
+        var opsets: [String: Int] = [:]
+        for entry in self.model.opsetImport {
+            let domain = entry.domain == "ai.onnx" ? "" : entry.domain
+            opsets[domain] = Int(entry.version)
+        }
+        guard let defaultOpset = opsets[""] ?? (opsets.isEmpty ? nil : 1) else {
+            throw OnnxError("the model imports no opset for the default domain")
+        }
+        if defaultOpset > OpsetSupport.defaultDomainMax {
+            throw OnnxError("default-domain opset \(defaultOpset) is newer than InferWire supports (\(OpsetSupport.defaultDomainMax))")
+        }
+        if let ml = opsets["ai.onnx.ml"], ml > OpsetSupport.mlDomainMax {
+            throw OnnxError("ai.onnx.ml opset \(ml) is newer than InferWire supports (\(OpsetSupport.mlDomainMax))")
+        }
+
+        var slots: [String: Int] = [:]
+        func slot(_ name: String) -> Int {
+            if let s = slots[name] { return s }
+            let s = slots.count
+            slots[name] = s
+            return s
+        }
+
+        // Initializers.
+        var constants: [Int: OnnxTensor] = [:]
+        for initializer in graph.initializer {
+            constants[slot(initializer.name)] = try OnnxTensor(proto: initializer)
+        }
+
+        // Inputs: graph inputs that are not initializers.
+        var inputs: [GraphValue] = []
+        for value in graph.input where slots[value.name].map({ constants[$0] == nil }) ?? true {
+            inputs.append(try Self.describe(value, role: "input"))
+            _ = slot(value.name)
+        }
+        let outputs = try graph.output.map { value throws(OnnxError) in try Self.describe(value, role: "output") }
+
+        // Nodes, in dependency order.
+        var known = Set(slots.keys)
+        var pending = Array(graph.node.enumerated())
+        var ordered: [(Int, Onnx_NodeProto)] = []
+        while !pending.isEmpty {
+            let before = pending.count
+            pending.removeAll { index, node in
+                guard node.input.allSatisfy({ $0.isEmpty || known.contains($0) }) else { return false }
+                ordered.append((index, node))
+                known.formUnion(node.output.filter { !$0.isEmpty })
+                return true
+            }
+            if pending.count == before {
+                let (index, node) = pending[0]
+                let missing = node.input.first { !$0.isEmpty && !known.contains($0) } ?? "?"
+                throw OnnxError("\(Self.label(node, index: index, opset: nil)): input '\(missing)' is produced by no node, initializer or graph input")
+            }
+        }
+
+        var steps: [ExecutionPlan.Step] = []
+        for (index, node) in ordered {
+            let domain = node.domain == "ai.onnx" ? "" : node.domain
+            guard let opset = opsets[domain] else {
+                throw OnnxError("\(Self.label(node, index: index, opset: nil)): the model imports no opset for domain '\(domain)'")
+            }
+            let label = Self.label(node, index: index, opset: opset)
+            let registry = domain == "" ? Operators.defaultDomain : (domain == "ai.onnx.ml" ? Operators.mlDomain : [:])
+            guard let factory = registry[node.opType] else {
+                throw OnnxError("\(label): operator \(domain.isEmpty ? "" : domain + ".")\(node.opType) is not supported")
+            }
+            let inputSlots: [Int?] = node.input.map { $0.isEmpty ? nil : slot($0) }
+            var constantInputs: [Int: OnnxTensor] = [:]
+            for (position, s) in inputSlots.enumerated() { if let s, let c = constants[s] { constantInputs[position] = c } }
+            var context = NodeContext(
+                label: label, attributes: Attributes(node, label: label), opset: opset,
+                inputCount: node.input.count, outputCount: node.output.count, constantInputs: constantInputs)
+            let kernel: any Kernel
+            do {
+                kernel = try factory(&context)
+            } catch let error as OnnxError {
+                throw error.message.hasPrefix(label) ? error : OnnxError("\(label): \(error.message)")
+            } catch {
+                throw OnnxError("\(label): \(error)")
+            }
+            let outputSlots = node.output.map { slot($0) }
+
+            // Constant folding: a node whose inputs are all known now is computed once, here.
+            let allConstant = inputSlots.allSatisfy { $0 == nil || constants[$0!] != nil }
+            if allConstant && !inputSlots.isEmpty || node.opType == "Constant" {
+                do {
+                    let values = try kernel.run(inputSlots.map { $0.flatMap { constants[$0] } })
+                    for (s, v) in zip(outputSlots, values) { constants[s] = v }
+                    continue
+                } catch {
+                    throw OnnxError("\(label): \(error)")
+                }
+            }
+            steps.append(ExecutionPlan.Step(kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: []))
+        }
+
+        let inputSlots = inputs.map { slots[$0.name]! }
+        var outputSlots: [Int] = []
+        for output in outputs {
+            guard let s = slots[output.name], known.contains(output.name) else {
+                throw OnnxError("graph output '\(output.name)' is produced by no node")
+            }
+            outputSlots.append(s)
+        }
+
+        // Free each intermediate after its last reader so memory is recycled within a run.
+        var lastUse: [Int: Int] = [:]
+        for (position, step) in steps.enumerated() {
+            for s in step.inputs.compactMap({ $0 }) { lastUse[s] = position }
+        }
+        let keep = Set(outputSlots).union(constants.keys)
+        for (s, position) in lastUse where !keep.contains(s) {
+            steps[position].release.append(s)
+        }
+
+        let plan = ExecutionPlan(
+            slotCount: slots.count,
+            constants: constants.filter { constantSlot, _ in
+                steps.contains { $0.inputs.contains(constantSlot) } || outputSlots.contains(constantSlot)
+            }.map { ($0.key, $0.value) },
+            inputSlots: inputSlots, outputSlots: outputSlots, steps: steps)
+        return Loaded(plan: plan, inputs: inputs, outputs: outputs)
+    }
+
+    static func label(_ node: Onnx_NodeProto, index: Int, opset: Int?) -> String {
+        let name = node.name.isEmpty ? "#\(index)" : "'\(node.name)'"
+        let domain = node.domain.isEmpty || node.domain == "ai.onnx" ? "" : node.domain + "."
+        return "node \(name) (\(domain)\(node.opType)" + (opset.map { ", opset \($0)" } ?? "") + ")"
+    }
+
+    static func describe(_ value: Onnx_ValueInfoProto, role: String) throws(OnnxError) -> GraphValue {
+        guard case .tensorType(let tensorType)? = value.type.value else {
+            throw OnnxError("graph \(role) '\(value.name)' is not a tensor (sequences and maps are not supported; export classifiers without ZipMap)")
+        }
+        guard let type = ElementType(onnx: tensorType.elemType) else {
+            throw OnnxError("graph \(role) '\(value.name)' has element type \(ElementType.name(ofONNX: tensorType.elemType)), which InferWire does not run")
+        }
+        let shape = tensorType.shape.dim.map { dim -> Int in
+            if case .dimValue(let v)? = dim.value, v >= 0 { return Int(v) }
+            return -1
+        }
+        return GraphValue(name: value.name, type: type, shape: shape, hasShape: tensorType.hasShape)
+    }
+}

@@ -1,0 +1,236 @@
+import Foundation
+
+/// The trees of a TreeEnsembleClassifier or TreeEnsembleRegressor, flattened into arrays
+/// for a tight evaluation loop.
+struct TreeForest: Sendable {
+    enum Mode: UInt8 { case leq, lt, gte, gt, eq, neq, leaf }
+
+    var feature: [Int32] = []
+    var threshold: [Float] = []
+    var mode: [Mode] = []
+    var trueChild: [Int32] = []
+    var falseChild: [Int32] = []
+    var missingTracksTrue: [Bool] = []
+    /// Per node: the range in `leafTargets`/`leafWeights` of its leaf contributions.
+    var leafStart: [Int32] = []
+    var leafCount: [Int32] = []
+    var leafTargets: [Int32] = []
+    var leafWeights: [Float] = []
+    var roots: [Int32] = []
+    var maxFeature = -1
+
+    /// Builds the forest from the node attributes and the (tree, node, target, weight) leaf lists.
+    init(_ c: inout NodeContext, leafPrefix: String) throws {
+        func required<T>(_ value: T?, _ name: String) throws -> T {
+            guard let value else { throw c.error("attribute '\(name)' is required") }
+            return value
+        }
+        if c.attributes.has("nodes_values_as_tensor") || c.attributes.has("\(leafPrefix)_weights_as_tensor") {
+            throw c.error("double-precision *_as_tensor attributes are not supported")
+        }
+        let treeIDs = try required(try c.attributes.int64s("nodes_treeids"), "nodes_treeids")
+        let nodeIDs = try required(try c.attributes.int64s("nodes_nodeids"), "nodes_nodeids")
+        let features = try required(try c.attributes.int64s("nodes_featureids"), "nodes_featureids")
+        let modes = try required(try c.attributes.strings("nodes_modes"), "nodes_modes")
+        let values = try required(try c.attributes.floats("nodes_values"), "nodes_values")
+        let trues = try required(try c.attributes.int64s("nodes_truenodeids"), "nodes_truenodeids")
+        let falses = try required(try c.attributes.int64s("nodes_falsenodeids"), "nodes_falsenodeids")
+        let missing = try c.attributes.int64s("nodes_missing_value_tracks_true") ?? []
+        _ = try c.attributes.floats("nodes_hitrates")  // statistics only
+        let n = treeIDs.count
+        guard [nodeIDs.count, features.count, modes.count, values.count, trues.count, falses.count].allSatisfy({ $0 == n }),
+            missing.isEmpty || missing.count == n
+        else { throw c.error("the nodes_* attributes have different lengths") }
+
+        var index: [Int64: [Int64: Int]] = [:]
+        for i in 0..<n {
+            guard index[treeIDs[i], default: [:]].updateValue(i, forKey: nodeIDs[i]) == nil else {
+                throw c.error("tree \(treeIDs[i]) declares node \(nodeIDs[i]) twice")
+            }
+        }
+        let modeMap: [String: Mode] = ["BRANCH_LEQ": .leq, "BRANCH_LT": .lt, "BRANCH_GTE": .gte, "BRANCH_GT": .gt,
+                                       "BRANCH_EQ": .eq, "BRANCH_NEQ": .neq, "LEAF": .leaf]
+        var isChild = Set<Int>()
+        for i in 0..<n {
+            guard let m = modeMap[modes[i]] else { throw c.error("node mode '\(modes[i])' is not supported") }
+            self.mode.append(m)
+            self.feature.append(Int32(features[i]))
+            self.threshold.append(values[i])
+            self.missingTracksTrue.append(missing.isEmpty ? false : missing[i] != 0)
+            if m == .leaf {
+                self.trueChild.append(-1); self.falseChild.append(-1)
+            } else {
+                guard features[i] >= 0 else { throw c.error("node \(nodeIDs[i]) of tree \(treeIDs[i]) has a negative feature id") }
+                self.maxFeature = max(self.maxFeature, Int(features[i]))
+                guard let t = index[treeIDs[i]]?[trues[i]], let f = index[treeIDs[i]]?[falses[i]] else {
+                    throw c.error("node \(nodeIDs[i]) of tree \(treeIDs[i]) points to a missing child")
+                }
+                self.trueChild.append(Int32(t)); self.falseChild.append(Int32(f))
+                isChild.insert(t); isChild.insert(f)
+            }
+        }
+        var seenTrees = Set<Int64>()
+        for i in 0..<n where !isChild.contains(i) && seenTrees.insert(treeIDs[i]).inserted {
+            self.roots.append(Int32(i))
+        }
+
+        let leafTrees = try required(try c.attributes.int64s("\(leafPrefix)_treeids"), "\(leafPrefix)_treeids")
+        let leafNodes = try required(try c.attributes.int64s("\(leafPrefix)_nodeids"), "\(leafPrefix)_nodeids")
+        let leafIDs = try required(try c.attributes.int64s("\(leafPrefix)_ids"), "\(leafPrefix)_ids")
+        let weights = try required(try c.attributes.floats("\(leafPrefix)_weights"), "\(leafPrefix)_weights")
+        guard leafNodes.count == leafTrees.count, leafIDs.count == leafTrees.count, weights.count == leafTrees.count else {
+            throw c.error("the \(leafPrefix)_* attributes have different lengths")
+        }
+        var perNode = [[(Int32, Float)]](repeating: [], count: n)
+        for i in 0..<leafTrees.count {
+            guard let node = index[leafTrees[i]]?[leafNodes[i]] else {
+                throw c.error("\(leafPrefix) weight for missing node \(leafNodes[i]) of tree \(leafTrees[i])")
+            }
+            perNode[node].append((Int32(leafIDs[i]), weights[i]))
+        }
+        for list in perNode {
+            self.leafStart.append(Int32(self.leafTargets.count))
+            self.leafCount.append(Int32(list.count))
+            for (target, weight) in list { self.leafTargets.append(target); self.leafWeights.append(weight) }
+        }
+        self.leafIDs = Set(leafIDs.map { Int($0) })
+    }
+
+    /// Target (or class) ids that carry weights.
+    var leafIDs: Set<Int> = []
+
+    /// The leaf a row reaches in the tree rooted at `root`.
+    @inline(__always)
+    func leaf(root: Int32, row: UnsafePointer<Float>) -> Int {
+        var i = Int(root)
+        while true {
+            let m = self.mode[i]
+            if m == .leaf { return i }
+            let x = row[Int(self.feature[i])]
+            let t = self.threshold[i]
+            let goTrue: Bool
+            if x.isNaN && self.missingTracksTrue[i] {
+                goTrue = true
+            } else {
+                switch m {
+                case .leq: goTrue = x <= t
+                case .lt: goTrue = x < t
+                case .gte: goTrue = x >= t
+                case .gt: goTrue = x > t
+                case .eq: goTrue = x == t
+                case .neq: goTrue = x != t
+                case .leaf: goTrue = false
+                }
+            }
+            i = Int(goTrue ? self.trueChild[i] : self.falseChild[i])
+        }
+    }
+
+    enum Aggregate: String { case sum = "SUM", average = "AVERAGE", min = "MIN", max = "MAX" }
+
+    /// Raw per-target scores for every row; `hasScore` marks targets some leaf reached.
+    func scores(_ x: [Float], rows: Int, columns: Int, targets: Int, aggregate: Aggregate) -> (scores: [Float], hasScore: [Bool]) {
+        var scores = [Float](repeating: 0, count: rows * targets)
+        var has = [Bool](repeating: false, count: rows * targets)
+        x.withUnsafeBufferPointer { px in
+            for r in 0..<rows {
+                let row = px.baseAddress! + r * columns
+                let base = r * targets
+                for root in self.roots {
+                    let leaf = self.leaf(root: root, row: row)
+                    let start = Int(self.leafStart[leaf])
+                    for k in start..<(start + Int(self.leafCount[leaf])) {
+                        let t = base + Int(self.leafTargets[k]), w = self.leafWeights[k]
+                        switch aggregate {
+                        case .sum, .average: scores[t] += w
+                        case .min: scores[t] = has[t] ? Swift.min(scores[t], w) : w
+                        case .max: scores[t] = has[t] ? Swift.max(scores[t], w) : w
+                        }
+                        has[t] = true
+                    }
+                }
+                if aggregate == .average {
+                    for t in 0..<targets { scores[base + t] /= Float(self.roots.count) }
+                }
+            }
+        }
+        return (scores, has)
+    }
+}
+
+enum TreeEnsemble {
+    static func register(_ r: inout [String: KernelFactory]) {
+        r["TreeEnsembleRegressor"] = { c in
+            try c.require(inputs: 1...1)
+            let forest = try TreeForest(&c, leafPrefix: "target")
+            let targets = try c.attributes.int("n_targets", default: (forest.leafIDs.max() ?? 0) + 1)
+            let aggregateName = try c.attributes.string("aggregate_function", default: "SUM")
+            guard let aggregate = TreeForest.Aggregate(rawValue: aggregateName) else { throw c.error("aggregate_function '\(aggregateName)' is not supported") }
+            let baseValues = try c.attributes.floats("base_values") ?? []
+            let transform = try PostTransform(&c)
+            try c.attributes.checkAllUsed()
+            guard targets > 0, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < targets }) else { throw c.error("target ids exceed n_targets \(targets)") }
+            guard baseValues.isEmpty || baseValues.count == targets else { throw c.error("base_values has \(baseValues.count) values for \(targets) targets") }
+            return FunctionKernel { inputs in
+                let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleRegressor"), "TreeEnsembleRegressor")
+                guard forest.maxFeature < columns else { throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)") }
+                var (scores, _) = forest.scores(x, rows: rows, columns: columns, targets: targets, aggregate: aggregate)
+                scores.withUnsafeMutableBufferPointer { p in
+                    for r in 0..<rows {
+                        for t in 0..<baseValues.count { p[r * targets + t] += baseValues[t] }
+                        transform.apply(UnsafeMutableBufferPointer(rebasing: p[(r * targets)..<((r + 1) * targets)]))
+                    }
+                }
+                return [OnnxTensor(shape: [rows, targets], floats: scores)]
+            }
+        }
+        r["TreeEnsembleClassifier"] = { c in
+            try c.require(inputs: 1...1, outputs: 1...2)
+            let forest = try TreeForest(&c, leafPrefix: "class")
+            let labels = try ClassLabels.parse(&c, intsName: "classlabels_int64s")
+            let baseValues = try c.attributes.floats("base_values") ?? []
+            let transform = try PostTransform(&c)
+            try c.attributes.checkAllUsed()
+            let classes = labels.count
+            guard classes > 0, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < classes }) else { throw c.error("class ids exceed the \(classes) class labels") }
+            guard baseValues.isEmpty || baseValues.count == classes || (classes == 2 && baseValues.count == 1) else {
+                throw c.error("base_values has \(baseValues.count) values for \(classes) classes")
+            }
+            // Two labels but weights for one class only: a binary model scoring the positive class.
+            let singleScore = classes == 2 && forest.leafIDs.count == 1
+            let allPositive = forest.leafWeights.allSatisfy { $0 >= 0 }
+            return FunctionKernel { inputs in
+                let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleClassifier"), "TreeEnsembleClassifier")
+                guard forest.maxFeature < columns else { throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)") }
+                let (raw, has) = forest.scores(x, rows: rows, columns: columns, targets: classes, aggregate: .sum)
+                var out = [Float](repeating: 0, count: rows * classes)
+                var winners = [Int](repeating: 0, count: rows)
+                for r in 0..<rows {
+                    let base = r * classes
+                    if singleScore {
+                        let id = forest.leafIDs.first!
+                        var s = raw[base + id] + (baseValues.isEmpty ? 0 : baseValues[baseValues.count == 2 ? 1 : 0])
+                        let positive = allPositive ? s > 0.5 : s > 0
+                        winners[r] = positive ? 1 : 0
+                        if transform == .logistic { s = sigmoid(s) }
+                        if transform == .probit { s = Float(2.0.squareRoot() * inverseErf(2 * Double(s) - 1)) }
+                        out[base] = allPositive ? 1 - s : -s
+                        out[base + 1] = s
+                        if transform == .logistic && !allPositive { out[base] = 1 - s }
+                    } else {
+                        for k in 0..<classes {
+                            out[base + k] = raw[base + k] + (baseValues.count == classes ? baseValues[k] : 0)
+                        }
+                        var best = -1
+                        for k in 0..<classes where has[base + k] || baseValues.count == classes {
+                            if best < 0 || out[base + k] > out[base + best] { best = k }
+                        }
+                        winners[r] = max(best, 0)
+                        out.withUnsafeMutableBufferPointer { transform.apply(UnsafeMutableBufferPointer(rebasing: $0[base..<(base + classes)])) }
+                    }
+                }
+                return [labels.tensor(winners), OnnxTensor(shape: [rows, classes], floats: out)]
+            }
+        }
+    }
+}
