@@ -1,10 +1,12 @@
+import DequeModule
 import InferWireCore
 import InferWireProto
 import InferWireWire
 import NIOCore
 
 /// The client side of one connection, on its event loop: writes the preface, waits
-/// for HELLO, matches RESPONSE/ERROR frames to callers by request id.
+/// for HELLO, assigns request ids, matches RESPONSE/ERROR frames to callers by id,
+/// and holds calls back locally beyond the server's `max_concurrent_requests`.
 final class ClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = InboundFrame
     typealias OutboundOut = ByteBuffer
@@ -16,13 +18,25 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         var timer: Scheduled<Void>?
     }
 
+    private struct Queued {
+        var frame: ByteBuffer
+        var promise: EventLoopPromise<Frame>
+        var timer: Scheduled<Void>?
+    }
+
     private let helloPromise: EventLoopPromise<Inferwire_V1_Hello>
-    private var helloReceived = false
+    private var hello: Inferwire_V1_Hello?
     private var pending: [UInt32: Pending] = [:]
+    /// Calls waiting for a free slot under the server's concurrency limit.
+    private var queued = Deque<Queued>()
+    /// The id of each call by its future, so the caller can cancel without knowing the id.
+    private var idsByFuture: [ObjectIdentifier: UInt32] = [:]
+    private var lastID: UInt32 = 0
     private var pingPromises: [UInt64: EventLoopPromise<Void>] = [:]
     /// Set once the connection accepts no new requests, with the reason.
     private var refusal: InferWireError?
     private var context: ChannelHandlerContext?
+    private var prefaceSent = false
 
     init(helloPromise: EventLoopPromise<Inferwire_V1_Hello>) {
         self.helloPromise = helloPromise
@@ -42,7 +56,6 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    private var prefaceSent = false
     private func sendPreface(context: ChannelHandlerContext) {
         guard !self.prefaceSent else { return }
         self.prefaceSent = true
@@ -53,30 +66,50 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     // MARK: Calls (on the event loop)
 
-    /// Sends one encoded REQUEST frame and registers its promise.
-    func start(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, promise: EventLoopPromise<Frame>) {
+    /// Sends one encoded REQUEST frame (its request id is filled in here) or queues it
+    /// while the server's concurrency limit is reached.
+    func start(frame: ByteBuffer, timeout: TimeAmount?, promise: EventLoopPromise<Frame>) {
         guard let context = self.context, self.refusal == nil else {
             promise.fail(self.refusal ?? InferWireError(code: .unavailable, message: "connection is closed"))
             return
         }
-        guard self.pending[id] == nil else {
-            promise.fail(InferWireError(code: .resourceExhausted, message: "request id \(id) is still in flight (ids wrapped)"))
-            return
-        }
-        var entry = Pending(promise: promise, timer: nil)
+        var timer: Scheduled<Void>?
         if let timeout {
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            entry.timer = context.eventLoop.scheduleTask(in: timeout) {
-                handler.value.abandon(id: id, InferWireError(code: .deadlineExceeded, message: "no answer within the deadline"))
+            let future = ObjectIdentifier(promise.futureResult)
+            timer = context.eventLoop.scheduleTask(in: timeout) {
+                handler.value.abandon(future: future, InferWireError(code: .deadlineExceeded, message: "no answer within the deadline"))
             }
         }
-        self.pending[id] = entry
+        let limit = Int(self.hello?.maxConcurrentRequests ?? 0)
+        if limit > 0, self.pending.count >= limit {
+            self.queued.append(Queued(frame: frame, promise: promise, timer: timer))
+            return
+        }
+        self.send(frame: frame, promise: promise, timer: timer, context: context)
+    }
+
+    private func send(frame: ByteBuffer, promise: EventLoopPromise<Frame>, timer: Scheduled<Void>?, context: ChannelHandlerContext) {
+        // Next id that is neither 0 nor still in flight.
+        var id = self.lastID
+        repeat { id &+= 1 } while id == 0 || self.pending[id] != nil
+        self.lastID = id
+        var frame = frame
+        frame.setInteger(id, at: frame.readerIndex + 8)
+        self.pending[id] = Pending(promise: promise, timer: timer)
+        self.idsByFuture[ObjectIdentifier(promise.futureResult)] = id
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
     }
 
     /// The caller stopped waiting: fail it now and tell the server.
-    func abandon(id: UInt32, _ error: InferWireError) {
-        guard let promise = self.pending[id]?.promise else { return }
+    func abandon(future: ObjectIdentifier, _ error: InferWireError) {
+        if let index = self.queued.firstIndex(where: { ObjectIdentifier($0.promise.futureResult) == future }) {
+            let call = self.queued.remove(at: index)
+            call.timer?.cancel()
+            call.promise.fail(error)
+            return
+        }
+        guard let id = self.idsByFuture.removeValue(forKey: future), let promise = self.pending[id]?.promise else { return }
         self.pending[id]?.promise = nil
         self.pending[id]?.timer?.cancel()
         promise.fail(error)
@@ -86,12 +119,17 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    func ping(token: UInt64, promise: EventLoopPromise<Void>) {
+    func ping(token: UInt64, timeout: TimeAmount, promise: EventLoopPromise<Void>) {
         guard let context = self.context, context.channel.isActive else {
             promise.fail(InferWireError(code: .unavailable, message: "connection is closed"))
             return
         }
         self.pingPromises[token] = promise
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timer = context.eventLoop.scheduleTask(in: timeout) {
+            handler.value.pingPromises.removeValue(forKey: token)?.fail(InferWireError(code: .deadlineExceeded, message: "no PONG within the timeout"))
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
         var payload = context.channel.allocator.buffer(capacity: 8)
         payload.writeInteger(token)
         let frame = Frame.encode(FrameHeader(payloadLength: 0, type: .ping), payload: payload, allocator: context.channel.allocator)
@@ -120,7 +158,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         case .hello:
             do {
                 let hello = try Inferwire_V1_Hello(serializedBytes: [UInt8](buffer: frame.payload))
-                self.helloReceived = true
+                self.hello = hello
                 self.helloPromise.succeed(hello)
             } catch {
                 self.failConnection(InferWireError(code: .internal, message: "server sent a malformed HELLO: \(error)"), context: context)
@@ -128,14 +166,15 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         case .response, .error:
             self.finish(id: frame.header.requestID, with: .success(frame))
         case .goAway:
+            // No new requests; those already sent are answered, or fail when the connection closes.
             let goAway = (try? Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frame.payload))) ?? Inferwire_V1_GoAway()
             var error = InferWireError(code: .init(goAway.code), message: "server sent GOAWAY: \(goAway.message)")
             if goAway.code == .ok { error.code = .unavailable }
             self.refusal = error
-            if !self.helloReceived { self.helloPromise.fail(error) }
-            // Requests above last_request_id were not processed.
-            for id in self.pending.keys where id > goAway.lastRequestID {
-                self.finish(id: id, with: .failure(InferWireError(code: .unavailable, message: "not processed: \(error.message)")))
+            if self.hello == nil { self.helloPromise.fail(error) }
+            while let call = self.queued.popFirst() {
+                call.timer?.cancel()
+                call.promise.fail(InferWireError(code: .unavailable, message: "not sent: \(error.message)"))
             }
         case .ping:
             let pong = Frame.encode(FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator)
@@ -152,9 +191,16 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private func finish(id: UInt32, with result: Result<Frame, InferWireError>) {
         guard let entry = self.pending.removeValue(forKey: id) else { return }
         entry.timer?.cancel()
-        switch result {
-        case .success(let frame): entry.promise?.succeed(frame)
-        case .failure(let error): entry.promise?.fail(error)
+        if let promise = entry.promise {
+            self.idsByFuture.removeValue(forKey: ObjectIdentifier(promise.futureResult))
+            switch result {
+            case .success(let frame): promise.succeed(frame)
+            case .failure(let error): promise.fail(error)
+            }
+        }
+        // A slot under the server's limit is free: send the next queued call.
+        if let context = self.context, self.refusal == nil, let next = self.queued.popFirst() {
+            self.send(frame: next.frame, promise: next.promise, timer: next.timer, context: context)
         }
     }
 
@@ -162,7 +208,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         let error = self.refusal.map { InferWireError(code: .unavailable, message: "connection closed after \($0.message)") }
             ?? InferWireError(code: .unavailable, message: "connection closed by the server")
         self.refusal = self.refusal ?? error
-        if !self.helloReceived { self.helloPromise.fail(error) }
+        if self.hello == nil { self.helloPromise.fail(error) }
+        while let call = self.queued.popFirst() {
+            call.timer?.cancel()
+            call.promise.fail(error)
+        }
         for id in Array(self.pending.keys) { self.finish(id: id, with: .failure(error)) }
         for (_, promise) in self.pingPromises { promise.fail(error) }
         self.pingPromises.removeAll()

@@ -48,7 +48,6 @@ public final class InferWireClient: Sendable {
     public let configuration: Configuration
     private let channel: any Channel
     private let handler: NIOLoopBound<ClientConnectionHandler>
-    private let nextID = Atomic<UInt32>(0)
     private let nextPing = Atomic<UInt64>(0)
 
     private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: Inferwire_V1_Hello, configuration: Configuration) {
@@ -165,13 +164,19 @@ public final class InferWireClient: Sendable {
     }
 
     /// Round-trips a PING frame and returns the time it took.
-    public func ping() async throws -> Duration {
+    /// - Parameter timeout: how long to wait for the PONG (DEADLINE_EXCEEDED after).
+    public func ping(timeout: Duration = .seconds(5)) async throws -> Duration {
         let token = self.nextPing.wrappingAdd(1, ordering: .relaxed).newValue
         let promise = self.channel.eventLoop.makePromise(of: Void.self)
         let handler = self.handler
         let start = ContinuousClock.now
-        self.channel.eventLoop.execute { handler.value.ping(token: token, promise: promise) }
-        try await promise.futureResult.get()
+        let wait = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        self.channel.eventLoop.execute { handler.value.ping(token: token, timeout: wait, promise: promise) }
+        do {
+            try await promise.futureResult.get()
+        } catch {
+            throw Self.wrap(error)
+        }
         return ContinuousClock.now - start
     }
 
@@ -179,16 +184,17 @@ public final class InferWireClient: Sendable {
     public func call<Request: Message, Response: Message>(
         _ method: Inferwire_V1_Method, _ request: Request, as: Response.Type, timeout: Duration? = nil
     ) async throws -> Response {
-        let id = self.allocateID()
-
         // Encode (and compress) on the caller's thread, not the event loop.
         let bytes: [UInt8] = try request.serializedBytes()
         guard bytes.count <= Int(self.hello.maxFrameSize) else {
             throw InferWireError(code: .resourceExhausted, message: "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
         }
         let timeout = timeout ?? self.configuration.defaultTimeout
-        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(method.rawValue), requestID: id)
+        // The request id is filled in on the event loop, which knows which ids are free.
+        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(method.rawValue), requestID: 0)
         if let timeout {
+            // The header carries at most UInt32.max µs (≈ 71.6 minutes); longer deadlines
+            // are sent as that and enforced here in full.
             let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
             header.timeoutMicros = UInt32(clamping: max(1, micros))
         }
@@ -209,15 +215,16 @@ public final class InferWireClient: Sendable {
         let loop = self.channel.eventLoop
         let promise = loop.makePromise(of: Frame.self)
         let handler = self.handler
-        let timeAmount = timeout.map { _ in TimeAmount.microseconds(Int64(header.timeoutMicros)) }
-        loop.execute { handler.value.start(id: id, frame: frame, timeout: timeAmount, promise: promise) }
+        let timeAmount = timeout.map { TimeAmount.nanoseconds(Int64(clamping: $0.components.seconds) &* 1_000_000_000 &+ $0.components.attoseconds / 1_000_000_000) }
+        loop.execute { handler.value.start(frame: frame, timeout: timeAmount, promise: promise) }
 
         let answer: Frame
         do {
             answer = try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
             } onCancel: {
-                loop.execute { handler.value.abandon(id: id, InferWireError(code: .cancelled, message: "cancelled by the caller")) }
+                let future = ObjectIdentifier(promise.futureResult)
+                loop.execute { handler.value.abandon(future: future, InferWireError(code: .cancelled, message: "cancelled by the caller")) }
             }
         } catch {
             throw Self.wrap(error)
@@ -225,7 +232,11 @@ public final class InferWireClient: Sendable {
 
         var payload = answer.payload
         if answer.header.flags.contains(.compressed) {
-            payload = try PayloadCompression.decompress(payload, limit: self.configuration.maxFrameSize, allocator: allocator)
+            do {
+                payload = try PayloadCompression.decompress(payload, limit: self.configuration.maxFrameSize, allocator: allocator)
+            } catch {
+                throw InferWireError(code: error.kind == .tooLarge ? .resourceExhausted : .internal, message: "server sent a bad compressed payload: \(error.message)", cause: error)
+            }
         }
         let payloadBytes = [UInt8](buffer: payload)
         if answer.header.type == .error {
@@ -237,12 +248,6 @@ public final class InferWireClient: Sendable {
         } catch {
             throw InferWireError(code: .internal, message: "server sent a malformed \(Response.protoMessageName): \(error)", cause: error)
         }
-    }
-
-    /// A fresh request id; 0 is the connection's own and never used.
-    private func allocateID() -> UInt32 {
-        let id = self.nextID.wrappingAdd(1, ordering: .relaxed).newValue
-        return id != 0 ? id : self.nextID.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
     private static func wrap(_ error: any Error) -> InferWireError {

@@ -47,6 +47,8 @@ public final class ExecutionPool: Sendable {
             let job: (@Sendable () -> Void)? = self.state.withLock { state in
                 guard state.head < state.queue.count else { return nil }
                 let job = state.queue[state.head]
+                // Drop the queue's reference now: a finished job must not keep its request alive.
+                state.queue[state.head] = {}
                 state.head += 1
                 // Compact now and then so the array does not grow forever.
                 if state.head > 1024, state.head * 2 > state.queue.count {

@@ -23,6 +23,22 @@ public enum InferWireVersion {
     public static let current = "0.1.0"
 }
 
+/// Lets a transport withdraw a request whose caller gave up (CANCEL, disconnect):
+/// work not yet started is skipped.
+public final class RequestCancellation: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    public init() {}
+
+    public func cancel() {
+        self.flag.store(true, ordering: .relaxed)
+    }
+
+    public var isCancelled: Bool {
+        self.flag.load(ordering: .relaxed)
+    }
+}
+
 /// Turns request payloads into response payloads: decodes the method's message,
 /// routes to a model version, validates inputs and runs the model.
 ///
@@ -73,12 +89,14 @@ public final class RequestDispatcher: Sendable {
     ///   - method: the method number from the frame header.
     ///   - payload: the request message, uncompressed.
     ///   - deadline: when the caller stops waiting, if it said.
+    ///   - cancellation: set when the caller gives up; work not yet started is then skipped.
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
     public func handle(
         method: UInt16,
         payload: [UInt8],
         deadline: ContinuousClock.Instant?,
+        cancellation: RequestCancellation? = nil,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) {
         do {
@@ -116,7 +134,7 @@ public final class RequestDispatcher: Sendable {
                 respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
             case .infer?:
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
-                try self.infer(request, deadline: deadline, respond: respond)
+                try self.infer(request, deadline: deadline, cancellation: cancellation, respond: respond)
             default:
                 throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
             }
@@ -136,12 +154,17 @@ public final class RequestDispatcher: Sendable {
     private func infer(
         _ request: Inferwire_V1_InferRequest,
         deadline: ContinuousClock.Instant?,
+        cancellation: RequestCancellation?,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) throws(InferWireError) {
         let loaded = try self.registry.snapshot().resolve(request.modelName, request.hasVersion ? request.version : nil)
         let prepared = try PreparedRequest(request, for: loaded)
 
         let work: @Sendable () -> Void = {
+            if cancellation?.isCancelled == true {
+                respond(.failure(InferWireError(code: .cancelled, message: "cancelled before execution")))
+                return
+            }
             if let deadline, ContinuousClock.now >= deadline {
                 respond(.failure(InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
                 return

@@ -102,6 +102,9 @@ extension Tensor {
             guard !overflow, wire.rawContents.count == expected else {
                 throw invalid("raw_contents has \(wire.rawContents.count) bytes; shape \(wire.shape) of \(dataType.name) needs \(overflow ? "too many" : String(expected))")
             }
+            if dataType == .bool, wire.rawContents.contains(where: { $0 > 1 }) {
+                throw invalid("BOOL elements must be the bytes 0 or 1")
+            }
         } else {
             try Self.checkBytesElements(wire.rawContents, count: count, invalid: invalid)
         }

@@ -4,7 +4,6 @@ import InferWireWire
 import Logging
 import NIOCore
 
-
 /// The server side of one InferWire connection, on its event loop.
 ///
 /// It answers the preface, dispatches REQUEST frames, writes RESPONSE/ERROR frames
@@ -19,8 +18,11 @@ import NIOCore
 ///
 /// Writes made while reading a burst of frames are flushed once, in
 /// `channelReadComplete`; results that complete later are flushed as they come.
-final class ServerConnectionHandler: ChannelInboundHandler {
+/// While the socket cannot take more output the handler stops reading, so a peer
+/// that sends without reading cannot grow the server's memory.
+final class ServerConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum Phase {
@@ -28,6 +30,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         case open
         /// GOAWAY sent or received: no new requests; close once the in-flight ones finish.
         case draining
+        /// Output shut down (or closing); input is discarded until the peer closes.
         case closed
     }
 
@@ -35,7 +38,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         let token: UInt64
         let method: UInt16
         let compressResponse: Bool
+        let cancellation: RequestCancellation
     }
+
+    /// How long a closing connection waits for the peer's FIN after shutting its own
+    /// output, so the last frames are not destroyed by a reset.
+    private static let lingerTime = TimeAmount.seconds(1)
 
     private let dispatcher: RequestDispatcher
     private let limits: InferWireServer.Configuration.Limits
@@ -44,11 +52,15 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private var phase = Phase.awaitingPreface
     private var inFlight: [UInt32: InFlight] = [:]
+    /// Cancelled requests whose work has not finished: they still count against the
+    /// concurrency limit, so REQUEST+CANCEL cannot pile up work.
+    private var abandoned: [UInt64: RequestCancellation] = [:]
     private var nextToken: UInt64 = 0
     private var highestRequestID: UInt32 = 0
     private var inputClosed = false
     private var readingBurst = false
     private var needsFlush = false
+    private var readPending = false
     private var context: ChannelHandlerContext?
 
     init(dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger) {
@@ -110,7 +122,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.logger.debug("peer closed with requests in flight", metadata: ["in_flight": "\(self.inFlight.count)"])
         }
         self.phase = .closed
-        self.inFlight.removeAll()
+        self.abandonAll()
         context.fireChannelInactive()
     }
 
@@ -118,14 +130,19 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         if event is ChannelShouldQuiesceEvent {
             self.quiesce(context: context)
         } else if case ChannelEvent.inputClosed = event {
+            if self.phase == .closed {
+                // The peer acknowledged our shutdown: finish closing.
+                context.close(promise: nil)
+                return
+            }
             // The peer finished sending: a partial frame left over is an error; otherwise
             // answer what it asked, then close.
+            self.inputClosed = true
             do {
                 try self.frames.finishProcessing(seenEOF: true) { self.handleInbound($0, context: context) }
             } catch {
                 self.decodingFailed(error, context: context)
             }
-            self.inputClosed = true
             self.closeIfDrained(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -135,16 +152,35 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.logger.debug("connection error", metadata: ["error": "\(error)"])
         self.phase = .closed
+        self.abandonAll()
         context.close(promise: nil)
     }
+
+    // MARK: Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            self.readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, self.readPending {
+            self.readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: Frames
 
     private func decodingFailed(_ error: any Error, context: ChannelHandlerContext) {
         let message = (error as? FrameDecodingError)?.message ?? "undecodable byte stream: \(error)"
         self.logger.info("closing connection: \(message)")
         self.goAwayAndClose(code: .invalidArgument, message: message, context: context)
     }
-
-    // MARK: Frames
 
     private func receivePreface(_ preface: Preface, context: ChannelHandlerContext) {
         guard preface.minVersion <= Preface.currentVersion, Preface.currentVersion <= preface.maxVersion else {
@@ -193,27 +229,36 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func receiveRequest(_ frame: Frame, context: ChannelHandlerContext) {
-        let header = frame.header
+    /// Whether a REQUEST header may start work; answers it (or ends the connection) if not.
+    private func admit(_ header: FrameHeader, context: ChannelHandlerContext) -> Bool {
         let id = header.requestID
         guard id != 0 else {
             self.goAwayAndClose(code: .invalidArgument, message: "request id 0 is reserved for the connection", context: context)
-            return
+            return false
         }
         guard self.inFlight[id] == nil else {
             // Responses are matched by id, so a reused one would corrupt the peer's matching.
             self.goAwayAndClose(code: .invalidArgument, message: "request id \(id) is already in flight", context: context)
-            return
+            return false
         }
         guard self.phase == .open else {
             self.writeError(id: id, method: header.method, InferWireError(code: .unavailable, message: "connection is draining (GOAWAY sent); retry on a new connection"), context: context)
-            return
+            return false
         }
         self.highestRequestID = max(self.highestRequestID, id)
-        guard self.inFlight.count < self.limits.maxConcurrentRequests else {
+        guard self.inFlight.count + self.abandoned.count < self.limits.maxConcurrentRequests else {
             self.writeError(id: id, method: header.method, InferWireError(code: .resourceExhausted, message: "more than \(self.limits.maxConcurrentRequests) requests in flight on this connection"), context: context)
-            return
+            return false
         }
+        return true
+    }
+
+    private func receiveRequest(_ frame: Frame, context: ChannelHandlerContext) {
+        let header = frame.header
+        // The deadline counts from arrival, before any work on the payload.
+        let deadline = header.timeoutMicros == 0 ? nil : ContinuousClock.now + .microseconds(Int64(header.timeoutMicros))
+        guard self.admit(header, context: context) else { return }
+        let id = header.requestID
 
         var payload = frame.payload
         if header.flags.contains(.compressed) {
@@ -225,15 +270,16 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                 return
             }
         }
-        let deadline = header.timeoutMicros == 0 ? nil : ContinuousClock.now + .microseconds(Int64(header.timeoutMicros))
 
         self.nextToken &+= 1
         let token = self.nextToken
-        self.inFlight[id] = InFlight(token: token, method: header.method, compressResponse: header.flags.contains(.compressResponse))
+        let cancellation = RequestCancellation()
+        self.inFlight[id] = InFlight(
+            token: token, method: header.method, compressResponse: header.flags.contains(.compressResponse), cancellation: cancellation)
 
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        self.dispatcher.handle(method: header.method, payload: [UInt8](buffer: payload), deadline: deadline) { result in
+        self.dispatcher.handle(method: header.method, payload: [UInt8](buffer: payload), deadline: deadline, cancellation: cancellation) { result in
             if loop.inEventLoop {
                 handler.value.complete(id: id, token: token, result)
             } else {
@@ -244,29 +290,40 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private func receiveCancel(_ id: UInt32, context: ChannelHandlerContext) {
         guard let entry = self.inFlight.removeValue(forKey: id) else { return }
+        entry.cancellation.cancel()
+        self.abandoned[entry.token] = entry.cancellation
         self.writeError(id: id, method: entry.method, InferWireError(code: .cancelled, message: "cancelled by the client"), context: context)
         self.closeIfDrained(context: context)
     }
 
     private func receiveOversized(_ header: FrameHeader, context: ChannelHandlerContext) {
         let message = "\(header.type) frame of \(header.payloadLength) bytes exceeds the \(self.limits.maxFrameSize)-byte limit"
-        if header.type == .request, header.requestID != 0, self.inFlight[header.requestID] == nil, self.phase == .open {
-            // The decoder skips the payload unbuffered; the connection stays usable.
-            self.highestRequestID = max(self.highestRequestID, header.requestID)
-            self.writeError(id: header.requestID, method: header.method, InferWireError(code: .resourceExhausted, message: message), context: context)
-        } else {
+        guard header.type == .request else {
             self.logger.info("closing connection: \(message)")
             self.goAwayAndClose(code: .resourceExhausted, message: message, context: context)
+            return
         }
+        // The decoder skips the payload unbuffered; the connection stays usable.
+        guard self.admit(header, context: context) else { return }
+        self.writeError(id: header.requestID, method: header.method, InferWireError(code: .resourceExhausted, message: message), context: context)
     }
 
     /// A request's result, on the event loop.
     private func complete(id: UInt32, token: UInt64, _ result: Result<[UInt8], InferWireError>) {
-        // Gone if cancelled, or if the connection closed meanwhile.
-        guard let context = self.context, let entry = self.inFlight[id], entry.token == token else { return }
+        guard let entry = self.inFlight[id], entry.token == token else {
+            // Cancelled, or the connection closed meanwhile: its work is over now.
+            self.abandoned.removeValue(forKey: token)
+            return
+        }
         self.inFlight.removeValue(forKey: id)
+        guard let context = self.context, self.phase != .closed else { return }
         switch result {
         case .success(let bytes):
+            guard bytes.count <= self.limits.maxFrameSize else {
+                let error = InferWireError(code: .resourceExhausted, message: "response of \(bytes.count) bytes exceeds the \(self.limits.maxFrameSize)-byte frame limit")
+                self.writeError(id: id, method: entry.method, error, context: context)
+                break
+            }
             var header = FrameHeader(payloadLength: 0, type: .response, method: entry.method, requestID: id)
             let allocator = context.channel.allocator
             let frame: ByteBuffer
@@ -282,6 +339,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.writeError(id: id, method: entry.method, error, context: context)
         }
         self.closeIfDrained(context: context)
+    }
+
+    /// Withdraws every request: queued work for a gone peer is skipped, not run.
+    private func abandonAll() {
+        for entry in self.inFlight.values { entry.cancellation.cancel() }
+        self.inFlight.removeAll()
     }
 
     // MARK: Shutdown
@@ -307,23 +370,24 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private func closeIfDrained(context: ChannelHandlerContext) {
         guard self.phase == .draining || self.inputClosed, self.inFlight.isEmpty, self.phase != .closed else { return }
         self.phase = .closed
-        self.flushNow(context: context)
-        context.close(promise: nil)
+        self.needsFlush = false
+        context.flush()
+        self.shutDown(context: context)
     }
 
     /// Ends a connection whose byte stream can no longer be trusted.
     private func goAwayAndClose(code: InferWireError.Code, message: String, context: ChannelHandlerContext) {
         guard self.phase != .closed else { return }
         self.phase = .closed
-        self.inFlight.removeAll()
+        self.abandonAll()
         var goAway = Inferwire_V1_GoAway()
         goAway.lastRequestID = self.highestRequestID
         goAway.code = code.status
         goAway.message = message
         let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
         let frame = Frame.encode(FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
-        let channel = context.channel
-        context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
+        self.shutDown(context: context)
     }
 
     private func answerHTTP(context: ChannelHandlerContext) {
@@ -331,9 +395,25 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         let body = "This port speaks the InferWire binary protocol (see Protos/PROTOCOL.md), not HTTP.\n"
         let response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
         self.logger.info("closing connection: peer sent an HTTP request")
+        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
+        self.shutDown(context: context)
+    }
+
+    /// Shuts the output after what was written, then closes once the peer closes its side
+    /// or after a short linger. Closing at once with unread input would make the kernel
+    /// send a reset, which can destroy the last frames before the peer reads them.
+    private func shutDown(context: ChannelHandlerContext) {
         let channel = context.channel
-        context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(string: response)))
-            .whenComplete { _ in channel.close(promise: nil) }
+        if self.inputClosed {
+            // Nothing more can arrive, so nothing can provoke a reset.
+            channel.close(promise: nil)
+            return
+        }
+        channel.close(mode: .output, promise: nil)
+        channel.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
+        // Keep reading (and discarding) so the peer's FIN is seen even under backpressure.
+        self.readPending = false
+        context.read()
     }
 
     // MARK: Writing
@@ -354,10 +434,5 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         } else {
             context.flush()
         }
-    }
-
-    private func flushNow(context: ChannelHandlerContext) {
-        self.needsFlush = false
-        context.flush()
     }
 }

@@ -35,6 +35,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    func validate() throws {
+        guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
+            throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
+        }
+        guard (1...Int(UInt32.max)).contains(self.maxConcurrentRequests) else {
+            throw ValidationError("--max-concurrent-requests must be between 1 and \(UInt32.max)")
+        }
+        guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
+        if let threads = self.threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
+    }
+
     func run() async throws {
         let level = Logger.Level(rawValue: self.logLevel) ?? .info
         LoggingSystem.bootstrap { label in

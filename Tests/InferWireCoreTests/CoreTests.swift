@@ -49,6 +49,12 @@ struct TensorTests {
         #expect(throws: InferWireError.self) { try Tensor(wire: message) }
     }
 
+    @Test("BOOL raw bytes other than 0 and 1 are INVALID_ARGUMENT")
+    func boolBytes() throws {
+        #expect(try Tensor(wire: self.wire(.bool, [3], raw: [0, 1, 1])).values(as: Bool.self) == [false, true, true])
+        #expect(throws: InferWireError.self) { try Tensor(wire: self.wire(.bool, [3], raw: [0, 2, 1])) }
+    }
+
     @Test("BYTES elements are length-prefixed and counted")
     func bytes() throws {
         var raw: [UInt8] = [2, 0, 0, 0, 0x61, 0x62, 0, 0, 0, 0]

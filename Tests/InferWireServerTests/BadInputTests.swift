@@ -5,6 +5,7 @@ import InferWireProto
 import InferWireServer
 import InferWireWire
 import NIOCore
+import Synchronization
 import Testing
 
 /// Each kind of bad input gets a clear answer, and nothing beyond it is lost.
@@ -86,17 +87,37 @@ struct BadInputTests {
         }
     }
 
-    @Test("garbage after the preface (an unknown frame type) gets GOAWAY and close")
-    func garbageFrames() async throws {
+    @Test("an unknown frame type after the preface gets GOAWAY INVALID_ARGUMENT and close")
+    func unknownFrameType() async throws {
         try await withServer { port in
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                try await connection.send((0..<64).map { UInt8(truncatingIfNeeded: $0 &* 37 | 0x40) })
+                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: FrameType(rawValue: 0x09)), bytes: [1, 2, 3], allocator: ByteBufferAllocator()))
                 let goAway = try #require(try await connection.readFrame(ofType: .goAway)?.goAway)
-                #expect(goAway.code == .invalidArgument || goAway.code == .resourceExhausted)
+                #expect(goAway.code == .invalidArgument)
+                #expect(goAway.message == "unknown frame type 0x9")
                 #expect(try await connection.readFrame() == nil)
             }
             try await self.expectServerStillServes(port: port)
+        }
+    }
+
+    @Test("an oversized request on a draining connection is UNAVAILABLE and in-flight work still completes")
+    func oversizedWhileDraining() async throws {
+        try await withServer(limits: .init(maxFrameSize: 4096)) { port in
+            try await withRawConnection(port: port) { connection in
+                try await connection.sendPreface()
+                try await connection.sendRequest(id: 1, delayRequest(ms: 300))
+                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .goAway), payload: nil, allocator: ByteBufferAllocator()))
+                var big = ByteBuffer()
+                FrameHeader(payloadLength: 5000, type: .request, method: 6, requestID: 2).write(to: &big)
+                big.writeRepeatingByte(0, count: 5000)
+                try await connection.send(big)
+                var frames: [UInt32: Frame] = [:]
+                while let frame = try await connection.readFrame() { frames[frame.header.requestID] = frame }
+                #expect(frames[2]?.status?.code == .unavailable)
+                #expect(frames[1]?.header.type == .response)
+            }
         }
     }
 
@@ -222,6 +243,49 @@ struct BadInputTests {
                 }
             }
             try await self.expectServerStillServes(port: port)
+        }
+    }
+
+    @Test("queued work of a cancelled or disconnected request is skipped, not executed")
+    func abandonedWorkIsSkipped() async throws {
+        let counter = DelayModel.Counter()
+        var config = Inferwire_V1_ModelConfig()
+        config.platform = "test"
+        let counted = LoadedModel(name: "counted", version: 1, config: config, model: DelayModel(counter: counter))
+        @Sendable func countedRequest(ms: Int32) -> Inferwire_V1_InferRequest {
+            inferRequest("counted", [Tensor(name: "DELAY_MS", values: [ms], shape: [1])])
+        }
+        // One execution thread: the first request runs for 300 ms while the rest queue behind it.
+        try await withServer(executionThreads: 1, extraModels: [counted]) { port in
+            // Cancelled while queued.
+            try await withRawConnection(port: port) { connection in
+                try await connection.sendPreface()
+                for id in UInt32(1)...3 { try await connection.sendRequest(id: id, countedRequest(ms: 300)) }
+                for id in UInt32(2)...3 {
+                    try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .cancel, requestID: id), payload: nil, allocator: ByteBufferAllocator()))
+                }
+                var answers: [UInt32: Frame] = [:]
+                while answers.count < 3, let frame = try await connection.readFrame() {
+                    if frame.header.requestID != 0 { answers[frame.header.requestID] = frame }
+                }
+                #expect(answers[1]?.header.type == .response)
+                #expect(answers[2]?.status?.code == .cancelled)
+                #expect(answers[3]?.status?.code == .cancelled)
+            }
+            #expect(counter.value.load(ordering: .relaxed) == 1)
+
+            // Queued when the peer vanished (connection reset).
+            try await withRawConnection(port: port) { connection in
+                try await connection.sendPreface()
+                for id in UInt32(1)...3 { try await connection.sendRequest(id: id, countedRequest(ms: 300)) }
+                #expect(try await connection.readFrame()?.header.type == .hello)
+                try await connection.abort()
+            }
+            // This request queues behind the running one; the two vanished ones are skipped.
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            _ = try await client.infer(countedRequest(ms: 0))
+            await client.close()
+            #expect(counter.value.load(ordering: .relaxed) == 3)
         }
     }
 

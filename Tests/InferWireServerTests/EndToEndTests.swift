@@ -209,6 +209,24 @@ struct EndToEndTests {
         }
     }
 
+    @Test("the client holds calls beyond the server's concurrency limit and sends them as slots free up")
+    func clientQueuesBeyondLimit() async throws {
+        try await withServer(limits: .init(maxConcurrentRequests: 2)) { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            #expect(client.hello.maxConcurrentRequests == 2)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<10 {
+                    group.addTask {
+                        let result = try await client.infer(delayRequest(ms: Int32(i % 3) * 10))
+                        #expect(result.outputs[0].rawContents == Data(withUnsafeBytes(of: (Int32(i % 3) * 10).littleEndian) { Data($0) }))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            await client.close()
+        }
+    }
+
     @Test("past the per-connection limit a request is RESOURCE_EXHAUSTED and the others complete")
     func concurrencyLimit() async throws {
         try await withServer(limits: .init(maxConcurrentRequests: 2)) { port in

@@ -89,6 +89,25 @@ struct FrameDecoderTests {
         #expect(try channel2.finish().isClean)
     }
 
+    @Test("an oversized payload is consumed as it arrives, never held")
+    func oversizedNotBuffered() throws {
+        var decoder = FrameDecoder(maxPayloadSize: 16, expectPreface: false)
+        var buffer = ByteBuffer()
+        FrameHeader(payloadLength: 1000, type: .request, requestID: 1).write(to: &buffer)
+        #expect(try decoder.decode(buffer: &buffer) == .oversized(FrameHeader(payloadLength: 1000, type: .request, requestID: 1)))
+        for _ in 0..<9 {
+            var chunk = ByteBuffer(repeating: 7, count: 100)
+            #expect(try decoder.decode(buffer: &chunk) == nil)
+            #expect(chunk.readableBytes == 0)
+        }
+        // The last 100 payload bytes, then a whole frame.
+        var tail = ByteBuffer(repeating: 7, count: 100)
+        FrameHeader(payloadLength: 1, type: .ping).write(to: &tail)
+        tail.writeInteger(UInt8(5))
+        #expect(try decoder.decode(buffer: &tail) == .frame(Frame(header: FrameHeader(payloadLength: 1, type: .ping), payload: ByteBuffer(bytes: [5]))))
+        #expect(tail.readableBytes == 0)
+    }
+
     @Test("a stream that is not InferWire fails the preface")
     func badPreface() throws {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: true)))

@@ -116,8 +116,12 @@ public nonisolated struct Inferwire_V1_Hello: Sendable {
 }
 
 /// The payload of a GOAWAY frame: the sender will accept no new requests on
-/// this connection. Requests with id <= last_request_id that were accepted are
-/// still answered; later ones were not processed and may be retried elsewhere.
+/// this connection. With code UNAVAILABLE (graceful shutdown, drain) every request
+/// the server read before the GOAWAY is still answered, and requests it reads after
+/// it are answered UNAVAILABLE; any other code ends the connection at once and no
+/// answers follow. Requests left unanswered when the connection closes were not
+/// executed to completion and may be retried. last_request_id is the highest
+/// request id the server had read, for logs.
 public nonisolated struct Inferwire_V1_GoAway: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -115,8 +115,8 @@ public nonisolated enum Inferwire_V1_StatusCode: SwiftProtobuf.Enum, Swift.CaseI
 
 }
 
-/// The payload of an ERROR frame: why one request (or, with request id 0, the
-/// connection) failed.
+/// The payload of an ERROR frame: why one request failed. (Connection-level
+/// failures are reported by GOAWAY, whose payload carries its own code and message.)
 public nonisolated struct Inferwire_V1_Status: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -30,7 +30,7 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
   public typealias RawValue = Int
   case unspecified // = 0
 
-  /// 1 byte per element: 0 or 1
+  /// 1 byte per element: 0 or 1 (other values are INVALID_ARGUMENT)
   case bool // = 1
   case uint8 // = 2
   case int8 // = 3

@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -18,6 +19,12 @@ let packageRoot = URL(fileURLWithPath: #filePath)
 /// milliseconds, then echoes the input. It makes completion order controllable, so
 /// out-of-order answers, cancellation and draining can be observed.
 struct DelayModel: InferenceModel {
+    /// Counts executions, when a test wants to know.
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+    var counter: Counter?
+
     var signature: ModelSignature {
         ModelSignature(
             inputs: [TensorSpec(name: "DELAY_MS", dataType: .int32, shape: [1])],
@@ -27,6 +34,7 @@ struct DelayModel: InferenceModel {
     var isLightweight: Bool { false }
 
     func execute(_ inputs: [Tensor]) throws -> [Tensor] {
+        self.counter?.value.add(1, ordering: .relaxed)
         let ms = inputs[0].values(as: Int32.self)![0]
         Thread.sleep(forTimeInterval: Double(ms) / 1000)
         return [Tensor(name: "OUT", dataType: .int32, shape: [1], data: inputs[0].data)]
@@ -47,13 +55,14 @@ struct FailingModel: InferenceModel {
     func execute(_ inputs: [Tensor]) throws -> [Tensor] { throw Failure() }
 }
 
-/// The example repository plus the test models.
-func makeRegistry() throws -> ModelRegistry {
+/// The example repository plus the test models (and any extra ones).
+func makeRegistry(extraModels: [LoadedModel] = []) throws -> ModelRegistry {
     var contents = try ModelRepository(directory: packageRoot + "/examples/models", loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: quiet)
     var config = Inferwire_V1_ModelConfig()
     config.platform = "test"
     contents.models.append(LoadedModel(name: "delay", version: 1, config: config, model: DelayModel()))
     contents.models.append(LoadedModel(name: "failing", version: 1, config: config, model: FailingModel()))
+    contents.models += extraModels
     return ModelRegistry(contents: contents)
 }
 
@@ -61,11 +70,13 @@ func makeRegistry() throws -> ModelRegistry {
 /// down gracefully and waits for it to stop.
 func withServer<T: Sendable>(
     limits: InferWireServer.Configuration.Limits = .defaults,
+    executionThreads: Int = 16,
+    extraModels: [LoadedModel] = [],
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     // Enough execution threads that sleeping test models never queue behind each other.
-    let dispatcher = RequestDispatcher(registry: try makeRegistry(), executionThreads: 16)
+    let dispatcher = RequestDispatcher(registry: try makeRegistry(extraModels: extraModels), executionThreads: executionThreads)
     defer { dispatcher.stopExecution() }
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits),
@@ -146,6 +157,13 @@ struct RawConnection: ~Copyable {
         self.received.clear()
         while let chunk = try await self.iterator.next() { all += chunk.readableBytesView }
         return all
+    }
+
+    /// Resets the connection (SO_LINGER 0): the server sees the peer vanish at once.
+    func abort() async throws {
+        guard let provider = self.channel as? any SocketOptionProvider else { throw CancellationError() }
+        try await provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+        try await self.channel.close()
     }
 
     /// Sends FIN: the server sees the end of the stream but can still answer.
