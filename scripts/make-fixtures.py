@@ -34,6 +34,8 @@ DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT3
 
 def encode(array):
     array = np.asarray(array)
+    if array.dtype.name == "float64" and not isinstance(array, np.ndarray):
+        array = np.asarray(array)
     if array.dtype.kind in ("U", "O", "S"):
         return {"dtype": "BYTES", "shape": list(array.shape), "data": [str(x) for x in array.reshape(-1)]}
     dtype = DTYPES[array.dtype.name]
@@ -148,5 +150,87 @@ def cnn():
 model, batches = cnn()
 save("small_cnn", model, batches, tolerance=1e-4)
 
-if "--ops" not in sys.argv:
-    sys.exit(0)
+
+# --- single-operator models: edge cases checked op by op --------------------------------
+
+NP_TO_ONNX = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int64": TensorProto.INT64,
+              "int32": TensorProto.INT32, "bool": TensorProto.BOOL}
+
+
+def op(name, nodes, cases, initializers=(), opset=17, ml=False, outputs=None, tolerance=1e-5):
+    """A graph of `nodes` whose inputs are the keys of the first case (symbolic shapes)."""
+    first = cases[0]
+    inputs = [helper.make_tensor_value_info(k, NP_TO_ONNX[v.dtype.name], [f"d{i}" for i in range(v.ndim)])
+              for k, v in first.items()]
+    outs = [helper.make_tensor_value_info(o, t, None) for o, t in (outputs or [("Y", TensorProto.FLOAT)])]
+    graph = helper.make_graph(nodes, name, inputs, outs,
+                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else [])
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = 8
+    save("op_" + name, model, cases, tolerance=tolerance)
+
+
+def f32(*shape, low=-2.0, high=2.0):
+    return rng.uniform(low, high, size=shape).astype(np.float32)
+
+
+N = helper.make_node
+op("add_broadcast", [N("Add", ["A", "B"], ["Y"])], [{"A": f32(3, 4, 5), "B": f32(5)}, {"A": f32(2, 1, 5), "B": f32(1)},
+                                                   {"A": f32(0, 4, 5), "B": f32(5)}])
+op("add_broadcast_both", [N("Add", ["A", "B"], ["Y"])], [{"A": f32(2, 1, 5), "B": f32(3, 1)}, {"A": f32(1, 4, 1), "B": f32(1, 6)}])
+op("sub_scalar", [N("Sub", ["A", "B"], ["Y"])], [{"A": f32(1), "B": f32(2, 3)}, {"A": f32(3), "B": f32(4, 3)}])
+op("mul_div", [N("Mul", ["A", "B"], ["T"]), N("Div", ["T", "C"], ["Y"])],
+   [{"A": f32(2, 3), "B": f32(3), "C": f32(2, 1, low=0.5, high=2)}])
+op("int64_arithmetic", [N("Add", ["A", "B"], ["T"]), N("Div", ["T", "C"], ["Y"])],
+   [{"A": np.array([[7, -7], [3, 9]], np.int64), "B": np.array([1, -2], np.int64), "C": np.array([2], np.int64)}],
+   outputs=[("Y", TensorProto.INT64)])
+op("unary_chain", [N("Abs", ["X"], ["a"]), N("Sqrt", ["a"], ["b"]), N("Log", ["b"], ["c"]), N("Exp", ["c"], ["d"]),
+                   N("Neg", ["d"], ["e"]), N("Tanh", ["e"], ["f"]), N("Sigmoid", ["f"], ["g"]), N("Erf", ["g"], ["Y"])],
+   [{"X": f32(3, 7, low=0.1, high=3)}])
+op("relu_leaky_clip", [N("Relu", ["X"], ["a"]), N("LeakyRelu", ["X"], ["b"], alpha=0.2), N("Add", ["a", "b"], ["c"]),
+                       N("Clip", ["c", "lo", "hi"], ["Y"])],
+   [{"X": f32(4, 6)}], initializers=[("lo", np.float32(-0.5)), ("hi", np.float32(1.0))])
+op("softmax_axes", [N("Softmax", ["X"], ["a"], axis=1), N("LogSoftmax", ["a"], ["Y"], axis=-1)],
+   [{"X": f32(2, 3, 4)}, {"X": f32(1, 5, 2)}])
+op("softmax_legacy_opset11", [N("Softmax", ["X"], ["Y"], axis=1)], [{"X": f32(2, 3, 4)}], opset=11)
+op("gemm_transposed", [N("Gemm", ["A", "B", "C"], ["Y"], alpha=0.5, beta=2.0, transA=1, transB=1)],
+   [{"A": f32(4, 3), "B": f32(5, 4)}], initializers=[("C", f32(5))])
+op("matmul_batched", [N("MatMul", ["A", "B"], ["Y"])], [{"A": f32(2, 3, 4, 5), "B": f32(5, 6)}, {"A": f32(1, 1, 4, 5), "B": f32(5, 2)}])
+op("matmul_vector_left", [N("MatMul", ["A", "B"], ["Y"])], [{"A": f32(4), "B": f32(3, 4, 2)}])
+op("matmul_vector_right", [N("MatMul", ["A", "B"], ["Y"])], [{"A": f32(1, 2, 3), "B": f32(3)}])
+op("reshape_flatten", [N("Reshape", ["X", "shape"], ["a"]), N("Flatten", ["a"], ["Y"], axis=2)],
+   [{"X": f32(2, 3, 4)}, {"X": f32(5, 3, 4)}], initializers=[("shape", np.array([0, -1, 2], np.int64))])
+op("squeeze_unsqueeze", [N("Unsqueeze", ["X", "ax"], ["a"]), N("Squeeze", ["a", "sq"], ["Y"])],
+   [{"X": f32(3, 4)}], initializers=[("ax", np.array([-1, 0], np.int64)), ("sq", np.array([0], np.int64))])
+op("transpose_concat", [N("Transpose", ["X"], ["a"], perm=[2, 0, 1]), N("Concat", ["a", "a"], ["Y"], axis=-1)],
+   [{"X": f32(2, 3, 4)}])
+op("gather_negative", [N("Gather", ["X", "idx"], ["Y"], axis=1)], [{"X": f32(3, 5, 2)}],
+   initializers=[("idx", np.array([[0, -1], [2, 2]], np.int64))])
+op("slice_steps", [N("Slice", ["X", "starts", "ends", "axes", "steps"], ["Y"])], [{"X": f32(6, 7)}],
+   initializers=[("starts", np.array([-1, 1], np.int64)), ("ends", np.array([-100, 6], np.int64)),
+                 ("axes", np.array([0, -1], np.int64)), ("steps", np.array([-2, 2], np.int64))])
+op("cast_argmax", [N("ArgMax", ["X"], ["a"], axis=-1, keepdims=0), N("Cast", ["a"], ["Y"], to=TensorProto.FLOAT)],
+   [{"X": f32(4, 5)}, {"X": f32(0, 5)}])
+op("reductions", [N("ReduceSum", ["X", "axes"], ["a"], keepdims=1), N("ReduceMean", ["X"], ["b"], axes=[0, 2], keepdims=0),
+                  N("ReduceMax", ["X"], ["c"], keepdims=0), N("Mul", ["a", "c"], ["d"]), N("Add", ["d", "b"], ["Y"])],
+   [{"X": f32(3, 4, 5)}], initializers=[("axes", np.array([-1], np.int64))], opset=17)
+op("shape_constant", [N("Shape", ["X"], ["s"], start=1), N("Constant", [], ["k"], value=numpy_helper.from_array(np.array([2], np.int64))),
+                      N("Mul", ["s", "k"], ["Y"])], [{"X": f32(2, 3, 4)}], outputs=[("Y", TensorProto.INT64)])
+op("batchnorm_conv", [N("Conv", ["X", "W", "B"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1], group=2),
+                      N("BatchNormalization", ["c", "s", "bb", "m", "v"], ["Y"], epsilon=1e-3)],
+   [{"X": f32(2, 4, 9, 9)}],
+   initializers=[("W", f32(6, 2, 3, 3)), ("B", f32(6)), ("s", f32(6)), ("bb", f32(6)), ("m", f32(6)), ("v", f32(6, low=0.5, high=2))],
+   tolerance=1e-4)
+op("pools", [N("MaxPool", ["X"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+             N("AveragePool", ["X"], ["b"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1),
+             N("Add", ["a", "b"], ["c"]), N("GlobalAveragePool", ["c"], ["Y"])],
+   [{"X": f32(2, 3, 8, 8)}])
+op("ml_preprocessing", [N("Scaler", ["X"], ["a"], domain="ai.onnx.ml", offset=[0.5, 0.0, -0.5, 1.0], scale=[2.0, 1.0, 0.5, 3.0]),
+                        N("Normalizer", ["a"], ["b"], domain="ai.onnx.ml", norm="L2"),
+                        N("Binarizer", ["b"], ["Y"], domain="ai.onnx.ml", threshold=0.1)],
+   [{"X": f32(5, 4)}], ml=True)
+op("ml_linear_regressor", [N("LinearRegressor", ["X"], ["Y"], domain="ai.onnx.ml", coefficients=list(f32(6)),
+                            intercepts=[0.5, -1.0], targets=2)], [{"X": f32(4, 3)}], ml=True)
+op("ml_array_feature_extractor", [N("ArrayFeatureExtractor", ["X", "idx"], ["Y"], domain="ai.onnx.ml")],
+   [{"X": f32(3, 6)}], initializers=[("idx", np.array([4, 0, 4], np.int64))], ml=True)

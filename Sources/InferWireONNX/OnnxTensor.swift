@@ -122,16 +122,17 @@ struct OnnxTensor: Sendable {
         }
     }
 
-    /// Zeros of the given type and shape (used for warm-up runs).
-    static func zeros(_ type: ElementType, shape: [Int]) -> OnnxTensor {
+    /// Ones of the given type and shape, for trial runs: no division by zero, and a
+    /// valid index into any dimension of size two or more.
+    static func ones(_ type: ElementType, shape: [Int]) -> OnnxTensor {
         let n = shape.reduce(1, *)
         switch type {
-        case .float: return OnnxTensor(shape: shape, storage: .float(Array(repeating: 0, count: n)))
-        case .double: return OnnxTensor(shape: shape, storage: .double(Array(repeating: 0, count: n)))
-        case .int64: return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 0, count: n)))
-        case .int32: return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 0, count: n)))
-        case .bool: return OnnxTensor(shape: shape, storage: .bool(Array(repeating: false, count: n)))
-        case .string: return OnnxTensor(shape: shape, storage: .string(Array(repeating: "", count: n)))
+        case .float: return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)))
+        case .double: return OnnxTensor(shape: shape, storage: .double(Array(repeating: 1, count: n)))
+        case .int64: return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 1, count: n)))
+        case .int32: return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)))
+        case .bool: return OnnxTensor(shape: shape, storage: .bool(Array(repeating: true, count: n)))
+        case .string: return OnnxTensor(shape: shape, storage: .string(Array(repeating: "1", count: n)))
         }
     }
 }
