@@ -181,6 +181,9 @@ struct GraphLoader {
             let kernel: any Kernel
             do {
                 kernel = try factory(&context)
+                // Every attribute must have been read by the kernel: one it does not
+                // understand fails the load rather than being silently ignored.
+                try context.attributes.checkAllUsed()
             } catch let error as OnnxError {
                 throw error.message.hasPrefix(label) ? error : OnnxError("\(label): \(error.message)")
             } catch {

@@ -1,0 +1,165 @@
+import Foundation
+import InferWireCore
+import InferWireONNX
+import InferWireProto
+import Testing
+
+/// A model with one node, built in code.
+func singleNodeModel(
+    op: String, domain: String = "", attributes: [Onnx_AttributeProto] = [], inputs: [String] = ["X"],
+    opset: Int64 = 17, name: String = "the_node"
+) -> Onnx_ModelProto {
+    var model = Onnx_ModelProto()
+    model.irVersion = 8
+    var opsetImport = Onnx_OperatorSetIdProto()
+    opsetImport.version = opset
+    model.opsetImport = [opsetImport]
+    var node = Onnx_NodeProto()
+    node.opType = op
+    node.domain = domain
+    node.name = name
+    node.input = inputs
+    node.output = ["Y"]
+    node.attribute = attributes
+    var x = Onnx_ValueInfoProto()
+    x.name = "X"
+    var type = Onnx_TypeProto.Tensor()
+    type.elemType = 1
+    var dim = Onnx_TensorShapeProto.Dimension()
+    dim.dimValue = 4
+    type.shape.dim = [dim]
+    x.type.tensorType = type
+    var y = x
+    y.name = "Y"
+    model.graph.input = [x]
+    model.graph.output = [y]
+    model.graph.node = [node]
+    return model
+}
+
+/// Writes `data` as `<dir>/1/model.onnx` and loads it the way the server does.
+func load(_ data: Data) throws -> any InferenceModel {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-onnx-\(UUID())")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    try data.write(to: directory.appendingPathComponent("model.onnx"))
+    var config = Inferwire_V1_ModelConfig()
+    config.name = "m"
+    config.platform = "onnx"
+    return try OnnxModelLoader().load(config: config, versionDirectory: directory.path)
+}
+
+func loadError(_ data: Data) -> String? {
+    do {
+        _ = try load(data)
+        return nil
+    } catch let error as InferWireError {
+        return error.message
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite("ONNX load errors")
+struct LoadErrorTests {
+    @Test("garbage bytes are not a valid ONNX file")
+    func garbage() {
+        let message = loadError(Data("this is not a model".utf8))
+        #expect(message?.contains("not a valid ONNX file") == true)
+    }
+
+    @Test("a truncated file fails to load with a clear error")
+    func truncated() throws {
+        let full = try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/mlp_classifier/model.onnx"))
+        let message = loadError(full.prefix(full.count / 2))
+        #expect(message != nil)
+        #expect(message?.contains("not a valid ONNX file") == true || message?.contains("produced by no node") == true)
+    }
+
+    @Test("an unsupported operator names the node, the op and the opset")
+    func unsupportedOp() throws {
+        let message = loadError(try singleNodeModel(op: "Hardmax").serializedData())
+        #expect(message?.contains("node 'the_node' (Hardmax, opset 17)") == true)
+        #expect(message?.contains("operator Hardmax is not supported") == true)
+        let ml = loadError(try singleNodeModel(op: "SVMClassifier", domain: "ai.onnx.ml").serializedData())
+        #expect(ml?.contains("the model imports no opset for domain 'ai.onnx.ml'") == true)
+    }
+
+    @Test("an attribute the kernel does not understand fails the load")
+    func unsupportedAttribute() throws {
+        var bogus = Onnx_AttributeProto()
+        bogus.name = "bogus"
+        bogus.type = .int
+        bogus.i = 1
+        let message = loadError(try singleNodeModel(op: "Relu", attributes: [bogus]).serializedData())
+        #expect(message?.contains("attribute 'bogus' of Relu is not supported") == true)
+        var autoPad = Onnx_AttributeProto()
+        autoPad.name = "auto_pad"
+        autoPad.type = .string
+        autoPad.s = Data("SOMETIMES".utf8)
+        var kernel = Onnx_AttributeProto()
+        kernel.name = "kernel_shape"
+        kernel.type = .ints
+        kernel.ints = [2, 2]
+        let pool = loadError(try singleNodeModel(op: "MaxPool", attributes: [kernel, autoPad]).serializedData())
+        #expect(pool?.contains("auto_pad 'SOMETIMES' is not supported") == true)
+    }
+
+    @Test("an input that nothing produces fails the load")
+    func unknownProducer() throws {
+        let message = loadError(try singleNodeModel(op: "Add", inputs: ["X", "ghost"]).serializedData())
+        #expect(message?.contains("input 'ghost' is produced by no node, initializer or graph input") == true)
+    }
+
+    @Test("an opset newer than the runtime knows is refused")
+    func newOpset() throws {
+        let message = loadError(try singleNodeModel(op: "Relu", opset: 99).serializedData())
+        #expect(message?.contains("opset 99 is newer than InferWire supports") == true)
+    }
+
+    @Test("external tensor data is refused with a clear error")
+    func externalData() throws {
+        var model = singleNodeModel(op: "Add", inputs: ["X", "W"])
+        var weight = Onnx_TensorProto()
+        weight.name = "W"
+        weight.dataType = 1
+        weight.dims = [4]
+        weight.dataLocation = .external
+        model.graph.initializer = [weight]
+        let message = loadError(try model.serializedData())
+        #expect(message?.contains("external file") == true)
+    }
+
+    @Test("a model that fails its trial run names the node")
+    func trialRun() throws {
+        // A 4-vector into a Gemm needs 2-D input: the trial run catches it at load.
+        var b = Onnx_TensorProto()
+        b.name = "B"
+        b.dataType = 1
+        b.dims = [4, 4]
+        b.floatData = [Float](repeating: 1, count: 16)
+        var model = singleNodeModel(op: "Gemm", inputs: ["X", "B"])
+        model.graph.initializer = [b]
+        let message = loadError(try model.serializedData())
+        #expect(message?.contains("fails a trial run") == true)
+        #expect(message?.contains("node 'the_node' (Gemm, opset 17)") == true)
+    }
+
+    @Test("a config that contradicts the graph is refused")
+    func configMismatch() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-onnx-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(fixtures)/logistic_regression/model.onnx", toPath: directory.appendingPathComponent("model.onnx").path)
+        var config = Inferwire_V1_ModelConfig()
+        config.name = "m"
+        config.platform = "onnx"
+        var input = Inferwire_V1_TensorSpec()
+        input.name = "X"
+        input.datatype = .fp64
+        input.shape = [8]
+        config.input = [input]
+        config.maxBatchSize = 8
+        #expect(throws: InferWireError.self) { try OnnxModelLoader().load(config: config, versionDirectory: directory.path) }
+    }
+}
