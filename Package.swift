@@ -123,6 +123,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The ONNX runtime's time per call, for scripts/bench-onnx.
+        .executableTarget(
+            name: "inferwire-onnxbench",
+            dependencies: [
+                "InferWireONNX", "InferWireCore", "InferWireProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/OnnxBench",
+            swiftSettings: swiftSettings
+        ),
+
         .testTarget(
             name: "InferWireWireTests",
             dependencies: [

@@ -79,18 +79,34 @@ enum ConvolutionOps {
                                 for b in 0..<n {
                                     for g in 0..<group {
                                         // im2col: one row per (channel, ky, kx), one column per output pixel.
+                                        // For each output row, the valid output columns are computed
+                                        // once, so the inner copy has no bounds tests.
                                         for ch in 0..<cPerGroup {
                                             let plane = px.baseAddress! + ((b * cIn) + g * cPerGroup + ch) * h * wd
                                             for ky in 0..<kh {
                                                 for kx in 0..<kw {
                                                     let row = (ch * kh + ky) * kw + kx
                                                     let dst = pc.baseAddress! + row * colCols
+                                                    let offsetX = kx * window.dilations.1 - pads.1
+                                                    let sx = window.strides.1
+                                                    // ox is valid when 0 <= ox*sx + offsetX < wd.
+                                                    let oxStart = min(ow, offsetX >= 0 ? 0 : (-offsetX + sx - 1) / sx)
+                                                    let oxEnd = max(oxStart, min(ow, wd - offsetX <= 0 ? 0 : (wd - offsetX + sx - 1) / sx))
                                                     for oy in 0..<oh {
                                                         let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0
-                                                        for ox in 0..<ow {
-                                                            let ix = ox * window.strides.1 - pads.1 + kx * window.dilations.1
-                                                            dst[oy * ow + ox] = (iy >= 0 && iy < h && ix >= 0 && ix < wd) ? plane[iy * wd + ix] : 0
+                                                        let out = dst + oy * ow
+                                                        guard iy >= 0 && iy < h else {
+                                                            out.update(repeating: 0, count: ow)
+                                                            continue
                                                         }
+                                                        let src = plane + iy * wd + offsetX
+                                                        if oxStart > 0 { out.update(repeating: 0, count: oxStart) }
+                                                        if sx == 1 {
+                                                            (out + oxStart).update(from: src + oxStart, count: oxEnd - oxStart)
+                                                        } else {
+                                                            for ox in oxStart..<oxEnd { out[ox] = src[ox * sx] }
+                                                        }
+                                                        if oxEnd < ow { (out + oxEnd).update(repeating: 0, count: ow - oxEnd) }
                                                     }
                                                 }
                                             }
@@ -132,6 +148,22 @@ enum ConvolutionOps {
                             let src = px.baseAddress! + plane * h * w
                             for oy in 0..<oh {
                                 for ox in 0..<ow {
+                                    let iy0 = oy * window.strides.0 - pads.0, ix0 = ox * window.strides.1 - pads.1
+                                    let lastY = iy0 + (window.kernel.0 - 1) * window.dilations.0
+                                    let lastX = ix0 + (window.kernel.1 - 1) * window.dilations.1
+                                    if iy0 >= 0, ix0 >= 0, lastY < h, lastX < w {
+                                        // Window entirely inside: no bounds tests.
+                                        var best = -Float.infinity, sum: Float = 0
+                                        for ky in 0..<window.kernel.0 {
+                                            let line = src + (iy0 + ky * window.dilations.0) * w + ix0
+                                            for kx in 0..<window.kernel.1 {
+                                                let v = line[kx * window.dilations.1]
+                                                best = max(best, v); sum += v
+                                            }
+                                        }
+                                        out[(plane * oh + oy) * ow + ox] = isMax ? best : sum / Float(window.kernel.0 * window.kernel.1)
+                                        continue
+                                    }
                                     var best = -Float.infinity, sum: Float = 0, count = 0, padded = 0
                                     for ky in 0..<window.kernel.0 {
                                         let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0

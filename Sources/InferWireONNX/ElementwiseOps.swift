@@ -1,33 +1,90 @@
 import Foundation
 
-/// Unary float maps applied to FP32 and FP64 tensors alike.
-func unaryFloatKernel(
-    _ name: String, float: @escaping @Sendable (Float) -> Float, double: @escaping @Sendable (Double) -> Double
-) -> any Kernel {
-    FunctionKernel { inputs in
-        let x = try input(inputs, 0, name)
-        switch x.storage {
-        case .float(let v): return [OnnxTensor(shape: x.shape, storage: .float(v.map(float)))]
-        case .double(let v): return [OnnxTensor(shape: x.shape, storage: .double(v.map(double)))]
-        default: throw OnnxError("\(name) takes float or double, got \(x.elementType)")
+/// The elementwise unary operators. Each FP32 case is a plain loop over contiguous
+/// memory with the operation known at compile time, so the compiler vectorises the
+/// arithmetic ones (Relu, Abs, Neg, LeakyRelu, Clip-like maps) with SIMD instructions.
+enum UnaryOp: Sendable {
+    case relu, leakyRelu(Float), sigmoid, tanh, exp, log, sqrt, erf, abs, neg
+
+    var name: String {
+        switch self {
+        case .relu: "Relu"
+        case .leakyRelu: "LeakyRelu"
+        case .sigmoid: "Sigmoid"
+        case .tanh: "Tanh"
+        case .exp: "Exp"
+        case .log: "Log"
+        case .sqrt: "Sqrt"
+        case .erf: "Erf"
+        case .abs: "Abs"
+        case .neg: "Neg"
         }
     }
-}
 
-/// Unary maps over every numeric type.
-func unaryNumericKernel(
-    _ name: String,
-    float: @escaping @Sendable (Float) -> Float, double: @escaping @Sendable (Double) -> Double,
-    int64: @escaping @Sendable (Int64) -> Int64, int32: @escaping @Sendable (Int32) -> Int32
-) -> any Kernel {
-    FunctionKernel { inputs in
-        let x = try input(inputs, 0, name)
-        switch x.storage {
-        case .float(let v): return [OnnxTensor(shape: x.shape, storage: .float(v.map(float)))]
-        case .double(let v): return [OnnxTensor(shape: x.shape, storage: .double(v.map(double)))]
-        case .int64(let v): return [OnnxTensor(shape: x.shape, storage: .int64(v.map(int64)))]
-        case .int32(let v): return [OnnxTensor(shape: x.shape, storage: .int32(v.map(int32)))]
-        default: throw OnnxError("\(name) takes a numeric tensor, got \(x.elementType)")
+    @inline(__always)
+    static func loop(_ x: [Float], _ body: (Float) -> Float) -> [Float] {
+        [Float](unsafeUninitializedCapacity: x.count) { out, n in
+            x.withUnsafeBufferPointer { p in
+                for i in 0..<p.count { out[i] = body(p[i]) }
+            }
+            n = x.count
+        }
+    }
+
+    func apply(_ x: [Float]) -> [Float] {
+        switch self {
+        case .relu: Self.loop(x) { Swift.max($0, 0) }
+        case .leakyRelu(let a): Self.loop(x) { $0 >= 0 ? $0 : $0 * a }
+        case .sigmoid: Self.loop(x) { InferWireONNX.sigmoid($0) }
+        case .tanh: Self.loop(x) { tanhf($0) }
+        case .exp: Self.loop(x) { expf($0) }
+        case .log: Self.loop(x) { logf($0) }
+        case .sqrt: Self.loop(x) { $0.squareRoot() }
+        case .erf: Self.loop(x) { erff($0) }
+        case .abs: Self.loop(x) { Swift.abs($0) }
+        case .neg: Self.loop(x) { -$0 }
+        }
+    }
+
+    func apply(_ x: [Double]) -> [Double] {
+        switch self {
+        case .relu: x.map { Swift.max($0, 0) }
+        case .leakyRelu(let a): x.map { $0 >= 0 ? $0 : $0 * Double(a) }
+        case .sigmoid: x.map { InferWireONNX.sigmoid($0) }
+        case .tanh: x.map { Foundation.tanh($0) }
+        case .exp: x.map { Foundation.exp($0) }
+        case .log: x.map { Foundation.log($0) }
+        case .sqrt: x.map { $0.squareRoot() }
+        case .erf: x.map { Foundation.erf($0) }
+        case .abs: x.map { Swift.abs($0) }
+        case .neg: x.map { -$0 }
+        }
+    }
+
+    /// Integer forms exist for Relu, Abs and Neg.
+    func apply<T: FixedWidthInteger & SignedInteger>(_ x: [T]) -> [T]? {
+        switch self {
+        case .relu: x.map { Swift.max($0, 0) }
+        case .abs: x.map { $0 == .min ? $0 : Swift.abs($0) }
+        case .neg: x.map { 0 &- $0 }
+        default: nil
+        }
+    }
+
+    var kernel: any Kernel {
+        let op = self
+        return FunctionKernel { inputs in
+            let x = try input(inputs, 0, op.name)
+            switch x.storage {
+            case .float(let v): return [OnnxTensor(shape: x.shape, storage: .float(op.apply(v)))]
+            case .double(let v): return [OnnxTensor(shape: x.shape, storage: .double(op.apply(v)))]
+            case .int64(let v):
+                if let r = op.apply(v) { return [OnnxTensor(shape: x.shape, storage: .int64(r))] }
+            case .int32(let v):
+                if let r = op.apply(v) { return [OnnxTensor(shape: x.shape, storage: .int32(r))] }
+            default: break
+            }
+            throw OnnxError("\(op.name) does not take \(x.elementType)")
         }
     }
 }
@@ -43,10 +100,10 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
         case (.float(let x), .float(let y)):
             let (r, s): ([Float], [Int])
             switch op {
-            case .add: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, +)
-            case .sub: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, -)
-            case .mul: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, *)
-            case .div: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, /)
+            case .add: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 + $1 }
+            case .sub: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 - $1 }
+            case .mul: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 * $1 }
+            case .div: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 / $1 }
             }
             return [OnnxTensor(shape: s, storage: .float(r))]
         case (.double(let x), .double(let y)):
@@ -84,32 +141,78 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
     }
 }
 
+/// FP32 broadcasting with contiguous loops for the shapes models use most: equal
+/// shapes, a scalar on either side, and a trailing-row operand (bias added to every
+/// row); other shapes take the general path.
+@inline(__always)
+func floatBinary(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int], _ op: (Float, Float) -> Float) throws(OnnxError) -> ([Float], [Int]) {
+    if aShape == bShape || (a.count == b.count && a.count <= 1) {
+        return (UnaryOp.zip(a, b, op), aShape.count >= bShape.count ? aShape : bShape)
+    }
+    let shape = try broadcastShape(aShape, bShape)
+    let total = shape.reduce(1, *)
+    // b repeats along the leading dimensions of a (e.g. [N, C] + [C]).
+    let bCore = Array(bShape.drop(while: { $0 == 1 })), aCore = Array(aShape.drop(while: { $0 == 1 }))
+    if shape == aShape, b.count > 0, total % b.count == 0, Array(aShape.suffix(bCore.count)) == bCore {
+        let width = b.count
+        return ([Float](unsafeUninitializedCapacity: total) { out, n in
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    var base = 0
+                    while base < total {
+                        for j in 0..<width { out[base + j] = op(pa[base + j], pb[j]) }
+                        base += width
+                    }
+                }
+            }
+            n = total
+        }, shape)
+    }
+    if shape == bShape, a.count > 0, total % a.count == 0, Array(bShape.suffix(aCore.count)) == aCore {
+        let width = a.count
+        return ([Float](unsafeUninitializedCapacity: total) { out, n in
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    var base = 0
+                    while base < total {
+                        for j in 0..<width { out[base + j] = op(pa[j], pb[base + j]) }
+                        base += width
+                    }
+                }
+            }
+            n = total
+        }, shape)
+    }
+    return try broadcastBinary(a, aShape, b, bShape, op)
+}
+
+extension UnaryOp {
+    @inline(__always)
+    static func zip(_ a: [Float], _ b: [Float], _ op: (Float, Float) -> Float) -> [Float] {
+        [Float](unsafeUninitializedCapacity: a.count) { out, n in
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    for i in 0..<pa.count { out[i] = op(pa[i], pb[i]) }
+                }
+            }
+            n = a.count
+        }
+    }
+}
+
 @inline(__always) func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
 @inline(__always) func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
 
 enum ElementwiseOps {
     static func register(_ r: inout [String: KernelFactory]) {
-        r["Relu"] = { c in try c.require(inputs: 1...1)
-            return unaryNumericKernel("Relu", float: { max($0, 0) }, double: { max($0, 0) }, int64: { max($0, 0) }, int32: { max($0, 0) })
+        let simple: [(String, UnaryOp)] = [("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh), ("Exp", .exp), ("Log", .log),
+                                           ("Sqrt", .sqrt), ("Erf", .erf), ("Abs", .abs), ("Neg", .neg)]
+        for (name, op) in simple {
+            r[name] = { c in try c.require(inputs: 1...1); return op.kernel }
         }
         r["LeakyRelu"] = { c in
             try c.require(inputs: 1...1)
-            let alpha = try c.attributes.float("alpha", default: 0.01)
-            try c.attributes.checkAllUsed()
-            let a = Double(alpha)
-            return unaryFloatKernel("LeakyRelu", float: { $0 >= 0 ? $0 : $0 * alpha }, double: { $0 >= 0 ? $0 : $0 * a })
-        }
-        r["Sigmoid"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Sigmoid", float: sigmoid, double: sigmoid) }
-        r["Tanh"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Tanh", float: tanhf, double: tanh) }
-        r["Exp"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Exp", float: expf, double: exp) }
-        r["Log"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Log", float: logf, double: log) }
-        r["Sqrt"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Sqrt", float: sqrtf, double: sqrt) }
-        r["Erf"] = { c in try c.require(inputs: 1...1); return unaryFloatKernel("Erf", float: erff, double: erf) }
-        r["Abs"] = { c in try c.require(inputs: 1...1)
-            return unaryNumericKernel("Abs", float: { abs($0) }, double: { abs($0) }, int64: { $0 == .min ? $0 : abs($0) }, int32: { $0 == .min ? $0 : abs($0) })
-        }
-        r["Neg"] = { c in try c.require(inputs: 1...1)
-            return unaryNumericKernel("Neg", float: { -$0 }, double: { -$0 }, int64: { 0 &- $0 }, int32: { 0 &- $0 })
+            return UnaryOp.leakyRelu(try c.attributes.float("alpha", default: 0.01)).kernel
         }
         r["Identity"] = { c in
             try c.require(inputs: 1...1)

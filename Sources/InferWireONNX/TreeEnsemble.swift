@@ -94,67 +94,157 @@ struct TreeForest: Sendable {
             for (target, weight) in list { self.leafTargets.append(target); self.leafWeights.append(weight) }
         }
         self.leafIDs = Set(leafIDs.map { Int($0) })
+        self.pack()
     }
 
     /// Target (or class) ids that carry weights.
     var leafIDs: Set<Int> = []
 
-    /// The leaf a row reaches in the tree rooted at `root`.
-    @inline(__always)
-    func leaf(root: Int32, row: UnsafePointer<Float>) -> Int {
-        var i = Int(root)
-        while true {
-            let m = self.mode[i]
-            if m == .leaf { return i }
-            let x = row[Int(self.feature[i])]
-            let t = self.threshold[i]
-            let goTrue: Bool
-            if x.isNaN && self.missingTracksTrue[i] {
-                goTrue = true
-            } else {
-                switch m {
-                case .leq: goTrue = x <= t
-                case .lt: goTrue = x < t
-                case .gte: goTrue = x >= t
-                case .gt: goTrue = x > t
-                case .eq: goTrue = x == t
-                case .neq: goTrue = x != t
-                case .leaf: goTrue = false
+    /// One node in 16 bytes, the layout the evaluation loop walks. For a leaf, `a` and
+    /// `b` are the start and count of its weights; otherwise the true and false children.
+    struct PackedNode {
+        var threshold: Float
+        var feature: Int32
+        var a: Int32
+        var b: Int32
+    }
+    var packed: [PackedNode] = []
+    var packedModes: [Mode] = []
+    /// Every branch is BRANCH_LEQ and no missing value goes the true way: the common
+    /// scikit-learn shape, evaluated without a switch.
+    var allLessOrEqual = false
+
+    /// Depth of each tree (root to deepest leaf), in `roots` order.
+    var depths: [Int] = []
+
+    mutating func pack() {
+        // A leaf points to itself on both sides, so a walk can take a fixed number of
+        // steps (the tree's depth) with no test for having arrived.
+        self.packed = (0..<self.mode.count).map { i in
+            self.mode[i] == .leaf
+                ? PackedNode(threshold: 0, feature: 0, a: Int32(i), b: Int32(i))
+                : PackedNode(threshold: self.threshold[i], feature: self.feature[i], a: self.trueChild[i], b: self.falseChild[i])
+        }
+        self.packedModes = self.mode
+        self.allLessOrEqual = zip(self.mode, self.missingTracksTrue).allSatisfy { ($0 == .leaf || $0 == .leq) && !$1 }
+        self.depths = self.roots.map { root in
+            var depth = 0
+            var frontier = [Int(root)]
+            var visited = Set<Int>()
+            while !frontier.isEmpty {
+                var next: [Int] = []
+                for i in frontier where self.mode[i] != .leaf && visited.insert(i).inserted {
+                    next.append(Int(self.trueChild[i])); next.append(Int(self.falseChild[i]))
                 }
+                if next.isEmpty { break }
+                depth += 1
+                frontier = next
             }
-            i = Int(goTrue ? self.trueChild[i] : self.falseChild[i])
+            return depth
         }
     }
 
     enum Aggregate: String { case sum = "SUM", average = "AVERAGE", min = "MIN", max = "MAX" }
 
     /// Raw per-target scores for every row; `hasScore` marks targets some leaf reached.
+    /// Each row adds its trees' weights in tree order, as onnxruntime does.
     func scores(_ x: [Float], rows: Int, columns: Int, targets: Int, aggregate: Aggregate) -> (scores: [Float], hasScore: [Bool]) {
         var scores = [Float](repeating: 0, count: rows * targets)
         var has = [Bool](repeating: false, count: rows * targets)
         x.withUnsafeBufferPointer { px in
-            for r in 0..<rows {
-                let row = px.baseAddress! + r * columns
-                let base = r * targets
-                for root in self.roots {
-                    let leaf = self.leaf(root: root, row: row)
-                    let start = Int(self.leafStart[leaf])
-                    for k in start..<(start + Int(self.leafCount[leaf])) {
-                        let t = base + Int(self.leafTargets[k]), w = self.leafWeights[k]
-                        switch aggregate {
-                        case .sum, .average: scores[t] += w
-                        case .min: scores[t] = has[t] ? Swift.min(scores[t], w) : w
-                        case .max: scores[t] = has[t] ? Swift.max(scores[t], w) : w
+            self.packed.withUnsafeBufferPointer { nodes in
+                self.packedModes.withUnsafeBufferPointer { modes in
+                    self.leafTargets.withUnsafeBufferPointer { leafTargets in
+                        self.leafWeights.withUnsafeBufferPointer { leafWeights in
+                            scores.withUnsafeMutableBufferPointer { out in
+                                has.withUnsafeMutableBufferPointer { seen in
+                                    // Adds leaf `i`'s weights to row `r`'s scores.
+                                    @inline(__always) func add(_ i: Int, _ r: Int) {
+                                        let base = r * targets
+                                        let start = Int(self.leafStart[i]), end = start + Int(self.leafCount[i])
+                                        for k in start..<end {
+                                            let t = base + Int(leafTargets[k]), w = leafWeights[k]
+                                            switch aggregate {
+                                            case .sum, .average: out[t] += w
+                                            case .min: out[t] = seen[t] ? Swift.min(out[t], w) : w
+                                            case .max: out[t] = seen[t] ? Swift.max(out[t], w) : w
+                                            }
+                                            seen[t] = true
+                                        }
+                                    }
+                                    if self.allLessOrEqual {
+                                        // Four rows walk each tree together: four independent chains
+                                        // of loads keep the core busy while each waits on memory.
+                                        var r = 0
+                                        while r < rows {
+                                            let lanes = Swift.min(4, rows - r)
+                                            let x0 = px.baseAddress! + r * columns
+                                            let x1 = lanes > 1 ? x0 + columns : x0
+                                            let x2 = lanes > 2 ? x0 + 2 * columns : x0
+                                            let x3 = lanes > 3 ? x0 + 3 * columns : x0
+                                            for (t, root) in self.roots.enumerated() {
+                                                var i0 = Int(root), i1 = i0, i2 = i0, i3 = i0
+                                                for _ in 0..<self.depths[t] {
+                                                    let n0 = nodes[i0], n1 = nodes[i1], n2 = nodes[i2], n3 = nodes[i3]
+                                                    i0 = Int(x0[Int(n0.feature)] <= n0.threshold ? n0.a : n0.b)
+                                                    i1 = Int(x1[Int(n1.feature)] <= n1.threshold ? n1.a : n1.b)
+                                                    i2 = Int(x2[Int(n2.feature)] <= n2.threshold ? n2.a : n2.b)
+                                                    i3 = Int(x3[Int(n3.feature)] <= n3.threshold ? n3.a : n3.b)
+                                                }
+                                                add(i0, r)
+                                                if lanes > 1 { add(i1, r + 1) }
+                                                if lanes > 2 { add(i2, r + 2) }
+                                                if lanes > 3 { add(i3, r + 3) }
+                                            }
+                                            r += lanes
+                                        }
+                                    } else {
+                                        for r in 0..<rows {
+                                            let row = px.baseAddress! + r * columns
+                                            for root in self.roots {
+                                                add(self.leaf(root: root, row: row, nodes: nodes, modes: modes), r)
+                                            }
+                                        }
+                                    }
+                                    if aggregate == .average {
+                                        let n = Float(self.roots.count)
+                                        for i in 0..<out.count { out[i] /= n }
+                                    }
+                                }
+                            }
                         }
-                        has[t] = true
                     }
-                }
-                if aggregate == .average {
-                    for t in 0..<targets { scores[base + t] /= Float(self.roots.count) }
                 }
             }
         }
         return (scores, has)
+    }
+
+    /// The leaf a row reaches, for trees with any node mode or missing-value rule.
+    @inline(__always)
+    func leaf(root: Int32, row: UnsafePointer<Float>, nodes: UnsafeBufferPointer<PackedNode>, modes: UnsafeBufferPointer<Mode>) -> Int {
+        var i = Int(root)
+        while true {
+            let m = modes[i]
+            if m == .leaf { return i }
+            let n = nodes[i]
+            let x = row[Int(n.feature)]
+            let goTrue: Bool
+            if x.isNaN && self.missingTracksTrue[i] {
+                goTrue = true
+            } else {
+                switch m {
+                case .leq: goTrue = x <= n.threshold
+                case .lt: goTrue = x < n.threshold
+                case .gte: goTrue = x >= n.threshold
+                case .gt: goTrue = x > n.threshold
+                case .eq: goTrue = x == n.threshold
+                case .neq: goTrue = x != n.threshold
+                case .leaf: goTrue = false
+                }
+            }
+            i = Int(goTrue ? n.a : n.b)
+        }
     }
 }
 
