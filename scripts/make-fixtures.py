@@ -232,5 +232,44 @@ op("ml_preprocessing", [N("Scaler", ["X"], ["a"], domain="ai.onnx.ml", offset=[0
    [{"X": f32(5, 4)}], ml=True)
 op("ml_linear_regressor", [N("LinearRegressor", ["X"], ["Y"], domain="ai.onnx.ml", coefficients=list(f32(6)),
                             intercepts=[0.5, -1.0], targets=2)], [{"X": f32(4, 3)}], ml=True)
+# A hand-built tree ensemble exercising every branch mode, missing values and aggregation.
+def tree_attrs(prefix):
+    # tree 0: root x0 < 0.5 ? (x1 >= 0 ? leaf A : leaf B) : (x2 == 1 ? leaf C : leaf D)
+    # tree 1: root x1 > 0.2 ? leaf E : (x0 != 0 ? leaf F : leaf G); NaN in x1 goes true.
+    return dict(
+        nodes_treeids=[0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+        nodes_nodeids=[0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4],
+        nodes_featureids=[0, 1, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        nodes_modes=["BRANCH_LT", "BRANCH_GTE", "BRANCH_EQ", "LEAF", "LEAF", "LEAF", "LEAF",
+                     "BRANCH_GT", "LEAF", "BRANCH_NEQ", "LEAF", "LEAF"],
+        nodes_values=[0.5, 0.0, 1.0, 0, 0, 0, 0, 0.2, 0, 0.0, 0, 0],
+        nodes_truenodeids=[1, 3, 5, 0, 0, 0, 0, 1, 0, 3, 0, 0],
+        nodes_falsenodeids=[2, 4, 6, 0, 0, 0, 0, 2, 0, 4, 0, 0],
+        nodes_missing_value_tracks_true=[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        **{f"{prefix}_treeids": [0, 0, 0, 0, 1, 1, 1, 0, 1],
+           f"{prefix}_nodeids": [3, 4, 5, 6, 1, 3, 4, 3, 1],
+           f"{prefix}_ids": [0, 0, 0, 0, 0, 0, 0, 1, 1],
+           f"{prefix}_weights": [1.0, -2.0, 3.5, 0.25, 10.0, -1.0, 0.5, 0.75, -0.5]})
+
+
+tree_x = np.array([[0.1, 0.3, 1.0], [0.9, -1.0, 1.0], [0.9, np.nan, 0.0], [0.0, 0.1, 2.0], [0.7, 0.2, 1.0]], np.float32)
+for aggregate in ("SUM", "AVERAGE", "MIN", "MAX"):
+    op(f"ml_tree_regressor_{aggregate.lower()}",
+       [N("TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=2, aggregate_function=aggregate,
+          base_values=[0.5, -0.5], **tree_attrs("target"))],
+       [{"X": tree_x}], ml=True)
+op("ml_tree_classifier_logistic_binary",
+   [N("TreeEnsembleClassifier", ["X"], ["label", "scores"], domain="ai.onnx.ml", classlabels_int64s=[0, 1],
+      post_transform="LOGISTIC", base_values=[0.3], **{**tree_attrs("class"), "class_ids": [0] * 9})],
+   [{"X": tree_x}], ml=True, outputs=[("label", TensorProto.INT64), ("scores", TensorProto.FLOAT)])
+op("ml_tree_classifier_three_classes",
+   [N("TreeEnsembleClassifier", ["X"], ["label", "scores"], domain="ai.onnx.ml", classlabels_strings=["a", "b", "c"],
+      post_transform="SOFTMAX", base_values=[0.1, 0.2, 0.3], **{**tree_attrs("class"), "class_ids": [0, 1, 2, 0, 1, 2, 0, 1, 2]})],
+   [{"X": tree_x}], ml=True, outputs=[("label", TensorProto.STRING), ("scores", TensorProto.FLOAT)])
+op("ml_tree_classifier_softmax",
+   [N("TreeEnsembleClassifier", ["X"], ["label", "scores"], domain="ai.onnx.ml", classlabels_int64s=[0, 1],
+      post_transform="SOFTMAX", **tree_attrs("class"))],
+   [{"X": tree_x}], ml=True, outputs=[("label", TensorProto.INT64), ("scores", TensorProto.FLOAT)])
+
 op("ml_array_feature_extractor", [N("ArrayFeatureExtractor", ["X", "idx"], ["Y"], domain="ai.onnx.ml")],
    [{"X": f32(3, 6)}], initializers=[("idx", np.array([4, 0, 4], np.int64))], ml=True)

@@ -264,10 +264,11 @@ enum TreeEnsemble {
             return FunctionKernel { inputs in
                 let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleRegressor"), "TreeEnsembleRegressor")
                 guard forest.maxFeature < columns else { throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)") }
-                var (scores, _) = forest.scores(x, rows: rows, columns: columns, targets: targets, aggregate: aggregate)
+                var (scores, has) = forest.scores(x, rows: rows, columns: columns, targets: targets, aggregate: aggregate)
                 scores.withUnsafeMutableBufferPointer { p in
                     for r in 0..<rows {
-                        for t in 0..<baseValues.count { p[r * targets + t] += baseValues[t] }
+                        // As onnxruntime does: a target no leaf reached stays 0, without its base value.
+                        for t in 0..<baseValues.count where has[r * targets + t] { p[r * targets + t] += baseValues[t] }
                         transform.apply(UnsafeMutableBufferPointer(rebasing: p[(r * targets)..<((r + 1) * targets)]))
                     }
                 }
@@ -286,8 +287,8 @@ enum TreeEnsemble {
             guard baseValues.isEmpty || baseValues.count == classes || (classes == 2 && baseValues.count == 1) else {
                 throw c.error("base_values has \(baseValues.count) values for \(classes) classes")
             }
-            // Two labels but weights for one class only: a binary model scoring the positive class.
-            let singleScore = classes == 2 && forest.leafIDs.count == 1
+            // Two labels but weights for one class only: a binary model scoring one side.
+            let binaryCase = classes == 2 && forest.leafIDs.count == 1
             let allPositive = forest.leafWeights.allSatisfy { $0 >= 0 }
             return FunctionKernel { inputs in
                 let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleClassifier"), "TreeEnsembleClassifier")
@@ -297,28 +298,72 @@ enum TreeEnsemble {
                 var winners = [Int](repeating: 0, count: rows)
                 for r in 0..<rows {
                     let base = r * classes
-                    if singleScore {
-                        let id = forest.leafIDs.first!
-                        var s = raw[base + id] + (baseValues.isEmpty ? 0 : baseValues[baseValues.count == 2 ? 1 : 0])
-                        let positive = allPositive ? s > 0.5 : s > 0
-                        winners[r] = positive ? 1 : 0
-                        if transform == .logistic { s = sigmoid(s) }
-                        if transform == .probit { s = Float(2.0.squareRoot() * inverseErf(2 * Double(s) - 1)) }
-                        out[base] = allPositive ? 1 - s : -s
-                        out[base + 1] = s
-                        if transform == .logistic && !allPositive { out[base] = 1 - s }
-                    } else {
-                        for k in 0..<classes {
-                            out[base + k] = raw[base + k] + (baseValues.count == classes ? baseValues[k] : 0)
+                    if classes > 2 {
+                        var scores = Array(raw[base..<(base + classes)])
+                        var scored = Array(has[base..<(base + classes)])
+                        for k in 0..<baseValues.count {
+                            scores[k] = scored[k] ? scores[k] + baseValues[k] : baseValues[k]
+                            scored[k] = true
                         }
                         var best = -1
-                        for k in 0..<classes where has[base + k] || baseValues.count == classes {
-                            if best < 0 || out[base + k] > out[base + best] { best = k }
-                        }
+                        for k in 0..<classes where scored[k] && (best < 0 || scores[k] > scores[best]) { best = k }
                         winners[r] = max(best, 0)
-                        out.withUnsafeMutableBufferPointer { transform.apply(UnsafeMutableBufferPointer(rebasing: $0[base..<(base + classes)])) }
+                        scores.withUnsafeMutableBufferPointer { transform.apply($0) }
+                        for k in 0..<classes { out[base + k] = scores[k] }
+                        continue
+                    }
+                    // Two classes: onnxruntime's rules, which differ by how many classes
+                    // carry weights and whether any weight is negative.
+                    var s0 = raw[base], s1 = raw[base + 1]
+                    let has0 = has[base]
+                    var has1 = has[base + 1]
+                    var additional = -1
+                    if baseValues.count == 2 {
+                        if has1 {
+                            s1 = baseValues[1] + s0
+                            s0 = -s1
+                        } else {
+                            s1 += baseValues[1]
+                            s0 += baseValues[0]
+                            has1 = true
+                        }
+                    } else if baseValues.count == 1 {
+                        s0 += baseValues[0]
+                    } else {
+                        additional = 3
+                    }
+                    let single = !has1  // only one score: the second column is derived from it
+                    let positiveWeight = has1 ? s1 : (has0 ? s0 : 0)
+                    let positive = allPositive ? positiveWeight > 0.5 : positiveWeight > 0
+                    winners[r] = positive ? 1 : 0
+                    if binaryCase { additional = allPositive ? (positive ? 0 : 1) : (positive ? 2 : 3) }
+                    if !single {
+                        var pair = [s0, s1]
+                        pair.withUnsafeMutableBufferPointer { transform.apply($0) }
+                        out[base] = pair[0]
+                        out[base + 1] = pair[1]
+                    } else if transform == .probit {
+                        out[base] = Float(2.0.squareRoot() * inverseErf(2 * Double(s0) - 1))
+                    } else {
+                        switch additional {
+                        case 0, 1:
+                            out[base] = 1 - s0
+                            out[base + 1] = s0
+                        case 2, 3:
+                            if transform == .logistic {
+                                out[base] = sigmoid(-s0)
+                                out[base + 1] = sigmoid(s0)
+                            } else {
+                                out[base] = -s0
+                                out[base + 1] = s0
+                            }
+                        default:
+                            out[base] = s0
+                        }
                     }
                 }
+                // Labels are the class labels at the winning index. (onnxruntime returns the
+                // literal 1 or 0 in the two-class case even when the int64 labels are others.)
                 return [labels.tensor(winners), OnnxTensor(shape: [rows, classes], floats: out)]
             }
         }

@@ -114,7 +114,7 @@ struct FixtureTests {
                     let theirs = expected.data.map(\.double)
                     #expect(ours.count == theirs.count)
                     let worst = zip(ours, theirs).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
-                    #expect(worst <= file.tolerance, "case \(index) '\(spec.name)': worst relative difference \(worst)")
+                    #expect(worst <= file.tolerance, "case \(index) '\(spec.name)': worst relative difference \(worst); ours \(ours.prefix(12)), onnxruntime's \(theirs.prefix(12))")
                 case .int64:
                     #expect(output.values(as: Int64.self)! == expected.data.map { Int64($0.double) }, "case \(index) '\(spec.name)'")
                 case .bytes:
