@@ -33,16 +33,16 @@ enum UnaryOp: Sendable {
 
     func apply(_ x: [Float]) -> [Float] {
         switch self {
-        case .relu: Self.loop(x) { Swift.max($0, 0) }
-        case .leakyRelu(let a): Self.loop(x) { $0 >= 0 ? $0 : $0 * a }
+        case .relu: SIMDLoops.map(x, { $0.replacing(with: 0, where: $0 .< 0) }, { $0 < 0 ? 0 : $0 })
+        case .leakyRelu(let a): SIMDLoops.map(x, { $0.replacing(with: $0 * a, where: $0 .< 0) }, { $0 >= 0 ? $0 : $0 * a })
         case .sigmoid: Self.loop(x) { InferWireONNX.sigmoid($0) }
         case .tanh: Self.loop(x) { tanhf($0) }
         case .exp: Self.loop(x) { expf($0) }
         case .log: Self.loop(x) { logf($0) }
         case .sqrt: Self.loop(x) { $0.squareRoot() }
         case .erf: Self.loop(x) { erff($0) }
-        case .abs: Self.loop(x) { Swift.abs($0) }
-        case .neg: Self.loop(x) { -$0 }
+        case .abs: SIMDLoops.map(x, { $0.replacing(with: -$0, where: $0 .< 0) }, { Swift.abs($0) })
+        case .neg: SIMDLoops.map(x, { -$0 }, { -$0 })
         }
     }
 
@@ -100,10 +100,10 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
         case (.float(let x), .float(let y)):
             let (r, s): ([Float], [Int])
             switch op {
-            case .add: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 + $1 }
-            case .sub: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 - $1 }
-            case .mul: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 * $1 }
-            case .div: (r, s) = try floatBinary(x, a.shape, y, b.shape) { $0 / $1 }
+            case .add: (r, s) = try floatBinary(x, a.shape, y, b.shape, { $0 + $1 }, { $0 + $1 })
+            case .sub: (r, s) = try floatBinary(x, a.shape, y, b.shape, { $0 - $1 }, { $0 - $1 })
+            case .mul: (r, s) = try floatBinary(x, a.shape, y, b.shape, { $0 * $1 }, { $0 * $1 })
+            case .div: (r, s) = try floatBinary(x, a.shape, y, b.shape, { $0 / $1 }, { $0 / $1 })
             }
             return [OnnxTensor(shape: s, storage: .float(r))]
         case (.double(let x), .double(let y)):
@@ -141,63 +141,36 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
     }
 }
 
-/// FP32 broadcasting with contiguous loops for the shapes models use most: equal
-/// shapes, a scalar on either side, and a trailing-row operand (bias added to every
-/// row); other shapes take the general path.
+/// FP32 broadcasting with SIMD loops for the shapes models use most: equal shapes, a
+/// scalar on either side, and a trailing-row operand (a bias added to every row); other
+/// shapes take the general path.
 @inline(__always)
-func floatBinary(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int], _ op: (Float, Float) -> Float) throws(OnnxError) -> ([Float], [Int]) {
-    if aShape == bShape || (a.count == b.count && a.count <= 1) {
-        return (UnaryOp.zip(a, b, op), aShape.count >= bShape.count ? aShape : bShape)
+func floatBinary(
+    _ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int],
+    _ vector: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>, _ op: (Float, Float) -> Float
+) throws(OnnxError) -> ([Float], [Int]) {
+    if aShape == bShape {
+        return (SIMDLoops.zip(a, b, width: a.count, swapped: false, vector, op), aShape)
     }
     let shape = try broadcastShape(aShape, bShape)
     let total = shape.reduce(1, *)
-    // b repeats along the leading dimensions of a (e.g. [N, C] + [C]).
+    // b repeats along the leading dimensions of a (e.g. [N, C] + [C]), or the reverse.
     let bCore = Array(bShape.drop(while: { $0 == 1 })), aCore = Array(aShape.drop(while: { $0 == 1 }))
     if shape == aShape, b.count > 0, total % b.count == 0, Array(aShape.suffix(bCore.count)) == bCore {
-        let width = b.count
-        return ([Float](unsafeUninitializedCapacity: total) { out, n in
-            a.withUnsafeBufferPointer { pa in
-                b.withUnsafeBufferPointer { pb in
-                    var base = 0
-                    while base < total {
-                        for j in 0..<width { out[base + j] = op(pa[base + j], pb[j]) }
-                        base += width
-                    }
-                }
-            }
-            n = total
-        }, shape)
+        if b.count == 1 {
+            let y = b[0]
+            return (SIMDLoops.map(a, { vector($0, SIMD8(repeating: y)) }, { op($0, y) }), shape)
+        }
+        return (SIMDLoops.zip(a, b, width: b.count, swapped: false, vector, op), shape)
     }
     if shape == bShape, a.count > 0, total % a.count == 0, Array(bShape.suffix(aCore.count)) == aCore {
-        let width = a.count
-        return ([Float](unsafeUninitializedCapacity: total) { out, n in
-            a.withUnsafeBufferPointer { pa in
-                b.withUnsafeBufferPointer { pb in
-                    var base = 0
-                    while base < total {
-                        for j in 0..<width { out[base + j] = op(pa[j], pb[base + j]) }
-                        base += width
-                    }
-                }
-            }
-            n = total
-        }, shape)
+        if a.count == 1 {
+            let x = a[0]
+            return (SIMDLoops.map(b, { vector(SIMD8(repeating: x), $0) }, { op(x, $0) }), shape)
+        }
+        return (SIMDLoops.zip(b, a, width: a.count, swapped: true, vector, op), shape)
     }
     return try broadcastBinary(a, aShape, b, bShape, op)
-}
-
-extension UnaryOp {
-    @inline(__always)
-    static func zip(_ a: [Float], _ b: [Float], _ op: (Float, Float) -> Float) -> [Float] {
-        [Float](unsafeUninitializedCapacity: a.count) { out, n in
-            a.withUnsafeBufferPointer { pa in
-                b.withUnsafeBufferPointer { pb in
-                    for i in 0..<pa.count { out[i] = op(pa[i], pb[i]) }
-                }
-            }
-            n = a.count
-        }
-    }
 }
 
 @inline(__always) func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
