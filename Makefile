@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos bench clean
+.PHONY: run test build release deps protos bench bench-onnx fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -30,6 +30,14 @@ protos: deps
 bench: deps
 	swift build -c release --product inferwire-wirebench
 	.build/release/inferwire-wirebench --repository $(REPOSITORY)
+
+## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
+bench-onnx:
+	scripts/bench-onnx
+
+## Rebuild the ONNX fixtures and example models with scikit-learn/skl2onnx/onnxruntime.
+fixtures:
+	scripts/make-fixtures
 
 clean:
 	rm -rf .build
