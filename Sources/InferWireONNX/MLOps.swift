@@ -89,6 +89,24 @@ enum ClassLabels: Sendable {
     }
 }
 
+/// X·Wᵀ + intercepts for the linear models: one row of `coefficients` per output.
+func linearScores(_ x: OnnxTensor, _ coefficients: [Float], _ intercepts: [Float], outputs: Int, op: String) throws -> (scores: [Float], rows: Int) {
+    let (v, rows, columns) = try featureRows(x, op)
+    guard columns * outputs == coefficients.count else {
+        throw OnnxError("\(op): \(columns) features, but coefficients fit \(coefficients.count / outputs)")
+    }
+    var out = [Float](repeating: 0, count: rows * outputs)
+    if !intercepts.isEmpty { for r in 0..<rows { for k in 0..<outputs { out[r * outputs + k] = intercepts[k] } } }
+    v.withUnsafeBufferPointer { px in
+        coefficients.withUnsafeBufferPointer { pw in
+            out.withUnsafeMutableBufferPointer { po in
+                sgemm(px.baseAddress!, pw.baseAddress!, po.baseAddress!, m: rows, n: outputs, k: columns, transB: true, beta: 1)
+            }
+        }
+    }
+    return (out, rows)
+}
+
 enum MLOps {
     static func register(_ r: inout [String: KernelFactory]) {
         r["Scaler"] = { c in
@@ -174,20 +192,9 @@ enum MLOps {
                 throw c.error("coefficients (\(coefficients.count)) and intercepts (\(intercepts.count)) do not fit \(targets) targets")
             }
             return FunctionKernel { inputs in
-                let x = try input(inputs, 0, "LinearRegressor")
-                let (v, rows, columns) = try featureRows(x, "LinearRegressor")
-                guard columns * targets == coefficients.count else {
-                    throw OnnxError("LinearRegressor: \(columns) features, but coefficients fit \(coefficients.count / targets)")
-                }
-                var out = [Float](repeating: 0, count: rows * targets)
-                if !intercepts.isEmpty { for r in 0..<rows { for t in 0..<targets { out[r * targets + t] = intercepts[t] } } }
-                v.withUnsafeBufferPointer { px in
-                    coefficients.withUnsafeBufferPointer { pw in
-                        out.withUnsafeMutableBufferPointer { po in
-                            sgemm(px.baseAddress!, pw.baseAddress!, po.baseAddress!, m: rows, n: targets, k: columns, transB: true, beta: 1)
-                            for r in 0..<rows { transform.apply(UnsafeMutableBufferPointer(rebasing: po[(r * targets)..<((r + 1) * targets)])) }
-                        }
-                    }
+                var (out, rows) = try linearScores(try input(inputs, 0, "LinearRegressor"), coefficients, intercepts, outputs: targets, op: "LinearRegressor")
+                out.withUnsafeMutableBufferPointer { po in
+                    for r in 0..<rows { transform.apply(UnsafeMutableBufferPointer(rebasing: po[(r * targets)..<((r + 1) * targets)])) }
                 }
                 return [OnnxTensor(shape: [rows, targets], floats: out)]
             }
@@ -211,20 +218,7 @@ enum MLOps {
                 throw c.error("\(rowsOfWeights) rows of coefficients for \(classCount) class labels")
             }
             return FunctionKernel { inputs in
-                let x = try input(inputs, 0, "LinearClassifier")
-                let (v, rows, columns) = try featureRows(x, "LinearClassifier")
-                guard columns * rowsOfWeights == coefficients.count else {
-                    throw OnnxError("LinearClassifier: \(columns) features, but coefficients fit \(coefficients.count / rowsOfWeights)")
-                }
-                var raw = [Float](repeating: 0, count: rows * rowsOfWeights)
-                if !intercepts.isEmpty { for r in 0..<rows { for k in 0..<rowsOfWeights { raw[r * rowsOfWeights + k] = intercepts[k] } } }
-                v.withUnsafeBufferPointer { px in
-                    coefficients.withUnsafeBufferPointer { pw in
-                        raw.withUnsafeMutableBufferPointer { po in
-                            sgemm(px.baseAddress!, pw.baseAddress!, po.baseAddress!, m: rows, n: rowsOfWeights, k: columns, transB: true, beta: 1)
-                        }
-                    }
-                }
+                let (raw, rows) = try linearScores(try input(inputs, 0, "LinearClassifier"), coefficients, intercepts, outputs: rowsOfWeights, op: "LinearClassifier")
                 var winners = [Int](repeating: 0, count: rows)
                 var scores = [Float](repeating: 0, count: rows * classCount)
                 for r in 0..<rows {
