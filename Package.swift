@@ -53,6 +53,7 @@ let package = Package(
             name: "InferWireCore",
             dependencies: [
                 "InferWireProto",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

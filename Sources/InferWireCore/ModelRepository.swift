@@ -2,19 +2,42 @@ import Foundation
 public import InferWireProto
 public import Logging
 
-/// One version of a model, loaded and ready to execute.
+/// One version of a model, loaded and ready to execute, with the queue and execution
+/// instances that run it.
 public final class LoadedModel: Sendable {
     public let name: String
     public let version: Int64
     public let config: Inferwire_V1_ModelConfig
     public let model: any InferenceModel
     public var signature: ModelSignature { self.model.signature }
+    /// The version's queue, batcher and instance threads.
+    public let scheduler: ModelScheduler
 
     public init(name: String, version: Int64, config: Inferwire_V1_ModelConfig, model: any InferenceModel) {
         self.name = name
         self.version = version
         self.config = config
         self.model = model
+        self.scheduler = ModelScheduler(
+            label: "\(name):\(version)",
+            policy: BatchingPolicy(config: config, signature: model.signature),
+            instances: max(1, Int(config.instances)))
+    }
+
+    /// Runs the model, turning any failure into an ``InferWireError`` that names it.
+    func run(_ inputs: [Tensor]) throws(InferWireError) -> [Tensor] {
+        let outputs: [Tensor]
+        do {
+            outputs = try self.model.execute(inputs)
+        } catch let error as InferWireError {
+            throw error
+        } catch {
+            throw InferWireError(code: .internal, message: "model '\(self.name)' version \(self.version) failed: \(error)", cause: error)
+        }
+        guard outputs.count == self.signature.outputs.count else {
+            throw InferWireError(code: .internal, message: "model '\(self.name)' returned \(outputs.count) outputs; its signature has \(self.signature.outputs.count)")
+        }
+        return outputs
     }
 }
 

@@ -53,29 +53,26 @@ public final class RequestDispatcher: Sendable {
     /// Requests whose inputs total more than this many bytes run off the I/O thread
     /// even on a lightweight model.
     public let inlineByteLimit: Int
-    private let executionPool: ExecutionPool
     private let shuttingDown: Atomic<Bool>
 
     /// - Parameters:
     ///   - registry: the models to serve.
     ///   - info: what ServerMetadata reports.
-    ///   - executionThreads: threads that run models too heavy for an I/O thread.
-    ///   - inlineByteLimit: inputs above this size run on the execution threads even for lightweight models.
-    public init(
-        registry: ModelRegistry, info: ServerInfo = ServerInfo(),
-        executionThreads: Int = ProcessInfo.processInfo.activeProcessorCount,
-        inlineByteLimit: Int = 64 * 1024
-    ) {
+    ///   - inlineByteLimit: inputs above this size go through the version's scheduler even
+    ///     for lightweight models.
+    public init(registry: ModelRegistry, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
         self.registry = registry
         self.info = info
         self.inlineByteLimit = inlineByteLimit
-        self.executionPool = ExecutionPool(threads: max(1, executionThreads))
         self.shuttingDown = Atomic(false)
     }
 
-    /// Lets the execution threads exit once queued work is done. Call after the server stopped.
+    /// Lets every model version's instance threads exit once queued work is done. Call
+    /// after the server stopped.
     public func stopExecution() {
-        self.executionPool.shutdown()
+        for entry in self.registry.snapshot().models.values {
+            for model in entry.versions.values { model.scheduler.shutdown() }
+        }
     }
 
     /// Marks the server as shutting down: ServerReady answers false from now on.
@@ -135,6 +132,9 @@ public final class RequestDispatcher: Sendable {
             case .infer?:
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
                 try self.infer(request, deadline: deadline, cancellation: cancellation, respond: respond)
+            case .modelStatistics?:
+                let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
+                respond(.success(try Self.encode(try self.statistics(model: request.name))))
             default:
                 throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
             }
@@ -160,22 +160,32 @@ public final class RequestDispatcher: Sendable {
         let loaded = try self.registry.snapshot().resolve(request.modelName, request.hasVersion ? request.version : nil)
         let prepared = try PreparedRequest(request, for: loaded)
 
-        let work: @Sendable () -> Void = {
-            if cancellation?.isCancelled == true {
-                respond(.failure(InferWireError(code: .cancelled, message: "cancelled before execution")))
-                return
-            }
+        // Cheap work runs here, on the I/O thread; the rest queues for the version's instances.
+        if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit && !loaded.scheduler.policy.enabled {
             if let deadline, ContinuousClock.now >= deadline {
                 respond(.failure(InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
                 return
             }
             respond(Result { () throws(InferWireError) -> [UInt8] in try prepared.run() })
-        }
-        if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit {
-            work()
         } else {
-            self.executionPool.submit(work)
+            loaded.scheduler.submit(prepared, deadline: deadline, cancellation: cancellation, respond: respond)
         }
+    }
+
+    /// Counters and timings of every version of `model` (or of every model).
+    func statistics(model name: String) throws(InferWireError) -> Inferwire_V1_ModelStatisticsResponse {
+        let snapshot = self.registry.snapshot()
+        guard name.isEmpty || snapshot.models[name] != nil else {
+            throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
+        }
+        var response = Inferwire_V1_ModelStatisticsResponse()
+        for (modelName, entry) in snapshot.models.sorted(by: { $0.key < $1.key }) where name.isEmpty || modelName == name {
+            for version in entry.readyVersions {
+                let loaded = entry.versions[version]!
+                response.versions.append(loaded.scheduler.statistics.withLock { $0.message(name: modelName, version: version) })
+            }
+        }
+        return response
     }
 
     static func metadata(of model: LoadedModel, in snapshot: ModelRegistry.Snapshot) -> Inferwire_V1_ModelMetadataResponse {
@@ -215,6 +225,9 @@ struct PreparedRequest: Sendable {
     /// Indices into the signature's outputs, in the order to return them.
     let outputIndices: [Int]
     let inputBytes: Int
+    let priority: Inferwire_V1_Priority
+    /// Rows in the batch dimension (1 for models without one).
+    let rows: Int
 
     init(_ request: Inferwire_V1_InferRequest, for model: LoadedModel) throws(InferWireError) {
         let signature = model.signature
@@ -281,22 +294,17 @@ struct PreparedRequest: Sendable {
         self.inputs = inputs
         self.outputIndices = outputIndices
         self.inputBytes = bytes
+        self.priority = request.priority
+        self.rows = batch ?? 1
     }
 
     /// Executes the model and serializes the response.
     func run() throws(InferWireError) -> [UInt8] {
-        let outputs: [Tensor]
-        do {
-            outputs = try self.model.model.execute(self.inputs)
-        } catch let error as InferWireError {
-            throw error
-        } catch {
-            throw InferWireError(
-                code: .internal, message: "model '\(self.model.name)' version \(self.model.version) failed: \(error)", cause: error)
-        }
-        guard outputs.count == self.model.signature.outputs.count else {
-            throw InferWireError(code: .internal, message: "model '\(self.model.name)' returned \(outputs.count) outputs; its signature has \(self.model.signature.outputs.count)")
-        }
+        try self.response(outputs: try self.model.run(self.inputs))
+    }
+
+    /// The serialized response carrying this request's chosen outputs.
+    func response(outputs: [Tensor]) throws(InferWireError) -> [UInt8] {
         var response = Inferwire_V1_InferResponse()
         response.modelName = self.model.name
         response.modelVersion = self.model.version

@@ -255,8 +255,8 @@ struct BadInputTests {
         @Sendable func countedRequest(ms: Int32) -> Inferwire_V1_InferRequest {
             inferRequest("counted", [Tensor(name: "DELAY_MS", values: [ms], shape: [1])])
         }
-        // One execution thread: the first request runs for 300 ms while the rest queue behind it.
-        try await withServer(executionThreads: 1, extraModels: [counted]) { port in
+        // One instance: the first request runs for 300 ms while the rest queue behind it.
+        try await withServer(extraModels: [counted]) { port in
             // Cancelled while queued.
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()

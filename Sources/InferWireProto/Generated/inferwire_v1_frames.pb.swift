@@ -43,6 +43,9 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
 
   /// InferRequest -> InferResponse
   case infer // = 6
+
+  /// ModelStatisticsRequest -> ModelStatisticsResponse
+  case modelStatistics // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -58,6 +61,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case 4: self = .modelReady
     case 5: self = .modelMetadata
     case 6: self = .infer
+    case 7: self = .modelStatistics
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -71,6 +75,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case .modelReady: return 4
     case .modelMetadata: return 5
     case .infer: return 6
+    case .modelStatistics: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -84,6 +89,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     .modelReady,
     .modelMetadata,
     .infer,
+    .modelStatistics,
   ]
 
 }
@@ -143,7 +149,7 @@ public nonisolated struct Inferwire_V1_GoAway: Sendable {
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_Method: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0\u{1}MODEL_STATISTICS\0")
 }
 
 nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

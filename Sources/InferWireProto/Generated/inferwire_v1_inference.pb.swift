@@ -20,6 +20,40 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Inferwire_V1_Priority: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case normal // = 0
+  case high // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .normal
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .normal
+    case 1: self = .high
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .normal: return 0
+    case .high: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Inferwire_V1_Priority] = [
+    .normal,
+    .high,
+  ]
+
+}
+
 public nonisolated struct Inferwire_V1_ServerLiveRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -300,6 +334,9 @@ public nonisolated struct Inferwire_V1_InferRequest: Sendable {
 
   public var parameters: Dictionary<String,Inferwire_V1_Parameter> = [:]
 
+  /// Queued HIGH requests are served before NORMAL ones.
+  public var priority: Inferwire_V1_Priority = .normal
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -328,9 +365,76 @@ public nonisolated struct Inferwire_V1_InferResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Inferwire_V1_ModelStatisticsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: every model.
+  public var name: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Counts and times since the version was loaded.
+public nonisolated struct Inferwire_V1_VersionStatistics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var version: Int64 = 0
+
+  /// Requests answered by an execution (successful or not).
+  public var requestCount: UInt64 = 0
+
+  /// Requests that failed: the model's error, a deadline passed in the queue, a full queue.
+  public var failureCount: UInt64 = 0
+
+  /// Model executions; request_count / execution_count is the mean batch size.
+  public var executionCount: UInt64 = 0
+
+  /// Executions by batch size: key = rows in the batch, value = executions.
+  public var batchSizeCounts: Dictionary<UInt32,UInt64> = [:]
+
+  /// Time requests spent queued and executing, in microseconds (sums over requests).
+  public var queueTimeUs: UInt64 = 0
+
+  public var computeTimeUs: UInt64 = 0
+
+  /// Histograms with power-of-two bucket bounds in microseconds: bucket i counts
+  /// durations in [2^(i-1), 2^i) (bucket 0: under 1 µs).
+  public var queueTimeHistogram: [UInt64] = []
+
+  public var computeTimeHistogram: [UInt64] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Inferwire_V1_ModelStatisticsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var versions: [Inferwire_V1_VersionStatistics] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
+
+nonisolated extension Inferwire_V1_Priority: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NORMAL\0\u{1}HIGH\0")
+}
 
 nonisolated extension Inferwire_V1_ServerLiveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerLiveRequest"
@@ -807,7 +911,7 @@ nonisolated extension Inferwire_V1_Parameter: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0\u{1}priority\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -821,6 +925,7 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.inputs) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.outputNames) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inferwire_V1_Parameter>.self, value: &self.parameters) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.priority) }()
       default: break
       }
     }
@@ -849,6 +954,9 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if !self.parameters.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inferwire_V1_Parameter>.self, value: self.parameters, fieldNumber: 6)
     }
+    if self.priority != .normal {
+      try visitor.visitSingularEnumField(value: self.priority, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -859,6 +967,7 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.inputs != rhs.inputs {return false}
     if lhs.outputNames != rhs.outputNames {return false}
     if lhs.parameters != rhs.parameters {return false}
+    if lhs.priority != rhs.priority {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -909,6 +1018,141 @@ nonisolated extension Inferwire_V1_InferResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.id != rhs.id {return false}
     if lhs.outputs != rhs.outputs {return false}
     if lhs.parameters != rhs.parameters {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_ModelStatisticsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelStatisticsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_ModelStatisticsRequest, rhs: Inferwire_V1_ModelStatisticsRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VersionStatistics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}request_count\0\u{3}failure_count\0\u{3}execution_count\0\u{3}batch_size_counts\0\u{3}queue_time_us\0\u{3}compute_time_us\0\u{3}queue_time_histogram\0\u{3}compute_time_histogram\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.requestCount) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.failureCount) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.executionCount) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt64>.self, value: &self.batchSizeCounts) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.queueTimeUs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.computeTimeUs) }()
+      case 9: try { try decoder.decodeRepeatedUInt64Field(value: &self.queueTimeHistogram) }()
+      case 10: try { try decoder.decodeRepeatedUInt64Field(value: &self.computeTimeHistogram) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.requestCount != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestCount, fieldNumber: 3)
+    }
+    if self.failureCount != 0 {
+      try visitor.visitSingularUInt64Field(value: self.failureCount, fieldNumber: 4)
+    }
+    if self.executionCount != 0 {
+      try visitor.visitSingularUInt64Field(value: self.executionCount, fieldNumber: 5)
+    }
+    if !self.batchSizeCounts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt64>.self, value: self.batchSizeCounts, fieldNumber: 6)
+    }
+    if self.queueTimeUs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queueTimeUs, fieldNumber: 7)
+    }
+    if self.computeTimeUs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.computeTimeUs, fieldNumber: 8)
+    }
+    if !self.queueTimeHistogram.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.queueTimeHistogram, fieldNumber: 9)
+    }
+    if !self.computeTimeHistogram.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.computeTimeHistogram, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_VersionStatistics, rhs: Inferwire_V1_VersionStatistics) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.requestCount != rhs.requestCount {return false}
+    if lhs.failureCount != rhs.failureCount {return false}
+    if lhs.executionCount != rhs.executionCount {return false}
+    if lhs.batchSizeCounts != rhs.batchSizeCounts {return false}
+    if lhs.queueTimeUs != rhs.queueTimeUs {return false}
+    if lhs.computeTimeUs != rhs.computeTimeUs {return false}
+    if lhs.queueTimeHistogram != rhs.queueTimeHistogram {return false}
+    if lhs.computeTimeHistogram != rhs.computeTimeHistogram {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_ModelStatisticsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelStatisticsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.versions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.versions, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_ModelStatisticsResponse, rhs: Inferwire_V1_ModelStatisticsResponse) -> Bool {
+    if lhs.versions != rhs.versions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -45,6 +45,45 @@ public nonisolated struct Inferwire_V1_ModelConfig: Sendable {
   /// Free-form settings read by the platform.
   public var parameters: Dictionary<String,String> = [:]
 
+  /// Execution instances per version: threads that run the model concurrently,
+  /// each on its own batch. 0 means 1.
+  public var instances: Int32 = 0
+
+  /// Present: requests to one version are merged into batches (needs max_batch_size > 0).
+  public var dynamicBatching: Inferwire_V1_DynamicBatching {
+    get {_dynamicBatching ?? Inferwire_V1_DynamicBatching()}
+    set {_dynamicBatching = newValue}
+  }
+  /// Returns true if `dynamicBatching` has been explicitly set.
+  public var hasDynamicBatching: Bool {self._dynamicBatching != nil}
+  /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
+  public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _dynamicBatching: Inferwire_V1_DynamicBatching? = nil
+}
+
+/// How concurrent requests are merged into one execution.
+public nonisolated struct Inferwire_V1_DynamicBatching: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Batch sizes (in rows) to aim for; the largest one that fits is taken when possible.
+  public var preferredBatchSize: [Int32] = []
+
+  /// How long a request may wait for others to join it, counted from the oldest queued
+  /// request's arrival, while instances are busy or fewer than a preferred size are
+  /// queued. 0: never wait; a free instance takes what is queued at once.
+  public var maxQueueDelayUs: Int64 = 0
+
+  /// Requests the version's queue holds; past it a request fails at once with
+  /// RESOURCE_EXHAUSTED. 0 means 1024.
+  public var maxQueueSize: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -56,7 +95,7 @@ fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}platform\0\u{3}max_batch_size\0\u{1}input\0\u{1}output\0\u{1}parameters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}platform\0\u{3}max_batch_size\0\u{1}input\0\u{1}output\0\u{1}parameters\0\u{1}instances\0\u{3}dynamic_batching\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -70,12 +109,18 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.input) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.output) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.parameters) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.instances) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -94,6 +139,12 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
     if !self.parameters.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.parameters, fieldNumber: 6)
     }
+    if self.instances != 0 {
+      try visitor.visitSingularInt32Field(value: self.instances, fieldNumber: 7)
+    }
+    try { if let v = self._dynamicBatching {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -104,6 +155,48 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
     if lhs.input != rhs.input {return false}
     if lhs.output != rhs.output {return false}
     if lhs.parameters != rhs.parameters {return false}
+    if lhs.instances != rhs.instances {return false}
+    if lhs._dynamicBatching != rhs._dynamicBatching {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_DynamicBatching: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DynamicBatching"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}preferred_batch_size\0\u{3}max_queue_delay_us\0\u{3}max_queue_size\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedInt32Field(value: &self.preferredBatchSize) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.maxQueueDelayUs) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.maxQueueSize) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.preferredBatchSize.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.preferredBatchSize, fieldNumber: 1)
+    }
+    if self.maxQueueDelayUs != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxQueueDelayUs, fieldNumber: 2)
+    }
+    if self.maxQueueSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxQueueSize, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_DynamicBatching, rhs: Inferwire_V1_DynamicBatching) -> Bool {
+    if lhs.preferredBatchSize != rhs.preferredBatchSize {return false}
+    if lhs.maxQueueDelayUs != rhs.maxQueueDelayUs {return false}
+    if lhs.maxQueueSize != rhs.maxQueueSize {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -60,6 +60,8 @@ func makeRegistry(extraModels: [LoadedModel] = []) throws -> ModelRegistry {
     var contents = try ModelRepository(directory: packageRoot + "/examples/models", loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: quiet)
     var config = Inferwire_V1_ModelConfig()
     config.platform = "test"
+    // Enough instances that sleeping requests never queue behind each other.
+    config.instances = 16
     contents.models.append(LoadedModel(name: "delay", version: 1, config: config, model: DelayModel()))
     contents.models.append(LoadedModel(name: "failing", version: 1, config: config, model: FailingModel()))
     contents.models += extraModels
@@ -70,13 +72,11 @@ func makeRegistry(extraModels: [LoadedModel] = []) throws -> ModelRegistry {
 /// down gracefully and waits for it to stop.
 func withServer<T: Sendable>(
     limits: InferWireServer.Configuration.Limits = .defaults,
-    executionThreads: Int = 16,
     extraModels: [LoadedModel] = [],
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    // Enough execution threads that sleeping test models never queue behind each other.
-    let dispatcher = RequestDispatcher(registry: try makeRegistry(extraModels: extraModels), executionThreads: executionThreads)
+    let dispatcher = RequestDispatcher(registry: try makeRegistry(extraModels: extraModels))
     defer { dispatcher.stopExecution() }
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits),

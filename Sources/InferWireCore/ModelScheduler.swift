@@ -1,0 +1,344 @@
+import DequeModule
+import Dispatch
+import Foundation
+public import InferWireProto
+import Synchronization
+
+/// How a model version merges concurrent requests, from its `ModelConfig`.
+public struct BatchingPolicy: Sendable, Hashable {
+    /// Requests are merged only when true (config has `dynamic_batching` and the model a batch dimension).
+    public var enabled: Bool
+    /// Largest merged batch, in rows.
+    public var maxBatchSize: Int
+    /// Sizes worth waiting for, ascending.
+    public var preferredBatchSizes: [Int]
+    /// How long the oldest queued request may wait for others; zero never waits.
+    public var maxQueueDelay: Duration
+    /// Requests the queue holds before refusing with RESOURCE_EXHAUSTED.
+    public var maxQueueSize: Int
+
+    public init(config: Inferwire_V1_ModelConfig, signature: ModelSignature) {
+        let batching = config.dynamicBatching
+        self.enabled = config.hasDynamicBatching && signature.maxBatchSize > 0
+        self.maxBatchSize = max(1, signature.maxBatchSize)
+        self.preferredBatchSizes = batching.preferredBatchSize.map(Int.init).filter { $0 > 0 && $0 <= max(1, signature.maxBatchSize) }.sorted()
+        self.maxQueueDelay = .microseconds(max(0, batching.maxQueueDelayUs))
+        self.maxQueueSize = batching.maxQueueSize > 0 ? Int(batching.maxQueueSize) : 1024
+    }
+}
+
+/// The queue, dynamic batcher and execution instances of one model version.
+///
+/// Requests wait in two queues (HIGH before NORMAL). Each instance is a thread that, when
+/// free, takes the request at the head of the queues and, with batching on, every queued
+/// request that can share its execution (same dtypes and non-batch dimensions) up to
+/// `maxBatchSize` rows — at once when `maxQueueDelay` is zero, so a lone request never
+/// waits. It runs the model once, splits the outputs back by rows, and answers each caller.
+/// Requests whose deadline passed or whose caller cancelled are answered without running.
+public final class ModelScheduler: Sendable {
+    struct Entry: Sendable {
+        let request: PreparedRequest
+        let shape: ShapeKey
+        let arrival: ContinuousClock.Instant
+        let deadline: ContinuousClock.Instant?
+        let cancellation: RequestCancellation?
+        let respond: @Sendable (Result<[UInt8], InferWireError>) -> Void
+    }
+
+    /// What must match for two requests to share an execution.
+    struct ShapeKey: Hashable, Sendable {
+        var types: [DataType]
+        var innerShapes: [[Int]]
+
+        init(_ inputs: [Tensor], batched: Bool) {
+            self.types = inputs.map(\.dataType)
+            self.innerShapes = inputs.map { batched ? Array($0.shape.dropFirst()) : $0.shape }
+        }
+    }
+
+    private struct State {
+        var high = Deque<Entry>()
+        var normal = Deque<Entry>()
+        var stopped = false
+        var count: Int { self.high.count + self.normal.count }
+    }
+
+    private enum Step {
+        case exit
+        case wait(until: ContinuousClock.Instant?)
+        case run([Entry])
+    }
+
+    public let policy: BatchingPolicy
+    public let label: String
+    private let state = Mutex(State())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let instances: Int
+    let statistics = Mutex(SchedulerStatistics())
+
+    public init(label: String, policy: BatchingPolicy, instances: Int) {
+        self.label = label
+        self.policy = policy
+        self.instances = instances
+        for index in 0..<instances {
+            let thread = Thread { [self] in self.instanceLoop() }
+            thread.name = "inferwire-\(label)-\(index)"
+            thread.start()
+        }
+    }
+
+    /// Queues a request; answers at once with RESOURCE_EXHAUSTED if the queue is full.
+    func submit(
+        _ request: PreparedRequest, deadline: ContinuousClock.Instant?, cancellation: RequestCancellation?,
+        respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) {
+        let entry = Entry(
+            request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: .now,
+            deadline: deadline, cancellation: cancellation, respond: respond)
+        let accepted = self.state.withLock { state -> Bool in
+            guard !state.stopped, state.count < self.policy.maxQueueSize else { return false }
+            if request.priority == .high { state.high.append(entry) } else { state.normal.append(entry) }
+            return true
+        }
+        guard accepted else {
+            self.statistics.withLock { $0.failures += 1 }
+            respond(.failure(InferWireError(
+                code: .resourceExhausted,
+                message: "model '\(request.model.name)' version \(request.model.version) has \(self.policy.maxQueueSize) requests queued")))
+            return
+        }
+        self.wakeup.signal()
+    }
+
+    /// Lets the instance threads exit once the queue is empty.
+    public func shutdown() {
+        self.state.withLock { $0.stopped = true }
+        for _ in 0..<self.instances { self.wakeup.signal() }
+    }
+
+    /// Requests currently queued.
+    public var queued: Int { self.state.withLock { $0.count } }
+
+    private func instanceLoop() {
+        while true {
+            var dropped: [(Entry, InferWireError)] = []
+            let step = self.state.withLock { state in self.nextStep(&state, dropped: &dropped) }
+            for (entry, error) in dropped { entry.respond(.failure(error)) }
+            if !dropped.isEmpty { self.statistics.withLock { $0.failures += UInt64(dropped.count) } }
+            switch step {
+            case .exit:
+                return
+            case .wait(let until):
+                if let until {
+                    let remaining = until - .now
+                    if remaining > .zero {
+                        let nanos = remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000
+                        _ = self.wakeup.wait(timeout: .now() + .nanoseconds(Int(nanos)))
+                    }
+                } else {
+                    self.wakeup.wait()
+                }
+            case .run(let batch):
+                self.execute(batch)
+                // Others may have been left waiting while this instance was busy.
+                if self.state.withLock({ $0.count }) > 0 { self.wakeup.signal() }
+            }
+        }
+    }
+
+    /// Decides, under the lock, what an idle instance does next.
+    private func nextStep(_ state: inout State, dropped: inout [(Entry, InferWireError)]) -> Step {
+        let now = ContinuousClock.now
+        // Answer, without running, what was cancelled or expired at the heads of the queues.
+        func prune(_ queue: inout Deque<Entry>) {
+            queue.removeAll { entry in
+                if entry.cancellation?.isCancelled == true {
+                    dropped.append((entry, InferWireError(code: .cancelled, message: "cancelled before execution")))
+                    return true
+                }
+                if let deadline = entry.deadline, now >= deadline {
+                    dropped.append((entry, InferWireError(code: .deadlineExceeded, message: "deadline passed in the queue")))
+                    return true
+                }
+                return false
+            }
+        }
+        prune(&state.high)
+        prune(&state.normal)
+        if state.count == 0 { return state.stopped ? .exit : .wait(until: nil) }
+        guard self.policy.enabled else {
+            return .run([state.high.popFirst() ?? state.normal.popFirst()!])
+        }
+        let head = state.high.first ?? state.normal.first!
+        // Rows that could join the head's batch.
+        var available = 0
+        for entry in state.high where entry.shape == head.shape { available += entry.request.rows }
+        for entry in state.normal where entry.shape == head.shape { available += entry.request.rows }
+        if self.policy.maxQueueDelay > .zero, !state.stopped {
+            let target = self.policy.preferredBatchSizes.last ?? self.policy.maxBatchSize
+            let oldest = min(state.high.first?.arrival ?? now, state.normal.first?.arrival ?? now)
+            let due = oldest + self.policy.maxQueueDelay
+            if available < target, now < due { return .wait(until: due) }
+        }
+        // Take compatible requests in queue order (HIGH first) up to the batch limit, or
+        // to the largest preferred size that the available rows reach.
+        var limit = self.policy.maxBatchSize
+        if let preferred = self.policy.preferredBatchSizes.last(where: { $0 <= available }) { limit = preferred }
+        var batch: [Entry] = []
+        var rows = 0
+        func take(from queue: inout Deque<Entry>) {
+            var kept = Deque<Entry>()
+            while let entry = queue.popFirst() {
+                if entry.shape == head.shape, rows + entry.request.rows <= limit || batch.isEmpty {
+                    batch.append(entry)
+                    rows += entry.request.rows
+                } else {
+                    kept.append(entry)
+                }
+            }
+            queue = kept
+        }
+        take(from: &state.high)
+        take(from: &state.normal)
+        return .run(batch)
+    }
+
+    private func execute(_ batch: [Entry]) {
+        let start = ContinuousClock.now
+        let model = batch[0].request.model
+        let result: Result<[[Tensor]], InferWireError>
+        if batch.count == 1 {
+            result = Result { () throws(InferWireError) in [try model.run(batch[0].request.inputs)] }
+        } else {
+            result = Result { () throws(InferWireError) in
+                let outputs = try model.run(Batching.merge(batch.map(\.request.inputs)))
+                return try Batching.split(outputs, rows: batch.map(\.request.rows), model: model)
+            }
+        }
+        let end = ContinuousClock.now
+        switch result {
+        case .success(let perRequest):
+            for (entry, outputs) in zip(batch, perRequest) {
+                entry.respond(Result { () throws(InferWireError) in try entry.request.response(outputs: outputs) })
+            }
+        case .failure(let error):
+            for entry in batch { entry.respond(.failure(error)) }
+        }
+        let rows = batch.reduce(0) { $0 + $1.request.rows }
+        self.statistics.withLock { stats in
+            stats.record(execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failed: result.isFailure)
+        }
+    }
+}
+
+extension Result {
+    var isFailure: Bool { if case .failure = self { true } else { false } }
+}
+
+/// Concatenating requests along the batch dimension and splitting outputs back.
+enum Batching {
+    /// One tensor per input holding every request's rows, in request order.
+    static func merge(_ requests: [[Tensor]]) -> [Tensor] {
+        requests[0].indices.map { i in
+            let first = requests[0][i]
+            var data = Data()
+            data.reserveCapacity(requests.reduce(0) { $0 + $1[i].data.count })
+            var rows = 0
+            for inputs in requests {
+                data.append(inputs[i].data)
+                rows += inputs[i].shape[0]
+            }
+            return Tensor(name: first.name, dataType: first.dataType, shape: [rows] + first.shape.dropFirst(), data: data)
+        }
+    }
+
+    /// Each request's rows of every output.
+    static func split(_ outputs: [Tensor], rows: [Int], model: LoadedModel) throws(InferWireError) -> [[Tensor]] {
+        let total = rows.reduce(0, +)
+        var perRequest = [[Tensor]](repeating: [], count: rows.count)
+        for output in outputs {
+            guard output.shape.first == total else {
+                throw InferWireError(
+                    code: .internal,
+                    message: "model '\(model.name)' output '\(output.name)' has shape \(output.shape); a batch of \(total) rows needs \(total) in dimension 0")
+            }
+            let perRow = output.shape.dropFirst().reduce(1, *)
+            if let size = output.dataType.elementSize {
+                var offset = 0
+                for (r, n) in rows.enumerated() {
+                    let bytes = n * perRow * size
+                    perRequest[r].append(Tensor(
+                        name: output.name, dataType: output.dataType, shape: [n] + output.shape.dropFirst(),
+                        data: output.data.subdata(in: (output.data.startIndex + offset)..<(output.data.startIndex + offset + bytes))))
+                    offset += bytes
+                }
+            } else {
+                // BYTES: walk the length prefixes, perRow elements per row.
+                let data = [UInt8](output.data)
+                var offset = 0
+                for (r, n) in rows.enumerated() {
+                    let start = offset
+                    for _ in 0..<(n * perRow) {
+                        guard offset + 4 <= data.count else { break }
+                        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
+                        offset += 4 + length
+                    }
+                    perRequest[r].append(Tensor(
+                        name: output.name, dataType: .bytes, shape: [n] + output.shape.dropFirst(), data: Data(data[start..<min(offset, data.count)])))
+                }
+            }
+        }
+        return perRequest
+    }
+}
+
+/// Counters and histograms of one model version.
+struct SchedulerStatistics: Sendable {
+    var requests: UInt64 = 0
+    var failures: UInt64 = 0
+    var executions: UInt64 = 0
+    var batchSizes: [UInt32: UInt64] = [:]
+    var queueMicros: UInt64 = 0
+    var computeMicros: UInt64 = 0
+    var queueHistogram = [UInt64](repeating: 0, count: 32)
+    var computeHistogram = [UInt64](repeating: 0, count: 32)
+
+    static func micros(_ d: Duration) -> UInt64 {
+        UInt64(max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000))
+    }
+
+    /// Bucket i holds durations in [2^(i-1), 2^i) µs; bucket 0 those under 1 µs.
+    static func bucket(_ micros: UInt64) -> Int {
+        micros == 0 ? 0 : min(31, 64 - micros.leadingZeroBitCount)
+    }
+
+    mutating func record(execution: Duration, rows: Int, queueTimes: [Duration], failed: Bool) {
+        let compute = Self.micros(execution)
+        self.executions += 1
+        self.requests += UInt64(queueTimes.count)
+        if failed { self.failures += UInt64(queueTimes.count) }
+        self.batchSizes[UInt32(rows), default: 0] += 1
+        for q in queueTimes {
+            let queued = Self.micros(q)
+            self.queueMicros += queued
+            self.queueHistogram[Self.bucket(queued)] += 1
+            self.computeMicros += compute
+            self.computeHistogram[Self.bucket(compute)] += 1
+        }
+    }
+
+    func message(name: String, version: Int64) -> Inferwire_V1_VersionStatistics {
+        var m = Inferwire_V1_VersionStatistics()
+        m.name = name
+        m.version = version
+        m.requestCount = self.requests
+        m.failureCount = self.failures
+        m.executionCount = self.executions
+        m.batchSizeCounts = self.batchSizes
+        m.queueTimeUs = self.queueMicros
+        m.computeTimeUs = self.computeMicros
+        m.queueTimeHistogram = self.queueHistogram
+        m.computeTimeHistogram = self.computeHistogram
+        return m
+    }
+}
