@@ -103,7 +103,7 @@ x32 = rng.normal(size=(600, 32)).astype(np.float32)
 y32 = (x32[:, :4].sum(axis=1) > 0).astype(np.int64)
 mlp = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=30, random_state=0).fit(x32, y32)
 save("mlp_classifier", to_onnx(mlp, x32[:1], target_opset=OPSETS, options={"zipmap": False}),
-     [{"X": x32[:1]}, {"X": x32[:64]}], tolerance=1e-4)
+     [{"X": x32[:1]}, {"X": x32[:64]}], tolerance=1e-4, example_dirs=[os.path.join(EXAMPLES, "mlp", "1")])
 
 forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0).fit(x, y)
 save("random_forest", to_onnx(forest, x[:1], target_opset=OPSETS, options={"zipmap": False}),

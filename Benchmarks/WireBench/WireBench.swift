@@ -12,13 +12,21 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inferwire-wirebench",
+        abstract: "InferWire's benchmarks: the request path against a raw TCP floor, and dynamic batching on vs off.",
+        subcommands: [WireBench.self, BatchingBench.self],
+        defaultSubcommand: WireBench.self)
+}
+
 /// Measures InferWire's request path against a raw TCP echo of the same frame, in one run:
 /// round-trip p50/p99 at 1 in flight and throughput at 64 in flight, rounds interleaved so
 /// machine drift hits both sides alike.
-@main
 struct WireBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "inferwire-wirebench",
+        commandName: "wire",
         abstract: "Round-trip latency and throughput of InferWire next to a raw TCP echo floor.")
 
     @Option(help: "Model repository holding the identity model.")
@@ -162,33 +170,56 @@ struct WireBench: AsyncParsableCommand {
         return summary(histogram)
     }
 
-    /// Keeps `inFlight` requests outstanding on one connection: writes a window of frames,
-    /// then one more per answer. Request ids cycle so none is reused while in flight.
+    /// Keeps `inFlight` requests outstanding on one connection. Each `recv` takes whatever
+    /// answers have arrived (parsing every whole frame in it) and one `send` replaces them
+    /// all, so the generator spends a few syscalls per burst rather than three per request
+    /// and is not what limits the measurement. Request ids cycle so none is reused in flight.
     static func pipelined(_ socket: BlockingSocket, _ frame: [UInt8], inFlight: Int, seconds: Double, scratch: UnsafeMutableRawBufferPointer) throws -> Double {
-        var frame = frame
         var nextID: UInt32 = 1
-        func send() throws {
-            frame.withUnsafeMutableBytes { $0.storeBytes(of: nextID.bigEndian, toByteOffset: 8, as: UInt32.self) }
-            nextID = nextID % 1_000_000 + 1
-            try socket.sendAll(frame)
+        var outgoing: [UInt8] = []
+        func queue(_ count: Int) {
+            for _ in 0..<count {
+                let offset = outgoing.count
+                outgoing += frame
+                outgoing.withUnsafeMutableBytes { $0.storeBytes(of: nextID.bigEndian, toByteOffset: offset + 8, as: UInt32.self) }
+                nextID = nextID % 1_000_000 + 1
+            }
         }
-        var window: [UInt8] = []
-        for _ in 0..<inFlight {
-            frame.withUnsafeMutableBytes { $0.storeBytes(of: nextID.bigEndian, toByteOffset: 8, as: UInt32.self) }
-            nextID += 1
-            window += frame
+        queue(inFlight)
+        try socket.sendAll(outgoing)
+        var pending = [UInt8]()  // bytes of a frame split across reads
+        var completed = 0, outstanding = inFlight
+        /// Reads once; returns how many whole frames arrived.
+        func receiveSome() throws -> Int {
+            let n = recv(socket.fd, scratch.baseAddress!, scratch.count, 0)
+            guard n > 0 else { throw BenchError("recv failed or peer closed") }
+            pending += UnsafeRawBufferPointer(rebasing: scratch[..<n])
+            var offset = 0, frames = 0
+            while pending.count - offset >= 16 {
+                let length = Int(pending[offset]) << 24 | Int(pending[offset + 1]) << 16 | Int(pending[offset + 2]) << 8 | Int(pending[offset + 3])
+                guard pending.count - offset >= 16 + length else { break }
+                guard pending[offset + 4] == FrameType.response.rawValue || pending[offset + 4] == FrameType.request.rawValue else {
+                    throw BenchError("server answered frame type \(pending[offset + 4])")
+                }
+                offset += 16 + length
+                frames += 1
+            }
+            pending.removeFirst(offset)
+            return frames
         }
-        try socket.sendAll(window)
-        var completed = 0
         let start = ContinuousClock.now
         let end = start + .milliseconds(Int(seconds * 1000))
         while ContinuousClock.now < end {
-            try socket.receiveFrame(scratch: scratch)
-            completed += 1
-            try send()
+            let arrived = try receiveSome()
+            completed += arrived
+            outstanding -= arrived
+            outgoing.removeAll(keepingCapacity: true)
+            queue(arrived)
+            outstanding += arrived
+            if !outgoing.isEmpty { try socket.sendAll(outgoing) }
         }
         let elapsed = ContinuousClock.now - start
-        for _ in 0..<inFlight { try socket.receiveFrame(scratch: scratch) }
+        while outstanding > 0 { outstanding -= try receiveSome() }
         return Double(completed) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
 

@@ -163,6 +163,14 @@ public final class InferWireClient: Sendable {
         return try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout)
     }
 
+    /// Request counts, batch sizes and queue/compute times of every version of `name`
+    /// (or of every model when `name` is empty).
+    public func modelStatistics(_ name: String = "", timeout: Duration? = nil) async throws -> Inferwire_V1_ModelStatisticsResponse {
+        var request = Inferwire_V1_ModelStatisticsRequest()
+        request.name = name
+        return try await self.call(.modelStatistics, request, as: Inferwire_V1_ModelStatisticsResponse.self, timeout: timeout)
+    }
+
     /// Round-trips a PING frame and returns the time it took.
     /// - Parameter timeout: how long to wait for the PONG (DEADLINE_EXCEEDED after).
     public func ping(timeout: Duration = .seconds(5)) async throws -> Duration {

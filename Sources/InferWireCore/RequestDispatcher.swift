@@ -172,6 +172,14 @@ public final class RequestDispatcher: Sendable {
         }
     }
 
+    /// The first version's statistics of `model`, for benchmarks in-process.
+    public func statisticsForBench(model name: String) throws -> Inferwire_V1_VersionStatistics {
+        guard let first = try self.statistics(model: name).versions.first else {
+            throw InferWireError(code: .notFound, message: "model '\(name)' has no version")
+        }
+        return first
+    }
+
     /// Counters and timings of every version of `model` (or of every model).
     func statistics(model name: String) throws(InferWireError) -> Inferwire_V1_ModelStatisticsResponse {
         let snapshot = self.registry.snapshot()

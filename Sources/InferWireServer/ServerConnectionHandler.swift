@@ -3,6 +3,7 @@ import InferWireProto
 import InferWireWire
 import Logging
 import NIOCore
+import Synchronization
 
 /// The server side of one InferWire connection, on its event loop.
 ///
@@ -62,6 +63,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var needsFlush = false
     private var readPending = false
     private var context: ChannelHandlerContext?
+    /// Results completed on other threads, delivered to the event loop in one hop per
+    /// burst (a batch of N requests costs one task and one flush, not N).
+    private let inbox = CompletionInbox()
 
     init(dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger) {
         self.dispatcher = dispatcher
@@ -279,11 +283,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
+        let inbox = self.inbox
         self.dispatcher.handle(method: header.method, payload: [UInt8](buffer: payload), deadline: deadline, cancellation: cancellation) { result in
             if loop.inEventLoop {
                 handler.value.complete(id: id, token: token, result)
-            } else {
-                loop.execute { handler.value.complete(id: id, token: token, result) }
+            } else if inbox.post(id: id, token: token, result) {
+                loop.execute { handler.value.drainInbox() }
             }
         }
     }
@@ -306,6 +311,19 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         // The decoder skips the payload unbuffered; the connection stays usable.
         guard self.admit(header, context: context) else { return }
         self.writeError(id: header.requestID, method: header.method, InferWireError(code: .resourceExhausted, message: message), context: context)
+    }
+
+    /// Delivers every result posted since the last drain, then flushes once.
+    private func drainInbox() {
+        let results = self.inbox.take()
+        let wasReading = self.readingBurst
+        self.readingBurst = true
+        for (id, token, result) in results { self.complete(id: id, token: token, result) }
+        self.readingBurst = wasReading
+        if !wasReading, self.needsFlush, let context = self.context {
+            self.needsFlush = false
+            context.flush()
+        }
     }
 
     /// A request's result, on the event loop.
@@ -433,6 +451,30 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.needsFlush = true
         } else {
             context.flush()
+        }
+    }
+}
+
+/// Results posted from execution threads for one connection's event loop.
+final class CompletionInbox: Sendable {
+    private let state = Mutex<(results: [(UInt32, UInt64, Result<[UInt8], InferWireError>)], scheduled: Bool)>(([], false))
+
+    /// Adds a result; true when the caller must schedule a drain (none is pending).
+    func post(id: UInt32, token: UInt64, _ result: Result<[UInt8], InferWireError>) -> Bool {
+        self.state.withLock { state in
+            state.results.append((id, token, result))
+            if state.scheduled { return false }
+            state.scheduled = true
+            return true
+        }
+    }
+
+    /// Everything posted so far; the next post schedules a new drain.
+    func take() -> [(UInt32, UInt64, Result<[UInt8], InferWireError>)] {
+        self.state.withLock { state in
+            state.scheduled = false
+            defer { state.results.removeAll(keepingCapacity: true) }
+            return state.results
         }
     }
 }
