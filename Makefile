@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos bench bench-onnx fixtures clean
+.PHONY: run test build release deps protos bench bench-batching bench-onnx fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -29,7 +29,12 @@ protos: deps
 ## Round-trip latency and throughput against a raw TCP echo floor (release build).
 bench: deps
 	swift build -c release --product inferwire-wirebench
-	.build/release/inferwire-wirebench --repository $(REPOSITORY)
+	.build/release/inferwire-wirebench wire --repository $(REPOSITORY)
+
+## Dynamic batching on vs off on the mlp example (release build).
+bench-batching: deps
+	swift build -c release --product inferwire-wirebench
+	.build/release/inferwire-wirebench batching --repository $(REPOSITORY)
 
 ## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
 bench-onnx:

@@ -75,3 +75,40 @@ struct OnnxServingTests {
         }
     }
 }
+
+@Suite("Batching over TCP", .timeLimit(.minutes(1)))
+struct BatchingOverTCPTests {
+    @Test("concurrent calls to the batched mlp example merge, answer each caller, and show in ModelStatistics")
+    func mlpBatches() async throws {
+        try await withServer { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            let rows = (0..<40).map { i in (0..<32).map { Float(($0 * 7 + i) % 11) / 11 } }
+            // Each row alone first: the reference answers.
+            var alone: [[Float]] = []
+            for row in rows {
+                alone.append(try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])["probabilities"]!.values(as: Float.self)!)
+            }
+            let together = try await withThrowingTaskGroup(of: (Int, [Float]).self) { group in
+                for (i, row) in rows.enumerated() {
+                    group.addTask {
+                        let result = try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])
+                        return (i, result["probabilities"]!.values(as: Float.self)!)
+                    }
+                }
+                var answers = [[Float]](repeating: [], count: rows.count)
+                for try await (i, p) in group { answers[i] = p }
+                return answers
+            }
+            for (a, b) in zip(alone, together) {
+                #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * (1 + abs($1)) })
+            }
+            let stats = try await client.modelStatistics("mlp")
+            #expect(stats.versions.count == 1)
+            #expect(stats.versions[0].requestCount == 80)
+            #expect(stats.versions[0].executionCount <= 80)
+            #expect(stats.versions[0].computeTimeUs > 0)
+            await #expect { try await client.modelStatistics("nope") } throws: { ($0 as? InferWireError)?.code == .notFound }
+            await client.close()
+        }
+    }
+}
