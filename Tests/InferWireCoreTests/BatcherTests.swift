@@ -61,7 +61,7 @@ struct Harness {
     let model: RowModel
     let loaded: LoadedModel
 
-    init(batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1, gate: Gate? = nil) {
+    init(batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1, preferred: [Int32] = [], gate: Gate? = nil) {
         var config = Inferwire_V1_ModelConfig()
         config.name = "rows"
         config.platform = "test"
@@ -70,6 +70,7 @@ struct Harness {
         if batching {
             config.dynamicBatching.maxQueueDelayUs = delayMicros
             config.dynamicBatching.maxQueueSize = queueSize
+            config.dynamicBatching.preferredBatchSize = preferred
         }
         self.model = RowModel(gate: gate)
         self.loaded = LoadedModel(name: "rows", version: 1, config: config, model: self.model)
@@ -283,6 +284,35 @@ struct BatcherTests {
         let answers = (0..<4).map { harness.send([[Float($0), 0]]) }
         for answer in answers { _ = try await answer.outputs }
         #expect(harness.model.executions.withLock { $0.map(\.rows) } == [4])
+    }
+
+    @Test("a preferred batch size is taken as soon as enough rows are queued; the rest wait out the delay")
+    func preferredSize() async throws {
+        let gate = Gate()
+        let harness = Harness(delayMicros: 100_000, preferred: [4], gate: gate)
+        defer { harness.dispatcher.stopExecution() }
+        // The first request waits its delay alone (1 row < 4), then holds the instance at the gate.
+        let running = harness.send([[0, 0]])
+        #expect(gate.waitForStart())
+        let queued = (1...6).map { harness.send([[Float($0), 0]]) }
+        gate.open()
+        _ = try await running.outputs
+        for answer in queued { _ = try await answer.outputs }
+        #expect(harness.model.executions.withLock { $0.map(\.rows) } == [1, 4, 2])
+    }
+
+    @Test("several instances of one version run batches concurrently")
+    func instances() async throws {
+        let gate = Gate()
+        let harness = Harness(batching: false, instances: 2, gate: gate)
+        defer { harness.dispatcher.stopExecution() }
+        let first = harness.send([[1, 1]]), second = harness.send([[2, 2]])
+        // Both are inside the model at once: the second instance did not wait for the first.
+        #expect(gate.waitForStart())
+        #expect(gate.waitForStart())
+        gate.open()
+        #expect(try await first.outputs == [3, 3])
+        #expect(try await second.outputs == [5, 5])
     }
 
     @Test("without a queue delay a lone request runs at once, alone")
