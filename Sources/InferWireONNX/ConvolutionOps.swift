@@ -142,8 +142,8 @@ enum ConvolutionOps {
                     guard x.rank == 4, let xv = x.floats else { throw OnnxError("\(name) supports float [N,C,H,W] inputs, got \(x.shape)") }
                     let (n, ch, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
                     let (oh, ow, pads) = try window.resolve(h: h, w: w, autoPad: autoPad)
-                    var out = [Float](repeating: 0, count: n * ch * oh * ow)
-                    xv.withUnsafeBufferPointer { px in
+                    var result = [Float](repeating: 0, count: n * ch * oh * ow)
+                    xv.withUnsafeBufferPointer { px in result.withUnsafeMutableBufferPointer { out in
                         for plane in 0..<(n * ch) {
                             let src = px.baseAddress! + plane * h * w
                             for oy in 0..<oh {
@@ -182,8 +182,8 @@ enum ConvolutionOps {
                                 }
                             }
                         }
-                    }
-                    return [OnnxTensor(shape: [n, ch, oh, ow], floats: out)]
+                    } }
+                    return [OnnxTensor(shape: [n, ch, oh, ow], floats: result)]
                 }
             }
         }
