@@ -21,7 +21,7 @@ public final class LoadedModel: Sendable {
         self.scheduler = ModelScheduler(
             label: "\(name):\(version)",
             policy: BatchingPolicy(config: config, signature: model.signature),
-            instances: max(1, Int(config.instances)))
+            instances: min(max(1, Int(config.instances)), 64))
     }
 
     /// Runs the model, turning any failure into an ``InferWireError`` that names it.

@@ -22,7 +22,8 @@ public struct BatchingPolicy: Sendable, Hashable {
         self.enabled = config.hasDynamicBatching && signature.maxBatchSize > 0
         self.maxBatchSize = max(1, signature.maxBatchSize)
         self.preferredBatchSizes = batching.preferredBatchSize.map(Int.init).filter { $0 > 0 && $0 <= max(1, signature.maxBatchSize) }.sorted()
-        self.maxQueueDelay = .microseconds(max(0, batching.maxQueueDelayUs))
+        // At most a minute: a longer wait is a configuration mistake, not a policy.
+        self.maxQueueDelay = .microseconds(min(max(0, batching.maxQueueDelayUs), 60_000_000))
         self.maxQueueSize = batching.maxQueueSize > 0 ? Int(batching.maxQueueSize) : 1024
     }
 }
@@ -95,16 +96,21 @@ public final class ModelScheduler: Sendable {
         let entry = Entry(
             request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: .now,
             deadline: deadline, cancellation: cancellation, respond: respond)
-        let accepted = self.state.withLock { state -> Bool in
-            guard !state.stopped, state.count < self.policy.maxQueueSize else { return false }
+        let refusal = self.state.withLock { state -> InferWireError? in
+            if state.stopped {
+                return InferWireError(code: .unavailable, message: "model '\(request.model.name)' version \(request.model.version) is shutting down")
+            }
+            guard state.count < self.policy.maxQueueSize else {
+                return InferWireError(
+                    code: .resourceExhausted,
+                    message: "model '\(request.model.name)' version \(request.model.version) has \(self.policy.maxQueueSize) requests queued")
+            }
             if request.priority == .high { state.high.append(entry) } else { state.normal.append(entry) }
-            return true
+            return nil
         }
-        guard accepted else {
+        if let refusal {
             self.statistics.withLock { $0.failures += 1 }
-            respond(.failure(InferWireError(
-                code: .resourceExhausted,
-                message: "model '\(request.model.name)' version \(request.model.version) has \(self.policy.maxQueueSize) requests queued")))
+            respond(.failure(refusal))
             return
         }
         self.wakeup.signal()
@@ -175,9 +181,13 @@ public final class ModelScheduler: Sendable {
         for entry in state.high where entry.shape == head.shape { available += entry.request.rows }
         for entry in state.normal where entry.shape == head.shape { available += entry.request.rows }
         if self.policy.maxQueueDelay > .zero, !state.stopped {
-            let target = self.policy.preferredBatchSizes.last ?? self.policy.maxBatchSize
+            // Waiting stops once any preferred size (or the maximum) is queued, at the
+            // oldest arrival + delay, or before the earliest deadline would pass.
+            let target = self.policy.preferredBatchSizes.first ?? self.policy.maxBatchSize
             let oldest = min(state.high.first?.arrival ?? now, state.normal.first?.arrival ?? now)
-            let due = oldest + self.policy.maxQueueDelay
+            var due = oldest + self.policy.maxQueueDelay
+            for entry in state.high { if let d = entry.deadline { due = min(due, d) } }
+            for entry in state.normal { if let d = entry.deadline { due = min(due, d) } }
             if available < target, now < due { return .wait(until: due) }
         }
         // Take compatible requests in queue order (HIGH first) up to the batch limit, or
@@ -216,17 +226,30 @@ public final class ModelScheduler: Sendable {
             }
         }
         let end = ContinuousClock.now
+        var failures = 0
         switch result {
         case .success(let perRequest):
             for (entry, outputs) in zip(batch, perRequest) {
-                entry.respond(Result { () throws(InferWireError) in try entry.request.response(outputs: outputs) })
+                let response = Result { () throws(InferWireError) in try entry.request.response(outputs: outputs) }
+                if case .failure = response { failures += 1 }
+                entry.respond(response)
+            }
+        case .failure(let error) where batch.count > 1:
+            // One request's inputs (an index out of range, say) must not fail the others:
+            // run each alone, so every caller gets the answer its own inputs give.
+            _ = error
+            for entry in batch {
+                let response = Result { () throws(InferWireError) in try entry.request.run() }
+                if case .failure = response { failures += 1 }
+                entry.respond(response)
             }
         case .failure(let error):
-            for entry in batch { entry.respond(.failure(error)) }
+            failures = 1
+            batch[0].respond(.failure(error))
         }
         let rows = batch.reduce(0) { $0 + $1.request.rows }
         self.statistics.withLock { stats in
-            stats.record(execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failed: result.isFailure)
+            stats.record(execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failures: failures)
         }
     }
 }
@@ -264,6 +287,9 @@ enum Batching {
             }
             let perRow = output.shape.dropFirst().reduce(1, *)
             if let size = output.dataType.elementSize {
+                guard output.data.count == total * perRow * size else {
+                    throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' holds \(output.data.count) bytes for shape \(output.shape)")
+                }
                 var offset = 0
                 for (r, n) in rows.enumerated() {
                     let bytes = n * perRow * size
@@ -279,12 +305,17 @@ enum Batching {
                 for (r, n) in rows.enumerated() {
                     let start = offset
                     for _ in 0..<(n * perRow) {
-                        guard offset + 4 <= data.count else { break }
+                        guard offset + 4 <= data.count else {
+                            throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
+                        }
                         let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
                         offset += 4 + length
+                        guard offset <= data.count else {
+                            throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
+                        }
                     }
                     perRequest[r].append(Tensor(
-                        name: output.name, dataType: .bytes, shape: [n] + output.shape.dropFirst(), data: Data(data[start..<min(offset, data.count)])))
+                        name: output.name, dataType: .bytes, shape: [n] + output.shape.dropFirst(), data: Data(data[start..<offset])))
                 }
             }
         }
@@ -312,11 +343,11 @@ struct SchedulerStatistics: Sendable {
         micros == 0 ? 0 : min(31, 64 - micros.leadingZeroBitCount)
     }
 
-    mutating func record(execution: Duration, rows: Int, queueTimes: [Duration], failed: Bool) {
+    mutating func record(execution: Duration, rows: Int, queueTimes: [Duration], failures: Int) {
         let compute = Self.micros(execution)
         self.executions += 1
         self.requests += UInt64(queueTimes.count)
-        if failed { self.failures += UInt64(queueTimes.count) }
+        self.failures += UInt64(failures)
         self.batchSizes[UInt32(rows), default: 0] += 1
         for q in queueTimes {
             let queued = Self.micros(q)

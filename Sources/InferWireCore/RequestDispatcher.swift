@@ -166,7 +166,13 @@ public final class RequestDispatcher: Sendable {
                 respond(.failure(InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
                 return
             }
-            respond(Result { () throws(InferWireError) -> [UInt8] in try prepared.run() })
+            let start = ContinuousClock.now
+            let result = Result { () throws(InferWireError) -> [UInt8] in try prepared.run() }
+            let elapsed = ContinuousClock.now - start
+            loaded.scheduler.statistics.withLock {
+                $0.record(execution: elapsed, rows: prepared.rows, queueTimes: [.zero], failures: result.isFailure ? 1 : 0)
+            }
+            respond(result)
         } else {
             loaded.scheduler.submit(prepared, deadline: deadline, cancellation: cancellation, respond: respond)
         }
@@ -271,10 +277,10 @@ struct PreparedRequest: Sendable {
             }
             if signature.maxBatchSize > 0 {
                 let rows = tensor.shape[0]
-                guard rows >= 1, rows <= signature.maxBatchSize else {
+                guard rows <= signature.maxBatchSize else {
                     throw InferWireError(
                         code: .invalidArgument,
-                        message: "input '\(spec.name)' has batch size \(rows); model '\(name)' takes 1 to \(signature.maxBatchSize)")
+                        message: "input '\(spec.name)' has batch size \(rows); model '\(name)' takes at most \(signature.maxBatchSize)")
                 }
                 if let batch, batch != rows {
                     throw InferWireError(

@@ -20,15 +20,19 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// Number of elements the shape describes, or nil if it overflows `Int` or has a negative dim.
+    /// A zero dimension makes the count 0, but the other dimensions must still multiply
+    /// without overflow: kernels compute strides from them.
     public static func elementCount(of shape: [Int]) -> Int? {
         var count = 1
+        var hasZero = false
         for dim in shape {
             guard dim >= 0 else { return nil }
+            if dim == 0 { hasZero = true; continue }
             let (product, overflow) = count.multipliedReportingOverflow(by: dim)
             if overflow { return nil }
             count = product
         }
-        return count
+        return hasZero ? 0 : count
     }
 
     /// Number of elements (the product of the shape).

@@ -1,3 +1,27 @@
+/// Bounds on what one tensor may hold, so a hostile model or request gets an error
+/// instead of an allocation that aborts the process.
+enum OnnxLimits {
+    /// Elements in one tensor: 2^28 (1 GiB of FP32).
+    static let maxElements = 1 << 28
+}
+
+/// The element count of `shape`, or an error on a negative dimension, on overflow, or
+/// past ``OnnxLimits/maxElements`` (zero dimensions do not hide an overflowing rest).
+func checkedCount(_ shape: [Int], _ what: @autoclosure () -> String = "tensor") throws(OnnxError) -> Int {
+    var product = 1
+    var hasZero = false
+    for d in shape {
+        guard d >= 0 else { throw OnnxError("\(what()) has a negative dimension in \(shape)") }
+        if d == 0 { hasZero = true; continue }
+        let (p, overflow) = product.multipliedReportingOverflow(by: d)
+        guard !overflow, p <= OnnxLimits.maxElements else {
+            throw OnnxError("\(what()) of shape \(shape) exceeds \(OnnxLimits.maxElements) elements")
+        }
+        product = p
+    }
+    return hasZero ? 0 : product
+}
+
 /// numpy-style broadcasting of two shapes.
 func broadcastShape(_ a: [Int], _ b: [Int]) throws(OnnxError) -> [Int] {
     let rank = max(a.count, b.count)
@@ -10,6 +34,7 @@ func broadcastShape(_ a: [Int], _ b: [Int]) throws(OnnxError) -> [Int] {
         }
         out[i] = da == 1 ? db : da
     }
+    _ = try checkedCount(out, "broadcast result")
     return out
 }
 
@@ -90,7 +115,7 @@ func broadcastBinary<A, B, R>(
 /// Normalises a possibly negative axis against `rank`.
 func normalizeAxis(_ axis: Int, rank: Int, _ what: String = "axis") throws(OnnxError) -> Int {
     let a = axis < 0 ? axis + rank : axis
-    guard a >= 0, a < max(rank, 1) else { throw OnnxError("\(what) \(axis) is out of range for rank \(rank)") }
+    guard a >= 0, a < rank else { throw OnnxError("\(what) \(axis) is out of range for rank \(rank)") }
     return a
 }
 

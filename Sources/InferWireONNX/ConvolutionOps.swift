@@ -19,6 +19,12 @@ struct Window2D {
         guard strides.count == 2, dilations.count == 2, pads.count == 4 else { throw c.error("strides, dilations and pads must describe 2 dimensions") }
         guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw c.error("auto_pad '\(autoPad)' is not supported") }
         if !allowDilation && dilations != [1, 1] { throw c.error("dilations are not supported") }
+        let limit = 1 << 16
+        guard k.allSatisfy({ $0 >= 1 && $0 <= limit }), strides.allSatisfy({ $0 >= 1 && $0 <= limit }),
+            dilations.allSatisfy({ $0 >= 1 && $0 <= limit }), pads.allSatisfy({ $0 >= 0 && $0 <= limit })
+        else {
+            throw c.error("kernel_shape, strides and dilations must be 1…\(limit) and pads 0…\(limit); got \(k), \(strides), \(dilations), \(pads)")
+        }
         return (Window2D(kernel: (k[0], k[1]), strides: (strides[0], strides[1]), dilations: (dilations[0], dilations[1]),
                          pads: (pads[0], pads[1], pads[2], pads[3]), ceilMode: ceil), autoPad)
     }
@@ -37,7 +43,10 @@ struct Window2D {
         func size(_ n: Int, _ ek: Int, _ s: Int, _ p0: Int, _ p1: Int) -> Int {
             let span = n + p0 + p1 - ek
             if span < 0 { return 0 }
-            return (self.ceilMode ? (span + s - 1) / s : span / s) + 1
+            var out = (self.ceilMode ? (span + s - 1) / s : span / s) + 1
+            // With ceil_mode, a last window that would start in the end padding is dropped.
+            if self.ceilMode, (out - 1) * s >= n + p0 { out -= 1 }
+            return out
         }
         let oh = size(h, ekh, self.strides.0, pads.0, pads.2), ow = size(w, ekw, self.strides.1, pads.1, pads.3)
         guard oh > 0, ow > 0 else { throw OnnxError("window larger than the padded input \(h)×\(w)") }
@@ -68,6 +77,8 @@ enum ConvolutionOps {
                 let bias = inputs.count > 2 ? inputs[2]?.floats : nil
                 if let bias, bias.count != m { throw OnnxError("Conv: bias has \(bias.count) values for \(m) output channels") }
                 let (oh, ow, pads) = try window.resolve(h: h, w: wd, autoPad: autoPad)
+                _ = try checkedCount([n, m, oh, ow], "Conv output")
+                _ = try checkedCount([cPerGroup * kh * kw, oh * ow], "Conv column buffer")
                 let mPerGroup = m / group
                 let colRows = cPerGroup * kh * kw, colCols = oh * ow
                 var columns = [Float](repeating: 0, count: colRows * colCols)

@@ -223,10 +223,12 @@ enum ElementwiseOps {
                     let l = lo ?? -.infinity, h = hi ?? .infinity
                     return [OnnxTensor(shape: x.shape, storage: .double(v.map { min(max($0, l), h) }))]
                 case .int64(let v):
-                    let l = lo.map { Int64($0) } ?? .min, h = hi.map { Int64($0) } ?? .max
+                    func bound(_ d: Double?, _ fallback: Int64) -> Int64 { d.flatMap { $0.isNaN ? nil : Int64(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) } ?? fallback }
+                    let l = bound(lo, .min), h = bound(hi, .max)
                     return [OnnxTensor(shape: x.shape, storage: .int64(v.map { min(max($0, l), h) }))]
                 case .int32(let v):
-                    let l = lo.map { Int32($0) } ?? .min, h = hi.map { Int32($0) } ?? .max
+                    func bound(_ d: Double?, _ fallback: Int32) -> Int32 { d.flatMap { $0.isNaN ? nil : Int32(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) } ?? fallback }
+                    let l = bound(lo, .min), h = bound(hi, .max)
                     return [OnnxTensor(shape: x.shape, storage: .int32(v.map { min(max($0, l), h) }))]
                 default: throw OnnxError("Clip takes a numeric tensor, got \(x.elementType)")
                 }
@@ -235,8 +237,8 @@ enum ElementwiseOps {
         r["Cast"] = { c in
             try c.require(inputs: 1...1)
             guard let code = try c.attributes.int("to") else { throw c.error("attribute 'to' is required") }
-            guard let target = ElementType(onnx: Int32(code)) else {
-                throw c.error("casting to \(ElementType.name(ofONNX: Int32(code))) is not supported")
+            guard let code32 = Int32(exactly: code), let target = ElementType(onnx: code32) else {
+                throw c.error("casting to type \(code) is not supported")
             }
             _ = try c.attributes.int("saturate")  // only meaningful for float8 targets
             try c.attributes.checkAllUsed()

@@ -10,7 +10,7 @@ extension OnnxTensor {
         }
         guard proto.dims.allSatisfy({ $0 >= 0 }) else { throw OnnxError("\(what) has a negative dimension") }
         let shape = proto.dims.map { Int($0) }
-        guard let count = Tensor_elementCount(shape) else { throw OnnxError("\(what) is too large") }
+        let count = try checkedCount(shape, what)
         guard let type = ElementType(onnx: proto.dataType) else {
             throw OnnxError("\(what) has element type \(ElementType.name(ofONNX: proto.dataType)), which InferWire does not run")
         }

@@ -36,6 +36,7 @@ func matMul(_ a: OnnxTensor, _ b: OnnxTensor) throws -> OnnxTensor {
     let batch = try broadcastShape(aBatch, bBatch)
     let batchCount = batch.reduce(1, *)
     var outShape = batch + [m, n]
+    _ = try checkedCount(outShape, "MatMul output")
     // Flat batch offsets of each operand, honouring broadcasting.
     let aStrides = broadcastStrides(aBatch, to: batch), bStrides = broadcastStrides(bBatch, to: batch)
     func offsets(_ strides: [Int], matrix: Int) -> [Int] {
@@ -116,6 +117,7 @@ enum LinearAlgebraOps {
                 let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
                 guard k == kb else { throw OnnxError("Gemm: inner dimensions differ, \(a.shape) × \(b.shape)") }
                 guard let x = a.floats, let y = b.floats else { throw OnnxError("Gemm supports float tensors, got \(a.elementType)") }
+                _ = try checkedCount([m, n], "Gemm output")
                 var out = [Float](repeating: 0, count: m * n)
                 var useBeta: Float = 0
                 if inputs.count > 2, let cTensor = inputs[2], beta != 0 {

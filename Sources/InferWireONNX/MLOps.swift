@@ -208,6 +208,7 @@ enum MLOps {
             _ = try c.attributes.int("multi_class")  // informative only
             try c.attributes.checkAllUsed()
             let classCount = labels.count
+            guard classCount > 0 else { throw c.error("needs at least one class label") }
             // One row of coefficients for two labels: the binary form, scoring class 1 only.
             let rowsOfWeights = intercepts.isEmpty ? (coefficients.count % classCount == 0 ? classCount : 1) : intercepts.count
             guard rowsOfWeights > 0, coefficients.count % rowsOfWeights == 0 else {

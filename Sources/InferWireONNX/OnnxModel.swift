@@ -28,7 +28,7 @@ final class OnnxModel: InferenceModel {
     /// Parses, validates and plans a model, then runs it once on zeros to prove every
     /// node's shapes work out.
     /// - Parameter maxBatchSize: used when every input has a symbolic first dimension.
-    init(data: Data, name: String, maxBatchSize: Int = 256) throws(OnnxError) {
+    init(data: Data, name: String, maxBatchSize: Int = 1 << 16) throws(OnnxError) {
         let model: Onnx_ModelProto
         do {
             model = try Onnx_ModelProto(serializedBytes: data)
@@ -54,8 +54,9 @@ final class OnnxModel: InferenceModel {
         // model, so the static checks above are all such a model gets.
         let fullyKnown = self.inputs.allSatisfy { $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 } }
         for rows in fullyKnown ? (batched ? [1, 2] : [1]) : [] {
-            let trial = self.inputs.map { value -> OnnxTensor in
+            let trial = try self.inputs.map { value throws(OnnxError) -> OnnxTensor in
                 let shape = value.shape.enumerated().map { index, dim in dim >= 0 ? dim : rows }
+                _ = try checkedCount(shape, "input '\(value.name)'")
                 return OnnxTensor.ones(value.type, shape: shape)
             }
             let results: [OnnxTensor]

@@ -13,7 +13,7 @@ public struct OnnxModelLoader: ModelLoader {
     /// when the config does not say.
     public var defaultMaxBatchSize: Int
 
-    public init(defaultMaxBatchSize: Int = 256) {
+    public init(defaultMaxBatchSize: Int = 1 << 16) {
         self.defaultMaxBatchSize = defaultMaxBatchSize
         // Concurrency comes from running many batches at once; each BLAS call stays on its thread.
         OnnxModelLoader.limitBLASThreads
@@ -51,6 +51,15 @@ public struct OnnxModelLoader: ModelLoader {
             }
             guard match.dataType == spec.dataType else {
                 throw InferWireError(code: .invalidArgument, message: "config declares \(kind) '\(spec.name)' as \(spec.dataType.name); the graph has \(match.dataType.name)")
+            }
+            // Every dimension the graph fixes must be the declared one (a fixed batch of 1
+            // cannot be batched).
+            if !match.shape.isEmpty {
+                let agrees = spec.shape.count == match.shape.count
+                    && zip(spec.shape, match.shape).allSatisfy { declared, graph in graph < 0 || declared == graph }
+                guard agrees else {
+                    throw InferWireError(code: .invalidArgument, message: "config declares \(kind) '\(spec.name)' with shape \(spec.shape) (batch dimension included); the graph has \(match.shape)")
+                }
             }
         }
         if kind == "input", declared.count != graph.count {

@@ -50,6 +50,7 @@ func concatenate(_ parts: [OnnxTensor], axis: Int) throws -> OnnxTensor {
     }
     var shape = first.shape
     shape[a] = parts.reduce(0) { $0 + $1.shape[a] }
+    _ = try checkedCount(shape, "Concat output")
     let outer = first.shape[..<a].reduce(1, *)
     let blocks = parts.map { $0.shape[a...].reduce(1, *) }
     func join<T>(_ arrays: [[T]]) -> [T] {
@@ -88,13 +89,17 @@ func reshapeTarget(_ requested: [Int], input: [Int], allowZero: Bool) throws -> 
             throw OnnxError("Reshape: invalid dimension \(d)")
         }
     }
-    let total = input.reduce(1, *)
+    let total = try checkedCount(input, "Reshape input")
     if let i = inferred {
-        let known = shape.enumerated().filter { $0.offset != i }.reduce(1) { $0 * $1.element }
-        guard known > 0, total % known == 0 else { throw OnnxError("Reshape: cannot reshape \(input) to \(requested)") }
-        shape[i] = total / known
+        var known = shape
+        known[i] = 1
+        let knownCount = try checkedCount(known, "Reshape target")
+        guard knownCount > 0, total % knownCount == 0 else { throw OnnxError("Reshape: cannot reshape \(input) to \(requested)") }
+        shape[i] = total / knownCount
     }
-    guard shape.reduce(1, *) == total else { throw OnnxError("Reshape: cannot reshape \(input) (\(total) elements) to \(requested)") }
+    guard try checkedCount(shape, "Reshape target") == total else {
+        throw OnnxError("Reshape: cannot reshape \(input) (\(total) elements) to \(requested)")
+    }
     return shape
 }
 
@@ -192,6 +197,8 @@ enum ShapeOps {
                     guard j >= 0, j < dim else { throw OnnxError("Gather: index \(i) out of range for dimension of size \(dim)") }
                     return j
                 }
+                let shapeOut = Array(data.shape[..<a]) + indexTensor.shape + Array(data.shape[(a + 1)...])
+                _ = try checkedCount(shapeOut, "Gather output")
                 let outer = data.shape[..<a].reduce(1, *)
                 let inner = data.shape[(a + 1)...].reduce(1, *)
                 var flat: [Int] = []
@@ -229,10 +236,15 @@ enum ShapeOps {
                 for (k, axis) in axes.enumerated() {
                     let a = try normalizeAxis(axis, rank: data.rank)
                     let n = data.shape[a]
-                    let s = steps[k]
+                    // A step beyond the dimension behaves like one that just spans it.
+                    let s = min(max(steps[k], -(n + 1)), n + 1)
                     guard s != 0 else { throw OnnxError("Slice: step 0") }
-                    func clampIndex(_ v: Int, low: Int, high: Int) -> Int { min(max(v < 0 ? v + n : v, low), high) }
-                    let start = s > 0 ? clampIndex(starts[k], low: 0, high: n) : clampIndex(starts[k], low: -1, high: n - 1)
+                    func clampIndex(_ v: Int, low: Int, high: Int) -> Int {
+                        // Starts and ends may be any Int64: clamp before adding n.
+                        let w = min(max(v, -n - 1), n + 1)
+                        return min(max(w < 0 ? w + n : w, low), high)
+                    }
+                    let start = s > 0 ? clampIndex(starts[k], low: 0, high: n) : clampIndex(starts[k], low: 0, high: n - 1)
                     let end = s > 0 ? clampIndex(ends[k], low: 0, high: n) : clampIndex(ends[k], low: -1, high: n - 1)
                     begin[a] = start
                     step[a] = s

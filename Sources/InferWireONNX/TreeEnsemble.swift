@@ -54,7 +54,8 @@ struct TreeForest: Sendable {
         for i in 0..<n {
             guard let m = modeMap[modes[i]] else { throw c.error("node mode '\(modes[i])' is not supported") }
             self.mode.append(m)
-            self.feature.append(Int32(features[i]))
+            guard let feature = Int32(exactly: features[i]) else { throw c.error("feature id \(features[i]) is out of range") }
+            self.feature.append(feature)
             self.threshold.append(values[i])
             self.missingTracksTrue.append(missing.isEmpty ? false : missing[i] != 0)
             if m == .leaf {
@@ -86,7 +87,8 @@ struct TreeForest: Sendable {
             guard let node = index[leafTrees[i]]?[leafNodes[i]] else {
                 throw c.error("\(leafPrefix) weight for missing node \(leafNodes[i]) of tree \(leafTrees[i])")
             }
-            perNode[node].append((Int32(leafIDs[i]), weights[i]))
+            guard let id = Int32(exactly: leafIDs[i]), id >= 0 else { throw c.error("\(leafPrefix) id \(leafIDs[i]) is out of range") }
+            perNode[node].append((id, weights[i]))
         }
         for list in perNode {
             self.leafStart.append(Int32(self.leafTargets.count))
@@ -94,6 +96,21 @@ struct TreeForest: Sendable {
             for (target, weight) in list { self.leafTargets.append(target); self.leafWeights.append(weight) }
         }
         self.leafIDs = Set(leafIDs.map { Int($0) })
+        // Every tree needs a root: a node no other node points to.
+        if let rootless = Set(treeIDs).subtracting(self.roots.map { treeIDs[Int($0)] }).first {
+            throw c.error("tree \(rootless) has no root (every node is some node's child: a cycle)")
+        }
+        // Each tree must be a tree: a node reached twice means a cycle or a shared subtree,
+        // which would loop forever or be walked with the wrong depth.
+        var reached = [Bool](repeating: false, count: n)
+        for root in self.roots {
+            var stack = [Int(root)]
+            while let i = stack.popLast() {
+                guard !reached[i] else { throw c.error("tree \(treeIDs[i]) reaches node \(nodeIDs[i]) twice (a cycle or a shared node)") }
+                reached[i] = true
+                if self.mode[i] != .leaf { stack.append(Int(self.trueChild[i])); stack.append(Int(self.falseChild[i])) }
+            }
+        }
         self.pack()
     }
 
@@ -127,20 +144,16 @@ struct TreeForest: Sendable {
         }
         self.packedModes = self.mode
         self.allLessOrEqual = zip(self.mode, self.missingTracksTrue).allSatisfy { ($0 == .leaf || $0 == .leq) && !$1 }
+        // Trees were checked acyclic at load, so breadth-first levels give the depth.
         self.depths = self.roots.map { root in
             var depth = 0
             var frontier = [Int(root)]
-            var visited = Set<Int>()
-            while !frontier.isEmpty {
-                var next: [Int] = []
-                for i in frontier where self.mode[i] != .leaf && visited.insert(i).inserted {
-                    next.append(Int(self.trueChild[i])); next.append(Int(self.falseChild[i]))
-                }
-                if next.isEmpty { break }
+            while true {
+                let next = frontier.filter { self.mode[$0] != .leaf }.flatMap { [Int(self.trueChild[$0]), Int(self.falseChild[$0])] }
+                if next.isEmpty { return depth }
                 depth += 1
                 frontier = next
             }
-            return depth
         }
     }
 
@@ -259,7 +272,9 @@ enum TreeEnsemble {
             let baseValues = try c.attributes.floats("base_values") ?? []
             let transform = try PostTransform(&c)
             try c.attributes.checkAllUsed()
-            guard targets > 0, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < targets }) else { throw c.error("target ids exceed n_targets \(targets)") }
+            guard targets > 0, targets <= max(1, forest.leafIDs.count) * 1024, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < targets }) else {
+                throw c.error("n_targets \(targets) does not fit the target ids")
+            }
             guard baseValues.isEmpty || baseValues.count == targets else { throw c.error("base_values has \(baseValues.count) values for \(targets) targets") }
             return FunctionKernel { inputs in
                 let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleRegressor"), "TreeEnsembleRegressor")
@@ -316,23 +331,26 @@ enum TreeEnsemble {
                     // carry weights and whether any weight is negative.
                     var s0 = raw[base], s1 = raw[base + 1]
                     let has0 = has[base]
-                    var has1 = has[base + 1]
+                    let has1 = has[base + 1]
                     var additional = -1
+                    // Two entries stay unless class 1 has no score and there are not two base values.
+                    var single = false
                     if baseValues.count == 2 {
                         if has1 {
                             s1 = baseValues[1] + s0
                             s0 = -s1
                         } else {
+                            // Binary as multiclass: both shift; class 1 still counts as unscored.
                             s1 += baseValues[1]
                             s0 += baseValues[0]
-                            has1 = true
                         }
                     } else if baseValues.count == 1 {
                         s0 += baseValues[0]
+                        single = !has1
                     } else {
                         additional = 3
+                        single = !has1
                     }
-                    let single = !has1  // only one score: the second column is derived from it
                     let positiveWeight = has1 ? s1 : (has0 ? s0 : 0)
                     let positive = allPositive ? positiveWeight > 0.5 : positiveWeight > 0
                     winners[r] = positive ? 1 : 0

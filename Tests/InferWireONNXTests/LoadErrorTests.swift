@@ -145,6 +145,83 @@ struct LoadErrorTests {
         #expect(message?.contains("node 'the_node' (Gemm, opset 17)") == true)
     }
 
+    @Test("hostile attribute values fail the load instead of crashing the process")
+    func hostileAttributes() throws {
+        func ints(_ name: String, _ values: [Int64]) -> Onnx_AttributeProto {
+            var a = Onnx_AttributeProto()
+            a.name = name
+            a.type = .ints
+            a.ints = values
+            return a
+        }
+        for attributes in [[ints("kernel_shape", [2, 2]), ints("strides", [0, 1])],
+                           [ints("kernel_shape", [-3, 2])],
+                           [ints("kernel_shape", [2, 2]), ints("pads", [Int64.max, 0, 0, 0])]] {
+            let message = loadError(try singleNodeModel(op: "MaxPool", attributes: attributes).serializedData())
+            #expect(message?.contains("kernel_shape, strides and dilations must be") == true)
+        }
+        var to = Onnx_AttributeProto()
+        to.name = "to"
+        to.type = .int
+        to.i = Int64.max
+        #expect(loadError(try singleNodeModel(op: "Cast", attributes: [to]).serializedData())?.contains("casting to type") == true)
+    }
+
+    @Test("constant folding that would allocate a huge tensor fails the load")
+    func hugeConstantFolding() throws {
+        var a = Onnx_TensorProto()
+        a.name = "A"
+        a.dataType = 1
+        a.dims = [1 << 20, 1]
+        a.rawData = Data(count: 4 << 20)
+        var b = a
+        b.name = "B"
+        b.dims = [1, 1 << 20]
+        var model = singleNodeModel(op: "Add", inputs: ["A", "B"])
+        model.graph.input = []
+        model.graph.initializer = [a, b]
+        let message = loadError(try model.serializedData())
+        #expect(message?.contains("exceeds") == true)
+    }
+
+    @Test("a tree ensemble whose nodes form a cycle is refused at load")
+    func treeCycle() throws {
+        func attr(_ name: String, ints: [Int64]? = nil, floats: [Float]? = nil, strings: [String]? = nil) -> Onnx_AttributeProto {
+            var a = Onnx_AttributeProto()
+            a.name = name
+            if let ints { a.type = .ints; a.ints = ints }
+            if let floats { a.type = .floats; a.floats = floats }
+            if let strings { a.type = .strings; a.strings = strings.map { Data($0.utf8) } }
+            return a
+        }
+        // Node 1 points back to node 0, so the root is referenced as a child.
+        let attributes = [
+            attr("nodes_treeids", ints: [0, 0, 0]), attr("nodes_nodeids", ints: [0, 1, 2]), attr("nodes_featureids", ints: [0, 0, 0]),
+            attr("nodes_modes", strings: ["BRANCH_LT", "BRANCH_LT", "LEAF"]), attr("nodes_values", floats: [0, 0, 0]),
+            attr("nodes_truenodeids", ints: [1, 0, 0]), attr("nodes_falsenodeids", ints: [2, 2, 0]),
+            attr("target_treeids", ints: [0]), attr("target_nodeids", ints: [2]), attr("target_ids", ints: [0]), attr("target_weights", floats: [1]),
+        ]
+        var model = singleNodeModel(op: "TreeEnsembleRegressor", domain: "ai.onnx.ml", attributes: attributes)
+        var ml = Onnx_OperatorSetIdProto()
+        ml.domain = "ai.onnx.ml"
+        ml.version = 3
+        model.opsetImport.append(ml)
+        let message = loadError(try model.serializedData())
+        #expect(message != nil)
+    }
+
+    @Test("a rank-0 input to an axis operator is an error, not a crash")
+    func scalarAxis() throws {
+        var model = singleNodeModel(op: "Softmax")
+        var scalar = Onnx_TypeProto.Tensor()
+        scalar.elemType = 1
+        scalar.shape = Onnx_TensorShapeProto()
+        model.graph.input[0].type.tensorType = scalar
+        model.graph.output[0].type.tensorType = scalar
+        let message = loadError(try model.serializedData())
+        #expect(message?.contains("out of range for rank 0") == true)
+    }
+
     @Test("a config that contradicts the graph is refused")
     func configMismatch() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-onnx-\(UUID())")
