@@ -21,6 +21,11 @@ public final class ModelRegistry: Sendable {
         public var failure: String?
         /// The version that serves requests naming no version or the label `stable`.
         public var stable: Int64?
+        /// A version receiving `canaryPercent` % of the requests that name no version.
+        public var canary: Int64?
+        public var canaryPercent: Int = 0
+        /// Route by the request's routing key rather than at random.
+        public var sticky = false
 
         /// Loaded version numbers, ascending.
         public var readyVersions: [Int64] { self.versions.keys.sorted() }
@@ -57,11 +62,26 @@ public final class ModelRegistry: Sendable {
     public func snapshot() -> Snapshot {
         self.state.withLock { $0 }
     }
+
+    /// Changes the routing table: readers see the old table or the new one, never a mix.
+    public func update(_ change: (inout Snapshot) -> Void) {
+        self.state.withLock { change(&$0) }
+    }
 }
 
 extension ModelRegistry.Snapshot {
+    /// A stable 0–99 bucket for a routing key (FNV-1a), the same in every process.
+    static func bucket(_ key: String) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return Int(hash % 100)
+    }
+
     /// The model version that a request naming `name` and `selector` goes to.
-    public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?) throws(InferWireError) -> LoadedModel {
+    public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String = "") throws(InferWireError) -> LoadedModel {
         guard let entry = self.models[name] else {
             throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
         }
@@ -81,12 +101,19 @@ extension ModelRegistry.Snapshot {
             case "stable":
                 break
             case "canary":
-                throw InferWireError(code: .notFound, message: "model '\(name)' has no canary version")
+                guard let canary = entry.canary, let model = entry.versions[canary] else {
+                    throw InferWireError(code: .notFound, message: "model '\(name)' has no canary version")
+                }
+                return model
             default:
                 throw InferWireError(code: .invalidArgument, message: "unknown version label '\(label)' (labels: stable, canary)")
             }
         case nil:
-            break
+            // Unlabelled traffic: the canary's share, by key or at random.
+            if let canary = entry.canary, entry.canaryPercent > 0, let model = entry.versions[canary] {
+                let draw = entry.sticky && !routingKey.isEmpty ? Self.bucket(routingKey) : Int.random(in: 0..<100)
+                if draw < entry.canaryPercent { return model }
+            }
         }
         guard let stable = entry.stable, let model = entry.versions[stable] else {
             throw InferWireError(code: .unavailable, message: "model '\(name)' has no ready version")

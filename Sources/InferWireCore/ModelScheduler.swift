@@ -75,6 +75,8 @@ public final class ModelScheduler: Sendable {
     private let state = Mutex(State())
     private let wakeup = DispatchSemaphore(value: 0)
     private let instances: Int
+    /// Entered by each instance thread while it runs; empty once all have exited.
+    private let running = DispatchGroup()
     let statistics = Mutex(SchedulerStatistics())
 
     public init(label: String, policy: BatchingPolicy, instances: Int) {
@@ -82,7 +84,11 @@ public final class ModelScheduler: Sendable {
         self.policy = policy
         self.instances = instances
         for index in 0..<instances {
-            let thread = Thread { [self] in self.instanceLoop() }
+            self.running.enter()
+            let thread = Thread { [self] in
+                self.instanceLoop()
+                self.running.leave()
+            }
             thread.name = "inferwire-\(label)-\(index)"
             thread.start()
         }
@@ -120,6 +126,11 @@ public final class ModelScheduler: Sendable {
     public func shutdown() {
         self.state.withLock { $0.stopped = true }
         for _ in 0..<self.instances { self.wakeup.signal() }
+    }
+
+    /// Blocks until every instance thread has exited (after ``shutdown()`` and a drained queue).
+    public func waitUntilStopped() {
+        self.running.wait()
     }
 
     /// Requests currently queued.

@@ -49,6 +49,8 @@ public final class RequestDispatcher: Sendable {
     public typealias Method = Inferwire_V1_Method
 
     public let registry: ModelRegistry
+    /// The management service; nil switches it off (its methods answer UNIMPLEMENTED).
+    public let manager: ModelManager?
     public let info: ServerInfo
     /// Requests whose inputs total more than this many bytes run off the I/O thread
     /// even on a lightweight model.
@@ -60,8 +62,9 @@ public final class RequestDispatcher: Sendable {
     ///   - info: what ServerMetadata reports.
     ///   - inlineByteLimit: inputs above this size go through the version's scheduler even
     ///     for lightweight models.
-    public init(registry: ModelRegistry, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
+    public init(registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
         self.registry = registry
+        self.manager = manager
         self.info = info
         self.inlineByteLimit = inlineByteLimit
         self.shuttingDown = Atomic(false)
@@ -73,6 +76,7 @@ public final class RequestDispatcher: Sendable {
         for entry in self.registry.snapshot().models.values {
             for model in entry.versions.values { model.scheduler.shutdown() }
         }
+        self.manager?.stopAll()
     }
 
     /// Marks the server as shutting down: ServerReady answers false from now on.
@@ -136,7 +140,13 @@ public final class RequestDispatcher: Sendable {
                 let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
                 respond(.success(try Self.encode(try self.statistics(model: request.name))))
             default:
-                throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
+                guard method >= 100 && method < 200 else {
+                    throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
+                }
+                guard let manager = self.manager else {
+                    throw InferWireError(code: .unimplemented, message: "the management service is switched off on this server")
+                }
+                try ManagementService(manager: manager).handle(method: method, payload: payload, respond: respond)
             }
         } catch let error as InferWireError {
             respond(.failure(error))
@@ -157,7 +167,8 @@ public final class RequestDispatcher: Sendable {
         cancellation: RequestCancellation?,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) throws(InferWireError) {
-        let loaded = try self.registry.snapshot().resolve(request.modelName, request.hasVersion ? request.version : nil)
+        let loaded = try self.registry.snapshot().resolve(
+            request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
         let prepared = try PreparedRequest(request, for: loaded)
 
         // Cheap work runs here, on the I/O thread; the rest queues for the version's instances.

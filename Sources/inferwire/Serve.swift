@@ -1,5 +1,6 @@
 import ArgumentParser
 import InferWireCore
+import InferWireProto
 import InferWireONNX
 import InferWireServer
 import Logging
@@ -35,6 +36,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Flag(help: "Switch off the management service (load, unload, traffic, promote, rollback).")
+    var noManagement = false
+
     func validate() throws {
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -56,11 +60,16 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "inferwire")
 
-        let contents = try ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: logger)
-        if contents.models.isEmpty {
+        let repository = ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()])
+        let manager = ModelManager(
+            repository: repository,
+            configuration: .init(statePath: self.repository + "/.inferwire-state.json"),
+            logger: logger)
+        try manager.start()
+        if manager.list().allSatisfy({ $0.versions.allSatisfy { $0.state != .ready } }) {
             logger.warning("no model loaded from \(self.repository)")
         }
-        let dispatcher = RequestDispatcher(registry: ModelRegistry(contents: contents))
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: self.noManagement ? nil : manager)
         let group: MultiThreadedEventLoopGroup = self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         let server = InferWireServer(
             configuration: .init(

@@ -46,6 +46,30 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
 
   /// ModelStatisticsRequest -> ModelStatisticsResponse
   case modelStatistics // = 7
+
+  /// The management service (management.proto).
+  case listModels // = 100
+
+  /// ModelStatusRequest -> ModelStatusResponse
+  case modelStatus // = 101
+
+  /// LoadModelRequest -> LoadModelResponse
+  case loadModel // = 102
+
+  /// UnloadModelRequest -> UnloadModelResponse
+  case unloadModel // = 103
+
+  /// SetTrafficRequest -> SetTrafficResponse
+  case setTraffic // = 104
+
+  /// PromoteRequest -> PromoteResponse
+  case promote // = 105
+
+  /// RollbackRequest -> RollbackResponse
+  case rollback // = 106
+
+  /// HistoryRequest -> HistoryResponse
+  case history // = 107
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -62,6 +86,14 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case 5: self = .modelMetadata
     case 6: self = .infer
     case 7: self = .modelStatistics
+    case 100: self = .listModels
+    case 101: self = .modelStatus
+    case 102: self = .loadModel
+    case 103: self = .unloadModel
+    case 104: self = .setTraffic
+    case 105: self = .promote
+    case 106: self = .rollback
+    case 107: self = .history
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -76,6 +108,14 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case .modelMetadata: return 5
     case .infer: return 6
     case .modelStatistics: return 7
+    case .listModels: return 100
+    case .modelStatus: return 101
+    case .loadModel: return 102
+    case .unloadModel: return 103
+    case .setTraffic: return 104
+    case .promote: return 105
+    case .rollback: return 106
+    case .history: return 107
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -90,6 +130,14 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     .modelMetadata,
     .infer,
     .modelStatistics,
+    .listModels,
+    .modelStatus,
+    .loadModel,
+    .unloadModel,
+    .setTraffic,
+    .promote,
+    .rollback,
+    .history,
   ]
 
 }
@@ -149,7 +197,7 @@ public nonisolated struct Inferwire_V1_GoAway: Sendable {
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_Method: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0\u{1}MODEL_STATISTICS\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0\u{1}MODEL_STATISTICS\0\u{2}]\u{1}LIST_MODELS\0\u{1}MODEL_STATUS\0\u{1}LOAD_MODEL\0\u{1}UNLOAD_MODEL\0\u{1}SET_TRAFFIC\0\u{1}PROMOTE\0\u{1}ROLLBACK\0\u{1}HISTORY\0")
 }
 
 nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

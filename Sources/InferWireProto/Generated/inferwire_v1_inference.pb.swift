@@ -337,6 +337,9 @@ public nonisolated struct Inferwire_V1_InferRequest: Sendable {
   /// Queued HIGH requests are served before NORMAL ones.
   public var priority: Inferwire_V1_Priority = .normal
 
+  /// With a sticky canary, requests with the same key always reach the same version.
+  public var routingKey: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -911,7 +914,7 @@ nonisolated extension Inferwire_V1_Parameter: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0\u{1}priority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0\u{1}priority\0\u{3}routing_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -926,6 +929,7 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.outputNames) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inferwire_V1_Parameter>.self, value: &self.parameters) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.priority) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.routingKey) }()
       default: break
       }
     }
@@ -957,6 +961,9 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if self.priority != .normal {
       try visitor.visitSingularEnumField(value: self.priority, fieldNumber: 7)
     }
+    if !self.routingKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.routingKey, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -968,6 +975,7 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.outputNames != rhs.outputNames {return false}
     if lhs.parameters != rhs.parameters {return false}
     if lhs.priority != rhs.priority {return false}
+    if lhs.routingKey != rhs.routingKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
