@@ -1,0 +1,164 @@
+import Foundation
+import InferWireCore
+import InferWireProto
+import Logging
+import Testing
+
+/// A repository of built-in identity models in a temporary directory.
+struct TemporaryRepository: ~Copyable {
+    let root: String
+
+    init(versions: [Int64]) throws {
+        self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-manager-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: "\(self.root)/echo", withIntermediateDirectories: true)
+        try #"platform: "identity" max_batch_size: 8 input { name: "X" datatype: FP32 shape: [2] } output { name: "Y" datatype: FP32 shape: [2] }"#
+            .write(toFile: "\(self.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
+        for version in versions { try self.addVersion(version) }
+    }
+
+    func addVersion(_ version: Int64) throws {
+        try FileManager.default.createDirectory(atPath: "\(self.root)/echo/\(version)", withIntermediateDirectories: true)
+    }
+
+    var statePath: String { self.root + "/.inferwire-state.json" }
+
+    func manager() throws -> ModelManager {
+        let manager = ModelManager(
+            repository: ModelRepository(directory: self.root), configuration: .init(statePath: self.statePath), logger: quiet)
+        try manager.start()
+        return manager
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: self.root) }
+}
+
+@Suite("Model manager")
+struct ModelManagerTests {
+    func version(_ manager: ModelManager, key: String = "") throws -> Int64 {
+        try manager.registry.snapshot().resolve("echo", nil, routingKey: key).version
+    }
+
+    @Test("start-up serves the highest version; promote and rollback switch at once and are recorded")
+    func promoteRollback() async throws {
+        let repo = try TemporaryRepository(versions: [1, 2])
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        #expect(try self.version(manager) == 2)
+
+        try await repo.addVersion(3)
+        let loaded = try await manager.load("echo", version: 3)
+        #expect(loaded.state == .ready)
+        #expect(try self.version(manager) == 2)  // loading does not route
+
+        var rollout = try manager.setTraffic("echo", canary: 3, percent: 100, sticky: false)
+        #expect(rollout.canaryVersion == 3)
+        #expect(try self.version(manager) == 3)
+        #expect(try manager.registry.snapshot().resolve("echo", { var s = Inferwire_V1_VersionSelector(); s.label = "stable"; return s }()).version == 2)
+
+        rollout = try manager.promote("echo")
+        #expect(rollout.stableVersion == 3)
+        #expect(rollout.previousStableVersion == 2)
+        #expect(rollout.canaryVersion == 0)
+
+        rollout = try manager.rollback("echo")
+        #expect(rollout.stableVersion == 2)
+        #expect(try self.version(manager) == 2)
+
+        let actions = try manager.history("echo").map(\.action)
+        #expect(actions.suffix(4) == ["load", "traffic", "promote", "rollback"])
+    }
+
+    @Test("a 10% canary gets about 10% of unlabelled requests; a sticky canary keeps each key on one version")
+    func canaryShare() throws {
+        let repo = try TemporaryRepository(versions: [1, 2])
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        _ = try manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
+        let draws = 4000
+        let canary = try (0..<draws).filter { _ in try self.version(manager) == 1 }.count
+        // Binomial(4000, 0.1): mean 400, sd ≈ 19; ±5 sd.
+        #expect((305...495).contains(canary))
+
+        _ = try manager.setTraffic("echo", canary: 1, percent: 30, sticky: true)
+        var onCanary = 0
+        for key in (0..<500).map({ "user-\($0)" }) {
+            let first = try self.version(manager, key: key)
+            for _ in 0..<5 { #expect(try self.version(manager, key: key) == first) }
+            if first == 1 { onCanary += 1 }
+        }
+        #expect((90...210).contains(onCanary))
+    }
+
+    @Test("rollout state survives a restart")
+    func restart() async throws {
+        let repo = try TemporaryRepository(versions: [1, 2, 3])
+        do {
+            let manager = try repo.manager()
+            _ = try manager.setTraffic("echo", canary: 2, percent: 25, sticky: true)
+            _ = try manager.promote("echo")
+            _ = try manager.setTraffic("echo", canary: 1, percent: 5, sticky: false)
+            manager.stopAll()
+        }
+        let restarted = try repo.manager()
+        defer { restarted.stopAll() }
+        let rollout = try restarted.status("echo").rollout
+        #expect(rollout.stableVersion == 2)
+        #expect(rollout.previousStableVersion == 3)
+        #expect(rollout.canaryVersion == 1)
+        #expect(rollout.canaryPercent == 5)
+        #expect(try restarted.history("echo").map(\.action).contains("promote"))
+    }
+
+    @Test("a corrupt state file is logged, kept aside, and serving falls back to the defaults")
+    func corruptState() throws {
+        let repo = try TemporaryRepository(versions: [1, 2])
+        try "{ not json".write(toFile: repo.statePath, atomically: true, encoding: .utf8)
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        #expect(try self.version(manager) == 2)
+        let kept = try FileManager.default.contentsOfDirectory(atPath: repo.root).filter { $0.hasPrefix(".inferwire-state.json.corrupt-") }
+        #expect(kept.count == 1)
+        #expect(try String(contentsOfFile: repo.root + "/" + kept[0], encoding: .utf8) == "{ not json")
+    }
+
+    @Test("a failed load marks the version FAILED with the reason and leaves serving untouched")
+    func failedLoad() async throws {
+        let repo = try TemporaryRepository(versions: [1])
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        // The directory's config names a platform this repository cannot run.
+        try #"platform: "tensorflow""#.write(toFile: "\(repo.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
+        try repo.addVersion(2)
+        let status = try await manager.load("echo", version: 2)
+        #expect(status.state == .failed)
+        #expect(status.reason.contains("platform 'tensorflow' is not available"))
+        #expect(try self.version(manager) == 1)
+        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 2, percent: 10, sticky: false) }
+    }
+
+    @Test("stable and canary versions cannot be unloaded; others drain and leave routing")
+    func unload() async throws {
+        let repo = try TemporaryRepository(versions: [1, 2, 3])
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        _ = try manager.setTraffic("echo", canary: 2, percent: 10, sticky: false)
+        await #expect(throws: InferWireError.self) { try await manager.unload("echo", version: 3) }
+        await #expect(throws: InferWireError.self) { try await manager.unload("echo", version: 2) }
+        let status = try await manager.unload("echo", version: 1)
+        #expect(status.state == .unloaded)
+        var selector = Inferwire_V1_VersionSelector()
+        selector.version = 1
+        #expect(throws: InferWireError.self) { try manager.registry.snapshot().resolve("echo", selector) }
+    }
+
+    @Test("traffic can only point at a version that is loaded and ready")
+    func trafficNeedsReadyVersion() throws {
+        let repo = try TemporaryRepository(versions: [1])
+        let manager = try repo.manager()
+        defer { manager.stopAll() }
+        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 7, percent: 10, sticky: false) }
+        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 1, percent: 10, sticky: false) }
+        #expect(throws: InferWireError.self) { try manager.promote("echo") }
+        #expect(throws: InferWireError.self) { try manager.rollback("echo") }
+    }
+}
