@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import InferWireClient
+import InferWireCore
+import InferWireProto
+
+/// `inferwire models …`: the management service from the command line.
+struct Models: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect and change which model versions serve: load, unload, canary traffic, promote, rollback.",
+        subcommands: [List.self, Status.self, Load.self, Unload.self, Traffic.self, Promote.self, Rollback.self, History.self])
+
+    struct Server: ParsableArguments {
+        @Option(help: "Server address, HOST:PORT.")
+        var server = "127.0.0.1:8500"
+
+        func run<T>(_ body: (InferWireClient) async throws -> T) async throws -> T {
+            do {
+                let (host, port) = try parseAddress(self.server)
+                let client = try await InferWireClient.connect(host: host, port: port)
+                let result: Result<T, any Error>
+                do { result = .success(try await body(client)) } catch { result = .failure(error) }
+                await client.close()
+                return try result.get()
+            } catch let error as InferWireError {
+                FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
+                throw ExitCode(Int32(error.code.status.rawValue))
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Models, their versions and rollout.")
+        @OptionGroup var server: Server
+        func run() async throws {
+            for model in try await self.server.run({ try await $0.listModels() }) { print(render(model)) }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One model's versions, states, counts and rollout.")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        func run() async throws {
+            print(render(try await self.server.run { try await $0.modelStatus(self.model) }))
+        }
+    }
+
+    struct Load: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Load and warm a version off the serving path.")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        @Argument var version: Int64
+        func run() async throws {
+            let status = try await self.server.run { try await $0.loadModel(self.model, version: self.version) }
+            print("\(self.model) version \(status.version): \(stateName(status.state))\(status.reason.isEmpty ? "" : " (\(status.reason))")")
+            if status.state == .failed { throw ExitCode(Int32(Inferwire_V1_StatusCode.failedPrecondition.rawValue)) }
+        }
+    }
+
+    struct Unload: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop routing to a version, drain it and free it.")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        @Argument var version: Int64
+        func run() async throws {
+            let status = try await self.server.run { try await $0.unloadModel(self.model, version: self.version) }
+            print("\(self.model) version \(status.version): \(stateName(status.state))")
+        }
+    }
+
+    struct Traffic: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send a share of unlabelled requests to a canary version (--canary 0 clears it).")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        @Option(help: "Canary version; 0 clears the canary.") var canary: Int64
+        @Option(help: "Share of unlabelled requests, 0-100.") var percent: UInt32 = 10
+        @Flag(help: "Route by the request's routing key instead of at random.") var sticky = false
+        func run() async throws {
+            let rollout = try await self.server.run { try await $0.setTraffic(self.model, canary: self.canary, percent: self.percent, sticky: self.sticky) }
+            print("\(self.model): \(render(rollout))")
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make the canary the stable version.")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        func run() async throws {
+            print("\(self.model): \(render(try await self.server.run { try await $0.promote(self.model) }))")
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Withdraw the canary, or restore the previous stable version.")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        func run() async throws {
+            print("\(self.model): \(render(try await self.server.run { try await $0.rollback(self.model) }))")
+        }
+    }
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Who changed what, when.")
+        @OptionGroup var server: Server
+        @Argument var model: String = ""
+        func run() async throws {
+            let formatter = ISO8601DateFormatter()
+            for entry in try await self.server.run({ try await $0.history(self.model) }) {
+                let when = formatter.string(from: Date(timeIntervalSince1970: Double(entry.unixMillis) / 1000))
+                print("\(when)  \(entry.model)  \(entry.action)  \(entry.detail)  (\(entry.actor))")
+            }
+        }
+    }
+}
+
+func stateName(_ state: Inferwire_V1_VersionState) -> String {
+    switch state {
+    case .loading: "LOADING"
+    case .ready: "READY"
+    case .draining: "DRAINING"
+    case .unloaded: "UNLOADED"
+    case .failed: "FAILED"
+    default: "UNKNOWN"
+    }
+}
+
+func render(_ rollout: Inferwire_V1_Rollout) -> String {
+    var text = "stable \(rollout.stableVersion)"
+    if rollout.canaryVersion != 0 { text += ", canary \(rollout.canaryVersion) at \(rollout.canaryPercent)%\(rollout.sticky ? " (sticky)" : "")" }
+    if rollout.previousStableVersion != 0 { text += ", previous \(rollout.previousStableVersion)" }
+    return text
+}
+
+func render(_ model: Inferwire_V1_ModelStatus) -> String {
+    var lines = ["\(model.name): \(render(model.rollout))"]
+    for v in model.versions {
+        lines.append("  version \(v.version): \(stateName(v.state))" + (v.reason.isEmpty ? "" : " — \(v.reason)")
+            + (v.state == .ready ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanComputeUs) µs" : ""))
+    }
+    return lines.joined(separator: "\n")
+}
