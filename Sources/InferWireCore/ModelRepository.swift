@@ -113,7 +113,7 @@ public struct ModelRepository: Sendable {
                 guard !versions.isEmpty else {
                     throw InferWireError(code: .notFound, message: "no version directories (expected \(modelDirectory)/1/)")
                 }
-                for version in versions {
+                for version in Self.select(versions, policy: config.hasVersionPolicy ? config.versionPolicy : nil) {
                     do {
                         let loaded = try self.load(model: name, version: version, config: config)
                         contents.models.append(loaded)
@@ -160,6 +160,20 @@ public struct ModelRepository: Sendable {
             throw InferWireError(code: .invalidArgument, message: "\(path) names the model '\(config.name)'; it must match its directory '\(model)'")
         }
         return config
+    }
+
+    /// The versions a policy serves out of those on disk (ascending). No policy: the latest.
+    public static func select(_ versions: [Int64], policy: Inferwire_V1_VersionPolicy?) -> [Int64] {
+        switch policy?.policy {
+        case .all?:
+            return versions
+        case .specific(let specific)?:
+            return versions.filter { specific.versions.contains($0) }
+        case .latest(let latest)?:
+            return Array(versions.suffix(max(1, Int(latest.numVersions))))
+        case nil:
+            return Array(versions.suffix(1))
+        }
     }
 
     /// The version directories of a model, ascending.

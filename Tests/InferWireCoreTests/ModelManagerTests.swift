@@ -11,7 +11,7 @@ struct TemporaryRepository: ~Copyable {
     init(versions: [Int64]) throws {
         self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-manager-\(UUID())").path
         try FileManager.default.createDirectory(atPath: "\(self.root)/echo", withIntermediateDirectories: true)
-        try #"platform: "identity" max_batch_size: 8 input { name: "X" datatype: FP32 shape: [2] } output { name: "Y" datatype: FP32 shape: [2] }"#
+        try #"platform: "identity" max_batch_size: 8 version_policy { all { } } input { name: "X" datatype: FP32 shape: [2] } output { name: "Y" datatype: FP32 shape: [2] }"#
             .write(toFile: "\(self.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
         for version in versions { try self.addVersion(version) }
     }

@@ -43,6 +43,7 @@ func makeEchoRepository() throws -> String {
     try #"""
     platform: "identity"
     max_batch_size: 16
+    version_policy { all { } }
     input { name: "X" datatype: FP32 shape: [ 4 ] }
     output { name: "Y" datatype: FP32 shape: [ 4 ] }
     dynamic_batching { }
@@ -87,6 +88,8 @@ struct RolloutTests {
                         await client.close()
                     }
                 }
+                // The workers stop however the admin side ends.
+                defer { tally.stop.store(true, ordering: .relaxed) }
                 for _ in 0..<50 {
                     _ = try await admin.setTraffic("echo", canary: 1, percent: 10)
                     _ = try await admin.promote("echo")

@@ -59,11 +59,174 @@ public nonisolated struct Inferwire_V1_ModelConfig: Sendable {
   /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
   public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
 
+  /// Which of the version directories are served. Unset: the latest one.
+  public var versionPolicy: Inferwire_V1_VersionPolicy {
+    get {_versionPolicy ?? Inferwire_V1_VersionPolicy()}
+    set {_versionPolicy = newValue}
+  }
+  /// Returns true if `versionPolicy` has been explicitly set.
+  public var hasVersionPolicy: Bool {self._versionPolicy != nil}
+  /// Clears the value of `versionPolicy`. Subsequent reads from it will return its default value.
+  public mutating func clearVersionPolicy() {self._versionPolicy = nil}
+
+  /// What happens to a version the repository poller finds, and how long an old stable
+  /// version stays loaded for rollback.
+  public var rollout: Inferwire_V1_RolloutSettings {
+    get {_rollout ?? Inferwire_V1_RolloutSettings()}
+    set {_rollout = newValue}
+  }
+  /// Returns true if `rollout` has been explicitly set.
+  public var hasRollout: Bool {self._rollout != nil}
+  /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
+  public mutating func clearRollout() {self._rollout = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _dynamicBatching: Inferwire_V1_DynamicBatching? = nil
+  fileprivate var _versionPolicy: Inferwire_V1_VersionPolicy? = nil
+  fileprivate var _rollout: Inferwire_V1_RolloutSettings? = nil
+}
+
+public nonisolated struct Inferwire_V1_VersionPolicy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var policy: Inferwire_V1_VersionPolicy.OneOf_Policy? = nil
+
+  public var latest: Inferwire_V1_VersionPolicy.Latest {
+    get {
+      if case .latest(let v)? = policy {return v}
+      return Inferwire_V1_VersionPolicy.Latest()
+    }
+    set {policy = .latest(newValue)}
+  }
+
+  public var all: Inferwire_V1_VersionPolicy.All {
+    get {
+      if case .all(let v)? = policy {return v}
+      return Inferwire_V1_VersionPolicy.All()
+    }
+    set {policy = .all(newValue)}
+  }
+
+  public var specific: Inferwire_V1_VersionPolicy.Specific {
+    get {
+      if case .specific(let v)? = policy {return v}
+      return Inferwire_V1_VersionPolicy.Specific()
+    }
+    set {policy = .specific(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Policy: Equatable, Sendable {
+    case latest(Inferwire_V1_VersionPolicy.Latest)
+    case all(Inferwire_V1_VersionPolicy.All)
+    case specific(Inferwire_V1_VersionPolicy.Specific)
+
+  }
+
+  public nonisolated struct Latest: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    /// How many of the highest versions to serve; 0 means 1.
+    public var numVersions: UInt32 = 0
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public nonisolated struct All: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public nonisolated struct Specific: Sendable {
+    // SwiftProtobuf.Message conformance is added in an extension below. See the
+    // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+    // methods supported on all messages.
+
+    public var versions: [Int64] = []
+
+    public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+    public init() {}
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Inferwire_V1_RolloutSettings: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var newVersionRole: Inferwire_V1_RolloutSettings.NewVersionRole = .canary
+
+  /// Share of unlabelled traffic a new canary receives; 0 means 10.
+  public var canaryPercent: UInt32 = 0
+
+  /// Seconds an old stable version stays loaded after a promotion; 0 means 600.
+  public var rollbackGraceSeconds: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum NewVersionRole: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+
+    /// A new version starts as the canary with canary_percent of the traffic.
+    case canary // = 0
+
+    /// A new version is promoted to stable at once (the old one stays for rollback).
+    case stable // = 1
+
+    /// A new version is loaded but receives traffic only when asked for by number.
+    case none // = 2
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .canary
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .canary
+      case 1: self = .stable
+      case 2: self = .none
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .canary: return 0
+      case .stable: return 1
+      case .none: return 2
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Inferwire_V1_RolloutSettings.NewVersionRole] = [
+      .canary,
+      .stable,
+      .none,
+    ]
+
+  }
+
+  public init() {}
 }
 
 /// How concurrent requests are merged into one execution.
@@ -95,7 +258,7 @@ fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelConfig"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}platform\0\u{3}max_batch_size\0\u{1}input\0\u{1}output\0\u{1}parameters\0\u{1}instances\0\u{3}dynamic_batching\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}platform\0\u{3}max_batch_size\0\u{1}input\0\u{1}output\0\u{1}parameters\0\u{1}instances\0\u{3}dynamic_batching\0\u{3}version_policy\0\u{1}rollout\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -111,6 +274,8 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.parameters) }()
       case 7: try { try decoder.decodeSingularInt32Field(value: &self.instances) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._versionPolicy) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
       default: break
       }
     }
@@ -145,6 +310,12 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._dynamicBatching {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    try { if let v = self._versionPolicy {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._rollout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -157,9 +328,218 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
     if lhs.parameters != rhs.parameters {return false}
     if lhs.instances != rhs.instances {return false}
     if lhs._dynamicBatching != rhs._dynamicBatching {return false}
+    if lhs._versionPolicy != rhs._versionPolicy {return false}
+    if lhs._rollout != rhs._rollout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Inferwire_V1_VersionPolicy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VersionPolicy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}latest\0\u{1}all\0\u{1}specific\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Inferwire_V1_VersionPolicy.Latest?
+        var hadOneofValue = false
+        if let current = self.policy {
+          hadOneofValue = true
+          if case .latest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policy = .latest(v)
+        }
+      }()
+      case 2: try {
+        var v: Inferwire_V1_VersionPolicy.All?
+        var hadOneofValue = false
+        if let current = self.policy {
+          hadOneofValue = true
+          if case .all(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policy = .all(v)
+        }
+      }()
+      case 3: try {
+        var v: Inferwire_V1_VersionPolicy.Specific?
+        var hadOneofValue = false
+        if let current = self.policy {
+          hadOneofValue = true
+          if case .specific(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.policy = .specific(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.policy {
+    case .latest?: try {
+      guard case .latest(let v)? = self.policy else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .all?: try {
+      guard case .all(let v)? = self.policy else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .specific?: try {
+      guard case .specific(let v)? = self.policy else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_VersionPolicy, rhs: Inferwire_V1_VersionPolicy) -> Bool {
+    if lhs.policy != rhs.policy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_VersionPolicy.Latest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Inferwire_V1_VersionPolicy.protoMessageName + ".Latest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}num_versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.numVersions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.numVersions != 0 {
+      try visitor.visitSingularUInt32Field(value: self.numVersions, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_VersionPolicy.Latest, rhs: Inferwire_V1_VersionPolicy.Latest) -> Bool {
+    if lhs.numVersions != rhs.numVersions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_VersionPolicy.All: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Inferwire_V1_VersionPolicy.protoMessageName + ".All"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_VersionPolicy.All, rhs: Inferwire_V1_VersionPolicy.All) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_VersionPolicy.Specific: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = Inferwire_V1_VersionPolicy.protoMessageName + ".Specific"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedInt64Field(value: &self.versions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.versions.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.versions, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_VersionPolicy.Specific, rhs: Inferwire_V1_VersionPolicy.Specific) -> Bool {
+    if lhs.versions != rhs.versions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RolloutSettings"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}new_version_role\0\u{3}canary_percent\0\u{3}rollback_grace_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.newVersionRole) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.canaryPercent) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.rollbackGraceSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.newVersionRole != .canary {
+      try visitor.visitSingularEnumField(value: self.newVersionRole, fieldNumber: 1)
+    }
+    if self.canaryPercent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.canaryPercent, fieldNumber: 2)
+    }
+    if self.rollbackGraceSeconds != 0 {
+      try visitor.visitSingularInt64Field(value: self.rollbackGraceSeconds, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_RolloutSettings, rhs: Inferwire_V1_RolloutSettings) -> Bool {
+    if lhs.newVersionRole != rhs.newVersionRole {return false}
+    if lhs.canaryPercent != rhs.canaryPercent {return false}
+    if lhs.rollbackGraceSeconds != rhs.rollbackGraceSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_RolloutSettings.NewVersionRole: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CANARY\0\u{1}STABLE\0\u{1}NONE\0")
 }
 
 nonisolated extension Inferwire_V1_DynamicBatching: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
