@@ -41,6 +41,9 @@ public final class ModelManager: Sendable {
         var previousStable: Int64?
         var history: [Inferwire_V1_HistoryEntry] = []
         var failure: String?
+        /// Counts promotions, so a pending grace-period unload knows whether it still applies.
+        var promotions = 0
+        var settings = Inferwire_V1_RolloutSettings()
     }
 
     public let repository: ModelRepository
@@ -77,6 +80,7 @@ public final class ModelManager: Sendable {
                 }
             }
             for (name, var record) in records {
+                if let config = try? self.repository.readConfig(model: name) { record.settings = config.rollout }
                 let ready = record.versions.filter { $0.value.state == .ready }.keys
                 record.stable = ready.max()
                 if let saved = persisted?.models[name] {
@@ -206,19 +210,94 @@ public final class ModelManager: Sendable {
         return rollout
     }
 
-    /// The canary becomes stable; the old stable stays loaded for ``rollback(_:actor:)``.
+    /// The canary becomes stable; the old stable stays loaded for ``rollback(_:actor:)``
+    /// during the rollback grace period, then is unloaded.
     public func promote(_ name: String, actor: String = "api") throws(InferWireError) -> Inferwire_V1_Rollout {
-        try self.change(name, actor: actor) { record throws(InferWireError) -> (String, String) in
+        let rollout = try self.change(name, actor: actor) { record throws(InferWireError) -> (String, String) in
             guard let canary = record.canary else {
                 throw InferWireError(code: .failedPrecondition, message: "model '\(name)' has no canary to promote")
             }
-            let old = record.stable
-            record.previousStable = old
-            record.stable = canary
+            return Self.makeStable(&record, canary, action: "promote")
+        }
+        self.scheduleGraceUnload(name)
+        return rollout
+    }
+
+    private static func makeStable(_ record: inout ModelRecord, _ version: Int64, action: String) -> (String, String) {
+        let old = record.stable
+        record.previousStable = old
+        record.stable = version
+        if record.canary == version {
             record.canary = nil
             record.canaryPercent = 0
-            return ("promote", "version \(canary) stable (was \(old.map(String.init) ?? "none"))")
         }
+        record.promotions += 1
+        return (action, "version \(version) stable (was \(old.map(String.init) ?? "none"))")
+    }
+
+    /// After the grace period, unloads the previous stable version unless a later
+    /// promotion or a rollback changed things meanwhile.
+    private func scheduleGraceUnload(_ name: String) {
+        let (generation, previous, seconds) = self.state.withLock { records in
+            (records[name]?.promotions ?? 0, records[name]?.previousStable, records[name]?.settings.rollbackGraceSeconds ?? 0)
+        }
+        guard let previous else { return }
+        let grace = Duration.seconds(seconds > 0 ? seconds : 600)
+        Task { [weak self] in
+            try? await Task.sleep(for: grace)
+            guard let self else { return }
+            let still = self.state.withLock { records in
+                records[name]?.promotions == generation && records[name]?.previousStable == previous
+                    && records[name]?.stable != previous && records[name]?.canary != previous
+            }
+            if still { _ = try? await self.unload(name, version: previous, actor: "grace-period") }
+        }
+    }
+
+    /// Loads versions the repository gained since the last look (per each model's version
+    /// policy) and gives each its configured role. A version that fails to load — a
+    /// directory still being copied, say — stays FAILED, is never served, and is tried
+    /// again on the next poll.
+    public func poll() async {
+        let root = self.repository.directory
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+        for name in names {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue,
+                let config = try? self.repository.readConfig(model: name)
+            else { continue }
+            let wanted = ModelRepository.select(
+                (try? self.repository.versions(model: name)) ?? [], policy: config.hasVersionPolicy ? config.versionPolicy : nil)
+            let present = self.state.withLock { records in
+                Set((records[name]?.versions ?? [:]).filter { [.ready, .loading, .draining].contains($0.value.state) }.keys)
+            }
+            for version in wanted where !present.contains(version) {
+                guard let status = try? await self.load(name, version: version, actor: "poller"), status.state == .ready else { continue }
+                self.assignRole(name, version: version, settings: config.rollout)
+            }
+        }
+    }
+
+    /// Gives a newly found version the role its model's rollout settings name.
+    private func assignRole(_ name: String, version: Int64, settings: Inferwire_V1_RolloutSettings) {
+        var promoted = false
+        _ = try? self.change(name, actor: "poller") { record throws(InferWireError) -> (String, String) in
+            record.settings = settings
+            guard record.stable != version else { return ("traffic", "version \(version) is the first and stable") }
+            switch settings.newVersionRole {
+            case .stable:
+                promoted = true
+                return Self.makeStable(&record, version, action: "promote")
+            case .none:
+                return ("traffic", "version \(version) loaded; routed only by number")
+            default:
+                let percent = settings.canaryPercent > 0 ? Int(min(settings.canaryPercent, 100)) : 10
+                record.canary = version
+                record.canaryPercent = percent
+                return ("traffic", "canary version \(version) at \(percent)%")
+            }
+        }
+        if promoted { self.scheduleGraceUnload(name) }
     }
 
     /// Undoes the last step at once: drops the canary if there is one, else restores the

@@ -39,6 +39,12 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Switch off the management service (load, unload, traffic, promote, rollback).")
     var noManagement = false
 
+    @Option(help: "explicit: versions change only through the management service; poll: also re-scan the repository.")
+    var mode = "explicit"
+
+    @Option(help: "Seconds between repository scans in poll mode.")
+    var pollInterval = 5
+
     func validate() throws {
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -49,6 +55,8 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
         if let threads = self.threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
+        guard ["explicit", "poll"].contains(self.mode) else { throw ValidationError("--mode must be explicit or poll") }
+        guard self.pollInterval >= 1 else { throw ValidationError("--poll-interval must be at least 1") }
     }
 
     func run() async throws {
@@ -79,8 +87,14 @@ struct Serve: AsyncParsableCommand {
             logger: logger,
             eventLoopGroup: group)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if self.mode == "poll" {
+            services.append(.init(service: RepositoryPoller(manager: manager, interval: .seconds(self.pollInterval))))
+        }
+        // The server last, so that it stops first on shutdown.
+        services.append(.init(service: server))
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: server)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(self.shutdownTimeout)
