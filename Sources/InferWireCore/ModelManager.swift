@@ -320,6 +320,44 @@ public final class ModelManager: Sendable {
         }
     }
 
+    /// Compares every guarded canary with its stable version over the guard's window and
+    /// rolls back a canary that breaches a threshold, recording why. Returns the models
+    /// rolled back.
+    @discardableResult
+    public func checkGuards() -> [String] {
+        let candidates = self.state.withLock { records in
+            records.compactMap { name, record -> (String, Inferwire_V1_RolloutGuard, LoadedModel, LoadedModel)? in
+                guard record.settings.hasGuard, let c = record.canary, let s = record.stable,
+                    let canary = record.versions[c]?.model, let stable = record.versions[s]?.model
+                else { return nil }
+                return (name, record.settings.guard, canary, stable)
+            }
+        }
+        var rolledBack: [String] = []
+        let epoch = SlidingWindow.epoch
+        for (name, guardSettings, canary, stable) in candidates {
+            let span = guardSettings.windowSeconds > 0 ? Int(guardSettings.windowSeconds) : 30
+            let minimum = guardSettings.minRequests > 0 ? UInt64(guardSettings.minRequests) : 50
+            let c = canary.scheduler.statistics.withLock { $0.window.summary(epoch: epoch, span: span) }
+            let s = stable.scheduler.statistics.withLock { $0.window.summary(epoch: epoch, span: span) }
+            guard c.requests >= minimum else { continue }
+            let canaryRate = Double(c.failures) / Double(c.requests)
+            let stableRate = s.requests > 0 ? Double(s.failures) / Double(s.requests) : 0
+            var reason: String?
+            if guardSettings.maxErrorRateIncrease > 0, canaryRate - stableRate > guardSettings.maxErrorRateIncrease {
+                reason = String(format: "canary error rate %.1f%% vs stable %.1f%% over %ds (limit +%.1f points)",
+                                canaryRate * 100, stableRate * 100, span, guardSettings.maxErrorRateIncrease * 100)
+            } else if guardSettings.maxP99Ratio > 0, s.p99Micros > 0,
+                Double(c.p99Micros) > guardSettings.maxP99Ratio * Double(s.p99Micros) {
+                reason = "canary p99 ≤\(c.p99Micros) µs vs stable ≤\(s.p99Micros) µs over \(span)s (limit \(guardSettings.maxP99Ratio)×)"
+            }
+            if let reason, (try? self.rollback(name, actor: "guard", reason: reason)) != nil {
+                rolledBack.append(name)
+            }
+        }
+        return rolledBack
+    }
+
     // MARK: Queries
 
     public func status(_ name: String) throws(InferWireError) -> Inferwire_V1_ModelStatus {

@@ -334,6 +334,46 @@ enum Batching {
     }
 }
 
+/// Outcomes per second over the last minute, for comparing versions over a window.
+struct SlidingWindow: Sendable {
+    struct Second: Sendable {
+        var epoch = -1
+        var requests: UInt64 = 0
+        var failures: UInt64 = 0
+        var latency = [UInt64](repeating: 0, count: 32)
+    }
+    var seconds = [Second](repeating: Second(), count: 60)
+
+    /// Whole seconds of wall-clock time: the window's bucket index.
+    static var epoch: Int { Int(Date().timeIntervalSince1970) }
+
+    mutating func record(epoch: Int, latencyMicros: UInt64, failed: Bool) {
+        let slot = epoch % 60
+        if self.seconds[slot].epoch != epoch { self.seconds[slot] = Second(epoch: epoch) }
+        self.seconds[slot].requests += 1
+        if failed { self.seconds[slot].failures += 1 }
+        self.seconds[slot].latency[SchedulerStatistics.bucket(latencyMicros)] += 1
+    }
+
+    /// Requests, failures and the p99 latency bucket bound (µs) over the last `span` seconds.
+    func summary(epoch: Int, span: Int) -> (requests: UInt64, failures: UInt64, p99Micros: UInt64) {
+        var requests: UInt64 = 0, failures: UInt64 = 0
+        var histogram = [UInt64](repeating: 0, count: 32)
+        for second in self.seconds where second.epoch > epoch - min(span, 60) && second.epoch <= epoch {
+            requests += second.requests
+            failures += second.failures
+            for i in 0..<32 { histogram[i] += second.latency[i] }
+        }
+        let total = histogram.reduce(0, +)
+        var seen: UInt64 = 0
+        for (i, n) in histogram.enumerated() {
+            seen += n
+            if total > 0, seen * 100 >= total * 99 { return (requests, failures, UInt64(1) << UInt64(i)) }
+        }
+        return (requests, failures, 0)
+    }
+}
+
 /// Counters and histograms of one model version.
 struct SchedulerStatistics: Sendable {
     var requests: UInt64 = 0
@@ -344,6 +384,7 @@ struct SchedulerStatistics: Sendable {
     var computeMicros: UInt64 = 0
     var queueHistogram = [UInt64](repeating: 0, count: 32)
     var computeHistogram = [UInt64](repeating: 0, count: 32)
+    var window = SlidingWindow()
 
     static func micros(_ d: Duration) -> UInt64 {
         UInt64(max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000))
@@ -360,7 +401,10 @@ struct SchedulerStatistics: Sendable {
         self.requests += UInt64(queueTimes.count)
         self.failures += UInt64(failures)
         self.batchSizes[UInt32(rows), default: 0] += 1
-        for q in queueTimes {
+        let epoch = SlidingWindow.epoch
+        for (index, q) in queueTimes.enumerated() {
+            // Which requests of a batch failed is not tracked here: count the first `failures`.
+            self.window.record(epoch: epoch, latencyMicros: Self.micros(q) + compute, failed: index < failures)
             let queued = Self.micros(q)
             self.queueMicros += queued
             self.queueHistogram[Self.bucket(queued)] += 1

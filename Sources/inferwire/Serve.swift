@@ -91,6 +91,7 @@ struct Serve: AsyncParsableCommand {
         if self.mode == "poll" {
             services.append(.init(service: RepositoryPoller(manager: manager, interval: .seconds(self.pollInterval))))
         }
+        services.append(.init(service: RolloutGuardService(manager: manager)))
         // The server last, so that it stops first on shutdown.
         services.append(.init(service: server))
         var groupConfiguration = ServiceGroupConfiguration(

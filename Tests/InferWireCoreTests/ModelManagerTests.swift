@@ -162,3 +162,90 @@ struct ModelManagerTests {
         #expect(throws: InferWireError.self) { try manager.rollback("echo") }
     }
 }
+
+/// `platform: "faulty_when_marked"`: an identity model, except in version directories
+/// holding a file named FAULTY, where every execution throws.
+struct FaultyWhenMarkedLoader: ModelLoader {
+    var platform: String { "faulty_when_marked" }
+
+    struct Broken: Error {}
+    struct BrokenModel: InferenceModel {
+        let signature: ModelSignature
+        var isLightweight: Bool { true }
+        func execute(_ inputs: [Tensor]) throws -> [Tensor] { throw Broken() }
+    }
+
+    func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
+        var identity = config
+        identity.platform = "identity"
+        let model = try IdentityModelLoader().load(config: identity, versionDirectory: versionDirectory)
+        if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") { return BrokenModel(signature: model.signature) }
+        return model
+    }
+}
+
+@Suite("Guarded rollout")
+struct GuardedRolloutTests {
+    @Test("a canary whose error rate breaches the guard is rolled back automatically, with the reason recorded")
+    func autoRollback() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/risky/\(version)", withIntermediateDirectories: true) }
+        // Version 2 (stable) is healthy; version 1, the canary under test, always fails.
+        FileManager.default.createFile(atPath: "\(root)/risky/1/FAULTY", contents: Data())
+        try """
+        platform: "faulty_when_marked"
+        version_policy { all { } }
+        input { name: "X" datatype: FP32 shape: [2] }
+        output { name: "Y" datatype: FP32 shape: [2] }
+        rollout { guard { max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20 } }
+        """.write(toFile: "\(root)/risky/config.pbtxt", atomically: true, encoding: .utf8)
+        let manager = ModelManager(
+            repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        try manager.start()
+        defer { manager.stopAll() }
+        _ = try manager.setTraffic("risky", canary: 1, percent: 50, sticky: false)
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = "risky"
+        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
+        let payload: [UInt8] = try request.serializedBytes()
+        for _ in 0..<200 {
+            dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in }
+        }
+        #expect(manager.checkGuards() == ["risky"])
+        let status = try manager.status("risky")
+        #expect(status.rollout.canaryVersion == 0)
+        #expect(status.rollout.stableVersion == 2)
+        let last = try #require(try manager.history("risky").last)
+        #expect(last.action == "auto-rollback")
+        #expect(last.actor == "guard")
+        #expect(last.detail.contains("error rate"))
+    }
+
+    @Test("a healthy canary passes the guard")
+    func healthyCanary() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/calm/\(version)", withIntermediateDirectories: true) }
+        try """
+        platform: "faulty_when_marked"
+        version_policy { all { } }
+        input { name: "X" datatype: FP32 shape: [2] }
+        output { name: "Y" datatype: FP32 shape: [2] }
+        rollout { guard { max_error_rate_increase: 0.05 min_requests: 20 } }
+        """.write(toFile: "\(root)/calm/config.pbtxt", atomically: true, encoding: .utf8)
+        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        try manager.start()
+        defer { manager.stopAll() }
+        _ = try manager.setTraffic("calm", canary: 1, percent: 50, sticky: false)
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = "calm"
+        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
+        let payload: [UInt8] = try request.serializedBytes()
+        for _ in 0..<200 { dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
+        #expect(manager.checkGuards().isEmpty)
+        #expect(try manager.status("calm").rollout.canaryVersion == 1)
+    }
+}

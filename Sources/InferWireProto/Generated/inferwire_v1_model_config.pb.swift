@@ -22,71 +22,90 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 
 /// The configuration of one model in the repository, read from
 /// `<repository>/<model>/config.pbtxt` in protobuf text format.
-public nonisolated struct Inferwire_V1_ModelConfig: Sendable {
+public nonisolated struct Inferwire_V1_ModelConfig: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Must equal the model's directory name.
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
   /// What executes the model: "identity" or "add_sub" (built in), or "onnx".
-  public var platform: String = String()
+  public var platform: String {
+    get {_storage._platform}
+    set {_uniqueStorage()._platform = newValue}
+  }
 
   /// Largest batch one execution accepts. 0: the model has no batch dimension
   /// and `shape` in inputs/outputs is the full shape. > 0: every input and
   /// output has a leading batch dimension that `shape` leaves out.
-  public var maxBatchSize: Int32 = 0
+  public var maxBatchSize: Int32 {
+    get {_storage._maxBatchSize}
+    set {_uniqueStorage()._maxBatchSize = newValue}
+  }
 
-  public var input: [Inferwire_V1_TensorSpec] = []
+  public var input: [Inferwire_V1_TensorSpec] {
+    get {_storage._input}
+    set {_uniqueStorage()._input = newValue}
+  }
 
-  public var output: [Inferwire_V1_TensorSpec] = []
+  public var output: [Inferwire_V1_TensorSpec] {
+    get {_storage._output}
+    set {_uniqueStorage()._output = newValue}
+  }
 
   /// Free-form settings read by the platform.
-  public var parameters: Dictionary<String,String> = [:]
+  public var parameters: Dictionary<String,String> {
+    get {_storage._parameters}
+    set {_uniqueStorage()._parameters = newValue}
+  }
 
   /// Execution instances per version: threads that run the model concurrently,
   /// each on its own batch. 0 means 1.
-  public var instances: Int32 = 0
+  public var instances: Int32 {
+    get {_storage._instances}
+    set {_uniqueStorage()._instances = newValue}
+  }
 
   /// Present: requests to one version are merged into batches (needs max_batch_size > 0).
   public var dynamicBatching: Inferwire_V1_DynamicBatching {
-    get {_dynamicBatching ?? Inferwire_V1_DynamicBatching()}
-    set {_dynamicBatching = newValue}
+    get {_storage._dynamicBatching ?? Inferwire_V1_DynamicBatching()}
+    set {_uniqueStorage()._dynamicBatching = newValue}
   }
   /// Returns true if `dynamicBatching` has been explicitly set.
-  public var hasDynamicBatching: Bool {self._dynamicBatching != nil}
+  public var hasDynamicBatching: Bool {_storage._dynamicBatching != nil}
   /// Clears the value of `dynamicBatching`. Subsequent reads from it will return its default value.
-  public mutating func clearDynamicBatching() {self._dynamicBatching = nil}
+  public mutating func clearDynamicBatching() {_uniqueStorage()._dynamicBatching = nil}
 
   /// Which of the version directories are served. Unset: the latest one.
   public var versionPolicy: Inferwire_V1_VersionPolicy {
-    get {_versionPolicy ?? Inferwire_V1_VersionPolicy()}
-    set {_versionPolicy = newValue}
+    get {_storage._versionPolicy ?? Inferwire_V1_VersionPolicy()}
+    set {_uniqueStorage()._versionPolicy = newValue}
   }
   /// Returns true if `versionPolicy` has been explicitly set.
-  public var hasVersionPolicy: Bool {self._versionPolicy != nil}
+  public var hasVersionPolicy: Bool {_storage._versionPolicy != nil}
   /// Clears the value of `versionPolicy`. Subsequent reads from it will return its default value.
-  public mutating func clearVersionPolicy() {self._versionPolicy = nil}
+  public mutating func clearVersionPolicy() {_uniqueStorage()._versionPolicy = nil}
 
   /// What happens to a version the repository poller finds, and how long an old stable
   /// version stays loaded for rollback.
   public var rollout: Inferwire_V1_RolloutSettings {
-    get {_rollout ?? Inferwire_V1_RolloutSettings()}
-    set {_rollout = newValue}
+    get {_storage._rollout ?? Inferwire_V1_RolloutSettings()}
+    set {_uniqueStorage()._rollout = newValue}
   }
   /// Returns true if `rollout` has been explicitly set.
-  public var hasRollout: Bool {self._rollout != nil}
+  public var hasRollout: Bool {_storage._rollout != nil}
   /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
-  public mutating func clearRollout() {self._rollout = nil}
+  public mutating func clearRollout() {_uniqueStorage()._rollout = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _dynamicBatching: Inferwire_V1_DynamicBatching? = nil
-  fileprivate var _versionPolicy: Inferwire_V1_VersionPolicy? = nil
-  fileprivate var _rollout: Inferwire_V1_RolloutSettings? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Inferwire_V1_VersionPolicy: Sendable {
@@ -180,6 +199,16 @@ public nonisolated struct Inferwire_V1_RolloutSettings: Sendable {
   /// Seconds an old stable version stays loaded after a promotion; 0 means 600.
   public var rollbackGraceSeconds: Int64 = 0
 
+  /// Present: the canary is watched and rolled back automatically when it does worse.
+  public var `guard`: Inferwire_V1_RolloutGuard {
+    get {_guard ?? Inferwire_V1_RolloutGuard()}
+    set {_guard = newValue}
+  }
+  /// Returns true if ``guard`` has been explicitly set.
+  public var hasGuard: Bool {self._guard != nil}
+  /// Clears the value of ``guard``. Subsequent reads from it will return its default value.
+  public mutating func clearGuard() {self._guard = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum NewVersionRole: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -227,6 +256,32 @@ public nonisolated struct Inferwire_V1_RolloutSettings: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _guard: Inferwire_V1_RolloutGuard? = nil
+}
+
+/// Thresholds on the canary, relative to the stable version, over a sliding window.
+public nonisolated struct Inferwire_V1_RolloutGuard: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Roll back when the canary's error rate exceeds stable's by more than this
+  /// (0.05 = five percentage points); 0: not checked.
+  public var maxErrorRateIncrease: Double = 0
+
+  /// Roll back when the canary's p99 latency exceeds this multiple of stable's; 0: not checked.
+  public var maxP99Ratio: Double = 0
+
+  /// Length of the window in seconds; 0 means 30.
+  public var windowSeconds: UInt32 = 0
+
+  /// Canary requests needed in the window before judging; 0 means 50.
+  public var minRequests: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// How concurrent requests are merged into one execution.
@@ -260,76 +315,130 @@ nonisolated extension Inferwire_V1_ModelConfig: SwiftProtobuf.Message, SwiftProt
   public static let protoMessageName: String = _protobuf_package + ".ModelConfig"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}platform\0\u{3}max_batch_size\0\u{1}input\0\u{1}output\0\u{1}parameters\0\u{1}instances\0\u{3}dynamic_batching\0\u{3}version_policy\0\u{1}rollout\0")
 
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _platform: String = String()
+    var _maxBatchSize: Int32 = 0
+    var _input: [Inferwire_V1_TensorSpec] = []
+    var _output: [Inferwire_V1_TensorSpec] = []
+    var _parameters: Dictionary<String,String> = [:]
+    var _instances: Int32 = 0
+    var _dynamicBatching: Inferwire_V1_DynamicBatching? = nil
+    var _versionPolicy: Inferwire_V1_VersionPolicy? = nil
+    var _rollout: Inferwire_V1_RolloutSettings? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _platform = source._platform
+      _maxBatchSize = source._maxBatchSize
+      _input = source._input
+      _output = source._output
+      _parameters = source._parameters
+      _instances = source._instances
+      _dynamicBatching = source._dynamicBatching
+      _versionPolicy = source._versionPolicy
+      _rollout = source._rollout
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.platform) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.maxBatchSize) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.input) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.output) }()
-      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.parameters) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.instances) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._dynamicBatching) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._versionPolicy) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._platform) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._maxBatchSize) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._input) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._output) }()
+        case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._parameters) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._instances) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._dynamicBatching) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._versionPolicy) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._rollout) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._platform.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._platform, fieldNumber: 2)
+      }
+      if _storage._maxBatchSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._maxBatchSize, fieldNumber: 3)
+      }
+      if !_storage._input.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._input, fieldNumber: 4)
+      }
+      if !_storage._output.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._output, fieldNumber: 5)
+      }
+      if !_storage._parameters.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._parameters, fieldNumber: 6)
+      }
+      if _storage._instances != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._instances, fieldNumber: 7)
+      }
+      try { if let v = _storage._dynamicBatching {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      try { if let v = _storage._versionPolicy {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      try { if let v = _storage._rollout {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
     }
-    if !self.platform.isEmpty {
-      try visitor.visitSingularStringField(value: self.platform, fieldNumber: 2)
-    }
-    if self.maxBatchSize != 0 {
-      try visitor.visitSingularInt32Field(value: self.maxBatchSize, fieldNumber: 3)
-    }
-    if !self.input.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.input, fieldNumber: 4)
-    }
-    if !self.output.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.output, fieldNumber: 5)
-    }
-    if !self.parameters.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.parameters, fieldNumber: 6)
-    }
-    if self.instances != 0 {
-      try visitor.visitSingularInt32Field(value: self.instances, fieldNumber: 7)
-    }
-    try { if let v = self._dynamicBatching {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
-    try { if let v = self._versionPolicy {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    try { if let v = self._rollout {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Inferwire_V1_ModelConfig, rhs: Inferwire_V1_ModelConfig) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.platform != rhs.platform {return false}
-    if lhs.maxBatchSize != rhs.maxBatchSize {return false}
-    if lhs.input != rhs.input {return false}
-    if lhs.output != rhs.output {return false}
-    if lhs.parameters != rhs.parameters {return false}
-    if lhs.instances != rhs.instances {return false}
-    if lhs._dynamicBatching != rhs._dynamicBatching {return false}
-    if lhs._versionPolicy != rhs._versionPolicy {return false}
-    if lhs._rollout != rhs._rollout {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._platform != rhs_storage._platform {return false}
+        if _storage._maxBatchSize != rhs_storage._maxBatchSize {return false}
+        if _storage._input != rhs_storage._input {return false}
+        if _storage._output != rhs_storage._output {return false}
+        if _storage._parameters != rhs_storage._parameters {return false}
+        if _storage._instances != rhs_storage._instances {return false}
+        if _storage._dynamicBatching != rhs_storage._dynamicBatching {return false}
+        if _storage._versionPolicy != rhs_storage._versionPolicy {return false}
+        if _storage._rollout != rhs_storage._rollout {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -500,7 +609,7 @@ nonisolated extension Inferwire_V1_VersionPolicy.Specific: SwiftProtobuf.Message
 
 nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RolloutSettings"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}new_version_role\0\u{3}canary_percent\0\u{3}rollback_grace_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}new_version_role\0\u{3}canary_percent\0\u{3}rollback_grace_seconds\0\u{1}guard\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -511,12 +620,17 @@ nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularEnumField(value: &self.newVersionRole) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.canaryPercent) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.rollbackGraceSeconds) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._guard) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.newVersionRole != .canary {
       try visitor.visitSingularEnumField(value: self.newVersionRole, fieldNumber: 1)
     }
@@ -526,6 +640,9 @@ nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, Swift
     if self.rollbackGraceSeconds != 0 {
       try visitor.visitSingularInt64Field(value: self.rollbackGraceSeconds, fieldNumber: 3)
     }
+    try { if let v = self._guard {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -533,6 +650,7 @@ nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, Swift
     if lhs.newVersionRole != rhs.newVersionRole {return false}
     if lhs.canaryPercent != rhs.canaryPercent {return false}
     if lhs.rollbackGraceSeconds != rhs.rollbackGraceSeconds {return false}
+    if lhs._guard != rhs._guard {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -540,6 +658,51 @@ nonisolated extension Inferwire_V1_RolloutSettings: SwiftProtobuf.Message, Swift
 
 nonisolated extension Inferwire_V1_RolloutSettings.NewVersionRole: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CANARY\0\u{1}STABLE\0\u{1}NONE\0")
+}
+
+nonisolated extension Inferwire_V1_RolloutGuard: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RolloutGuard"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_error_rate_increase\0\u{3}max_p99_ratio\0\u{3}window_seconds\0\u{3}min_requests\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.maxErrorRateIncrease) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.maxP99Ratio) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.windowSeconds) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.minRequests) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.maxErrorRateIncrease.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxErrorRateIncrease, fieldNumber: 1)
+    }
+    if self.maxP99Ratio.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxP99Ratio, fieldNumber: 2)
+    }
+    if self.windowSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.windowSeconds, fieldNumber: 3)
+    }
+    if self.minRequests != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minRequests, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_RolloutGuard, rhs: Inferwire_V1_RolloutGuard) -> Bool {
+    if lhs.maxErrorRateIncrease != rhs.maxErrorRateIncrease {return false}
+    if lhs.maxP99Ratio != rhs.maxP99Ratio {return false}
+    if lhs.windowSeconds != rhs.windowSeconds {return false}
+    if lhs.minRequests != rhs.minRequests {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Inferwire_V1_DynamicBatching: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
