@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos bench bench-batching bench-onnx fixtures clean
+.PHONY: run test build release deps protos bench bench-batching bench-rollout bench-onnx fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -35,6 +35,11 @@ bench: deps
 bench-batching: deps
 	swift build -c release --product inferwire-wirebench
 	.build/release/inferwire-wirebench batching --repository $(REPOSITORY)
+
+## Latency during version swaps, memory across load/unload, time to ready (release build).
+bench-rollout: deps
+	swift build -c release --product inferwire-wirebench
+	.build/release/inferwire-wirebench rollout --repository $(REPOSITORY)
 
 ## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
 bench-onnx:

@@ -17,7 +17,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inferwire-wirebench",
         abstract: "InferWire's benchmarks: the request path against a raw TCP floor, and dynamic batching on vs off.",
-        subcommands: [WireBench.self, BatchingBench.self],
+        subcommands: [WireBench.self, BatchingBench.self, RolloutBench.self],
         defaultSubcommand: WireBench.self)
 }
 
