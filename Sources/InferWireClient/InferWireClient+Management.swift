@@ -51,6 +51,16 @@ extension InferWireClient {
         return try await self.call(.rollback, request, as: Inferwire_V1_RollbackResponse.self, timeout: timeout).rollout
     }
 
+    /// Mirrors `percent` % of stable's unlabelled requests to `version` and compares answers
+    /// (0 stops); the comparison appears in ``modelStatus(_:timeout:)``'s `shadow`.
+    public func setShadow(_ name: String, version: Int64, percent: UInt32, timeout: Duration? = nil) async throws -> Inferwire_V1_Rollout {
+        var request = Inferwire_V1_SetShadowRequest()
+        request.name = name
+        request.version = version
+        request.percent = percent
+        return try await self.call(.setShadow, request, as: Inferwire_V1_SetShadowResponse.self, timeout: timeout).rollout
+    }
+
     public func history(_ name: String = "", timeout: Duration? = nil) async throws -> [Inferwire_V1_HistoryEntry] {
         var request = Inferwire_V1_HistoryRequest()
         request.name = name

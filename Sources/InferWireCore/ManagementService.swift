@@ -51,6 +51,11 @@ struct ManagementService: Sendable {
             var response = Inferwire_V1_RollbackResponse()
             response.rollout = try manager.rollback(request.name)
             respond(.success(try RequestDispatcher.encode(response)))
+        case .setShadow?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_SetShadowRequest.self, payload)
+            var response = Inferwire_V1_SetShadowResponse()
+            response.rollout = try manager.setShadow(request.name, version: request.version, percent: Int(request.percent))
+            respond(.success(try RequestDispatcher.encode(response)))
         case .history?:
             let request = try RequestDispatcher.decode(Inferwire_V1_HistoryRequest.self, payload)
             var response = Inferwire_V1_HistoryResponse()

@@ -39,6 +39,8 @@ public final class ModelManager: Sendable {
         var canaryPercent = 0
         var sticky = false
         var previousStable: Int64?
+        var shadow: ShadowTally?
+        var shadowPercent = 0
         var history: [Inferwire_V1_HistoryEntry] = []
         var failure: String?
         /// Counts promotions, so a pending grace-period unload knows whether it still applies.
@@ -158,7 +160,7 @@ public final class ModelManager: Sendable {
             guard let entry = record.versions[version], entry.state == .ready, let model = entry.model else {
                 throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is not loaded")
             }
-            guard record.stable != version, record.canary != version else {
+            guard record.stable != version, record.canary != version, record.shadow?.version != version else {
                 throw InferWireError(
                     code: .failedPrecondition,
                     message: "model '\(name)' version \(version) is \(record.stable == version ? "stable" : "the canary"); promote or roll back first")
@@ -208,6 +210,28 @@ public final class ModelManager: Sendable {
             return ("traffic", "canary version \(canary) at \(percent)%\(sticky ? ", sticky" : "")")
         }
         return rollout
+    }
+
+    /// Mirrors `percent` % of the stable version's unlabelled requests to `version`,
+    /// comparing its answers with stable's without returning them (0 stops shadowing).
+    public func setShadow(_ name: String, version: Int64, percent: Int, actor: String = "api") throws(InferWireError) -> Inferwire_V1_Rollout {
+        guard (0...100).contains(percent) else { throw InferWireError(code: .invalidArgument, message: "percent must be 0 to 100, got \(percent)") }
+        return try self.change(name, actor: actor) { record throws(InferWireError) -> (String, String) in
+            if version == 0 {
+                record.shadow = nil
+                record.shadowPercent = 0
+                return ("shadow", "shadowing stopped")
+            }
+            guard record.versions[version]?.state == .ready else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is not loaded and ready")
+            }
+            guard record.stable != version else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is the stable version")
+            }
+            record.shadow = ShadowTally(version: version)
+            record.shadowPercent = percent
+            return ("shadow", "version \(version) shadows \(percent)% of stable's traffic")
+        }
     }
 
     /// The canary becomes stable; the old stable stays loaded for ``rollback(_:actor:)``
@@ -431,6 +455,10 @@ public final class ModelManager: Sendable {
             entry.canary = record.canary
             entry.canaryPercent = record.canaryPercent
             entry.sticky = record.sticky
+            if let shadow = record.shadow, record.versions[shadow.version]?.state == .ready {
+                entry.shadow = shadow
+                entry.shadowPercent = record.shadowPercent
+            }
             snapshot.models[name] = entry
         }
         self.registry.update { $0 = snapshot }
@@ -457,6 +485,8 @@ public final class ModelManager: Sendable {
         rollout.canaryPercent = UInt32(record.canaryPercent)
         rollout.sticky = record.sticky
         rollout.previousStableVersion = record.previousStable ?? 0
+        rollout.shadowVersion = record.shadow?.version ?? 0
+        rollout.shadowPercent = UInt32(record.shadowPercent)
         return rollout
     }
 
@@ -465,6 +495,7 @@ public final class ModelManager: Sendable {
         status.name = name
         status.versions = record.versions.keys.sorted().map { Self.status($0, record.versions[$0]!) }
         status.rollout = Self.rollout(record)
+        if let shadow = record.shadow { status.shadow = shadow.report }
         return status
     }
 

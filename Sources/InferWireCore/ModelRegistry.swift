@@ -26,6 +26,9 @@ public final class ModelRegistry: Sendable {
         public var canaryPercent: Int = 0
         /// Route by the request's routing key rather than at random.
         public var sticky = false
+        /// A version mirrored `shadowPercent` % of stable's unlabelled requests, and its tally.
+        public var shadow: ShadowTally?
+        public var shadowPercent: Int = 0
 
         /// Loaded version numbers, ascending.
         public var readyVersions: [Int64] { self.versions.keys.sorted() }

@@ -167,9 +167,26 @@ public final class RequestDispatcher: Sendable {
         cancellation: RequestCancellation?,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) throws(InferWireError) {
-        let loaded = try self.registry.snapshot().resolve(
-            request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
+        let snapshot = self.registry.snapshot()
+        let loaded = try snapshot.resolve(request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
         let prepared = try PreparedRequest(request, for: loaded)
+        var respond = respond
+
+        // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
+        // compare the answers, and return only stable's.
+        if !request.hasVersion, let entry = snapshot.models[request.modelName], loaded.version == entry.stable,
+            let tally = entry.shadow, entry.shadowPercent > 0, Int.random(in: 0..<100) < entry.shadowPercent,
+            let candidate = entry.versions[tally.version],
+            let mirrored = try? PreparedRequest(request, for: candidate)
+        {
+            let pair = ShadowPair(tally: tally)
+            let primary = respond
+            respond = { result in
+                pair.stable(result)
+                primary(result)
+            }
+            candidate.scheduler.submit(mirrored, deadline: nil, cancellation: nil) { pair.shadow($0) }
+        }
 
         // Cheap work runs here, on the I/O thread; the rest queues for the version's instances.
         if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit && !loaded.scheduler.policy.enabled {

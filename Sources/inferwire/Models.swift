@@ -8,7 +8,7 @@ import InferWireProto
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and change which model versions serve: load, unload, canary traffic, promote, rollback.",
-        subcommands: [List.self, Status.self, Load.self, Unload.self, Traffic.self, Promote.self, Rollback.self, History.self])
+        subcommands: [List.self, Status.self, Load.self, Unload.self, Traffic.self, Shadow.self, Promote.self, Rollback.self, History.self])
 
     struct Server: ParsableArguments {
         @Option(help: "Server address, HOST:PORT.")
@@ -82,6 +82,18 @@ struct Models: AsyncParsableCommand {
         }
     }
 
+    struct Shadow: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Mirror a share of stable's traffic to a version and compare its answers (--version 0 stops).")
+        @OptionGroup var server: Server
+        @Argument var model: String
+        @Option(help: "Shadow version; 0 stops shadowing.") var version: Int64
+        @Option(help: "Share of stable's unlabelled requests mirrored, 0-100.") var percent: UInt32 = 10
+        func run() async throws {
+            let rollout = try await self.server.run { try await $0.setShadow(self.model, version: self.version, percent: self.percent) }
+            print("\(self.model): \(render(rollout))")
+        }
+    }
+
     struct Promote: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make the canary the stable version.")
         @OptionGroup var server: Server
@@ -129,11 +141,16 @@ func render(_ rollout: Inferwire_V1_Rollout) -> String {
     var text = "stable \(rollout.stableVersion)"
     if rollout.canaryVersion != 0 { text += ", canary \(rollout.canaryVersion) at \(rollout.canaryPercent)%\(rollout.sticky ? " (sticky)" : "")" }
     if rollout.previousStableVersion != 0 { text += ", previous \(rollout.previousStableVersion)" }
+    if rollout.shadowVersion != 0 { text += ", shadow \(rollout.shadowVersion) at \(rollout.shadowPercent)%" }
     return text
 }
 
 func render(_ model: Inferwire_V1_ModelStatus) -> String {
     var lines = ["\(model.name): \(render(model.rollout))"]
+    if model.hasShadow {
+        let s = model.shadow
+        lines.append("  shadow version \(s.version): \(s.compared) compared, \(s.differing) differing, max |Δ| \(s.maxAbsDifference), mean |Δ| \(s.meanAbsDifference), \(s.shadowFailures) shadow failures")
+    }
     for v in model.versions {
         lines.append("  version \(v.version): \(stateName(v.state))" + (v.reason.isEmpty ? "" : " — \(v.reason)")
             + (v.state == .ready ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanComputeUs) µs" : ""))

@@ -175,11 +175,21 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         func execute(_ inputs: [Tensor]) throws -> [Tensor] { throw Broken() }
     }
 
+    /// Answers 2·X: a candidate whose outputs differ from the identity's.
+    struct DoublingModel: InferenceModel {
+        let signature: ModelSignature
+        var isLightweight: Bool { true }
+        func execute(_ inputs: [Tensor]) throws -> [Tensor] {
+            [Tensor(name: self.signature.outputs[0].name, values: inputs[0].values(as: Float.self)!.map { $0 * 2 }, shape: inputs[0].shape)]
+        }
+    }
+
     func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
         var identity = config
         identity.platform = "identity"
         let model = try IdentityModelLoader().load(config: identity, versionDirectory: versionDirectory)
         if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") { return BrokenModel(signature: model.signature) }
+        if FileManager.default.fileExists(atPath: versionDirectory + "/DOUBLE") { return DoublingModel(signature: model.signature) }
         return model
     }
 }
@@ -247,5 +257,84 @@ struct GuardedRolloutTests {
         for _ in 0..<200 { dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
         #expect(manager.checkGuards().isEmpty)
         #expect(try manager.status("calm").rollout.canaryVersion == 1)
+    }
+}
+
+@Suite("Shadow traffic")
+struct ShadowTests {
+    func setUp(marker: String?) throws -> (ModelManager, RequestDispatcher, String) {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-shadow-\(UUID())").path
+        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/m/\(version)", withIntermediateDirectories: true) }
+        // Version 2 is stable; version 1 is the candidate that shadows it.
+        if let marker { FileManager.default.createFile(atPath: "\(root)/m/1/\(marker)", contents: Data()) }
+        try """
+        platform: "faulty_when_marked"
+        version_policy { all { } }
+        input { name: "X" datatype: FP32 shape: [2] }
+        output { name: "Y" datatype: FP32 shape: [2] }
+        """.write(toFile: "\(root)/m/config.pbtxt", atomically: true, encoding: .utf8)
+        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        try manager.start()
+        return (manager, RequestDispatcher(registry: manager.registry, manager: manager), root)
+    }
+
+    func run(_ dispatcher: RequestDispatcher, count: Int) async throws -> [Int64] {
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = "m"
+        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
+        let payload: [UInt8] = try request.serializedBytes()
+        var versions: [Int64] = []
+        for _ in 0..<count {
+            let answer = Answer()
+            dispatcher.handle(method: 6, payload: payload, deadline: nil) { answer.set($0) }
+            versions.append(try Inferwire_V1_InferResponse(serializedBytes: try await answer.value.get()).modelVersion)
+        }
+        return versions
+    }
+
+    @Test("a shadow that answers the same is compared on every mirrored request and never seen by callers")
+    func identicalShadow() async throws {
+        let (manager, dispatcher, root) = try self.setUp(marker: nil)
+        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        _ = try manager.setShadow("m", version: 1, percent: 100)
+        let versions = try await self.run(dispatcher, count: 50)
+        #expect(Set(versions) == [2])
+        let report = try await self.waitForComparisons(manager, 50)
+        #expect(report.compared == 50)
+        #expect(report.differing == 0)
+        #expect(report.maxAbsDifference == 0)
+    }
+
+    @Test("a shadow whose answers differ is reported with the size of the difference")
+    func differingShadow() async throws {
+        let (manager, dispatcher, root) = try self.setUp(marker: "DOUBLE")
+        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        _ = try manager.setShadow("m", version: 1, percent: 100)
+        let versions = try await self.run(dispatcher, count: 20)
+        #expect(Set(versions) == [2])
+        let report = try await self.waitForComparisons(manager, 20)
+        #expect(report.compared == 20)
+        #expect(report.differing == 20)
+        #expect(report.maxAbsDifference == 2)  // [1, 2] vs [2, 4]
+        #expect(try manager.history("m").last?.action == "shadow")
+    }
+
+    @Test("shadow failures are counted and do not reach callers")
+    func failingShadow() async throws {
+        let (manager, dispatcher, root) = try self.setUp(marker: "FAULTY")
+        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        _ = try manager.setShadow("m", version: 1, percent: 100)
+        #expect(Set(try await self.run(dispatcher, count: 10)) == [2])
+        let report = try await self.waitForComparisons(manager, 10)
+        #expect(report.shadowFailures == 10)
+    }
+
+    func waitForComparisons(_ manager: ModelManager, _ n: UInt64) async throws -> Inferwire_V1_ShadowReport {
+        for _ in 0..<500 {
+            let report = try manager.status("m").shadow
+            if report.compared + report.shadowFailures >= n { return report }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return try manager.status("m").shadow
     }
 }

@@ -70,6 +70,9 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
 
   /// HistoryRequest -> HistoryResponse
   case history // = 107
+
+  /// SetShadowRequest -> SetShadowResponse
+  case setShadow // = 108
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -94,6 +97,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case 105: self = .promote
     case 106: self = .rollback
     case 107: self = .history
+    case 108: self = .setShadow
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -116,6 +120,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     case .promote: return 105
     case .rollback: return 106
     case .history: return 107
+    case .setShadow: return 108
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -138,6 +143,7 @@ public nonisolated enum Inferwire_V1_Method: SwiftProtobuf.Enum, Swift.CaseItera
     .promote,
     .rollback,
     .history,
+    .setShadow,
   ]
 
 }
@@ -197,7 +203,7 @@ public nonisolated struct Inferwire_V1_GoAway: Sendable {
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_Method: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0\u{1}MODEL_STATISTICS\0\u{2}]\u{1}LIST_MODELS\0\u{1}MODEL_STATUS\0\u{1}LOAD_MODEL\0\u{1}UNLOAD_MODEL\0\u{1}SET_TRAFFIC\0\u{1}PROMOTE\0\u{1}ROLLBACK\0\u{1}HISTORY\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0METHOD_UNSPECIFIED\0\u{1}SERVER_LIVE\0\u{1}SERVER_READY\0\u{1}SERVER_METADATA\0\u{1}MODEL_READY\0\u{1}MODEL_METADATA\0\u{1}INFER\0\u{1}MODEL_STATISTICS\0\u{2}]\u{1}LIST_MODELS\0\u{1}MODEL_STATUS\0\u{1}LOAD_MODEL\0\u{1}UNLOAD_MODEL\0\u{1}SET_TRAFFIC\0\u{1}PROMOTE\0\u{1}ROLLBACK\0\u{1}HISTORY\0\u{1}SET_SHADOW\0")
 }
 
 nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

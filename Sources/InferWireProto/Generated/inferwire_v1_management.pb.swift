@@ -117,6 +117,38 @@ public nonisolated struct Inferwire_V1_Rollout: Sendable {
   /// The stable version before the last promotion, kept loaded for rollback; 0: none.
   public var previousStableVersion: Int64 = 0
 
+  /// A version that also receives shadow_percent % of the stable version's unlabelled
+  /// requests; its answers are compared with stable's and never returned. 0: none.
+  public var shadowVersion: Int64 = 0
+
+  public var shadowPercent: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How a shadow version's answers compare with the stable version's.
+public nonisolated struct Inferwire_V1_ShadowReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: Int64 = 0
+
+  /// Requests answered by both.
+  public var compared: UInt64 = 0
+
+  /// Of those, answers that differ (a label, a shape, or a value beyond 1e-6 relative).
+  public var differing: UInt64 = 0
+
+  public var maxAbsDifference: Double = 0
+
+  public var meanAbsDifference: Double = 0
+
+  /// Requests the shadow failed while stable answered.
+  public var shadowFailures: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -140,11 +172,21 @@ public nonisolated struct Inferwire_V1_ModelStatus: Sendable {
   /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
   public mutating func clearRollout() {self._rollout = nil}
 
+  public var shadow: Inferwire_V1_ShadowReport {
+    get {_shadow ?? Inferwire_V1_ShadowReport()}
+    set {_shadow = newValue}
+  }
+  /// Returns true if `shadow` has been explicitly set.
+  public var hasShadow: Bool {self._shadow != nil}
+  /// Clears the value of `shadow`. Subsequent reads from it will return its default value.
+  public mutating func clearShadow() {self._shadow = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _rollout: Inferwire_V1_Rollout? = nil
+  fileprivate var _shadow: Inferwire_V1_ShadowReport? = nil
 }
 
 public nonisolated struct Inferwire_V1_HistoryEntry: Sendable {
@@ -400,6 +442,44 @@ public nonisolated struct Inferwire_V1_RollbackResponse: Sendable {
   fileprivate var _rollout: Inferwire_V1_Rollout? = nil
 }
 
+public nonisolated struct Inferwire_V1_SetShadowRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// 0 stops shadowing.
+  public var version: Int64 = 0
+
+  public var percent: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Inferwire_V1_SetShadowResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rollout: Inferwire_V1_Rollout {
+    get {_rollout ?? Inferwire_V1_Rollout()}
+    set {_rollout = newValue}
+  }
+  /// Returns true if `rollout` has been explicitly set.
+  public var hasRollout: Bool {self._rollout != nil}
+  /// Clears the value of `rollout`. Subsequent reads from it will return its default value.
+  public mutating func clearRollout() {self._rollout = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rollout: Inferwire_V1_Rollout? = nil
+}
+
 public nonisolated struct Inferwire_V1_HistoryRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -489,7 +569,7 @@ nonisolated extension Inferwire_V1_VersionStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Inferwire_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Rollout"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stable_version\0\u{3}canary_version\0\u{3}canary_percent\0\u{1}sticky\0\u{3}previous_stable_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stable_version\0\u{3}canary_version\0\u{3}canary_percent\0\u{1}sticky\0\u{3}previous_stable_version\0\u{3}shadow_version\0\u{3}shadow_percent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -502,6 +582,8 @@ nonisolated extension Inferwire_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.canaryPercent) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.sticky) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.previousStableVersion) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.shadowVersion) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.shadowPercent) }()
       default: break
       }
     }
@@ -523,6 +605,12 @@ nonisolated extension Inferwire_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf
     if self.previousStableVersion != 0 {
       try visitor.visitSingularInt64Field(value: self.previousStableVersion, fieldNumber: 5)
     }
+    if self.shadowVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.shadowVersion, fieldNumber: 6)
+    }
+    if self.shadowPercent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.shadowPercent, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -532,6 +620,63 @@ nonisolated extension Inferwire_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.canaryPercent != rhs.canaryPercent {return false}
     if lhs.sticky != rhs.sticky {return false}
     if lhs.previousStableVersion != rhs.previousStableVersion {return false}
+    if lhs.shadowVersion != rhs.shadowVersion {return false}
+    if lhs.shadowPercent != rhs.shadowPercent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_ShadowReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShadowReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}compared\0\u{1}differing\0\u{3}max_abs_difference\0\u{3}mean_abs_difference\0\u{3}shadow_failures\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.compared) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.differing) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.maxAbsDifference) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.meanAbsDifference) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.shadowFailures) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 1)
+    }
+    if self.compared != 0 {
+      try visitor.visitSingularUInt64Field(value: self.compared, fieldNumber: 2)
+    }
+    if self.differing != 0 {
+      try visitor.visitSingularUInt64Field(value: self.differing, fieldNumber: 3)
+    }
+    if self.maxAbsDifference.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxAbsDifference, fieldNumber: 4)
+    }
+    if self.meanAbsDifference.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.meanAbsDifference, fieldNumber: 5)
+    }
+    if self.shadowFailures != 0 {
+      try visitor.visitSingularUInt64Field(value: self.shadowFailures, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_ShadowReport, rhs: Inferwire_V1_ShadowReport) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.compared != rhs.compared {return false}
+    if lhs.differing != rhs.differing {return false}
+    if lhs.maxAbsDifference != rhs.maxAbsDifference {return false}
+    if lhs.meanAbsDifference != rhs.meanAbsDifference {return false}
+    if lhs.shadowFailures != rhs.shadowFailures {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -539,7 +684,7 @@ nonisolated extension Inferwire_V1_Rollout: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}rollout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}rollout\0\u{1}shadow\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -550,6 +695,7 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._shadow) }()
       default: break
       }
     }
@@ -569,6 +715,9 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._rollout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    try { if let v = self._shadow {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -576,6 +725,7 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
     if lhs.name != rhs.name {return false}
     if lhs.versions != rhs.versions {return false}
     if lhs._rollout != rhs._rollout {return false}
+    if lhs._shadow != rhs._shadow {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1083,6 +1233,80 @@ nonisolated extension Inferwire_V1_RollbackResponse: SwiftProtobuf.Message, Swif
   }
 
   public static func ==(lhs: Inferwire_V1_RollbackResponse, rhs: Inferwire_V1_RollbackResponse) -> Bool {
+    if lhs._rollout != rhs._rollout {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_SetShadowRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetShadowRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}percent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.percent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularInt64Field(value: self.version, fieldNumber: 2)
+    }
+    if self.percent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.percent, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_SetShadowRequest, rhs: Inferwire_V1_SetShadowRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.percent != rhs.percent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_SetShadowResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetShadowResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rollout\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._rollout {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_SetShadowResponse, rhs: Inferwire_V1_SetShadowResponse) -> Bool {
     if lhs._rollout != rhs._rollout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
