@@ -175,6 +175,16 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         func execute(_ inputs: [Tensor]) throws -> [Tensor] { throw Broken() }
     }
 
+    /// The identity, 3 ms late on every call.
+    struct SlowModel: InferenceModel {
+        let signature: ModelSignature
+        var isLightweight: Bool { true }
+        func execute(_ inputs: [Tensor]) throws -> [Tensor] {
+            Thread.sleep(forTimeInterval: 0.003)
+            return [Tensor(name: self.signature.outputs[0].name, dataType: inputs[0].dataType, shape: inputs[0].shape, data: inputs[0].data)]
+        }
+    }
+
     /// Answers 2·X: a candidate whose outputs differ from the identity's.
     struct DoublingModel: InferenceModel {
         let signature: ModelSignature
@@ -190,6 +200,7 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         let model = try IdentityModelLoader().load(config: identity, versionDirectory: versionDirectory)
         if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") { return BrokenModel(signature: model.signature) }
         if FileManager.default.fileExists(atPath: versionDirectory + "/DOUBLE") { return DoublingModel(signature: model.signature) }
+        if FileManager.default.fileExists(atPath: versionDirectory + "/SLOW") { return SlowModel(signature: model.signature) }
         return model
     }
 }
@@ -231,6 +242,33 @@ struct GuardedRolloutTests {
         #expect(last.action == "auto-rollback")
         #expect(last.actor == "guard")
         #expect(last.detail.contains("error rate"))
+    }
+
+    @Test("a canary whose p99 latency breaches the guard's ratio is rolled back")
+    func slowCanary() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/slow/\(version)", withIntermediateDirectories: true) }
+        FileManager.default.createFile(atPath: "\(root)/slow/1/SLOW", contents: Data())
+        try """
+        platform: "faulty_when_marked"
+        version_policy { all { } }
+        input { name: "X" datatype: FP32 shape: [2] }
+        output { name: "Y" datatype: FP32 shape: [2] }
+        rollout { guard { max_p99_ratio: 4 min_requests: 20 } }
+        """.write(toFile: "\(root)/slow/config.pbtxt", atomically: true, encoding: .utf8)
+        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        try manager.start()
+        defer { manager.stopAll() }
+        _ = try manager.setTraffic("slow", canary: 1, percent: 50, sticky: false)
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = "slow"
+        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
+        let payload: [UInt8] = try request.serializedBytes()
+        for _ in 0..<120 { dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
+        #expect(manager.checkGuards() == ["slow"])
+        #expect(try manager.history("slow").last?.detail.contains("p99") == true)
     }
 
     @Test("a healthy canary passes the guard")
