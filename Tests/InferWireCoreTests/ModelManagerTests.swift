@@ -205,96 +205,75 @@ struct FaultyWhenMarkedLoader: ModelLoader {
     }
 }
 
-@Suite("Guarded rollout")
-struct GuardedRolloutTests {
-    @Test("a canary whose error rate breaches the guard is rolled back automatically, with the reason recorded")
-    func autoRollback() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/risky/\(version)", withIntermediateDirectories: true) }
-        // Version 2 (stable) is healthy; version 1, the canary under test, always fails.
-        FileManager.default.createFile(atPath: "\(root)/risky/1/FAULTY", contents: Data())
+/// A two-version model whose version 1 (the canary under test) carries `marker`, with a
+/// rollout guard; version 2 is the stable version.
+final class GuardedModel {
+    let root: String
+    let manager: ModelManager
+    let dispatcher: RequestDispatcher
+
+    init(marker: String?, guard: String) throws {
+        self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
+        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(self.root)/m/\(version)", withIntermediateDirectories: true) }
+        if let marker { FileManager.default.createFile(atPath: "\(self.root)/m/1/\(marker)", contents: Data()) }
         try """
         platform: "faulty_when_marked"
         version_policy { all { } }
         input { name: "X" datatype: FP32 shape: [2] }
         output { name: "Y" datatype: FP32 shape: [2] }
-        rollout { guard { max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20 } }
-        """.write(toFile: "\(root)/risky/config.pbtxt", atomically: true, encoding: .utf8)
-        let manager = ModelManager(
-            repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
-        try manager.start()
-        defer { manager.stopAll() }
-        _ = try manager.setTraffic("risky", canary: 1, percent: 50, sticky: false)
-        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        rollout { guard { \(`guard`) } }
+        """.write(toFile: "\(self.root)/m/config.pbtxt", atomically: true, encoding: .utf8)
+        self.manager = ModelManager(repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        try self.manager.start()
+        self.dispatcher = RequestDispatcher(registry: self.manager.registry, manager: self.manager)
+        _ = try self.manager.setTraffic("m", canary: 1, percent: 50, sticky: false)
+    }
+
+    /// Sends `count` unlabelled requests (half reach the canary) without waiting for answers.
+    func send(_ count: Int) throws {
         var request = Inferwire_V1_InferRequest()
-        request.modelName = "risky"
+        request.modelName = "m"
         request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
         let payload: [UInt8] = try request.serializedBytes()
-        for _ in 0..<200 {
-            dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in }
-        }
-        #expect(manager.checkGuards() == ["risky"])
-        let status = try manager.status("risky")
+        for _ in 0..<count { self.dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
+    }
+
+    deinit {
+        self.manager.stopAll()
+        try? FileManager.default.removeItem(atPath: self.root)
+    }
+}
+
+@Suite("Guarded rollout")
+struct GuardedRolloutTests {
+    @Test("a canary whose error rate breaches the guard is rolled back automatically, with the reason recorded")
+    func autoRollback() throws {
+        let model = try GuardedModel(marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20")
+        try model.send(200)
+        #expect(model.manager.checkGuards() == ["m"])
+        let status = try model.manager.status("m")
         #expect(status.rollout.canaryVersion == 0)
         #expect(status.rollout.stableVersion == 2)
-        let last = try #require(try manager.history("risky").last)
+        let last = try #require(try model.manager.history("m").last)
         #expect(last.action == "auto-rollback")
         #expect(last.actor == "guard")
         #expect(last.detail.contains("error rate"))
     }
 
     @Test("a canary whose p99 latency breaches the guard's ratio is rolled back")
-    func slowCanary() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/slow/\(version)", withIntermediateDirectories: true) }
-        FileManager.default.createFile(atPath: "\(root)/slow/1/SLOW", contents: Data())
-        try """
-        platform: "faulty_when_marked"
-        version_policy { all { } }
-        input { name: "X" datatype: FP32 shape: [2] }
-        output { name: "Y" datatype: FP32 shape: [2] }
-        rollout { guard { max_p99_ratio: 4 min_requests: 20 } }
-        """.write(toFile: "\(root)/slow/config.pbtxt", atomically: true, encoding: .utf8)
-        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
-        try manager.start()
-        defer { manager.stopAll() }
-        _ = try manager.setTraffic("slow", canary: 1, percent: 50, sticky: false)
-        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-        var request = Inferwire_V1_InferRequest()
-        request.modelName = "slow"
-        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
-        let payload: [UInt8] = try request.serializedBytes()
-        for _ in 0..<120 { dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
-        #expect(manager.checkGuards() == ["slow"])
-        #expect(try manager.history("slow").last?.detail.contains("p99") == true)
+    func slowCanary() throws {
+        let model = try GuardedModel(marker: "SLOW", guard: "max_p99_ratio: 4 min_requests: 20")
+        try model.send(120)
+        #expect(model.manager.checkGuards() == ["m"])
+        #expect(try model.manager.history("m").last?.detail.contains("p99") == true)
     }
 
     @Test("a healthy canary passes the guard")
-    func healthyCanary() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/calm/\(version)", withIntermediateDirectories: true) }
-        try """
-        platform: "faulty_when_marked"
-        version_policy { all { } }
-        input { name: "X" datatype: FP32 shape: [2] }
-        output { name: "Y" datatype: FP32 shape: [2] }
-        rollout { guard { max_error_rate_increase: 0.05 min_requests: 20 } }
-        """.write(toFile: "\(root)/calm/config.pbtxt", atomically: true, encoding: .utf8)
-        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
-        try manager.start()
-        defer { manager.stopAll() }
-        _ = try manager.setTraffic("calm", canary: 1, percent: 50, sticky: false)
-        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-        var request = Inferwire_V1_InferRequest()
-        request.modelName = "calm"
-        request.inputs = [Tensor(name: "X", values: [1, 2] as [Float], shape: [2]).wire]
-        let payload: [UInt8] = try request.serializedBytes()
-        for _ in 0..<200 { dispatcher.handle(method: 6, payload: payload, deadline: nil) { _ in } }
-        #expect(manager.checkGuards().isEmpty)
-        #expect(try manager.status("calm").rollout.canaryVersion == 1)
+    func healthyCanary() throws {
+        let model = try GuardedModel(marker: nil, guard: "max_error_rate_increase: 0.05 min_requests: 20")
+        try model.send(200)
+        #expect(model.manager.checkGuards().isEmpty)
+        #expect(try model.manager.status("m").rollout.canaryVersion == 1)
     }
 }
 
