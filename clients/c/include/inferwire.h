@@ -1,0 +1,299 @@
+/**
+ * @file inferwire.h
+ * @brief libinferwire: a small C client for the InferWire inference protocol (v1).
+ *
+ * One ::iw_conn is one TCP connection. It is not thread-safe: use it from one
+ * thread at a time (or one connection per thread).
+ *
+ * Blocking calls (iw_infer(), iw_server_live(), ...) send one request and wait
+ * for its answer. The pipelining API (iw_send_infer() / iw_poll()) keeps many
+ * requests in flight on one connection; answers arrive in any order and are
+ * matched by request id. Both can be mixed on one connection: answers that a
+ * blocking call reads on the way are kept for iw_poll().
+ *
+ * Tensors are passed as name, datatype, shape and raw little-endian bytes
+ * (row-major, no padding; BYTES elements are a 4-byte little-endian length
+ * followed by the bytes).
+ */
+#ifndef INFERWIRE_H
+#define INFERWIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Status codes; the numbers mirror `inferwire.v1.StatusCode` (gRPC numbering). */
+typedef enum iw_status_code {
+    IW_OK = 0,
+    IW_CANCELLED = 1,
+    IW_UNKNOWN = 2,
+    IW_INVALID_ARGUMENT = 3,
+    IW_DEADLINE_EXCEEDED = 4,
+    IW_NOT_FOUND = 5,
+    IW_ALREADY_EXISTS = 6,
+    IW_PERMISSION_DENIED = 7,
+    IW_RESOURCE_EXHAUSTED = 8,
+    IW_FAILED_PRECONDITION = 9,
+    IW_ABORTED = 10,
+    IW_OUT_OF_RANGE = 11,
+    IW_UNIMPLEMENTED = 12,
+    IW_INTERNAL = 13,
+    IW_UNAVAILABLE = 14,
+    IW_DATA_LOSS = 15,
+    IW_UNAUTHENTICATED = 16
+} iw_status_code;
+
+/** Returns the enum name of a status code ("NOT_FOUND"), or "UNKNOWN_CODE". */
+const char *iw_status_name(iw_status_code code);
+
+/**
+ * An error: the code and a human-readable message. For errors answered by the
+ * server (ERROR or GOAWAY frames), `message` is the server's message, verbatim
+ * (truncated to fit). Errors detected locally (I/O failure, local deadline,
+ * bad arguments) use the closest code and a message prefixed by "client: ".
+ */
+typedef struct iw_error {
+    iw_status_code code;
+    char message[512];
+} iw_error;
+
+/** Element types; the numbers mirror `inferwire.v1.DataType`. */
+typedef enum iw_datatype {
+    IW_TYPE_INVALID = 0,
+    IW_BOOL = 1,
+    IW_UINT8 = 2,
+    IW_INT8 = 3,
+    IW_INT16 = 4,
+    IW_INT32 = 5,
+    IW_INT64 = 6,
+    IW_FP16 = 7,
+    IW_FP32 = 8,
+    IW_FP64 = 9,
+    IW_BYTES = 10
+} iw_datatype;
+
+/** Bytes per element of a datatype; 0 for BYTES and invalid types. */
+size_t iw_datatype_size(iw_datatype dt);
+
+/**
+ * A tensor: name, datatype, shape, and its raw little-endian bytes.
+ * In requests the pointers are borrowed from the caller for the duration of
+ * the call that takes them (the library copies what it sends). In results
+ * they point into the ::iw_result and live until iw_result_free().
+ */
+typedef struct iw_tensor {
+    const char *name;
+    iw_datatype datatype;
+    const int64_t *shape; /**< dimensions, outermost first; ndim 0 = scalar */
+    size_t ndim;
+    const void *data;     /**< raw_contents */
+    size_t size;          /**< bytes at data */
+} iw_tensor;
+
+/** Request priority (`inferwire.v1.Priority`). */
+typedef enum iw_priority { IW_PRIORITY_NORMAL = 0, IW_PRIORITY_HIGH = 1 } iw_priority;
+
+/** An INFER request. Zero-initialise it, then fill what you need. */
+typedef struct iw_infer_request {
+    const char *model_name;          /**< required */
+    int64_t model_version;           /**< >0: that exact version; 0: see label */
+    const char *label;               /**< "stable"/"canary"; NULL: server routes */
+    const iw_tensor *inputs;
+    size_t n_inputs;
+    const char *const *output_names; /**< NULL/0: all outputs */
+    size_t n_output_names;
+    iw_priority priority;
+    const char *id;                  /**< optional correlation id, echoed back */
+    const char *routing_key;         /**< optional, for sticky canaries */
+    /**
+     * Deadline in microseconds; 0 uses the connection's default_timeout_us
+     * (and 0 there means none). It is sent in the frame header (capped at
+     * 4294967295 µs) and also enforced locally: when it passes without an
+     * answer, the client sends CANCEL and reports IW_DEADLINE_EXCEEDED.
+     */
+    uint64_t timeout_us;
+} iw_infer_request;
+
+/** The answer to an INFER request. Free with iw_result_free(). */
+typedef struct iw_result {
+    const char *model_name;
+    int64_t model_version; /**< the version that answered */
+    const char *id;        /**< the request's correlation id */
+    size_t n_outputs;
+    iw_tensor *outputs;
+} iw_result;
+
+/** Finds an output by name, or NULL. */
+const iw_tensor *iw_result_output(const iw_result *result, const char *name);
+/** Frees a result (NULL is allowed). */
+void iw_result_free(iw_result *result);
+
+/** Connection options. Zero-initialise; all-zero means the defaults. */
+typedef struct iw_options {
+    /**
+     * Enable compression (used only if the server's HELLO says it accepts it):
+     * request payloads of at least 256 bytes are sent zlib-compressed, and
+     * every request asks for compressed responses (COMPRESS_RESPONSE).
+     */
+    bool compression;
+    int compression_level;       /**< zlib level 1-9; 0: Z_DEFAULT_COMPRESSION */
+    uint32_t connect_timeout_ms; /**< TCP connect + HELLO wait; 0: 10000 */
+    uint64_t default_timeout_us; /**< deadline for calls that set none; 0: none */
+    uint32_t max_recv_frame_size;/**< local receive limit; 0: HELLO's max_frame_size */
+} iw_options;
+
+/** The server's HELLO. Strings live as long as the connection. */
+typedef struct iw_hello {
+    uint32_t version;
+    uint32_t max_frame_size;
+    uint32_t max_concurrent_requests;
+    const char *server_name;
+    const char *server_version;
+    bool compression;
+} iw_hello;
+
+/** Counters, mainly for tests and diagnostics. */
+typedef struct iw_stats {
+    uint64_t requests_sent;
+    uint64_t compressed_sent;     /**< REQUEST frames sent with COMPRESSED */
+    uint64_t responses_received;
+    uint64_t compressed_received; /**< RESPONSE frames received with COMPRESSED */
+    uint64_t cancels_sent;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+} iw_stats;
+
+typedef struct iw_conn iw_conn;
+
+/**
+ * Connects: opens TCP to host:port, sends the preface (versions 1..1) and
+ * waits for HELLO, whose limits the connection then follows.
+ * @param opts NULL for defaults.
+ * @return the connection, or NULL with *err filled (a GOAWAY's code and message
+ *         when the server refuses the preface).
+ */
+iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_error *err);
+
+/** The server's HELLO for this connection. */
+const iw_hello *iw_conn_hello(const iw_conn *conn);
+/** Counters for this connection. */
+iw_stats iw_conn_stats(const iw_conn *conn);
+/** Requests sent and not yet answered (including cancelled ones still reserved). */
+size_t iw_in_flight(const iw_conn *conn);
+
+/**
+ * Closes the connection and frees it (NULL is allowed). Requests still in
+ * flight are abandoned; completions not yet polled are freed.
+ */
+void iw_close(iw_conn *conn);
+
+/* ---------------------------------------------------------------- blocking */
+
+/**
+ * Runs one inference and waits for its answer.
+ * @param[out] result on IW_OK, the result (free with iw_result_free()); else NULL.
+ * @return IW_OK, or the error code (also in *err, with the message).
+ */
+iw_status_code iw_infer(iw_conn *conn, const iw_infer_request *req, iw_result **result,
+                        iw_error *err);
+
+/** SERVER_LIVE. */
+iw_status_code iw_server_live(iw_conn *conn, bool *live, iw_error *err);
+/** SERVER_READY. */
+iw_status_code iw_server_ready(iw_conn *conn, bool *ready, iw_error *err);
+/**
+ * MODEL_READY. version 0: the server's routing. An unknown model is not an
+ * error: *ready is false. *ready_version (may be NULL) receives the version checked.
+ */
+iw_status_code iw_model_ready(iw_conn *conn, const char *name, int64_t version, bool *ready,
+                              int64_t *ready_version, iw_error *err);
+
+/** One input or output of a model. */
+typedef struct iw_tensor_spec {
+    const char *name;
+    iw_datatype datatype;
+    const int64_t *shape; /**< -1 for a dimension of any size */
+    size_t ndim;
+} iw_tensor_spec;
+
+/** MODEL_METADATA answer. Free with iw_model_metadata_free(). */
+typedef struct iw_model_metadata {
+    const char *name;
+    const int64_t *versions; /**< loaded and ready, ascending */
+    size_t n_versions;
+    int64_t version;         /**< the version described */
+    const char *platform;
+    iw_tensor_spec *inputs;
+    size_t n_inputs;
+    iw_tensor_spec *outputs;
+    size_t n_outputs;
+    int32_t max_batch_size;
+} iw_model_metadata;
+
+/** MODEL_METADATA. version 0: the server's routing. */
+iw_status_code iw_model_metadata_get(iw_conn *conn, const char *name, int64_t version,
+                                     iw_model_metadata **out, iw_error *err);
+/** Frees model metadata (NULL is allowed). */
+void iw_model_metadata_free(iw_model_metadata *md);
+
+/**
+ * Any method, with a caller-packed request message (e.g. a management method
+ * packed with the generated protobuf-c code). Waits for the answer.
+ * @param[out] resp on IW_OK, the (decompressed) response message bytes,
+ *             malloc'ed; free() it. *resp_len receives its length.
+ */
+iw_status_code iw_call_raw(iw_conn *conn, uint16_t method, const void *req, size_t req_len,
+                           uint64_t timeout_us, uint8_t **resp, size_t *resp_len, iw_error *err);
+
+/* -------------------------------------------------------------- pipelining */
+
+/**
+ * Sends an INFER request without waiting. The request id is stored in *request_id.
+ * Fails with IW_RESOURCE_EXHAUSTED (locally, nothing sent) when the HELLO's
+ * max_concurrent_requests are already in flight: poll some answers first.
+ */
+iw_status_code iw_send_infer(iw_conn *conn, const iw_infer_request *req, uint32_t *request_id,
+                             iw_error *err);
+
+/** Like iw_send_infer() for any method with a caller-packed message. */
+iw_status_code iw_send_raw(iw_conn *conn, uint16_t method, const void *req, size_t req_len,
+                           uint64_t timeout_us, uint32_t *request_id, iw_error *err);
+
+/** One finished request, as returned by iw_poll(). Release with iw_completion_clear(). */
+typedef struct iw_completion {
+    uint32_t request_id;
+    uint16_t method;
+    iw_error error;     /**< error.code == IW_OK on success */
+    iw_result *result;  /**< INFER success: the decoded result */
+    uint8_t *payload;   /**< other methods' success: the response message bytes */
+    size_t payload_len;
+} iw_completion;
+
+/**
+ * Waits up to timeout_ms (-1: forever, 0: don't block) for one request to
+ * finish, answered or timed out locally (then CANCEL is sent and the
+ * completion carries IW_DEADLINE_EXCEEDED).
+ * @return 1: *out filled; 0: nothing finished in time, or nothing in flight;
+ *         -1: the connection failed (*err says why; in-flight requests are
+ *         then reported as IW_UNAVAILABLE completions by later polls).
+ */
+int iw_poll(iw_conn *conn, int timeout_ms, iw_completion *out, iw_error *err);
+
+/** Frees what a completion owns and zeroes it. */
+void iw_completion_clear(iw_completion *c);
+
+/**
+ * Sends CANCEL for a request in flight. Its completion follows through
+ * iw_poll(): normally IW_CANCELLED, or the answer if it was already on its way.
+ */
+iw_status_code iw_cancel(iw_conn *conn, uint32_t request_id, iw_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* INFERWIRE_H */

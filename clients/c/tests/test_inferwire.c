@@ -1,0 +1,371 @@
+/* libinferwire tests against a real server. Usage: test_inferwire port
+ * Prints one line per check and a final "N passed, N failed". */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inferwire.h"
+
+static int passed, failed;
+static uint16_t port;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        if (cond) {                                                       \
+            passed++;                                                     \
+        } else {                                                          \
+            failed++;                                                     \
+            printf("FAIL %s:%d: %s: ", __func__, __LINE__, #cond);       \
+            printf(__VA_ARGS__);                                          \
+            printf("\n");                                                 \
+        }                                                                 \
+    } while (0)
+
+static iw_conn *conn_with(const iw_options *o)
+{
+    iw_error err;
+    iw_conn *c = iw_connect("127.0.0.1", port, o, &err);
+    CHECK(c != NULL, "connect: %s %s", iw_status_name(err.code), err.message);
+    return c;
+}
+
+static float fget(const iw_tensor *t, size_t i)
+{
+    float v;
+    memcpy(&v, (const char *)t->data + i * 4, 4);
+    return v;
+}
+
+/* add_sub request with rows x 4 floats; a[i] = base + i, b[i] = 10 * (i + 1) */
+typedef struct addsub {
+    float a[64 * 4], b[64 * 4];
+    int64_t shape[2];
+    iw_tensor in[2];
+    iw_infer_request req;
+} addsub;
+
+static void addsub_init(addsub *s, int rows, float base)
+{
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < rows * 4; i++) {
+        s->a[i] = base + (float)i;
+        s->b[i] = 10.0f * (float)(i + 1);
+    }
+    s->shape[0] = rows;
+    s->shape[1] = 4;
+    s->in[0] = (iw_tensor){"INPUT0", IW_FP32, s->shape, 2, s->a, (size_t)rows * 16};
+    s->in[1] = (iw_tensor){"INPUT1", IW_FP32, s->shape, 2, s->b, (size_t)rows * 16};
+    s->req.model_name = "add_sub";
+    s->req.inputs = s->in;
+    s->req.n_inputs = 2;
+}
+
+static int addsub_ok(const addsub *s, const iw_result *r)
+{
+    const iw_tensor *o0 = iw_result_output(r, "OUTPUT0"), *o1 = iw_result_output(r, "OUTPUT1");
+    size_t n = (size_t)s->shape[0] * 4;
+    if (!o0 || !o1 || o0->size != n * 4 || o1->size != n * 4 || o0->datatype != IW_FP32) return 0;
+    if (o0->ndim != 2 || o0->shape[0] != s->shape[0] || o0->shape[1] != 4) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (fget(o0, i) != s->a[i] + s->b[i] || fget(o1, i) != s->a[i] - s->b[i]) return 0;
+    return 1;
+}
+
+static void test_hello_and_health(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    const iw_hello *h = iw_conn_hello(c);
+    CHECK(h->version == 1, "version %u", h->version);
+    CHECK(h->max_frame_size > 0 && h->max_concurrent_requests > 0, "limits %u %u",
+          h->max_frame_size, h->max_concurrent_requests);
+    CHECK(h->server_name && strlen(h->server_name) > 0, "server name");
+    iw_error err;
+    bool live = false, ready = false;
+    CHECK(iw_server_live(c, &live, &err) == IW_OK && live, "live: %s", err.message);
+    CHECK(iw_server_ready(c, &ready, &err) == IW_OK && ready, "ready: %s", err.message);
+    int64_t v = 0;
+    CHECK(iw_model_ready(c, "add_sub", 0, &ready, &v, &err) == IW_OK && ready && v == 1,
+          "model ready %d v%lld %s", ready, (long long)v, err.message);
+    CHECK(iw_model_ready(c, "no_such_model", 0, &ready, NULL, &err) == IW_OK && !ready,
+          "unknown model ready: %s", err.message);
+    iw_model_metadata *md = NULL;
+    CHECK(iw_model_metadata_get(c, "add_sub", 0, &md, &err) == IW_OK, "metadata: %s", err.message);
+    if (md) {
+        CHECK(md->n_inputs == 2 && md->n_outputs == 2 && md->max_batch_size == 64, "io counts");
+        CHECK(md->inputs[0].datatype == IW_FP32 && md->inputs[0].ndim == 2 &&
+                  md->inputs[0].shape[0] == -1 && md->inputs[0].shape[1] == 4,
+              "input shape");
+        iw_model_metadata_free(md);
+    }
+    iw_close(c);
+}
+
+static void test_known_answer(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    static addsub s;
+    iw_error err;
+    for (int rows = 1; rows <= 3; rows += 2) {
+        addsub_init(&s, rows, 1.0f);
+        iw_result *r = NULL;
+        iw_status_code rc = iw_infer(c, &s.req, &r, &err);
+        CHECK(rc == IW_OK, "infer: %s %s", iw_status_name(err.code), err.message);
+        if (r) {
+            CHECK(addsub_ok(&s, r), "wrong add_sub answer for %d rows", rows);
+            CHECK(strcmp(r->model_name, "add_sub") == 0 && r->model_version == 1, "model/version");
+            iw_result_free(r);
+        }
+    }
+    /* selecting outputs and a correlation id */
+    addsub_init(&s, 1, 1.0f);
+    const char *names[] = {"OUTPUT1"};
+    s.req.output_names = names;
+    s.req.n_output_names = 1;
+    s.req.id = "corr-42";
+    iw_result *r = NULL;
+    CHECK(iw_infer(c, &s.req, &r, &err) == IW_OK, "infer: %s", err.message);
+    if (r) {
+        CHECK(r->n_outputs == 1 && iw_result_output(r, "OUTPUT1") != NULL, "only OUTPUT1");
+        CHECK(r->id && strcmp(r->id, "corr-42") == 0, "correlation id echoed");
+        iw_result_free(r);
+    }
+    iw_close(c);
+}
+
+/* 64 requests in flight, mixing a slow model (mlp, 64 rows) with add_sub, so that
+ * answers usually come back out of order; every answer must match its request id.
+ * How many arrive out of order depends on timing, so it is reported, not asserted
+ * (the server's own tests prove out-of-order completion deterministically). */
+static void test_pipelining(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    enum { N = 64 };
+    static addsub reqs[N];
+    uint32_t ids[N];
+    int kind[N], got[N];
+    iw_error err;
+    iw_model_metadata *md = NULL;
+    CHECK(iw_model_metadata_get(c, "mlp", 0, &md, &err) == IW_OK, "mlp metadata: %s", err.message);
+    if (!md) { iw_close(c); return; }
+    int64_t feat = md->inputs[0].shape[md->inputs[0].ndim - 1];
+    static float mlp_in[64 * 512];
+    int64_t mlp_shape[2] = {64, feat};
+    iw_tensor mt = {md->inputs[0].name, IW_FP32, mlp_shape, 2, mlp_in, (size_t)(64 * feat * 4)};
+    iw_infer_request mreq = {.model_name = "mlp", .inputs = &mt, .n_inputs = 1};
+
+    for (int i = 0; i < N; i++) {
+        got[i] = 0;
+        kind[i] = (i < 16 && i % 2 == 0) || i % 8 == 0; /* slow mlp requests, mostly early */
+        iw_status_code rc;
+        if (kind[i]) {
+            rc = iw_send_infer(c, &mreq, &ids[i], &err);
+        } else {
+            addsub_init(&reqs[i], 1 + i % 5, (float)(i * 100));
+            rc = iw_send_infer(c, &reqs[i].req, &ids[i], &err);
+        }
+        CHECK(rc == IW_OK, "send %d: %s", i, err.message);
+    }
+    CHECK(iw_in_flight(c) == N, "in flight %zu", iw_in_flight(c));
+    int order_breaks = 0, answered = 0, last = -1, bad = 0;
+    while (answered < N) {
+        iw_completion comp;
+        int pr = iw_poll(c, 10000, &comp, &err);
+        if (pr != 1) { CHECK(0, "poll returned %d: %s", pr, err.message); break; }
+        int k = -1;
+        for (int i = 0; i < N; i++) if (ids[i] == comp.request_id) k = i;
+        if (k < 0 || got[k]) { bad++; iw_completion_clear(&comp); continue; }
+        got[k] = 1;
+        answered++;
+        if (k < last) order_breaks++;
+        last = k;
+        if (comp.error.code != IW_OK || !comp.result) {
+            bad++;
+            printf("  request %d: %s %s\n", k, iw_status_name(comp.error.code), comp.error.message);
+        } else if (kind[k]) {
+            if (comp.result->n_outputs < 1 || strcmp(comp.result->model_name, "mlp") != 0) bad++;
+            else if (comp.result->outputs[0].shape[0] != 64) bad++;
+        } else if (!addsub_ok(&reqs[k], comp.result)) {
+            bad++;
+        }
+        iw_completion_clear(&comp);
+    }
+    CHECK(answered == N && bad == 0, "answered %d, bad %d", answered, bad);
+    printf("  pipelining: %d answers, %d out of order\n", answered, order_breaks);
+    CHECK(iw_in_flight(c) == 0, "in flight after %zu", iw_in_flight(c));
+    iw_model_metadata_free(md);
+    iw_close(c);
+}
+
+static void test_errors(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    static addsub s;
+    iw_error err;
+    iw_result *r = NULL;
+    addsub_init(&s, 1, 1.0f);
+    s.req.model_name = "no_such_model";
+    iw_status_code rc = iw_infer(c, &s.req, &r, &err);
+    CHECK(rc == IW_NOT_FOUND && err.code == IW_NOT_FOUND, "unknown model gave %s", iw_status_name(rc));
+    CHECK(strstr(err.message, "no_such_model") != NULL, "message names the model: '%s'", err.message);
+    CHECK(r == NULL, "no result on error");
+    printf("  NOT_FOUND message: %s\n", err.message);
+
+    addsub_init(&s, 1, 1.0f);
+    int64_t bad_shape[2] = {1, 3};
+    s.in[0].shape = bad_shape;
+    s.in[0].size = 12;
+    rc = iw_infer(c, &s.req, &r, &err);
+    CHECK(rc == IW_INVALID_ARGUMENT, "wrong shape gave %s: %s", iw_status_name(rc), err.message);
+    CHECK(strstr(err.message, "INPUT0") != NULL, "message names the input: '%s'", err.message);
+    printf("  INVALID_ARGUMENT message: %s\n", err.message);
+
+    addsub_init(&s, 1, 1.0f);
+    s.in[1].size = 8; /* raw_contents length not matching the shape */
+    rc = iw_infer(c, &s.req, &r, &err);
+    CHECK(rc == IW_INVALID_ARGUMENT, "short raw_contents gave %s", iw_status_name(rc));
+
+    addsub_init(&s, 1, 1.0f);
+    s.req.model_version = 99;
+    rc = iw_infer(c, &s.req, &r, &err);
+    CHECK(rc == IW_NOT_FOUND, "unknown version gave %s", iw_status_name(rc));
+
+    /* unknown method through the raw API */
+    uint8_t *resp = NULL;
+    size_t rl = 0;
+    rc = iw_call_raw(c, 99, NULL, 0, 0, &resp, &rl, &err);
+    CHECK(rc == IW_UNIMPLEMENTED, "unknown method gave %s", iw_status_name(rc));
+
+    /* the connection carries on after per-request errors */
+    addsub_init(&s, 2, 5.0f);
+    rc = iw_infer(c, &s.req, &r, &err);
+    CHECK(rc == IW_OK && r && addsub_ok(&s, r), "infer after errors: %s", err.message);
+    iw_result_free(r);
+    iw_close(c);
+
+    /* connection refused → UNAVAILABLE */
+    iw_conn *none = iw_connect("127.0.0.1", 1, NULL, &err);
+    CHECK(none == NULL && err.code == IW_UNAVAILABLE, "connect to closed port: %s", err.message);
+}
+
+static void test_deadline(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    iw_error err;
+    iw_model_metadata *md = NULL;
+    if (iw_model_metadata_get(c, "mlp", 0, &md, &err) != IW_OK) {
+        CHECK(0, "mlp metadata: %s", err.message);
+        iw_close(c);
+        return;
+    }
+    /* Fill mlp's queue with big batches, then send one with a 1 ms deadline behind them. */
+    int64_t feat = md->inputs[0].shape[md->inputs[0].ndim - 1];
+    static float mlp_in[64 * 512];
+    int64_t shape[2] = {64, feat};
+    iw_tensor t = {md->inputs[0].name, IW_FP32, shape, 2, mlp_in, (size_t)(64 * feat * 4)};
+    iw_infer_request req = {.model_name = "mlp", .inputs = &t, .n_inputs = 1};
+    enum { FLOOD = 200 };
+    for (int i = 0; i < FLOOD; i++)
+        CHECK(iw_send_infer(c, &req, NULL, &err) == IW_OK, "flood: %s", err.message);
+    req.timeout_us = 1000;
+    iw_result *r = NULL;
+    iw_status_code rc = iw_infer(c, &req, &r, &err);
+    CHECK(rc == IW_DEADLINE_EXCEEDED, "deadline gave %s: %s", iw_status_name(rc), err.message);
+    printf("  DEADLINE_EXCEEDED message: %s\n", err.message);
+    iw_result_free(r);
+    int done = 0, fails = 0;
+    iw_completion comp;
+    while (iw_poll(c, 10000, &comp, &err) == 1) {
+        done++;
+        fails += comp.error.code != IW_OK;
+        iw_completion_clear(&comp);
+    }
+    CHECK(done == FLOOD && fails == 0, "flood answered %d, failed %d", done, fails);
+
+    /* Local timeout: a deadline too short for any answer → CANCEL sent, DEADLINE_EXCEEDED. */
+    req.timeout_us = 1;
+    uint64_t cancels = iw_conn_stats(c).cancels_sent;
+    rc = iw_infer(c, &req, &r, &err);
+    CHECK(rc == IW_DEADLINE_EXCEEDED, "1 us deadline gave %s", iw_status_name(rc));
+    CHECK(iw_conn_stats(c).cancels_sent == cancels + 1, "local timeout sent CANCEL");
+    /* the abandoned request's answer is discarded; the connection carries on */
+    req.timeout_us = 0;
+    rc = iw_infer(c, &req, &r, &err);
+    CHECK(rc == IW_OK && r, "infer after timeout: %s", err.message);
+    iw_result_free(r);
+
+    /* explicit cancel of a queued request */
+    for (int i = 0; i < 50; i++) iw_send_infer(c, &req, NULL, &err);
+    uint32_t id;
+    CHECK(iw_send_infer(c, &req, &id, &err) == IW_OK, "send");
+    CHECK(iw_cancel(c, id, &err) == IW_OK, "cancel: %s", err.message);
+    int cancelled = 0;
+    while (iw_poll(c, 10000, &comp, &err) == 1) {
+        if (comp.request_id == id) cancelled = comp.error.code == IW_CANCELLED ? 1 : 2;
+        iw_completion_clear(&comp);
+    }
+    CHECK(cancelled == 1, "cancelled request got %s", cancelled == 2 ? "an answer" : "nothing");
+    CHECK(iw_in_flight(c) == 0, "in flight %zu", iw_in_flight(c));
+    iw_model_metadata_free(md);
+    iw_close(c);
+}
+
+static void test_compression(void)
+{
+    iw_options o = {.compression = true};
+    iw_conn *c = conn_with(&o);
+    if (!c) return;
+    CHECK(iw_conn_hello(c)->compression, "server offers compression");
+    static float x[64 * 16];
+    for (int i = 0; i < 64 * 16; i++) x[i] = (float)(i % 7);
+    int64_t shape[2] = {64, 16};
+    iw_tensor t = {"INPUT0", IW_FP32, shape, 2, x, sizeof x};
+    iw_infer_request req = {.model_name = "identity", .inputs = &t, .n_inputs = 1};
+    iw_error err;
+    iw_result *r = NULL;
+    CHECK(iw_infer(c, &req, &r, &err) == IW_OK, "compressed infer: %s", err.message);
+    if (r) {
+        const iw_tensor *o0 = iw_result_output(r, "OUTPUT0");
+        CHECK(o0 && o0->size == sizeof x && memcmp(o0->data, x, sizeof x) == 0, "identity echo");
+        iw_result_free(r);
+    }
+    iw_stats st = iw_conn_stats(c);
+    CHECK(st.compressed_sent == 1, "compressed requests sent %llu", (unsigned long long)st.compressed_sent);
+    CHECK(st.compressed_received == 1, "compressed responses %llu", (unsigned long long)st.compressed_received);
+    CHECK(st.bytes_sent < sizeof x, "request went compressed (%llu bytes)", (unsigned long long)st.bytes_sent);
+    /* small payloads stay uncompressed and still work */
+    static addsub s;
+    addsub_init(&s, 1, 1.0f);
+    CHECK(iw_infer(c, &s.req, &r, &err) == IW_OK && r && addsub_ok(&s, r), "small: %s", err.message);
+    iw_result_free(r);
+    iw_close(c);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_inferwire port\n");
+        return 2;
+    }
+    port = (uint16_t)atoi(argv[1]);
+    struct { const char *name; void (*fn)(void); } tests[] = {
+        {"hello_and_health", test_hello_and_health},
+        {"known_answer", test_known_answer},
+        {"pipelining", test_pipelining},
+        {"errors", test_errors},
+        {"deadline", test_deadline},
+        {"compression", test_compression},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int f = failed;
+        tests[i].fn();
+        printf("%s %s\n", failed == f ? "ok  " : "FAIL", tests[i].name);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
