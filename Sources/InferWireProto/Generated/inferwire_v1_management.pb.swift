@@ -198,12 +198,12 @@ public nonisolated struct Inferwire_V1_HistoryEntry: Sendable {
 
   public var model: String = String()
 
-  /// load, unload, traffic, promote, rollback, auto-rollback, failed-load, restore
+  /// load, unload, traffic, shadow, promote, rollback, auto-rollback, failed-load, restore
   public var action: String = String()
 
   public var detail: String = String()
 
-  /// Who asked: "api", "startup", "guard".
+  /// Who asked: "api", "startup", "poller", "guard", "grace-period".
   public var actor: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

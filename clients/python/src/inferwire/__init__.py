@@ -1,0 +1,34 @@
+"""InferWire Python client: numpy in, numpy out, over InferWire's framed TCP protocol.
+
+>>> import numpy as np, inferwire
+>>> with inferwire.Client("127.0.0.1", 8000) as client:
+...     result = client.infer("add_sub", {"INPUT0": np.ones((1, 4), np.float32),
+...                                       "INPUT1": np.ones((1, 4), np.float32)})
+...     result["OUTPUT0"]
+"""
+
+from ._api import InferResult
+from ._proto.inference_pb2 import Priority
+from ._proto.management_pb2 import VersionState
+from ._proto.status_pb2 import StatusCode
+from ._proto.tensor_pb2 import DataType
+from .aio import AsyncClient
+from .client import Client
+from .errors import *  # noqa: F401,F403
+from .errors import __all__ as _errors_all
+from .tensors import from_tensor, to_tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "InferResult",
+    "Priority",
+    "VersionState",
+    "StatusCode",
+    "DataType",
+    "from_tensor",
+    "to_tensor",
+    *_errors_all,
+]

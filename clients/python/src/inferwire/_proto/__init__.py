@@ -1,0 +1,1 @@
+"""Generated protobuf modules (see gen_protos.sh). Do not edit."""

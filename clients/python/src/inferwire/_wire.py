@@ -1,0 +1,138 @@
+"""Frame layout and connection-level constants (PROTOCOL.md sections 1-4).
+
+Everything here is independent of how bytes move, so that the blocking and the
+asyncio client share it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Optional
+
+from ._proto import frames_pb2, status_pb2
+from .errors import InferWireError, ProtocolError, ResourceExhaustedError, error_for
+
+MAGIC = b"IWIR"
+MIN_VERSION = 1
+MAX_VERSION = 1
+PREFACE = MAGIC + struct.pack(">HH", MIN_VERSION, MAX_VERSION)
+
+# length, type, flags, method, request_id, timeout_us -- all big-endian.
+HEADER = struct.Struct(">IBBHII")
+HEADER_SIZE = HEADER.size  # 16
+
+HELLO = 0x01
+REQUEST = 0x02
+RESPONSE = 0x03
+ERROR = 0x04
+CANCEL = 0x05
+PING = 0x06
+PONG = 0x07
+GOAWAY = 0x08
+
+FLAG_COMPRESSED = 0x01
+FLAG_COMPRESS_RESPONSE = 0x02
+
+DEFAULT_MAX_FRAME_SIZE = 64 << 20
+DEFAULT_MAX_CONCURRENT = 1024
+MAX_TIMEOUT_US = 0xFFFFFFFF
+MAX_REQUEST_ID = 0xFFFFFFFF
+MAX_PING_PAYLOAD = 64
+
+StatusCode = status_pb2.StatusCode
+
+
+def encode_frame(
+    frame_type: int,
+    payload: bytes = b"",
+    *,
+    flags: int = 0,
+    method: int = 0,
+    request_id: int = 0,
+    timeout_us: int = 0,
+) -> bytes:
+    """One frame: the 16-byte header followed by ``payload``."""
+    return HEADER.pack(len(payload), frame_type, flags, method, request_id, timeout_us) + payload
+
+
+def encode_request(
+    method: int,
+    request_id: int,
+    payload: bytes,
+    *,
+    timeout: Optional[float],
+    compress: bool,
+    max_frame_size: int,
+) -> bytes:
+    """A REQUEST frame; compresses the payload and asks for compressed answers when ``compress``."""
+    flags = 0
+    if compress:
+        flags |= FLAG_COMPRESS_RESPONSE
+        if payload:
+            payload = zlib.compress(payload)
+            flags |= FLAG_COMPRESSED
+    if len(payload) > max_frame_size:
+        raise ResourceExhaustedError(
+            f"request payload of {len(payload)} bytes exceeds the server's max_frame_size of {max_frame_size}"
+        )
+    return encode_frame(
+        REQUEST, payload, flags=flags, method=method, request_id=request_id, timeout_us=timeout_to_us(timeout)
+    )
+
+
+def timeout_to_us(timeout: Optional[float]) -> int:
+    """The header's ``timeout_us`` for a timeout in seconds (0: none; capped at the field's maximum)."""
+    if timeout is None:
+        return 0
+    if timeout <= 0:
+        return 1  # already expired: the smallest deadline the field can say
+    return min(MAX_TIMEOUT_US, max(1, int(timeout * 1_000_000)))
+
+
+def inflate(payload: bytes, limit: int) -> bytes:
+    """Inflate a zlib payload, refusing to grow it past ``limit`` bytes."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(payload, limit)
+    except zlib.error as exc:
+        raise ProtocolError(f"compressed payload is not valid zlib: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise ResourceExhaustedError(f"compressed payload inflates past {limit} bytes")
+    if not inflater.eof:
+        raise ProtocolError("compressed payload is truncated")
+    return data
+
+
+def parse_hello(payload: bytes) -> frames_pb2.Hello:
+    hello = frames_pb2.Hello()
+    hello.ParseFromString(payload)
+    return hello
+
+
+def error_from_status(payload: bytes) -> InferWireError:
+    """The exception carried by an ERROR frame's ``Status`` payload."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(payload)
+    except Exception:  # noqa: BLE001 -- protobuf's DecodeError and friends
+        return ProtocolError("ERROR frame with an unparseable Status payload")
+    return error_for(status.code, status.message)
+
+
+def parse_goaway(payload: bytes) -> frames_pb2.GoAway:
+    goaway = frames_pb2.GoAway()
+    try:
+        goaway.ParseFromString(payload)
+    except Exception:  # noqa: BLE001
+        goaway.code = StatusCode.UNAVAILABLE
+        goaway.message = "GOAWAY with an unparseable payload"
+    return goaway
+
+
+def goaway_error(goaway: frames_pb2.GoAway) -> InferWireError:
+    """The error for requests left unanswered by a GOAWAY (safe to retry elsewhere)."""
+    from .errors import UnavailableError
+
+    name = StatusCode.Name(goaway.code) if goaway.code in StatusCode.values() else str(goaway.code)
+    return UnavailableError(f"server sent GOAWAY ({name}): {goaway.message}")

@@ -1,0 +1,249 @@
+"""The asyncio client: one TCP connection, many concurrent calls from any tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, Optional
+
+from . import _wire as wire
+from ._api import Api, Call
+from ._proto import frames_pb2
+from .client import decode_answer
+from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
+
+__all__ = ["AsyncClient"]
+
+
+class _Pending:
+    __slots__ = ("call", "future", "cancelled")
+
+    def __init__(self, call: Call, future: "asyncio.Future[Any]") -> None:
+        self.call = call
+        self.future = future
+        self.cancelled = False
+
+
+class AsyncClient(Api):
+    """An asyncio InferWire client; every call method returns an awaitable.
+
+    Create it with ``await AsyncClient.connect(host, port)`` or
+    ``async with AsyncClient(host, port) as client:``. Concurrent calls from
+    many tasks share the one connection and are matched by request id.
+    ``timeout`` and ``compression`` are the per-call defaults, as for
+    :class:`~inferwire.Client`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.compression = compression
+        self.connect_timeout = connect_timeout
+        self.hello: Optional[frames_pb2.Hello] = None
+        self._reader: Optional[asyncio.StreamReader] = None
+        self._writer: Optional[asyncio.StreamWriter] = None
+        self._pending: Dict[int, _Pending] = {}
+        self._next_id = 0
+        self._closed: Optional[InferWireError] = None
+        self._slots: Optional[asyncio.Semaphore] = None
+        self._read_task: Optional["asyncio.Task[None]"] = None
+
+    @classmethod
+    async def connect(cls, host: str, port: int, **options: Any) -> "AsyncClient":
+        """Open a connection and wait for the server's HELLO."""
+        client = cls(host, port, **options)
+        await client.open()
+        return client
+
+    async def open(self) -> None:
+        """Connect, send the preface, and read HELLO (``connect`` and ``async with`` call this)."""
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), self.connect_timeout
+        )
+        try:
+            self._writer.write(wire.PREFACE)
+            self.hello = await asyncio.wait_for(self._read_hello(), self.connect_timeout)
+        except BaseException:
+            self._writer.close()
+            raise
+        self._slots = asyncio.Semaphore(self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def max_frame_size(self) -> int:
+        return (self.hello.max_frame_size if self.hello else 0) or wire.DEFAULT_MAX_FRAME_SIZE
+
+    async def close(self) -> None:
+        """Close the connection; calls still in flight fail with ``UnavailableError``."""
+        self._shutdown(UnavailableError("client closed the connection"))
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass
+        if self._read_task is not None:
+            self._read_task.cancel()
+            try:
+                await self._read_task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> "AsyncClient":
+        if self._writer is None:
+            await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def _shutdown(self, error: InferWireError) -> None:
+        if self._closed is None:
+            self._closed = error
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            self._slots.release()
+            if not entry.cancelled and not entry.future.done():
+                entry.future.set_exception(error)
+
+    # -- reading ----------------------------------------------------------------
+
+    async def _read_frame(self):
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(wire.HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise UnavailableError("connection ended inside a frame header") from None
+            return None
+        length, frame_type, flags, method, request_id, _ = wire.HEADER.unpack(header)
+        if length > self.max_frame_size:
+            raise ProtocolError(f"server sent a {length}-byte frame, over max_frame_size")
+        try:
+            payload = await self._reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise UnavailableError("connection ended inside a frame") from None
+        return frame_type, flags, method, request_id, payload
+
+    async def _read_hello(self) -> frames_pb2.Hello:
+        frame = await self._read_frame()
+        if frame is None:
+            raise UnavailableError("server closed the connection before HELLO")
+        frame_type, _, _, _, payload = frame
+        if frame_type == wire.GOAWAY:
+            goaway = wire.parse_goaway(payload)
+            raise error_for(goaway.code, goaway.message)
+        if frame_type != wire.HELLO:
+            raise ProtocolError(f"expected HELLO, got frame type {frame_type:#04x}")
+        hello = wire.parse_hello(payload)
+        if not wire.MIN_VERSION <= hello.version <= wire.MAX_VERSION:
+            raise ProtocolError(f"server chose protocol version {hello.version}")
+        return hello
+
+    async def _read_loop(self) -> None:
+        error: InferWireError = UnavailableError("server closed the connection")
+        try:
+            while True:
+                frame = await self._read_frame()
+                if frame is None:
+                    break
+                self._dispatch(*frame)
+        except InferWireError as exc:
+            error = exc
+        except OSError as exc:
+            error = UnavailableError(f"connection lost: {exc}")
+        self._shutdown(error)
+
+    def _dispatch(self, frame_type: int, flags: int, method: int, request_id: int, payload: bytes) -> None:
+        if frame_type in (wire.RESPONSE, wire.ERROR):
+            entry = self._pending.pop(request_id, None)
+            if entry is None:
+                return
+            self._slots.release()
+            if entry.cancelled or entry.future.done():
+                return
+            try:
+                entry.future.set_result(decode_answer(entry.call, frame_type, flags, payload, self.max_frame_size))
+            except InferWireError as exc:
+                entry.future.set_exception(exc)
+        elif frame_type == wire.PING:
+            self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+        elif frame_type == wire.GOAWAY:
+            goaway = wire.parse_goaway(payload)
+            if self._closed is None:
+                self._closed = wire.goaway_error(goaway)
+            if goaway.code != wire.StatusCode.UNAVAILABLE:
+                raise wire.goaway_error(goaway)
+
+    # -- sending ----------------------------------------------------------------
+
+    async def _invoke(self, call: Call, *, timeout: Optional[float], compress: Optional[bool]) -> Any:
+        if self._writer is None or self.hello is None:
+            raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
+        timeout = self.timeout if timeout is None else timeout
+        compress = (self.compression if compress is None else compress) and self.hello.compression
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        payload = call.request.SerializeToString()
+
+        try:
+            await asyncio.wait_for(self._slots.acquire(), None if deadline is None else deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection") from None
+        if self._closed is not None:
+            self._slots.release()
+            raise self._closed
+        request_id = self._allocate_id()
+        entry = _Pending(call, loop.create_future())
+        self._pending[request_id] = entry
+        try:
+            self._writer.write(
+                wire.encode_request(
+                    call.method, request_id, payload,
+                    timeout=None if deadline is None else deadline - loop.time(),
+                    compress=compress, max_frame_size=self.max_frame_size,
+                )
+            )
+            await self._writer.drain()
+        except BaseException as exc:
+            if self._pending.pop(request_id, None) is not None:
+                self._slots.release()
+            if isinstance(exc, OSError):
+                raise UnavailableError(f"could not send request: {exc}") from exc
+            raise
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(entry.future), None if deadline is None else max(0.0, deadline - loop.time())
+            )
+        except asyncio.TimeoutError:
+            self._cancel(request_id, entry)
+            raise DeadlineExceededError(f"no answer within {timeout} s; request cancelled") from None
+        except asyncio.CancelledError:
+            self._cancel(request_id, entry)  # the caller's task was cancelled: tell the server
+            raise
+
+    def _allocate_id(self) -> int:
+        while True:
+            self._next_id = self._next_id % wire.MAX_REQUEST_ID + 1
+            if self._next_id not in self._pending:
+                return self._next_id
+
+    def _cancel(self, request_id: int, entry: _Pending) -> None:
+        """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
+        if self._pending.get(request_id) is not entry:
+            return
+        entry.cancelled = True
+        if not entry.future.done():
+            entry.future.cancel()
+        try:
+            self._writer.write(wire.encode_frame(wire.CANCEL, request_id=request_id))
+        except (OSError, RuntimeError):
+            pass

@@ -1,0 +1,117 @@
+"""Conversion between numpy arrays and ``inferwire.v1.Tensor`` messages.
+
+Elements travel little-endian in row-major order in ``raw_contents``; BYTES
+elements are each a 4-byte little-endian length followed by the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from ._proto import tensor_pb2
+
+__all__ = ["to_tensor", "from_tensor", "numpy_dtype", "wire_dtype"]
+
+DataType = tensor_pb2.DataType
+
+_TO_NUMPY = {
+    DataType.BOOL: np.dtype(np.bool_),
+    DataType.UINT8: np.dtype(np.uint8),
+    DataType.INT8: np.dtype(np.int8),
+    DataType.INT16: np.dtype(np.int16),
+    DataType.INT32: np.dtype(np.int32),
+    DataType.INT64: np.dtype(np.int64),
+    DataType.FP16: np.dtype(np.float16),
+    DataType.FP32: np.dtype(np.float32),
+    DataType.FP64: np.dtype(np.float64),
+    DataType.BYTES: np.dtype(object),
+}
+_FROM_NUMPY = {dt: wire for wire, dt in _TO_NUMPY.items() if wire != DataType.BYTES}
+
+_LENGTH = struct.Struct("<I")
+
+
+def wire_dtype(dtype: Any) -> int:
+    """The wire ``DataType`` for a numpy dtype (object, bytes and str arrays are BYTES)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OSU":
+        return DataType.BYTES
+    try:
+        return _FROM_NUMPY[dtype.newbyteorder("=")]
+    except KeyError:
+        raise TypeError(f"numpy dtype {dtype} has no InferWire equivalent") from None
+
+
+def numpy_dtype(datatype: int) -> np.dtype:
+    """The numpy dtype for a wire ``DataType`` (BYTES maps to ``object`` holding ``bytes``)."""
+    try:
+        return _TO_NUMPY[datatype]
+    except KeyError:
+        raise TypeError(f"unknown InferWire datatype {datatype}") from None
+
+
+def _encode_bytes(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif not isinstance(item, (bytes, bytearray, memoryview)):
+            raise TypeError(f"BYTES tensor elements must be bytes or str, got {type(item).__name__}")
+        parts.append(_LENGTH.pack(len(item)))
+        parts.append(bytes(item))
+    return b"".join(parts)
+
+
+def _decode_bytes(raw: bytes, count: int) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    view = memoryview(raw)
+    offset = 0
+    for i in range(count):
+        if offset + 4 > len(raw):
+            raise ValueError("BYTES tensor is truncated")
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise ValueError("BYTES tensor is truncated")
+        out[i] = bytes(view[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        raise ValueError("BYTES tensor has trailing bytes")
+    return out
+
+
+def to_tensor(name: str, value: Any) -> tensor_pb2.Tensor:
+    """Encode an array-like as a ``Tensor`` with ``raw_contents``, keeping dtype and shape."""
+    array = np.asarray(value)
+    datatype = wire_dtype(array.dtype)
+    if datatype == DataType.BYTES:
+        raw = _encode_bytes(array)
+    else:
+        little = array.dtype.newbyteorder("<")
+        raw = np.ascontiguousarray(array, dtype=little).tobytes()
+    return tensor_pb2.Tensor(name=name, datatype=datatype, shape=array.shape, raw_contents=raw)
+
+
+def from_tensor(tensor: tensor_pb2.Tensor) -> np.ndarray:
+    """Decode a ``Tensor`` (``raw_contents``) into a numpy array of its dtype and shape.
+
+    Numeric arrays are read-only views of the received bytes; call ``.copy()``
+    for a writable one.
+    """
+    dtype = numpy_dtype(tensor.datatype)
+    shape = tuple(tensor.shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    if tensor.datatype == DataType.BYTES:
+        return _decode_bytes(tensor.raw_contents, count).reshape(shape)
+    little = dtype.newbyteorder("<")
+    if len(tensor.raw_contents) != count * dtype.itemsize:
+        raise ValueError(
+            f"tensor {tensor.name!r}: {len(tensor.raw_contents)} bytes do not fit shape {list(shape)} of {dtype}"
+        )
+    array = np.frombuffer(tensor.raw_contents, dtype=little).reshape(shape)
+    if little != dtype:  # big-endian host
+        array = array.astype(dtype)
+    return array
