@@ -93,11 +93,23 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // The `inferwire` command: serve, infer, wire-bench.
+        // The load generator behind `inferwire bench`: closed-loop levels, HdrHistogram
+        // percentiles, window stability, JSON and CSV reports.
+        .target(
+            name: "InferWireBench",
+            dependencies: [
+                "InferWireClient", "InferWireCore", "InferWireProto",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The `inferwire` command: serve, infer, models, bench.
         .executableTarget(
             name: "inferwire",
             dependencies: [
                 "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
+                "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -148,6 +160,14 @@ let package = Package(
         .testTarget(
             name: "InferWireCoreTests",
             dependencies: ["InferWireCore", "InferWireProto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "InferWireBenchTests",
+            dependencies: [
+                "InferWireBench",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
