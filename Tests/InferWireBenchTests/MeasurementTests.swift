@@ -55,3 +55,27 @@ struct MeasurementTests {
         #expect(rows[1].hasPrefix("8,10,1,1234.5,250.0"))
     }
 }
+
+@Suite("Open-loop schedule")
+struct ScheduleTests {
+    @Test("constant arrivals are evenly spaced at the asked rate")
+    func constant() {
+        var schedule = ArrivalSchedule(rate: 2000, poisson: false)
+        for _ in 0..<100 { #expect(schedule.nextGap() == 0.0005) }
+    }
+
+    @Test("Poisson arrivals average the asked rate, vary, and repeat for one seed")
+    func poisson() {
+        var a = ArrivalSchedule(rate: 1000, poisson: true, seed: 42)
+        var b = ArrivalSchedule(rate: 1000, poisson: true, seed: 42)
+        let gaps = (0..<20_000).map { _ in a.nextGap() }
+        #expect(gaps == (0..<20_000).map { _ in b.nextGap() })
+        let mean = gaps.reduce(0, +) / Double(gaps.count)
+        // Exponential with mean 1 ms: sd of the mean over 20,000 draws ≈ 7 µs.
+        #expect(abs(mean - 0.001) < 0.00005)
+        let variance = gaps.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(gaps.count)
+        // An exponential's standard deviation equals its mean.
+        #expect(abs(variance.squareRoot() - 0.001) < 0.0001)
+        #expect(gaps.allSatisfy { $0 > 0 })
+    }
+}
