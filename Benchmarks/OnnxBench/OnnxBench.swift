@@ -40,7 +40,7 @@ struct OnnxBench: ParsableCommand {
             let start = ContinuousClock.now
             for _ in 0..<self.iterations { _ = try model.execute([input]) }
             let elapsed = ContinuousClock.now - start
-            perCall.append((Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12) / Double(self.iterations))
+            perCall.append(elapsed.inSeconds * 1e6 / Double(self.iterations))
         }
         print(String(format: "%.3f", perCall.sorted()[perCall.count / 2]))
     }

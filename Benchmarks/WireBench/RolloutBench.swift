@@ -73,7 +73,7 @@ struct RolloutBench: AsyncParsableCommand {
                         do {
                             _ = try await client.infer(model: "fraud", inputs: [x])
                             let elapsed = ContinuousClock.now - start
-                            let nanos = UInt64(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                            let nanos = UInt64(max(0, elapsed.inNanoseconds))
                             recorder.histogram.withLock { _ = $0.record(nanos) }
                         } catch {
                             recorder.failures.add(1, ordering: .relaxed)
@@ -129,7 +129,7 @@ struct RolloutBench: AsyncParsableCommand {
             let start = ContinuousClock.now
             let status = try await manager.load(name, version: next)
             let elapsed = ContinuousClock.now - start
-            print(String(format: "load → ready  %-7@ %8.2f ms  (%@)", name, Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000,
+            print(String(format: "load → ready  %-7@ %8.2f ms  (%@)", name, elapsed.inSeconds * 1000,
                          status.state == .ready ? "READY" : "FAILED"))
             _ = try await manager.unload(name, version: next)
         }

@@ -140,7 +140,7 @@ struct WireBench: AsyncParsableCommand {
 
     static func record(_ histogram: inout Histogram<UInt64>, since start: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - start
-        _ = histogram.record(UInt64(elapsed.components.attoseconds / 1_000_000_000 + elapsed.components.seconds * 1_000_000_000))
+        _ = histogram.record(UInt64(max(0, elapsed.inNanoseconds)))
     }
 
     static func summary(_ histogram: Histogram<UInt64>) -> Latency {
@@ -220,7 +220,7 @@ struct WireBench: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - start
         while outstanding > 0 { outstanding -= try receiveSome() }
-        return Double(completed) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(completed) / elapsed.inSeconds
     }
 
     static func asyncConcurrent(_ client: InferWireClient, _ request: Inferwire_V1_InferRequest, inFlight: Int, seconds: Double) async throws -> Double {
@@ -240,7 +240,7 @@ struct WireBench: AsyncParsableCommand {
             return try await group.reduce(0, +)
         }
         let elapsed = ContinuousClock.now - start
-        return Double(completed) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(completed) / elapsed.inSeconds
     }
 }
 

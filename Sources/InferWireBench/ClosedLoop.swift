@@ -49,7 +49,7 @@ public struct ClosedLoop: Sendable {
                             let response = try await client.infer(request)
                             let elapsed = ContinuousClock.now - start
                             if tally.counting.load(ordering: .relaxed) {
-                                let nanos = UInt64(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                                let nanos = UInt64(max(0, elapsed.inNanoseconds))
                                 tally.state.withLock { s in
                                     _ = s.histogram.record(nanos)
                                     s.ok += 1
@@ -69,7 +69,7 @@ public struct ClosedLoop: Sendable {
             var throughputs: [Double] = []
             var previous: UInt64 = 0
             var stable = false
-            let seconds = Double(self.window.components.seconds) + Double(self.window.components.attoseconds) / 1e18
+            let seconds = self.window.inSeconds
             while throughputs.count < self.maxWindows {
                 try await Task.sleep(for: self.window)
                 let ok = tally.state.withLock { $0.ok }

@@ -95,7 +95,7 @@ public struct OpenLoop: Sendable {
                             let response = try await client.infer(request)
                             guard counted else { return }
                             let elapsed = ContinuousClock.now - intended
-                            let nanos = UInt64(max(0, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000))
+                            let nanos = UInt64(max(0, elapsed.inNanoseconds))
                             tally.state.withLock { s in
                                 _ = s.histogram.record(nanos)
                                 s.ok += 1
@@ -113,7 +113,7 @@ public struct OpenLoop: Sendable {
             }
             await group.waitForAll()
         }
-        let seconds = Double(self.duration.components.seconds) + Double(self.duration.components.attoseconds) / 1e18
+        let seconds = self.duration.inSeconds
         let result = tally.state.withLock { s in
             LevelResult(
                 concurrency: 0, requests: s.ok + s.errors.values.reduce(0, +), errors: s.errors, throughput: Double(s.ok) / seconds,

@@ -65,7 +65,7 @@ public final class InferWireClient: Sendable {
         let loop = eventLoopGroup.next()
         let helloPromise = loop.makePromise(of: Inferwire_V1_Hello.self)
         let maxFrameSize = configuration.maxFrameSize
-        let connectTimeout = TimeAmount.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000 + configuration.connectTimeout.components.attoseconds / 1_000_000_000)
+        let connectTimeout = TimeAmount.nanoseconds(configuration.connectTimeout.inNanoseconds)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
@@ -178,7 +178,7 @@ public final class InferWireClient: Sendable {
         let promise = self.channel.eventLoop.makePromise(of: Void.self)
         let handler = self.handler
         let start = ContinuousClock.now
-        let wait = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        let wait = TimeAmount.nanoseconds(timeout.inNanoseconds)
         self.channel.eventLoop.execute { handler.value.ping(token: token, timeout: wait, promise: promise) }
         do {
             try await promise.futureResult.get()
@@ -203,8 +203,7 @@ public final class InferWireClient: Sendable {
         if let timeout {
             // The header carries at most UInt32.max µs (≈ 71.6 minutes); longer deadlines
             // are sent as that and enforced here in full.
-            let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
-            header.timeoutMicros = UInt32(clamping: max(1, micros))
+            header.timeoutMicros = UInt32(clamping: max(1, timeout.inMicroseconds))
         }
         let allocator = self.channel.allocator
         let frame: ByteBuffer
@@ -223,7 +222,7 @@ public final class InferWireClient: Sendable {
         let loop = self.channel.eventLoop
         let promise = loop.makePromise(of: Frame.self)
         let handler = self.handler
-        let timeAmount = timeout.map { TimeAmount.nanoseconds(Int64(clamping: $0.components.seconds) &* 1_000_000_000 &+ $0.components.attoseconds / 1_000_000_000) }
+        let timeAmount = timeout.map { TimeAmount.nanoseconds($0.inNanoseconds) }
         loop.execute { handler.value.start(frame: frame, timeout: timeAmount, promise: promise) }
 
         let answer: Frame

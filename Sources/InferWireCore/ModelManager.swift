@@ -126,10 +126,8 @@ public final class ModelManager: Sendable {
 
         // Load on a thread of its own: a large model must not hold up anything else.
         let repository = self.repository
-        let result: Result<LoadedModel, any Error> = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(returning: Result { try repository.load(model: name, version: version, config: config) })
-            }
+        let result: Result<LoadedModel, any Error> = await Self.onOwnThread {
+            Result { try repository.load(model: name, version: version, config: config) }
         }
         let status = self.state.withLock { records -> Inferwire_V1_VersionStatus in
             var record = records[name] ?? ModelRecord()
@@ -174,12 +172,7 @@ public final class ModelManager: Sendable {
         }
         // Off the routing table now; wait for its queue to drain, off any event loop.
         model.scheduler.shutdown()
-        await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                model.scheduler.waitUntilStopped()
-                continuation.resume()
-            }
-        }
+        await Self.onOwnThread { model.scheduler.waitUntilStopped() }
         let status = self.state.withLock { records -> Inferwire_V1_VersionStatus in
             records[name]?.versions[version] = VersionRecord(state: .unloaded)
             self.publish(records)
@@ -191,19 +184,14 @@ public final class ModelManager: Sendable {
 
     /// Sends `percent` % of unlabelled requests to `canary` (0 clears the canary).
     public func setTraffic(_ name: String, canary: Int64, percent: Int, sticky: Bool, actor: String = "api") throws(InferWireError) -> Inferwire_V1_Rollout {
-        guard (0...100).contains(percent) else { throw InferWireError(code: .invalidArgument, message: "percent must be 0 to 100, got \(percent)") }
+        try Self.checkPercent(percent)
         let rollout = try self.change(name, actor: actor) { record throws(InferWireError) -> (String, String) in
             if canary == 0 {
                 record.canary = nil
                 record.canaryPercent = 0
                 return ("traffic", "canary cleared")
             }
-            guard record.versions[canary]?.state == .ready else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(canary) is not loaded and ready")
-            }
-            guard record.stable != canary else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(canary) is already stable")
-            }
+            try Self.checkCandidate(record, name, canary)
             record.canary = canary
             record.canaryPercent = percent
             record.sticky = sticky
@@ -215,22 +203,41 @@ public final class ModelManager: Sendable {
     /// Mirrors `percent` % of the stable version's unlabelled requests to `version`,
     /// comparing its answers with stable's without returning them (0 stops shadowing).
     public func setShadow(_ name: String, version: Int64, percent: Int, actor: String = "api") throws(InferWireError) -> Inferwire_V1_Rollout {
-        guard (0...100).contains(percent) else { throw InferWireError(code: .invalidArgument, message: "percent must be 0 to 100, got \(percent)") }
+        try Self.checkPercent(percent)
         return try self.change(name, actor: actor) { record throws(InferWireError) -> (String, String) in
             if version == 0 {
                 record.shadow = nil
                 record.shadowPercent = 0
                 return ("shadow", "shadowing stopped")
             }
-            guard record.versions[version]?.state == .ready else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is not loaded and ready")
-            }
-            guard record.stable != version else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is the stable version")
-            }
+            try Self.checkCandidate(record, name, version)
             record.shadow = ShadowTally(version: version)
             record.shadowPercent = percent
             return ("shadow", "version \(version) shadows \(percent)% of stable's traffic")
+        }
+    }
+
+    private static func checkPercent(_ percent: Int) throws(InferWireError) {
+        guard (0...100).contains(percent) else {
+            throw InferWireError(code: .invalidArgument, message: "percent must be 0 to 100, got \(percent)")
+        }
+    }
+
+    /// A canary or shadow must be loaded, ready, and not the stable version.
+    private static func checkCandidate(_ record: ModelRecord, _ name: String, _ version: Int64) throws(InferWireError) {
+        guard record.versions[version]?.state == .ready else {
+            throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is not loaded and ready")
+        }
+        guard record.stable != version else {
+            throw InferWireError(code: .failedPrecondition, message: "model '\(name)' version \(version) is already stable")
+        }
+    }
+
+    /// Runs blocking work (a model load, a queue drain) on a thread of its own, so it holds
+    /// up neither an event loop nor the concurrency pool.
+    private static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: work()) }
         }
     }
 

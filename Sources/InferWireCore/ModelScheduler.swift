@@ -149,8 +149,7 @@ public final class ModelScheduler: Sendable {
                 if let until {
                     let remaining = until - .now
                     if remaining > .zero {
-                        let nanos = remaining.components.seconds * 1_000_000_000 + remaining.components.attoseconds / 1_000_000_000
-                        _ = self.wakeup.wait(timeout: .now() + .nanoseconds(Int(nanos)))
+                        _ = self.wakeup.wait(timeout: .now() + .nanoseconds(Int(remaining.inNanoseconds)))
                     }
                 } else {
                     self.wakeup.wait()
@@ -387,7 +386,7 @@ struct SchedulerStatistics: Sendable {
     var window = SlidingWindow()
 
     static func micros(_ d: Duration) -> UInt64 {
-        UInt64(max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000))
+        UInt64(max(0, d.inMicroseconds))
     }
 
     /// Bucket i holds durations in [2^(i-1), 2^i) µs; bucket 0 those under 1 µs.

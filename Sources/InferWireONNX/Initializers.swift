@@ -57,18 +57,6 @@ extension OnnxTensor {
     }
 }
 
-/// Element count of a shape, nil on overflow or a negative dimension.
-func Tensor_elementCount(_ shape: [Int]) -> Int? {
-    var n = 1
-    for d in shape {
-        guard d >= 0 else { return nil }
-        let (p, o) = n.multipliedReportingOverflow(by: d)
-        if o { return nil }
-        n = p
-    }
-    return n
-}
-
 /// A node's attributes by name, with typed, validated access.
 struct Attributes {
     let node: String

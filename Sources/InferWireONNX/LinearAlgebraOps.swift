@@ -23,6 +23,23 @@ func dgemm(
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
 }
 
+/// The element types BLAS multiplies: FP32 through `sgemm`, FP64 through `dgemm`.
+protocol BLASScalar: FloatingPoint {
+    static func gemm(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ c: UnsafeMutablePointer<Self>, m: Int, n: Int, k: Int)
+}
+
+extension Float: BLASScalar {
+    static func gemm(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int) {
+        sgemm(a, b, c, m: m, n: n, k: k)
+    }
+}
+
+extension Double: BLASScalar {
+    static func gemm(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ c: UnsafeMutablePointer<Double>, m: Int, n: Int, k: Int) {
+        dgemm(a, b, c, m: m, n: n, k: k)
+    }
+}
+
 /// numpy matmul semantics: 1-D operands are promoted and the added dimension removed;
 /// leading (batch) dimensions broadcast.
 func matMul(_ a: OnnxTensor, _ b: OnnxTensor) throws -> OnnxTensor {
@@ -54,33 +71,25 @@ func matMul(_ a: OnnxTensor, _ b: OnnxTensor) throws -> OnnxTensor {
     if a.rank == 1 { outShape.remove(at: outShape.count - 2) }
     if b.rank == 1 { outShape.removeLast() }
     let total = batchCount * m * n
+    /// One BLAS GEMM per batch entry into a fresh array (zeros when k is 0).
+    func batched<T: BLASScalar>(_ x: [T], _ y: [T]) -> [T] {
+        [T](unsafeUninitializedCapacity: total) { c, count in
+            x.withUnsafeBufferPointer { pa in
+                y.withUnsafeBufferPointer { pb in
+                    for i in 0..<batchCount where k > 0 {
+                        T.gemm(pa.baseAddress! + aOffsets[i], pb.baseAddress! + bOffsets[i], c.baseAddress! + i * m * n, m: m, n: n, k: k)
+                    }
+                    if k == 0 { for i in 0..<total { c[i] = .zero } }
+                }
+            }
+            count = total
+        }
+    }
     switch (a.storage, b.storage) {
     case (.float(let x), .float(let y)):
-        let out = [Float](unsafeUninitializedCapacity: total) { c, count in
-            x.withUnsafeBufferPointer { pa in
-                y.withUnsafeBufferPointer { pb in
-                    for i in 0..<batchCount where k > 0 {
-                        sgemm(pa.baseAddress! + aOffsets[i], pb.baseAddress! + bOffsets[i], c.baseAddress! + i * m * n, m: m, n: n, k: k)
-                    }
-                    if k == 0 { for i in 0..<total { c[i] = 0 } }
-                }
-            }
-            count = total
-        }
-        return OnnxTensor(shape: outShape, storage: .float(out))
+        return OnnxTensor(shape: outShape, storage: .float(batched(x, y)))
     case (.double(let x), .double(let y)):
-        let out = [Double](unsafeUninitializedCapacity: total) { c, count in
-            x.withUnsafeBufferPointer { pa in
-                y.withUnsafeBufferPointer { pb in
-                    for i in 0..<batchCount where k > 0 {
-                        dgemm(pa.baseAddress! + aOffsets[i], pb.baseAddress! + bOffsets[i], c.baseAddress! + i * m * n, m: m, n: n, k: k)
-                    }
-                    if k == 0 { for i in 0..<total { c[i] = 0 } }
-                }
-            }
-            count = total
-        }
-        return OnnxTensor(shape: outShape, storage: .double(out))
+        return OnnxTensor(shape: outShape, storage: .double(batched(x, y)))
     case (.int64(let x), .int64(let y)):
         var out = [Int64](repeating: 0, count: total)
         for i in 0..<batchCount {

@@ -89,9 +89,11 @@ struct Serve: AsyncParsableCommand {
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if self.mode == "poll" {
-            services.append(.init(service: RepositoryPoller(manager: manager, interval: .seconds(self.pollInterval))))
+            // Re-scan the repository for new versions.
+            services.append(.init(service: PeriodicService(every: .seconds(self.pollInterval)) { await manager.poll() }))
         }
-        services.append(.init(service: RolloutGuardService(manager: manager)))
+        // Roll back guarded canaries that do worse than stable.
+        services.append(.init(service: PeriodicService(every: .seconds(1)) { manager.checkGuards() }))
         // The server last, so that it stops first on shutdown.
         services.append(.init(service: server))
         var groupConfiguration = ServiceGroupConfiguration(

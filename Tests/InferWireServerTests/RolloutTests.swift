@@ -16,22 +16,8 @@ func withManagedServer<T: Sendable>(
     let manager = ModelManager(
         repository: ModelRepository(directory: root), configuration: .init(statePath: root + "/.inferwire-state.json"), logger: quiet)
     try manager.start()
-    let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-    defer { dispatcher.stopExecution() }
-    let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    let server = InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: 0), dispatcher: dispatcher, logger: quiet,
-        onListening: { continuation.yield($0.port!) })
-    let group = ServiceGroup(configuration: .init(services: [server], logger: quiet))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw CancellationError() }
-        let result: Result<T, any Error>
-        do { result = .success(try await body(port, manager)) } catch { result = .failure(error) }
-        await group.triggerGracefulShutdown()
-        try await tasks.waitForAll()
-        return try result.get()
+    return try await withServer(dispatcher: RequestDispatcher(registry: manager.registry, manager: manager)) { port in
+        try await body(port, manager)
     }
 }
 

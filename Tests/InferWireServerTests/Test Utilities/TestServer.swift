@@ -75,8 +75,17 @@ func withServer<T: Sendable>(
     extraModels: [LoadedModel] = [],
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
+    try await withServer(dispatcher: RequestDispatcher(registry: try makeRegistry(extraModels: extraModels)), limits: limits, body)
+}
+
+/// Runs a server for `dispatcher` on a free loopback port for the duration of `body`,
+/// then shuts it down gracefully, waits for it, and stops the model instances.
+func withServer<T: Sendable>(
+    dispatcher: RequestDispatcher,
+    limits: InferWireServer.Configuration.Limits = .defaults,
+    _ body: @Sendable (_ port: Int) async throws -> T
+) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    let dispatcher = RequestDispatcher(registry: try makeRegistry(extraModels: extraModels))
     defer { dispatcher.stopExecution() }
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits),

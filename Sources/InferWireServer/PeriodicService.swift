@@ -1,0 +1,21 @@
+import ServiceLifecycle
+
+/// Runs `action` every `interval` until graceful shutdown: the repository poller
+/// (`ModelManager.poll`) and the rollout guard (`ModelManager.checkGuards`) in `serve`.
+public struct PeriodicService: Service {
+    public let interval: Duration
+    public let action: @Sendable () async -> Void
+
+    public init(every interval: Duration, _ action: @escaping @Sendable () async -> Void) {
+        self.interval = interval
+        self.action = action
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+            await self.action()
+        }
+    }
+}
