@@ -31,32 +31,17 @@ struct BatchingBench: AsyncParsableCommand {
     var iterations = 3000
 
     func run() async throws {
-        let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
         let repository = ModelRepository(directory: self.repository, loaders: [OnnxModelLoader()])
         let batchedConfig = try repository.readConfig(model: "mlp")
         var unbatchedConfig = batchedConfig
         unbatchedConfig.clearDynamicBatching()
         let batched = try repository.load(model: "mlp", version: 1, config: batchedConfig)
-        var unbatched = try repository.load(model: "mlp", version: 1, config: unbatchedConfig)
-        unbatched = LoadedModel(name: "mlp_unbatched", version: 1, config: unbatchedConfig, model: unbatched.model)
+        // The same model instance, served as a second model without the batcher.
+        let unbatched = LoadedModel(name: "mlp_unbatched", version: 1, config: unbatchedConfig, model: batched.model)
         let dispatcher = RequestDispatcher(registry: ModelRegistry(contents: .init(models: [batched, unbatched])))
-        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let server = InferWireServer(
-            configuration: .init(host: "127.0.0.1", port: 0, limits: .init(maxConcurrentRequests: 4096)),
-            dispatcher: dispatcher, logger: logger, eventLoopGroup: serverGroup,
-            onListening: { continuation.yield($0.port!) })
-        let services = ServiceGroup(configuration: .init(services: [server], logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await services.run() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { return }
+        try await withInProcessServer(dispatcher: dispatcher, ioThreads: 1, limits: .init(maxConcurrentRequests: 4096)) { port in
             try self.measure(port: port, dispatcher: dispatcher)
-            await services.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
-        dispatcher.stopExecution()
-        try await serverGroup.shutdownGracefully()
     }
 
     func frame(model: String) throws -> [UInt8] {

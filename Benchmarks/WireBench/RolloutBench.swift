@@ -34,7 +34,7 @@ struct RolloutBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let logger = benchLogger
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-rollout-bench-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -44,20 +44,9 @@ struct RolloutBench: AsyncParsableCommand {
         let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [OnnxModelLoader()]), logger: logger)
         try manager.start()
         let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let server = InferWireServer(
-            configuration: .init(host: "127.0.0.1", port: 0), dispatcher: dispatcher, logger: logger,
-            onListening: { continuation.yield($0.port!) })
-        let services = ServiceGroup(configuration: .init(services: [server], logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await services.run() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { return }
+        try await withInProcessServer(dispatcher: dispatcher) { port in
             try await self.measure(port: port, manager: manager, root: root)
-            await services.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
-        dispatcher.stopExecution()
     }
 
     func phase(port: Int, swapping: Bool) async throws -> (p50: Double, p99: Double, requests: UInt64, failures: Int, swaps: Int) {

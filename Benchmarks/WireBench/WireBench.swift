@@ -45,27 +45,13 @@ struct WireBench: AsyncParsableCommand {
     var inFlight = 64
 
     func run() async throws {
-        let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let logger = benchLogger
         let contents = try ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: logger)
         let dispatcher = RequestDispatcher(registry: ModelRegistry(contents: contents))
         // One I/O thread: the server side of the comparison gets one core, like the echo thread.
-        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let server = InferWireServer(
-            configuration: .init(host: "127.0.0.1", port: 0), dispatcher: dispatcher, logger: logger,
-            eventLoopGroup: serverGroup, onListening: { continuation.yield($0.port!) })
-        let services = ServiceGroup(configuration: .init(services: [server], logger: logger))
-
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await services.run() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { return }
+        try await withInProcessServer(dispatcher: dispatcher, ioThreads: 1) { port in
             try await self.measure(serverPort: port)
-            await services.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
-        dispatcher.stopExecution()
-        try await serverGroup.shutdownGracefully()
     }
 
     func measure(serverPort: Int) async throws {

@@ -365,7 +365,7 @@ public final class ModelManager: Sendable {
             }
         }
         var rolledBack: [String] = []
-        let epoch = SlidingWindow.epoch
+        let epoch = SlidingWindow.epoch()
         for (name, guardSettings, canary, stable) in candidates {
             let span = guardSettings.windowSeconds > 0 ? Int(guardSettings.windowSeconds) : 30
             let minimum = guardSettings.minRequests > 0 ? UInt64(guardSettings.minRequests) : 50

@@ -85,6 +85,11 @@ extension ModelRegistry.Snapshot {
 
     /// The model version that a request naming `name` and `selector` goes to.
     public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String = "") throws(InferWireError) -> LoadedModel {
+        try self.route(name, selector, routingKey: routingKey).model
+    }
+
+    /// The chosen version and its model's entry (for shadow traffic), with one lookup.
+    func route(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String) throws(InferWireError) -> (model: LoadedModel, entry: ModelRegistry.ModelEntry) {
         guard let entry = self.models[name] else {
             throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
         }
@@ -94,7 +99,7 @@ extension ModelRegistry.Snapshot {
         let loaded = entry.readyVersions.map(String.init).joined(separator: ", ")
         switch selector?.selector {
         case .version(let version)?:
-            if let model = entry.versions[version] { return model }
+            if let model = entry.versions[version] { return (model, entry) }
             if let reason = entry.failedVersions[version] {
                 throw InferWireError(code: .unavailable, message: "model '\(name)' version \(version) failed to load: \(reason)")
             }
@@ -107,7 +112,7 @@ extension ModelRegistry.Snapshot {
                 guard let canary = entry.canary, let model = entry.versions[canary] else {
                     throw InferWireError(code: .notFound, message: "model '\(name)' has no canary version")
                 }
-                return model
+                return (model, entry)
             default:
                 throw InferWireError(code: .invalidArgument, message: "unknown version label '\(label)' (labels: stable, canary)")
             }
@@ -115,12 +120,12 @@ extension ModelRegistry.Snapshot {
             // Unlabelled traffic: the canary's share, by key or at random.
             if let canary = entry.canary, entry.canaryPercent > 0, let model = entry.versions[canary] {
                 let draw = entry.sticky && !routingKey.isEmpty ? Self.bucket(routingKey) : Int.random(in: 0..<100)
-                if draw < entry.canaryPercent { return model }
+                if draw < entry.canaryPercent { return (model, entry) }
             }
         }
         guard let stable = entry.stable, let model = entry.versions[stable] else {
             throw InferWireError(code: .unavailable, message: "model '\(name)' has no ready version")
         }
-        return model
+        return (model, entry)
     }
 }

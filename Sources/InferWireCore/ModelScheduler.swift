@@ -343,8 +343,14 @@ struct SlidingWindow: Sendable {
     }
     var seconds = [Second](repeating: Second(), count: 60)
 
-    /// Whole seconds of wall-clock time: the window's bucket index.
-    static var epoch: Int { Int(Date().timeIntervalSince1970) }
+    /// The process's reference instant for window buckets.
+    static let origin = ContinuousClock.now
+
+    /// Whole seconds since ``origin``: the window's bucket index. Monotonic, and cheap
+    /// enough for every request (no wall-clock read).
+    static func epoch(_ at: ContinuousClock.Instant = .now) -> Int {
+        Int((at - Self.origin).components.seconds)
+    }
 
     mutating func record(epoch: Int, latencyMicros: UInt64, failed: Bool) {
         let slot = epoch % 60
@@ -378,7 +384,10 @@ struct SchedulerStatistics: Sendable {
     var requests: UInt64 = 0
     var failures: UInt64 = 0
     var executions: UInt64 = 0
-    var batchSizes: [UInt32: UInt64] = [:]
+    /// Executions by rows: an array for the common small batches (no hashing per
+    /// request), a dictionary beyond.
+    var smallBatchSizes = [UInt64](repeating: 0, count: 65)
+    var largeBatchSizes: [UInt32: UInt64] = [:]
     var queueMicros: UInt64 = 0
     var computeMicros: UInt64 = 0
     var queueHistogram = [UInt64](repeating: 0, count: 32)
@@ -394,22 +403,40 @@ struct SchedulerStatistics: Sendable {
         micros == 0 ? 0 : min(31, 64 - micros.leadingZeroBitCount)
     }
 
+    /// One execution of `rows` rows that answered requests which waited `queueTimes`.
     mutating func record(execution: Duration, rows: Int, queueTimes: [Duration], failures: Int) {
         let compute = Self.micros(execution)
-        self.executions += 1
-        self.requests += UInt64(queueTimes.count)
-        self.failures += UInt64(failures)
-        self.batchSizes[UInt32(rows), default: 0] += 1
-        let epoch = SlidingWindow.epoch
+        self.recordExecution(rows: rows)
+        let epoch = SlidingWindow.epoch()
         for (index, q) in queueTimes.enumerated() {
             // Which requests of a batch failed is not tracked here: count the first `failures`.
-            self.window.record(epoch: epoch, latencyMicros: Self.micros(q) + compute, failed: index < failures)
-            let queued = Self.micros(q)
-            self.queueMicros += queued
-            self.queueHistogram[Self.bucket(queued)] += 1
-            self.computeMicros += compute
-            self.computeHistogram[Self.bucket(compute)] += 1
+            self.recordRequest(queued: Self.micros(q), compute: compute, failed: index < failures, epoch: epoch)
         }
+    }
+
+    /// A request run inline, on the I/O thread: no queue, one row count, no array.
+    mutating func recordInline(execution: Duration, rows: Int, failed: Bool) {
+        self.recordExecution(rows: rows)
+        self.recordRequest(queued: 0, compute: Self.micros(execution), failed: failed, epoch: SlidingWindow.epoch())
+    }
+
+    private mutating func recordExecution(rows: Int) {
+        self.executions += 1
+        if rows < self.smallBatchSizes.count {
+            self.smallBatchSizes[rows] += 1
+        } else {
+            self.largeBatchSizes[UInt32(rows), default: 0] += 1
+        }
+    }
+
+    private mutating func recordRequest(queued: UInt64, compute: UInt64, failed: Bool, epoch: Int) {
+        self.requests += 1
+        if failed { self.failures += 1 }
+        self.window.record(epoch: epoch, latencyMicros: queued + compute, failed: failed)
+        self.queueMicros += queued
+        self.queueHistogram[Self.bucket(queued)] += 1
+        self.computeMicros += compute
+        self.computeHistogram[Self.bucket(compute)] += 1
     }
 
     func message(name: String, version: Int64) -> Inferwire_V1_VersionStatistics {
@@ -419,7 +446,9 @@ struct SchedulerStatistics: Sendable {
         m.requestCount = self.requests
         m.failureCount = self.failures
         m.executionCount = self.executions
-        m.batchSizeCounts = self.batchSizes
+        var sizes = self.largeBatchSizes
+        for (rows, count) in self.smallBatchSizes.enumerated() where count > 0 { sizes[UInt32(rows)] = count }
+        m.batchSizeCounts = sizes
         m.queueTimeUs = self.queueMicros
         m.computeTimeUs = self.computeMicros
         m.queueTimeHistogram = self.queueHistogram

@@ -167,15 +167,14 @@ public final class RequestDispatcher: Sendable {
         cancellation: RequestCancellation?,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) throws(InferWireError) {
-        let snapshot = self.registry.snapshot()
-        let loaded = try snapshot.resolve(request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
+        let (loaded, entry) = try self.registry.snapshot().route(
+            request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
         let prepared = try PreparedRequest(request, for: loaded)
         var respond = respond
 
         // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
         // compare the answers, and return only stable's.
-        if !request.hasVersion, let entry = snapshot.models[request.modelName], loaded.version == entry.stable,
-            let tally = entry.shadow, entry.shadowPercent > 0, Int.random(in: 0..<100) < entry.shadowPercent,
+        if let tally = entry.shadow, !request.hasVersion, loaded.version == entry.stable, entry.shadowPercent > 0, Int.random(in: 0..<100) < entry.shadowPercent,
             let candidate = entry.versions[tally.version],
             let mirrored = try? PreparedRequest(request, for: candidate)
         {
@@ -198,7 +197,7 @@ public final class RequestDispatcher: Sendable {
             let result = Result { () throws(InferWireError) -> [UInt8] in try prepared.run() }
             let elapsed = ContinuousClock.now - start
             loaded.scheduler.statistics.withLock {
-                $0.record(execution: elapsed, rows: prepared.rows, queueTimes: [.zero], failures: result.isFailure ? 1 : 0)
+                $0.recordInline(execution: elapsed, rows: prepared.rows, failed: result.isFailure)
             }
             respond(result)
         } else {
