@@ -98,8 +98,10 @@ let package = Package(
         .target(
             name: "InferWireBench",
             dependencies: [
-                "InferWireClient", "InferWireCore", "InferWireProto",
+                "InferWireClient", "InferWireCore", "InferWireProto", "InferWireWire",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -165,8 +167,9 @@ let package = Package(
         .testTarget(
             name: "InferWireBenchTests",
             dependencies: [
-                "InferWireBench",
+                "InferWireBench", "InferWireCore", "InferWireProto",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -180,6 +183,7 @@ let package = Package(
             name: "InferWireServerTests",
             dependencies: [
                 "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
+                "InferWireBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -7,14 +7,26 @@ import InferWireProto
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Load a model at one or more concurrency levels and report throughput and latency percentiles.",
+        abstract: "Load a model and report throughput, latency percentiles, errors and the server's own times.",
         discussion: """
-            Closed loop: each of --concurrency callers sends its next request as soon as the last is answered.
+            Closed loop (default): --concurrency callers each send the next request as soon as the last is answered.
             Each level warms up, then measures windows until the last three agree within --tolerance, or
-            --max-windows is reached (the report says which). Inputs are random, shaped from the model's metadata.
-            The client itself costs ≈ 40–90 µs a round trip on these machines: when throughput stops rising
-            with concurrency while the server's own statistics (inferwire models status) show short queue and
-            compute times, the client, not the server, is the limit — add --connections or run more generators.
+            --max-windows is reached; the table says which.
+            Open loop: --rate R (or FROM:TO:STEP) sends on a schedule, evenly spaced or --poisson, whatever is
+            in flight; latency counts from when each request was due, so a stall cannot hide. Late and skipped
+            sends are counted: when they exceed 1% the generator, not the server, set the pace.
+
+            Inputs are random, shaped from the model's metadata (--batch rows where the batch is dynamic), or read
+            with --input NAME=@file.npy, NAME=@file.json or NAME='[[...]]'.
+
+            Rollout under load: --during "promote fraud" --at 10 runs the management action 10 s into the first
+            level's measurement and reports errors and p99 in the seconds before and after it. Actions:
+            promote M, rollback M, load M V, unload M V, traffic M V PERCENT, shadow M V PERCENT.
+
+            Is the generator the bottleneck? Each level reports the CPU the generator used ("gen cores"). When
+            it nears the number of event loops it runs on (one per connection, up to the core count), or
+            throughput stops rising while the server's queue time stays near zero, the client is the limit:
+            add --connections, or run the generator on another machine.
             """)
 
     @Option(name: .customLong("server"), help: "Server address HOST:PORT (repeat for round-robin over servers).")
@@ -41,6 +53,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Open loop: seconds measured per rate.")
     var duration = 5.0
 
+    @Option(help: "Open loop: most requests in flight before sends are skipped (and counted).")
+    var maxInFlight = 4096
+
     @Option(help: "Connections per server.")
     var connections = 1
 
@@ -50,7 +65,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds per measurement window.")
     var window = 1.0
 
-    @Option(help: "Most windows per level.")
+    @Option(help: "Most windows per level (closed loop).")
     var maxWindows = 10
 
     @Option(help: "Windows agree when within this fraction of their mean throughput.")
@@ -59,50 +74,242 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Compress requests and responses.")
     var compress = false
 
+    @Option(name: .customLong("input"), help: "NAME=@FILE.npy, NAME=@FILE.json or NAME=JSON, once per input (default: random).")
+    var inputs: [String] = []
+
+    @Option(help: "Rows per request for random inputs when the batch dimension is dynamic.")
+    var batch = 1
+
+    @Option(help: "A management action to run under load, e.g. \"promote fraud\".")
+    var during: String?
+
+    @Option(help: "Seconds into the measurement at which --during runs.")
+    var at = 5.0
+
+    @Option(help: "Seconds measured after --during before the level ends.")
+    var after = 5.0
+
     @Option(help: "Write every level as JSON to this file.")
     var json: String?
 
     @Option(help: "Write every level as CSV to this file.")
     var csv: String?
 
-    func run() async throws {
-        let levels = self.concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !levels.isEmpty, levels.allSatisfy({ $0 > 0 }) else { throw ValidationError("--concurrency takes positive integers, e.g. 1,8,64") }
-        var clients: [InferWireClient] = []
-        for server in self.servers {
-            let (host, port) = try parseAddress(server)
-            for _ in 0..<max(1, self.connections) {
-                clients.append(try await InferWireClient.connect(host: host, port: port, configuration: .init(compression: self.compress)))
-            }
+    @Option(help: "Write a self-contained HTML report (charts, tables) to this file.")
+    var report: String?
+
+    @Flag(help: "No live progress line.")
+    var quiet = false
+
+    func validate() throws {
+        if self.version != nil && self.label != nil { throw ValidationError("give --version or --label, not both") }
+        guard self.connections >= 1, self.connections <= 1024 else { throw ValidationError("--connections must be 1…1024") }
+        guard self.window > 0, self.warmup >= 0, self.duration > 0, self.maxWindows >= 1, self.tolerance > 0 else {
+            throw ValidationError("--window, --duration, --max-windows and --tolerance must be positive; --warmup not negative")
         }
-        let metadata = try await clients[0].modelMetadata(self.model, version: self.version, label: self.label)
+        guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
+        if self.during != nil { guard self.at >= 0, self.after > 0 else { throw ValidationError("--at must be ≥ 0 and --after > 0") } }
+    }
+
+    func run() async throws {
+        do {
+            try await self.measure()
+        } catch let error as InferWireError {
+            FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
+            throw ExitCode(Int32(error.code.status.rawValue))
+        }
+    }
+
+    func measure() async throws {
+        let levels = try self.levels()
+        let addresses = try self.servers.map { try parseAddress($0) }
+        // Control connections (metadata, statistics, actions) are separate from the load.
+        var controls: [(String, InferWireClient)] = []
+        for (server, address) in zip(self.servers, addresses) {
+            controls.append((server, try await InferWireClient.connect(host: address.0, port: address.1)))
+        }
+        defer { for (_, client) in controls { Task { await client.close() } } }
+        let metadata = try await controls[0].1.modelMetadata(self.model, version: self.version, label: self.label)
         var request = Inferwire_V1_InferRequest()
         request.modelName = self.model
         if let version = self.version { request.version.version = version } else if let label = self.label { request.version.label = label }
-        request.inputs = try metadata.inputs.map { try randomTensor($0).wire }
+        request.inputs = try self.inputTensors(metadata).map(\.wire)
 
-        if let rate = self.rate {
-            try await self.openLoop(rate: rate, request: request, clients: clients)
-            for client in clients { await client.close() }
-            return
+        let generator = try await LoadGenerator.connect(
+            servers: addresses.map { (host: $0.0, port: $0.1) }, connectionsPerServer: self.connections, request: request,
+            compression: self.compress)
+        let limit = generator.serverConcurrencyLimit
+        if limit > 0, case .closed(let top) = levels.last!, top > limit * generator.connectionCount {
+            print("note: the server allows \(limit) requests in flight per connection; levels above \(limit * generator.connectionCount) are capped (use --connections)")
         }
 
-        let loop = ClosedLoop(
-            request: request, warmup: .milliseconds(Int(self.warmup * 1000)), window: .milliseconds(Int(self.window * 1000)),
-            maxWindows: self.maxWindows, rule: StabilityRule(windows: 3, tolerance: self.tolerance))
-        print("model \(self.model), \(clients.count) connection(s) to \(self.servers.joined(separator: ", "))")
-        print("concurrency    req/s      p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  windows")
+        let model = self.model
+        let counters: @Sendable () async -> [String: ServerTimes.Counters]? = { [controls] in
+            var all: [String: ServerTimes.Counters] = [:]
+            for (server, client) in controls {
+                guard let stats = try? await client.modelStatistics(model) else { return nil }
+                for v in stats.versions {
+                    all["\(server)/\(v.version)"] = .init(requests: v.requestCount, executions: v.executionCount, queueMicros: v.queueTimeUs, computeMicros: v.computeTimeUs)
+                }
+            }
+            return all
+        }
+        let progress = ProgressLine(enabled: !self.quiet)
+        let settings = MeasurementSettings(
+            warmup: .milliseconds(Int64(self.warmup * 1000)), window: .milliseconds(Int64(self.window * 1000)), maxWindows: self.maxWindows,
+            rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: .milliseconds(Int64(self.duration * 1000)),
+            maxInFlight: self.maxInFlight)
+        let runner = LevelRunner(generator: generator, settings: settings, serverCounters: counters) { level, window in
+            progress.update(level: level, window: window)
+        }
+        let action = try self.during.map { try self.action($0, client: controls[0].1) }
+
+        let target = self.version.map { "version \($0)" } ?? self.label.map { "label \($0)" } ?? ""
+        print("model \(self.model)\(target.isEmpty ? "" : " (\(target))"), \(generator.connectionCount) connection(s) to \(self.servers.joined(separator: ", "))"
+              + (self.rate != nil ? ", open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time" : ""))
+        print("level               req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  server queue/compute µs  gen cores  ended")
         var results: [LevelResult] = []
-        for level in levels {
-            let r = try await loop.run(concurrency: level, clients: clients)
+        for (i, level) in levels.enumerated() {
+            let r = try await runner.run(level, action: i == 0 ? action : nil)
+            progress.clear()
             results.append(r)
-            let errors = r.errors.values.reduce(0, +)
-            print(String(format: "%11d %8.0f %11.1f %9.1f %9.1f %9.1f %9.1f %8llu  %d%@",
-                         level, r.throughput, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max,
-                         errors, r.windowThroughputs.count, r.stable ? " stable" : " (not settled)"))
+            print(self.row(r))
         }
-        for client in clients { await client.close() }
-        try self.write(BenchReport(model: self.model, servers: self.servers, levels: results))
+        for reason in await generator.refusals() { print("connection lost: \(reason)") }
+        await generator.close()
+        self.printNotes(results)
+
+        let report = BenchReport(
+            model: self.model, target: target, servers: self.servers, connections: generator.connectionCount, compression: self.compress,
+            startedAt: ISO8601DateFormatter().string(from: Date()), levels: results)
+        try self.write(report)
+    }
+
+    func levels() throws -> [LoadLevel] {
+        if let rate = self.rate {
+            let parts = rate.split(separator: ":").map { Double($0) }
+            guard parts.allSatisfy({ $0 != nil }) else { throw ValidationError("--rate takes R or FROM:TO:STEP, e.g. 1000:20000:1000") }
+            let numbers = parts.compactMap { $0 }
+            let rates: [Double]
+            switch numbers.count {
+            case 1: rates = numbers
+            case 3 where numbers[2] > 0 && numbers[0] <= numbers[1] && (numbers[1] - numbers[0]) / numbers[2] <= 1000:
+                rates = Array(stride(from: numbers[0], through: numbers[1], by: numbers[2]))
+            default: throw ValidationError("--rate takes R or FROM:TO:STEP (at most 1000 steps), e.g. 1000:20000:1000")
+            }
+            guard rates.allSatisfy({ $0 > 0 && $0 <= 10_000_000 }) else { throw ValidationError("--rate must be within 0…10,000,000 req/s") }
+            return rates.map { .open(rate: $0, poisson: self.poisson) }
+        }
+        let levels = self.concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !levels.isEmpty, levels.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= 100_000 }) else {
+            throw ValidationError("--concurrency takes positive integers up to 100000, e.g. 1,8,64")
+        }
+        return levels.map { .closed(concurrency: $0!) }
+    }
+
+    /// The request's inputs: from --input where given, random (shaped from the metadata) elsewhere.
+    func inputTensors(_ metadata: Inferwire_V1_ModelMetadataResponse) throws -> [Tensor] {
+        var given: [String: Tensor] = [:]
+        for argument in self.inputs {
+            guard let equals = argument.firstIndex(of: "=") else { throw ValidationError("--input must be NAME=@FILE or NAME=JSON, got '\(argument)'") }
+            let name = String(argument[..<equals])
+            let value = argument[argument.index(after: equals)...]
+            if value.hasPrefix("@") {
+                let path = String(value.dropFirst())
+                guard let contents = FileManager.default.contents(atPath: path) else {
+                    throw InferWireError(code: .invalidArgument, message: "--input \(name): cannot read \(path)")
+                }
+                if path.hasSuffix(".npy") {
+                    let tensor = try NumpyFile.tensor(name: name, contents: contents)
+                    guard let spec = metadata.inputs.first(where: { $0.name == name }) else {
+                        throw InferWireError(code: .invalidArgument, message: "model '\(metadata.name)' has no input '\(name)'")
+                    }
+                    guard tensor.dataType == spec.datatype else {
+                        throw InferWireError(code: .invalidArgument, message: "--input \(name): \(path) holds \(tensor.dataType.name), the model takes \(spec.datatype.name)")
+                    }
+                    given[name] = tensor
+                } else {
+                    given[name] = try parseInput("\(name)=\(String(decoding: contents, as: UTF8.self))", metadata: metadata)
+                }
+            } else {
+                given[name] = try parseInput(argument, metadata: metadata)
+            }
+        }
+        return try metadata.inputs.map { spec in
+            if let tensor = given[spec.name] { return tensor }
+            var spec = spec
+            if metadata.maxBatchSize > 0, let first = spec.shape.first, first < 0 { spec.shape[0] = Int64(self.batch) }
+            return try randomTensor(spec)
+        }
+    }
+
+    /// Parses `--during` into a call on the control connection.
+    func action(_ text: String, client: InferWireClient) throws -> ScheduledAction {
+        let words = text.split(separator: " ").map(String.init)
+        func int(_ i: Int) throws -> Int64 {
+            guard i < words.count, let n = Int64(words[i]) else { throw ValidationError("--during \"\(text)\": expected a number at word \(i + 1)") }
+            return n
+        }
+        guard words.count >= 2 else { throw ValidationError("--during takes \"ACTION MODEL [ARGS]\", e.g. \"promote fraud\"") }
+        let model = words[1]
+        let run: @Sendable () async throws -> String
+        switch words[0] {
+        case "promote": run = { describe(try await client.promote(model)) }
+        case "rollback": run = { describe(try await client.rollback(model)) }
+        case "load":
+            let v = try int(2)
+            run = { "version \(v): \(try await client.loadModel(model, version: v).state)" }
+        case "unload":
+            let v = try int(2)
+            run = { "version \(v): \(try await client.unloadModel(model, version: v).state)" }
+        case "traffic":
+            let v = try int(2), p = try int(3)
+            guard (0...100).contains(p) else { throw ValidationError("--during traffic: percent must be 0…100") }
+            run = { describe(try await client.setTraffic(model, canary: v, percent: UInt32(p))) }
+        case "shadow":
+            let v = try int(2), p = try int(3)
+            guard (0...100).contains(p) else { throw ValidationError("--during shadow: percent must be 0…100") }
+            run = { describe(try await client.setShadow(model, version: v, percent: UInt32(p))) }
+        default:
+            throw ValidationError("--during: unknown action '\(words[0])' (promote, rollback, load, unload, traffic, shadow)")
+        }
+        return ScheduledAction(name: text, at: .milliseconds(Int64(self.at * 1000)), after: .milliseconds(Int64(self.after * 1000)), run: run)
+    }
+
+    func row(_ r: LevelResult) -> String {
+        let server = r.server.map { String(format: "%.1f / %.1f", $0.queueMicros, $0.computeMicros) } ?? "–"
+        let ended: String = switch (r.mode, r.stable, r.stopReason) {
+        case ("open", true, _): "kept the rate"
+        case ("open", false, _): "fell behind: \(r.late) late, \(r.skipped) skipped"
+        case (_, _, "action"): "after the action"
+        case (_, true, _): "settled, \(r.windows.filter { !$0.warmup }.count) windows"
+        default: "not settled in \(r.windows.filter { !$0.warmup }.count) windows"
+        }
+        return String(format: "%-15@ %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %8llu  %23@  %9.2f  %@",
+                      r.label as NSString, r.throughput, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max,
+                      r.errorCount, server as NSString, r.generatorCores, ended as NSString)
+    }
+
+    func printNotes(_ results: [LevelResult]) {
+        for r in results {
+            if !r.errors.isEmpty {
+                print("\(r.label): errors " + r.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            }
+            if r.versions.count > 1 {
+                print("\(r.label): answered by " + r.versions.sorted { $0.key < $1.key }.map { "v\($0.key) \($0.value)" }.joined(separator: ", "))
+            }
+            if r.generatorBound && r.mode == "closed" {
+                print("\(r.label): the generator used \(String(format: "%.2f", r.generatorCores)) cores on \(r.generatorLoops) event loop(s): it may be the bottleneck (add --connections)")
+            }
+            if r.mode == "open" && !r.stable {
+                print("\(r.label): the generator fell behind the asked rate (\(r.late) late, \(r.skipped) not sent of \(r.due)): these figures understate the load")
+            }
+            for e in r.events {
+                print(String(format: "%@ at %.1f s (took %.1f ms): %@", e.action as NSString, e.at, e.tookMicros / 1000, e.outcome as NSString))
+                print(String(format: "  %.1f s before: %llu requests, %llu errors, p99 %.1f µs", e.before.seconds, e.before.requests, e.before.errors, e.before.p99))
+                print(String(format: "  %.1f s after:  %llu requests, %llu errors, p99 %.1f µs", e.after.seconds, e.after.requests, e.after.errors, e.after.p99))
+            }
+        }
     }
 
     func write(_ report: BenchReport) throws {
@@ -112,35 +319,36 @@ struct Bench: AsyncParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         }
         if let csv = self.csv { try report.csv.write(toFile: csv, atomically: true, encoding: .utf8) }
+        if let path = self.report { try HTMLReport.render(report).write(toFile: path, atomically: true, encoding: .utf8) }
+    }
+}
+
+private func describe(_ rollout: Inferwire_V1_Rollout) -> String { render(rollout) }
+
+/// The live view: one line rewritten in place on a terminal (stderr), plain lines otherwise.
+final class ProgressLine: Sendable {
+    let enabled: Bool
+    let terminal: Bool
+
+    init(enabled: Bool) {
+        self.enabled = enabled
+        self.terminal = isatty(STDERR_FILENO) == 1
     }
 
-    /// Open-loop levels: each rate for --duration after --warmup; latency from the intended send time.
-    func openLoop(rate: String, request: Inferwire_V1_InferRequest, clients: [InferWireClient]) async throws {
-        let parts = rate.split(separator: ":").compactMap { Double($0) }
-        let rates: [Double]
-        switch parts.count {
-        case 1: rates = [parts[0]]
-        case 3 where parts[2] > 0 && parts[0] <= parts[1]: rates = Array(stride(from: parts[0], through: parts[1], by: parts[2]))
-        default: throw ValidationError("--rate takes R or FROM:TO:STEP, e.g. 1000:20000:1000")
+    func update(level: LoadLevel, window: WindowSample) {
+        guard self.enabled else { return }
+        let name: String = switch level {
+        case .closed(let c): "\(c) in flight"
+        case .open(let r, _): String(format: "%.0f req/s", r)
         }
-        guard rates.allSatisfy({ $0 > 0 }) else { throw ValidationError("--rate must be positive") }
-        let loop = OpenLoop(
-            request: request, warmup: .milliseconds(Int(self.warmup * 1000)), duration: .milliseconds(Int(self.duration * 1000)))
-        print("model \(self.model), open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time")
-        print("asked req/s   got req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  late  skipped")
-        var results: [LevelResult] = []
-        for r in rates {
-            let outcome = try await loop.run(rate: r, poisson: self.poisson, clients: clients)
-            let l = outcome.result
-            print(String(format: "%11.0f %11.0f %9.1f %9.1f %9.1f %9.1f %9.1f %8llu %5llu %8llu",
-                         r, l.throughput, l.latency.p50, l.latency.p90, l.latency.p99, l.latency.p999, l.latency.max,
-                         l.errors.values.reduce(0, +), outcome.lateSends, outcome.skipped))
-            // More than 1% of sends late or skipped: the generator, not the server, set the pace.
-            if (outcome.lateSends + outcome.skipped) * 100 > outcome.due {
-                print("  the generator fell behind the asked rate (\(outcome.lateSends) late, \(outcome.skipped) not sent): these figures understate the load")
-            }
-            results.append(l)
-        }
-        try self.write(BenchReport(model: self.model, servers: self.servers, levels: results))
+        var line = String(format: "[%@] %@%.0f req/s  p50 %.1f µs  p99 %.1f µs  errors %llu",
+                          name as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput, window.p50, window.p99, window.errors)
+        if window.late + window.skipped > 0 { line += "  late \(window.late) skipped \(window.skipped)" }
+        FileHandle.standardError.write(Data((self.terminal ? "\r\u{1B}[2K" + line : line + "\n").utf8))
+    }
+
+    func clear() {
+        guard self.enabled, self.terminal else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Histogram
-import InferWireBench
+@testable import InferWireBench
 import Testing
 
 @Suite("Load generator measurements")
@@ -42,18 +42,94 @@ struct MeasurementTests {
 
     @Test("the JSON report round-trips and the CSV has one row per level")
     func reports() throws {
-        var histogram = makeLatencyHistogram()
-        _ = histogram.record(250_000)
-        let level = LevelResult(
-            concurrency: 8, requests: 10, errors: ["UNAVAILABLE": 1], throughput: 1234.5, latency: LatencySummary(histogram),
-            windowThroughputs: [1200, 1250, 1253], stable: true, versions: ["1": 9])
-        let report = BenchReport(model: "mlp", servers: ["127.0.0.1:8500"], levels: [level, level])
+        let report = sampleReport()
         let decoded = try JSONDecoder().decode(BenchReport.self, from: JSONEncoder().encode(report))
         #expect(decoded == report)
         let rows = report.csv.split(separator: "\n")
         #expect(rows.count == 3)
-        #expect(rows[1].hasPrefix("8,10,1,1234.5,250.0"))
+        #expect(rows[1].hasPrefix("closed,8,0.0,10,1,1234.5,250.0"))
+        #expect(rows[2].hasPrefix("open,0,5000.0,"))
     }
+
+    @Test("an empty histogram summarises to zeros, which JSON can encode")
+    func emptySummary() throws {
+        let summary = LatencySummary(makeLatencyHistogram())
+        #expect(summary.count == 0)
+        #expect([summary.p50, summary.p90, summary.p95, summary.p99, summary.p999, summary.max, summary.mean].allSatisfy { $0 == 0 })
+        _ = try JSONEncoder().encode(summary)
+    }
+
+    @Test("window tallies merge counts, errors, versions and histograms")
+    func merge() {
+        var a = WindowTally(), b = WindowTally()
+        _ = a.histogram.record(1000)
+        a.ok = 1
+        a.errors["UNAVAILABLE"] = 2
+        a.versions[1] = 1
+        _ = b.histogram.record(3000)
+        b.ok = 1
+        b.errors["UNAVAILABLE"] = 1
+        b.errors["INTERNAL"] = 1
+        b.versions[2] = 1
+        b.due = 5
+        b.late = 1
+        a.merge(b)
+        #expect(a.ok == 2 && a.errorCount == 4 && a.errors["UNAVAILABLE"] == 3)
+        #expect(a.versions == [1: 1, 2: 1])
+        #expect(a.histogram.totalCount == 2 && a.histogram.max >= 2990)
+        #expect(a.due == 5 && a.late == 1)
+    }
+
+    @Test("server times are the change between snapshots; a reloaded version starts from zero")
+    func serverTimes() {
+        let before: [String: ServerTimes.Counters] = [
+            "a/1": .init(requests: 100, executions: 50, queueMicros: 1000, computeMicros: 5000),
+            "a/2": .init(requests: 900, executions: 900, queueMicros: 0, computeMicros: 0),
+        ]
+        let after: [String: ServerTimes.Counters] = [
+            "a/1": .init(requests: 300, executions: 100, queueMicros: 3000, computeMicros: 9000),
+            // Version 2 was reloaded: its counters restarted below the earlier snapshot.
+            "a/2": .init(requests: 100, executions: 100, queueMicros: 400, computeMicros: 1000),
+            // Version 3 appeared during the period.
+            "a/3": .init(requests: 100, executions: 50, queueMicros: 600, computeMicros: 1000),
+        ]
+        let times = ServerTimes(from: before, to: after)
+        #expect(times.requests == 400)
+        #expect(times.executions == 200)
+        #expect(times.queueMicros == 3000.0 / 400)
+        #expect(times.computeMicros == 6000.0 / 400)
+        #expect(times.meanBatchSize == 2)
+    }
+}
+
+/// Two levels, one closed and one open, with windows, errors and a management action.
+func sampleReport() -> BenchReport {
+    var histogram = makeLatencyHistogram()
+    _ = histogram.record(250_000)
+    var tally = WindowTally()
+    for v in [120_000, 250_000, 900_000] as [UInt64] { _ = tally.histogram.record(v) }
+    tally.ok = 3
+    tally.errors["UNAVAILABLE"] = 1
+    let windows = [
+        WindowSample(start: 0, seconds: 1, warmup: true, tally: tally),
+        WindowSample(start: 1, seconds: 1, warmup: false, tally: tally),
+        WindowSample(start: 2, seconds: 1.02, warmup: false, tally: WindowTally()),
+    ]
+    let event = ActionEvent(
+        action: "promote fraud", at: 1.5, tookMicros: 850, succeeded: true, outcome: "stable 2 <was 1> & \"done\"",
+        before: Span(seconds: 1, tally: tally), after: Span(seconds: 1, tally: WindowTally()))
+    let closed = LevelResult(
+        mode: "closed", concurrency: 8, askedRate: 0, requests: 10, errors: ["UNAVAILABLE": 1], throughput: 1234.5,
+        latency: LatencySummary(histogram), windows: windows, stable: true, stopReason: "stable", versions: ["1": 6, "2": 3],
+        server: ServerTimes(requests: 9, executions: 3, queueMicros: 12.25, computeMicros: 40.5), generatorCores: 0.31,
+        generatorLoops: 1, events: [event])
+    let open = LevelResult(
+        mode: "open", concurrency: 0, askedRate: 5000, requests: 4990, errors: [:], throughput: 4987.65,
+        latency: LatencySummary(tally.histogram), windows: windows.map { var w = $0; w.start += 4; return w }, stable: false,
+        stopReason: "duration", versions: ["2": 4990], due: 5000, late: 120, skipped: 3, server: nil, generatorCores: 0.97,
+        generatorLoops: 1)
+    return BenchReport(model: "fraud", target: "label stable", servers: ["127.0.0.1:8500"], connections: 2, compression: false,
+                       startedAt: "2026-11-26T12:00:00Z", levels: [closed, open])
 }
 
 @Suite("Open-loop schedule")

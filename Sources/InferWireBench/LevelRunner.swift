@@ -1,0 +1,216 @@
+import Foundation
+import Histogram
+import InferWireCore
+
+/// How a run measures each level.
+public struct MeasurementSettings: Sendable {
+    /// Load before measuring starts; not counted.
+    public var warmup: Duration
+    /// Length of one measurement window.
+    public var window: Duration
+    /// Closed loop: the most windows per level.
+    public var maxWindows: Int
+    /// Closed loop: when the windows have settled.
+    public var rule: StabilityRule
+    /// Open loop: how long each rate is measured.
+    public var openDuration: Duration
+    /// Open loop: requests in flight (over all connections) beyond which sends are skipped
+    /// and counted rather than piling up memory.
+    public var maxInFlight: Int
+    /// Open loop: seed for Poisson arrivals, so runs repeat.
+    public var seed: UInt64
+
+    public init(warmup: Duration = .seconds(1), window: Duration = .seconds(1), maxWindows: Int = 10, rule: StabilityRule = .init(),
+                openDuration: Duration = .seconds(5), maxInFlight: Int = 4096, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
+        self.warmup = warmup
+        self.window = window
+        self.maxWindows = maxWindows
+        self.rule = rule
+        self.openDuration = openDuration
+        self.maxInFlight = maxInFlight
+        self.seed = seed
+    }
+
+    /// 1 s warm-up, 1 s windows, at most 10, settled when 3 agree within 10%; open-loop rates for 5 s.
+    public static var defaults: MeasurementSettings { MeasurementSettings() }
+}
+
+/// The load of one level.
+public enum LoadLevel: Sendable, Equatable {
+    case closed(concurrency: Int)
+    case open(rate: Double, poisson: Bool)
+}
+
+/// A management action to run once while a level is measured.
+public struct ScheduledAction: Sendable {
+    /// What is run, e.g. "promote fraud".
+    public var name: String
+    /// Time after measurement starts (warm-up excluded).
+    public var at: Duration
+    /// How long to keep measuring after the action, so its effect is seen.
+    public var after: Duration
+    /// Runs the action and describes the server's answer.
+    public var run: @Sendable () async throws -> String
+
+    public init(name: String, at: Duration, after: Duration = .seconds(5), run: @escaping @Sendable () async throws -> String) {
+        self.name = name
+        self.at = at
+        self.after = after
+        self.run = run
+    }
+}
+
+/// Measures levels with a ``LoadGenerator``: warm-up, windows until the level settles,
+/// the server's own times for the same period, and any management action in between.
+public struct LevelRunner: Sendable {
+    public var generator: LoadGenerator
+    public var settings: MeasurementSettings
+    /// Cumulative statistics of the model by "server/version", for ``ServerTimes``; nil when
+    /// the server cannot be asked.
+    public var serverCounters: (@Sendable () async -> [String: ServerTimes.Counters]?)?
+    /// Called after every window, warm-up included, with the level and the window.
+    public var onWindow: (@Sendable (LoadLevel, WindowSample) -> Void)?
+    /// The run's time origin: window start times are seconds from here.
+    public let origin: ContinuousClock.Instant
+
+    public init(generator: LoadGenerator, settings: MeasurementSettings, origin: ContinuousClock.Instant = .now,
+                serverCounters: (@Sendable () async -> [String: ServerTimes.Counters]?)? = nil,
+                onWindow: (@Sendable (LoadLevel, WindowSample) -> Void)? = nil) {
+        self.generator = generator
+        self.settings = settings
+        self.origin = origin
+        self.serverCounters = serverCounters
+        self.onWindow = onWindow
+    }
+
+    private func seconds(since instant: ContinuousClock.Instant) -> Double { (instant - self.origin).inSeconds }
+
+    /// Runs one level to its end and reports it.
+    public func run(_ level: LoadLevel, action: ScheduledAction? = nil) async throws -> LevelResult {
+        switch level {
+        case .closed(let concurrency):
+            try await self.generator.startClosed(concurrency: concurrency)
+        case .open(let rate, let poisson):
+            try await self.generator.startOpen(rate: rate, poisson: poisson, seed: self.settings.seed, maxInFlight: self.settings.maxInFlight)
+        }
+
+        var windows: [WindowSample] = []
+        let warmupStart = ContinuousClock.now
+        if self.settings.warmup > .zero {
+            try await Task.sleep(until: warmupStart + self.settings.warmup, clock: .continuous)
+        }
+        let warm = await self.generator.collect()
+        let measureStart = ContinuousClock.now
+        let warmSample = WindowSample(start: self.seconds(since: warmupStart), seconds: (measureStart - warmupStart).inSeconds, warmup: true, tally: warm)
+        if self.settings.warmup > .zero {
+            windows.append(warmSample)
+            self.onWindow?(level, warmSample)
+        }
+
+        let countersBefore = await self.serverCounters?()
+        let cpuBefore = processCPUSeconds()
+
+        // The action runs in its own task at its time; windows keep being collected meanwhile.
+        let actionTask: Task<(start: ContinuousClock.Instant, took: Duration, succeeded: Bool, outcome: String), Never>? = action.map { action in
+            Task {
+                try? await Task.sleep(until: measureStart + action.at, clock: .continuous)
+                let start = ContinuousClock.now
+                do {
+                    let outcome = try await action.run()
+                    return (start, ContinuousClock.now - start, true, outcome)
+                } catch {
+                    return (start, ContinuousClock.now - start, false, "\(error)")
+                }
+            }
+        }
+
+        var tallies: [(start: ContinuousClock.Instant, end: ContinuousClock.Instant, tally: WindowTally)] = []
+        var total = WindowTally()
+        var throughputs: [Double] = []
+        var stable = false
+        var stopReason = "window limit"
+        var windowStart = measureStart
+        var k = 1
+        while true {
+            try await Task.sleep(until: measureStart + self.settings.window * k, clock: .continuous)
+            let tally = await self.generator.collect()
+            let now = ContinuousClock.now
+            let sample = WindowSample(start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally)
+            windows.append(sample)
+            self.onWindow?(level, sample)
+            tallies.append((windowStart, now, tally))
+            total.merge(tally)
+            throughputs.append(sample.throughput)
+            windowStart = now
+            let measured = now - measureStart
+            let done: Bool
+            if let action {
+                done = measured >= action.at + action.after
+                if done { stopReason = "action" }
+            } else {
+                switch level {
+                case .closed:
+                    stable = self.settings.rule.isStable(throughputs)
+                    if stable { stopReason = "stable" }
+                    done = stable || k >= self.settings.maxWindows
+                case .open:
+                    // The last window may end a little early rather than overrun by a whole window.
+                    done = measured + self.settings.window / 2 >= self.settings.openDuration
+                    if done { stopReason = "duration" }
+                }
+            }
+            if done { break }
+            k += 1
+        }
+        let measureEnd = windowStart
+        let cpu = processCPUSeconds() - cpuBefore
+        await self.generator.stop()
+        _ = await self.generator.collect()  // answers to requests sent before the stop: not in the period
+        let countersAfter = await self.serverCounters?()
+
+        var events: [ActionEvent] = []
+        if let action, let actionTask {
+            let done = await actionTask.value
+            // Windows wholly before the action, and from the window it started in, up to `after` each way.
+            var before = WindowTally(), after = WindowTally()
+            var beforeSeconds = 0.0, afterSeconds = 0.0
+            for w in tallies {
+                if w.end <= done.start, done.start - w.end < action.after {
+                    before.merge(w.tally)
+                    beforeSeconds += (w.end - w.start).inSeconds
+                } else if w.end > done.start, w.start - done.start < action.after {
+                    after.merge(w.tally)
+                    afterSeconds += (w.end - w.start).inSeconds
+                }
+            }
+            events.append(ActionEvent(
+                action: action.name, at: self.seconds(since: done.start), tookMicros: done.took.inSeconds * 1e6, succeeded: done.succeeded,
+                outcome: done.outcome, before: Span(seconds: beforeSeconds, tally: before), after: Span(seconds: afterSeconds, tally: after)))
+        }
+
+        let measuredSeconds = (measureEnd - measureStart).inSeconds
+        if case .open = level {
+            stable = (total.late + total.skipped) * 100 <= total.due
+        }
+        let server = countersBefore.flatMap { before in countersAfter.map { ServerTimes(from: before, to: $0) } }
+        let (concurrency, rate, mode): (Int, Double, String) = switch level {
+        case .closed(let c): (c, 0, "closed")
+        case .open(let r, _): (0, r, "open")
+        }
+        return LevelResult(
+            mode: mode, concurrency: concurrency, askedRate: rate, requests: total.ok + total.errorCount, errors: total.errors,
+            throughput: measuredSeconds > 0 ? Double(total.ok) / measuredSeconds : 0, latency: LatencySummary(total.histogram),
+            windows: windows, stable: stable, stopReason: stopReason,
+            versions: Dictionary(uniqueKeysWithValues: total.versions.map { (String($0.key), $0.value) }),
+            due: total.due, late: total.late, skipped: total.skipped, server: server,
+            generatorCores: measuredSeconds > 0 ? cpu / measuredSeconds : 0, generatorLoops: self.generator.loopCount, events: events)
+    }
+}
+
+/// User plus system CPU time of this process, in seconds.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}

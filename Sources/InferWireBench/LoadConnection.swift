@@ -1,0 +1,512 @@
+import Histogram
+import InferWireCore
+public import InferWireProto
+import InferWireWire
+public import NIOCore
+import NIOPosix
+
+/// What the generator's connections measured between two collections.
+public struct WindowTally: Sendable {
+    /// Round-trip times of successful requests, nanoseconds from the intended send time.
+    public var histogram = makeLatencyHistogram()
+    public var ok: UInt64 = 0
+    /// Failed requests by status code name.
+    public var errors: [String: UInt64] = [:]
+    /// Successful requests by the model version that answered.
+    public var versions: [Int64: UInt64] = [:]
+    /// Open loop: sends that fell due, sends made more than 1 ms after they were due, and
+    /// sends dropped because the in-flight cap was reached.
+    public var due: UInt64 = 0
+    public var late: UInt64 = 0
+    public var skipped: UInt64 = 0
+
+    public init() {}
+
+    public var errorCount: UInt64 { self.errors.values.reduce(0, +) }
+
+    public mutating func merge(_ other: WindowTally) {
+        self.histogram.add(other.histogram)
+        self.ok += other.ok
+        for (code, n) in other.errors { self.errors[code, default: 0] += n }
+        for (version, n) in other.versions { self.versions[version, default: 0] += n }
+        self.due += other.due
+        self.late += other.late
+        self.skipped += other.skipped
+    }
+}
+
+/// How a connection is generating load right now.
+enum LoadShape {
+    case idle
+    /// Keep `target` requests in flight; send the next as soon as one is answered.
+    case closed(target: Int)
+    /// Send on a schedule whatever is in flight.
+    case open(OpenSchedule)
+}
+
+struct OpenSchedule {
+    var arrivals: ArrivalSchedule
+    /// Uptime nanoseconds at which the next request is due.
+    var nextDue: UInt64
+    var maxInFlight: Int
+}
+
+/// One generator connection, driven entirely on its event loop: requests are sent from
+/// the handler as answers arrive (closed loop) or as timers fire (open loop), so the
+/// generator adds no async hop to the round trip it measures.
+final class LoadHandler: ChannelInboundHandler {
+    typealias InboundIn = InboundFrame
+    typealias OutboundOut = ByteBuffer
+
+    /// The whole REQUEST frame; each send copies it and fills in the request id.
+    private let template: ByteBuffer
+    private let maxResponseSize: Int
+    private let helloPromise: EventLoopPromise<Inferwire_V1_Hello>
+    private var context: ChannelHandlerContext?
+    /// Intended send time (uptime ns) of each request in flight, by id.
+    private var pending: [UInt32: UInt64] = [:]
+    private var lastID: UInt32 = 0
+    private var tally = WindowTally()
+    private var shape = LoadShape.idle
+    private var timer: Scheduled<Void>?
+    private var drained: EventLoopPromise<Void>?
+    private var needsFlush = false
+    /// Set once the connection takes no new requests (GOAWAY, closed).
+    private(set) var refusal: String?
+    private(set) var hello: Inferwire_V1_Hello?
+
+    init(template: ByteBuffer, maxResponseSize: Int, helloPromise: EventLoopPromise<Inferwire_V1_Hello>) {
+        self.template = template
+        self.maxResponseSize = maxResponseSize
+        self.helloPromise = helloPromise
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.sendPreface(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.sendPreface(context: context)
+        context.fireChannelActive()
+    }
+
+    private var prefaceSent = false
+    private func sendPreface(context: ChannelHandlerContext) {
+        guard !self.prefaceSent else { return }
+        self.prefaceSent = true
+        var buffer = context.channel.allocator.buffer(capacity: Preface.size)
+        Preface().write(to: &buffer)
+        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// The most requests this connection may have in flight: the server's limit, if any.
+    private func capped(_ n: Int) -> Int {
+        let limit = Int(self.hello?.maxConcurrentRequests ?? 0)
+        return limit > 0 ? min(n, limit) : n
+    }
+
+    // MARK: Control (called on the event loop)
+
+    func startClosed(inFlight: Int) {
+        self.stopTimer()
+        self.shape = .closed(target: self.capped(inFlight))
+        let now = NIODeadline.now().uptimeNanoseconds
+        while case .closed(let target) = self.shape, self.pending.count < target, self.refusal == nil {
+            self.send(intended: now)
+        }
+        self.flushIfNeeded()
+    }
+
+    func startOpen(arrivals: ArrivalSchedule, firstDue: UInt64, maxInFlight: Int) {
+        self.stopTimer()
+        self.shape = .open(OpenSchedule(arrivals: arrivals, nextDue: firstDue, maxInFlight: self.capped(maxInFlight)))
+        self.armTimer()
+    }
+
+    /// Stops sending; the returned future completes when every request in flight is answered.
+    func stop(promise: EventLoopPromise<Void>) {
+        self.stopTimer()
+        self.shape = .idle
+        if self.pending.isEmpty || self.refusal != nil {
+            promise.succeed()
+        } else {
+            self.drained = promise
+        }
+    }
+
+    /// Hands over what was measured since the last call and starts a new tally.
+    func collect() -> WindowTally {
+        defer { self.tally = WindowTally() }
+        return self.tally
+    }
+
+    // MARK: Sending
+
+    private func send(intended: UInt64) {
+        guard let context = self.context else { return }
+        var id = self.lastID
+        repeat { id &+= 1 } while id == 0 || self.pending[id] != nil
+        self.lastID = id
+        self.pending[id] = intended
+        var frame = self.template
+        frame.setInteger(id, at: frame.readerIndex + 8)
+        context.write(self.wrapOutboundOut(frame), promise: nil)
+        self.needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        guard self.needsFlush, let context = self.context else { return }
+        self.needsFlush = false
+        context.flush()
+    }
+
+    private func stopTimer() {
+        self.timer?.cancel()
+        self.timer = nil
+    }
+
+    private func armTimer() {
+        guard case .open(let schedule) = self.shape, let context = self.context else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(schedule.nextDue)) {
+            handler.value.sendDue()
+        }
+    }
+
+    /// Sends every request that has fallen due, then sleeps until the next one.
+    private func sendDue() {
+        guard case .open(var schedule) = self.shape, self.refusal == nil else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        while schedule.nextDue <= now {
+            self.tally.due += 1
+            if self.pending.count >= schedule.maxInFlight {
+                self.tally.skipped += 1
+            } else {
+                if now - schedule.nextDue > 1_000_000 { self.tally.late += 1 }
+                self.send(intended: schedule.nextDue)
+            }
+            schedule.nextDue += UInt64(max(1, schedule.arrivals.nextGap() * 1e9))
+        }
+        self.shape = .open(schedule)
+        self.flushIfNeeded()
+        self.armTimer()
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .frame(let frame):
+            self.receive(frame, context: context)
+        case .oversized(let header):
+            if header.requestID != 0, self.pending.removeValue(forKey: header.requestID) != nil {
+                self.tally.errors["RESOURCE_EXHAUSTED", default: 0] += 1
+                self.refill()
+            }
+        case .preface, .httpRequest:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    private func receive(_ frame: Frame, context: ChannelHandlerContext) {
+        switch frame.header.type {
+        case .hello:
+            if let hello = try? Inferwire_V1_Hello(serializedBytes: [UInt8](buffer: frame.payload)) {
+                self.hello = hello
+                self.helloPromise.succeed(hello)
+            } else {
+                self.helloPromise.fail(InferWireError(code: .internal, message: "server sent a malformed HELLO"))
+                context.close(promise: nil)
+            }
+        case .response, .error:
+            guard let intended = self.pending.removeValue(forKey: frame.header.requestID) else { return }
+            let now = NIODeadline.now().uptimeNanoseconds
+            var payload = frame.payload
+            if frame.header.flags.contains(.compressed) {
+                payload = (try? PayloadCompression.decompress(payload, limit: self.maxResponseSize, allocator: context.channel.allocator)) ?? ByteBuffer()
+            }
+            if frame.header.type == .response {
+                self.tally.ok += 1
+                _ = self.tally.histogram.record(now &- intended)
+                self.tally.versions[modelVersion(inResponse: payload), default: 0] += 1
+            } else {
+                let status = (try? Inferwire_V1_Status(serializedBytes: [UInt8](buffer: payload))) ?? Inferwire_V1_Status()
+                self.tally.errors[InferWireError(status: status).code.description, default: 0] += 1
+            }
+            self.refill()
+        case .goAway:
+            self.refusal = "server sent GOAWAY"
+            self.stopTimer()
+            if self.hello == nil { self.helloPromise.fail(InferWireError(code: .unavailable, message: "server sent GOAWAY")) }
+        case .ping:
+            let pong = Frame.encode(FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator)
+            context.writeAndFlush(self.wrapOutboundOut(pong), promise: nil)
+        default:
+            break
+        }
+    }
+
+    /// After an answer: keep the closed loop full, or report the drain.
+    private func refill() {
+        switch self.shape {
+        case .closed(let target):
+            if self.pending.count < target, self.refusal == nil { self.send(intended: NIODeadline.now().uptimeNanoseconds) }
+        case .idle:
+            if self.pending.isEmpty, let drained = self.drained {
+                self.drained = nil
+                drained.succeed()
+            }
+        case .open:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.refusal = self.refusal ?? "connection closed by the server"
+        self.stopTimer()
+        if self.hello == nil { self.helloPromise.fail(InferWireError(code: .unavailable, message: "connection closed before HELLO")) }
+        // Requests lost with the connection count as UNAVAILABLE.
+        if !self.pending.isEmpty { self.tally.errors["UNAVAILABLE", default: 0] += UInt64(self.pending.count) }
+        self.pending.removeAll()
+        self.drained?.succeed()
+        self.drained = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.refusal = self.refusal ?? "connection failed: \(error)"
+        context.close(promise: nil)
+    }
+}
+
+/// Reads `model_version` (field 2, a varint) from a serialized `InferResponse` without
+/// decoding the outputs: the generator counts versions on every answer.
+func modelVersion(inResponse payload: ByteBuffer) -> Int64 {
+    payload.withUnsafeReadableBytes { bytes -> Int64 in
+        var i = 0
+        func varint() -> UInt64? {
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < bytes.count, shift < 64 {
+                let b = bytes[i]
+                i += 1
+                value |= UInt64(b & 0x7F) << shift
+                if b & 0x80 == 0 { return value }
+                shift += 7
+            }
+            return nil
+        }
+        while i < bytes.count {
+            guard let tag = varint() else { return 0 }
+            switch tag & 7 {
+            case 0:
+                guard let value = varint() else { return 0 }
+                if tag >> 3 == 2 { return Int64(bitPattern: value) }
+            case 1: i += 8
+            case 2:
+                guard let length = varint(), length <= UInt64(bytes.count - i) else { return 0 }
+                i += Int(length)
+            case 5: i += 4
+            default: return 0
+            }
+        }
+        return 0
+    }
+}
+
+/// A connected generator connection.
+struct LoadConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<LoadHandler>
+    let hello: Inferwire_V1_Hello
+    let server: String
+
+    static func connect(
+        host: String, port: Int, template: ByteBuffer, maxResponseSize: Int, group: any EventLoopGroup
+    ) async throws -> LoadConnection {
+        let loop = group.next()
+        let helloPromise = loop.makePromise(of: Inferwire_V1_Hello.self)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(5))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxResponseSize, expectPreface: false)))
+                        try channel.pipeline.syncOperations.addHandler(
+                            LoadHandler(template: template, maxResponseSize: maxResponseSize, helloPromise: helloPromise))
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            helloPromise.fail(error)
+            throw InferWireError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)", cause: error)
+        }
+        let timeout = loop.scheduleTask(in: .seconds(5)) {
+            helloPromise.fail(InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within 5 s"))
+        }
+        defer { timeout.cancel() }
+        let hello: Inferwire_V1_Hello
+        do {
+            hello = try await helloPromise.futureResult.get()
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        let handler = try await loop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: LoadHandler.self), eventLoop: loop)
+        }.get()
+        return LoadConnection(channel: channel, handler: handler, hello: hello, server: "\(host):\(port)")
+    }
+}
+
+/// The generator's connections, driven together: start a load shape on all of them,
+/// collect their tallies window by window, stop and drain.
+public final class LoadGenerator: Sendable {
+    let connections: [LoadConnection]
+
+    /// Opens `connectionsPerServer` connections to each server. Each sends `request`;
+    /// with `compression` the payload is zlib-compressed and compressed answers are asked for.
+    public static func connect(
+        servers: [(host: String, port: Int)], connectionsPerServer: Int, request: Inferwire_V1_InferRequest, compression: Bool,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> LoadGenerator {
+        let bytes: [UInt8] = try request.serializedBytes()
+        let allocator = ByteBufferAllocator()
+        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(Inferwire_V1_Method.infer.rawValue), requestID: 0)
+        let template: ByteBuffer
+        if compression {
+            header.flags.insert(.compressResponse)
+            if bytes.count >= PayloadCompression.minimumSize {
+                header.flags.insert(.compressed)
+                template = Frame.encode(header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator), allocator: allocator)
+            } else {
+                template = Frame.encode(header, bytes: bytes, allocator: allocator)
+            }
+        } else {
+            template = Frame.encode(header, bytes: bytes, allocator: allocator)
+        }
+        var connections: [LoadConnection] = []
+        do {
+            for server in servers {
+                for _ in 0..<max(1, connectionsPerServer) {
+                    let connection = try await LoadConnection.connect(
+                        host: server.host, port: server.port, template: template, maxResponseSize: 64 << 20, group: group)
+                    guard template.readableBytes - FrameHeader.size <= Int(connection.hello.maxFrameSize) else {
+                        connection.channel.close(promise: nil)
+                        throw InferWireError(code: .resourceExhausted, message: "the request of \(bytes.count) bytes exceeds \(connection.server)'s frame limit")
+                    }
+                    connections.append(connection)
+                }
+            }
+        } catch {
+            for c in connections { c.channel.close(promise: nil) }
+            throw error
+        }
+        return LoadGenerator(connections: connections)
+    }
+
+    init(connections: [LoadConnection]) {
+        self.connections = connections
+    }
+
+    public var connectionCount: Int { self.connections.count }
+
+    /// Event-loop threads the connections run on (each drives its sends on one of them).
+    public var loopCount: Int { Set(self.connections.map { ObjectIdentifier($0.channel.eventLoop) }).count }
+
+    /// The smallest per-connection concurrency limit the servers announced (0: none).
+    public var serverConcurrencyLimit: Int {
+        self.connections.map { Int($0.hello.maxConcurrentRequests) }.filter { $0 > 0 }.min() ?? 0
+    }
+
+    /// Keeps `concurrency` requests in flight in total, spread evenly over the connections.
+    public func startClosed(concurrency: Int) async throws {
+        let n = self.connections.count
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, c) in self.connections.enumerated() {
+                let share = concurrency / n + (i < concurrency % n ? 1 : 0)
+                guard share > 0 else { continue }
+                group.addTask { try await c.channel.eventLoop.submit { c.handler.value.startClosed(inFlight: share) }.get() }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Sends `rate` requests per second in total. Each connection runs its own share of the
+    /// schedule from the same start time (Poisson streams with distinct seeds add up to a
+    /// Poisson stream; evenly spaced streams are offset so their union stays even).
+    public func startOpen(rate: Double, poisson: Bool, seed: UInt64, maxInFlight: Int) async throws {
+        let n = self.connections.count
+        let start = NIODeadline.now().uptimeNanoseconds + 1_000_000
+        let perConnection = rate / Double(n)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, c) in self.connections.enumerated() {
+                let arrivals = ArrivalSchedule(rate: perConnection, poisson: poisson, seed: seed &+ UInt64(i) &* 0x9E37_79B9)
+                let offset = poisson ? 0 : UInt64(Double(i) / rate * 1e9)
+                let cap = max(1, maxInFlight / n)
+                group.addTask {
+                    try await c.channel.eventLoop.submit {
+                        c.handler.value.startOpen(arrivals: arrivals, firstDue: start + offset, maxInFlight: cap)
+                    }.get()
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Stops sending and waits (at most `timeout`) for the requests in flight to be answered.
+    public func stop(timeout: Duration = .seconds(10)) async {
+        await withTaskGroup(of: Void.self) { group in
+            for c in self.connections {
+                group.addTask {
+                    let loop = c.channel.eventLoop
+                    let promise = loop.makePromise(of: Void.self)
+                    loop.execute { c.handler.value.stop(promise: promise) }
+                    let limit = loop.scheduleTask(in: .nanoseconds(timeout.inNanoseconds)) { promise.succeed() }
+                    try? await promise.futureResult.get()
+                    limit.cancel()
+                }
+            }
+        }
+    }
+
+    /// Everything measured since the last collection, over all connections.
+    public func collect() async -> WindowTally {
+        await withTaskGroup(of: WindowTally?.self) { group in
+            for c in self.connections {
+                group.addTask { try? await c.channel.eventLoop.submit { c.handler.value.collect() }.get() }
+            }
+            var total = WindowTally()
+            for await tally in group { if let tally { total.merge(tally) } }
+            return total
+        }
+    }
+
+    /// Why connections stopped taking requests, if any did.
+    public func refusals() async -> [String] {
+        var reasons: [String] = []
+        for c in self.connections {
+            if let reason = try? await c.channel.eventLoop.submit({ c.handler.value.refusal }).get() {
+                reasons.append("\(c.server): \(reason)")
+            }
+        }
+        return reasons
+    }
+
+    public func close() async {
+        for c in self.connections { try? await c.channel.close() }
+    }
+}
