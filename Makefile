@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos bench bench-batching bench-rollout bench-onnx fixtures clean
+.PHONY: run test build release deps protos bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -25,6 +25,10 @@ release: deps
 ## Regenerate Sources/InferWireProto from Protos/.
 protos: deps
 	scripts/gen-protos
+
+## InferWire against a FastAPI + uvicorn + onnxruntime REST service on the mlp example.
+compare-rest: deps
+	scripts/compare-rest
 
 ## Round-trip latency and throughput against a raw TCP echo floor (release build).
 bench: deps

@@ -126,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "inferwire-wirebench",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

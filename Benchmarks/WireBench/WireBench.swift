@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Histogram
+import InferWireBench
 import InferWireClient
 import InferWireCore
 import InferWireONNX
@@ -82,6 +83,9 @@ struct WireBench: AsyncParsableCommand {
 
         let floor = try BlockingSocket.connect(port: echo.port)
         let client = try await InferWireClient.connect(host: "127.0.0.1", port: serverPort)
+        // The load generator behind `inferwire bench`, measured like the other clients so its
+        // own cost is known: one connection, the same request.
+        let generator = try await LoadGenerator.connect(servers: [("127.0.0.1", serverPort)], connectionsPerServer: 1, request: request, compression: false)
 
         print("InferWire wire benchmark: identity model, FP32[1,16] input")
         print("request frame \(requestFrame.count) B, response frame \(16 + responseLength) B; echo floor returns the request frame")
@@ -90,24 +94,30 @@ struct WireBench: AsyncParsableCommand {
         var floorP50: [Double] = [], floorP99: [Double] = []
         var rawP50: [Double] = [], rawP99: [Double] = []
         var asyncP50: [Double] = [], asyncP99: [Double] = []
-        var ratios: [Double] = []
+        var generatorP50: [Double] = [], generatorP99: [Double] = []
+        var ratios: [Double] = [], generatorRatios: [Double] = []
         for _ in 0..<self.rounds {
             let f = try Self.pingPong(floor, requestFrame, iterations: self.iterations, scratch: scratch, expectResponse: false)
             let r = try Self.pingPong(raw, requestFrame, iterations: self.iterations, scratch: scratch, expectResponse: true)
             let a = try await Self.asyncPingPong(client, request, iterations: self.iterations)
+            let g = try await Self.generatorLevel(generator, concurrency: 1, seconds: self.seconds)
             floorP50.append(f.p50); floorP99.append(f.p99)
+            generatorP50.append(g.latency.p50); generatorP99.append(g.latency.p99)
+            generatorRatios.append(g.latency.p50 / r.p50)
             rawP50.append(r.p50); rawP99.append(r.p99)
             asyncP50.append(a.p50); asyncP99.append(a.p99)
             ratios.append(r.p50 / f.p50)
         }
 
-        var floorRate: [Double] = [], rawRate: [Double] = [], asyncRate: [Double] = []
+        var floorRate: [Double] = [], rawRate: [Double] = [], asyncRate: [Double] = [], generatorRate: [Double] = []
         for _ in 0..<self.rounds {
             floorRate.append(try Self.pipelined(floor, requestFrame, inFlight: self.inFlight, seconds: self.seconds, scratch: scratch))
             rawRate.append(try Self.pipelined(raw, requestFrame, inFlight: self.inFlight, seconds: self.seconds, scratch: scratch))
             asyncRate.append(try await Self.asyncConcurrent(client, request, inFlight: self.inFlight, seconds: self.seconds))
+            generatorRate.append(try await Self.generatorLevel(generator, concurrency: self.inFlight, seconds: self.seconds).throughput)
         }
         await client.close()
+        await generator.close()
 
         func row(_ name: String, _ p50: [Double], _ p99: [Double], _ rate: [Double]) {
             print(name.padding(toLength: 44, withPad: " ", startingAt: 0)
@@ -117,9 +127,12 @@ struct WireBench: AsyncParsableCommand {
         row("blocking C-style client → raw TCP echo (floor)", floorP50, floorP99, floorRate)
         row("blocking C-style client → InferWire", rawP50, rawP99, rawRate)
         row("InferWireClient (Swift async) → InferWire", asyncP50, asyncP99, asyncRate)
+        row("inferwire bench generator → InferWire", generatorP50, generatorP99, generatorRate)
         print(String(format: "\nInferWire / floor, p50: %.2f× (median of per-round ratios; rounds: %@)", median(ratios),
                      ratios.map { String(format: "%.2f", $0) }.joined(separator: " ")))
         print(String(format: "InferWire / floor, throughput @%d: %.2f×", self.inFlight, median(rawRate) / median(floorRate)))
+        print(String(format: "generator / blocking client against InferWire, p50: %.2f× (+%.1f µs); throughput @%d: %.2f×",
+                     median(generatorRatios), median(generatorP50) - median(rawP50), self.inFlight, median(generatorRate) / median(rawRate)))
     }
 
     struct Latency { var p50: Double; var p99: Double }
@@ -207,6 +220,15 @@ struct WireBench: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - start
         while outstanding > 0 { outstanding -= try receiveSome() }
         return Double(completed) / elapsed.inSeconds
+    }
+
+    /// One closed-loop level of the load generator: 20% warm-up, then one window.
+    static func generatorLevel(_ generator: LoadGenerator, concurrency: Int, seconds: Double) async throws -> LevelResult {
+        let settings = MeasurementSettings(
+            warmup: .milliseconds(Int64(seconds * 200)), window: .milliseconds(Int64(seconds * 1000)), maxWindows: 1)
+        let result = try await LevelRunner(generator: generator, settings: settings).run(.closed(concurrency: concurrency))
+        guard result.errors.isEmpty else { throw BenchError("generator saw errors: \(result.errors)") }
+        return result
     }
 
     static func asyncConcurrent(_ client: InferWireClient, _ request: Inferwire_V1_InferRequest, inFlight: Int, seconds: Double) async throws -> Double {

@@ -61,7 +61,21 @@ public final class ModelScheduler: Sendable {
         var high = Deque<Entry>()
         var normal = Deque<Entry>()
         var stopped = false
+        /// Executions in progress: instance threads running a batch, and callers running a
+        /// request in place (``runIfIdle``). Never more than `instances`.
+        var busy = 0
+        /// Moving average of single-row execution times, and how many were seen.
+        var singleRowNanos = 0.0
+        var singleRowSamples = 0
         var count: Int { self.high.count + self.normal.count }
+
+        mutating func finished(execution: Duration, rows: Int) {
+            self.busy -= 1
+            guard rows == 1 else { return }
+            let nanos = Double(execution.inNanoseconds)
+            self.singleRowNanos = self.singleRowSamples == 0 ? nanos : 0.8 * self.singleRowNanos + 0.2 * nanos
+            self.singleRowSamples += 1
+        }
     }
 
     private enum Step {
@@ -69,6 +83,12 @@ public final class ModelScheduler: Sendable {
         case wait(until: ContinuousClock.Instant?)
         case run([Entry])
     }
+
+    /// A single-row request runs on the caller's thread (``runIfIdle``) only while this
+    /// version's recent single-row executions average less than this.
+    public static let inPlaceExecutionLimit: Duration = .microseconds(100)
+    /// Single-row executions measured before any request may run in place.
+    static let inPlaceWarmupSamples = 8
 
     public let policy: BatchingPolicy
     public let label: String
@@ -122,6 +142,48 @@ public final class ModelScheduler: Sendable {
         self.wakeup.signal()
     }
 
+    /// Runs a single-row request on the calling thread, at once, when waiting for an instance
+    /// would gain nothing: no request is queued (so there is nothing to batch it with), the
+    /// queue delay is zero, an instance is free (the execution takes its place), and this
+    /// version's single-row executions have recently been short (under
+    /// ``inPlaceExecutionLimit``), so the caller (an I/O thread) is held only briefly.
+    /// This saves the two cross-thread wake-ups of a queued request. Returns false, having
+    /// done nothing, when the request must be submitted instead.
+    func runIfIdle(
+        _ request: PreparedRequest, deadline: ContinuousClock.Instant?, cancellation: RequestCancellation?,
+        respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) -> Bool {
+        guard request.rows == 1, self.policy.maxQueueDelay == .zero else { return false }
+        let limit = Double(Self.inPlaceExecutionLimit.inNanoseconds)
+        let claimed = self.state.withLock { state -> Bool in
+            guard !state.stopped, state.count == 0, state.busy < self.instances,
+                  state.singleRowSamples >= Self.inPlaceWarmupSamples, state.singleRowNanos < limit else { return false }
+            state.busy += 1
+            return true
+        }
+        guard claimed else { return false }
+        let now = ContinuousClock.now
+        if cancellation?.isCancelled == true || deadline.map({ now >= $0 }) == true {
+            self.state.withLock { $0.busy -= 1 }
+            self.statistics.withLock { $0.failures += 1 }
+            respond(.failure(cancellation?.isCancelled == true
+                ? InferWireError(code: .cancelled, message: "cancelled before execution")
+                : InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
+        } else {
+            let entry = Entry(
+                request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: now,
+                deadline: deadline, cancellation: cancellation, respond: respond)
+            let execution = self.execute([entry])
+            let queued = self.state.withLock { state in
+                state.finished(execution: execution, rows: 1)
+                return state.count
+            }
+            // Requests that arrived meanwhile found every instance busy: wake one for them.
+            if queued > 0 { self.wakeup.signal() }
+        }
+        return true
+    }
+
     /// Lets the instance threads exit once the queue is empty.
     public func shutdown() {
         self.state.withLock { $0.stopped = true }
@@ -139,7 +201,11 @@ public final class ModelScheduler: Sendable {
     private func instanceLoop() {
         while true {
             var dropped: [(Entry, InferWireError)] = []
-            let step = self.state.withLock { state in self.nextStep(&state, dropped: &dropped) }
+            let step = self.state.withLock { state in
+                let step = self.nextStep(&state, dropped: &dropped)
+                if case .run = step { state.busy += 1 }
+                return step
+            }
             for (entry, error) in dropped { entry.respond(.failure(error)) }
             if !dropped.isEmpty { self.statistics.withLock { $0.failures += UInt64(dropped.count) } }
             switch step {
@@ -155,9 +221,14 @@ public final class ModelScheduler: Sendable {
                     self.wakeup.wait()
                 }
             case .run(let batch):
-                self.execute(batch)
+                let execution = self.execute(batch)
+                let rows = batch.count == 1 ? batch[0].request.rows : 0
+                let queued = self.state.withLock { state in
+                    state.finished(execution: execution, rows: rows)
+                    return state.count
+                }
                 // Others may have been left waiting while this instance was busy.
-                if self.state.withLock({ $0.count }) > 0 { self.wakeup.signal() }
+                if queued > 0 { self.wakeup.signal() }
             }
         }
     }
@@ -182,6 +253,8 @@ public final class ModelScheduler: Sendable {
         prune(&state.high)
         prune(&state.normal)
         if state.count == 0 { return state.stopped ? .exit : .wait(until: nil) }
+        // Every instance's place is taken (a caller is running a request in place).
+        if state.busy >= self.instances { return .wait(until: nil) }
         guard self.policy.enabled else {
             return .run([state.high.popFirst() ?? state.normal.popFirst()!])
         }
@@ -223,7 +296,9 @@ public final class ModelScheduler: Sendable {
         return .run(batch)
     }
 
-    private func execute(_ batch: [Entry]) {
+    /// Runs a batch, answers every request in it, records statistics; returns the model's run time.
+    @discardableResult
+    private func execute(_ batch: [Entry]) -> Duration {
         let start = ContinuousClock.now
         let model = batch[0].request.model
         let result: Result<[[Tensor]], InferWireError>
@@ -261,6 +336,7 @@ public final class ModelScheduler: Sendable {
         self.statistics.withLock { stats in
             stats.record(execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failures: failures)
         }
+        return end - start
     }
 }
 

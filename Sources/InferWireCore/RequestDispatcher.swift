@@ -91,6 +91,9 @@ public final class RequestDispatcher: Sendable {
     ///   - payload: the request message, uncompressed.
     ///   - deadline: when the caller stops waiting, if it said.
     ///   - cancellation: set when the caller gives up; work not yet started is then skipped.
+    ///   - mayRunInPlace: the caller has no other request at hand to batch with this one, so a
+    ///     queued model may run it on the calling thread when its instance is idle
+    ///     (``ModelScheduler/runIfIdle(_:deadline:cancellation:respond:)``).
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
     public func handle(
@@ -98,6 +101,7 @@ public final class RequestDispatcher: Sendable {
         payload: [UInt8],
         deadline: ContinuousClock.Instant?,
         cancellation: RequestCancellation? = nil,
+        mayRunInPlace: Bool = false,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) {
         do {
@@ -135,7 +139,7 @@ public final class RequestDispatcher: Sendable {
                 respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
             case .infer?:
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
-                try self.infer(request, deadline: deadline, cancellation: cancellation, respond: respond)
+                try self.infer(request, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace, respond: respond)
             case .modelStatistics?:
                 let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
                 respond(.success(try Self.encode(try self.statistics(model: request.name))))
@@ -165,6 +169,7 @@ public final class RequestDispatcher: Sendable {
         _ request: Inferwire_V1_InferRequest,
         deadline: ContinuousClock.Instant?,
         cancellation: RequestCancellation?,
+        mayRunInPlace: Bool,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) throws(InferWireError) {
         let (loaded, entry) = try self.registry.snapshot().route(
@@ -200,7 +205,7 @@ public final class RequestDispatcher: Sendable {
                 $0.recordInline(execution: elapsed, rows: prepared.rows, failed: result.isFailure)
             }
             respond(result)
-        } else {
+        } else if !(mayRunInPlace && loaded.scheduler.runIfIdle(prepared, deadline: deadline, cancellation: cancellation, respond: respond)) {
             loaded.scheduler.submit(prepared, deadline: deadline, cancellation: cancellation, respond: respond)
         }
     }

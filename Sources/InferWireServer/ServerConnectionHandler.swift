@@ -60,6 +60,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var highestRequestID: UInt32 = 0
     private var inputClosed = false
     private var readingBurst = false
+    /// The first request of the current read burst, not yet dispatched: if the burst brings
+    /// no other, it may run in place on this thread (no queue to join, nothing to batch it
+    /// with); if another follows, both are queued so the batcher can merge them.
+    private var heldRequest: ((_ mayRunInPlace: Bool) -> Void)?
     private var needsFlush = false
     private var readPending = false
     private var context: ChannelHandlerContext?
@@ -113,6 +117,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        self.releaseHeldRequest(mayRunInPlace: true)
         self.readingBurst = false
         if self.needsFlush {
             self.needsFlush = false
@@ -121,7 +126,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
+    private func releaseHeldRequest(mayRunInPlace: Bool) {
+        guard let held = self.heldRequest else { return }
+        self.heldRequest = nil
+        held(mayRunInPlace)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        self.releaseHeldRequest(mayRunInPlace: false)
         if !self.inFlight.isEmpty {
             self.logger.debug("peer closed with requests in flight", metadata: ["in_flight": "\(self.inFlight.count)"])
         }
@@ -284,12 +296,24 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let inbox = self.inbox
-        self.dispatcher.handle(method: header.method, payload: [UInt8](buffer: payload), deadline: deadline, cancellation: cancellation) { result in
-            if loop.inEventLoop {
-                handler.value.complete(id: id, token: token, result)
-            } else if inbox.post(id: id, token: token, result) {
-                loop.execute { handler.value.drainInbox() }
+        let dispatcher = self.dispatcher
+        let bytes = [UInt8](buffer: payload)
+        let dispatch = { (mayRunInPlace: Bool) in
+            dispatcher.handle(
+                method: header.method, payload: bytes, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace
+            ) { result in
+                if loop.inEventLoop {
+                    handler.value.complete(id: id, token: token, result)
+                } else if inbox.post(id: id, token: token, result) {
+                    loop.execute { handler.value.drainInbox() }
+                }
             }
+        }
+        if self.readingBurst && self.heldRequest == nil {
+            self.heldRequest = dispatch
+        } else {
+            self.releaseHeldRequest(mayRunInPlace: false)
+            dispatch(false)
         }
     }
 

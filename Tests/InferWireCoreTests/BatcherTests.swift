@@ -35,6 +35,12 @@ final class Gate: Sendable {
 final class RowModel: InferenceModel, Sendable {
     let gate: Gate?
     let executions = Mutex<[(first: Float, rows: Int)]>([])
+    /// The thread each execution ran on.
+    let threads = Mutex<[pthread_t]>([])
+    /// Signalled as each execution starts.
+    let started = DispatchSemaphore(value: 0)
+    /// An execution whose first value is 99 waits for `release`.
+    let release = DispatchSemaphore(value: 0)
 
     init(gate: Gate? = nil) { self.gate = gate }
 
@@ -50,6 +56,9 @@ final class RowModel: InferenceModel, Sendable {
     func execute(_ inputs: [Tensor]) throws -> [Tensor] {
         self.gate?.pass()
         let x = inputs[0].values(as: Float.self)!
+        self.threads.withLock { $0.append(pthread_self()) }
+        self.started.signal()
+        if x.first == 99 { _ = self.release.wait(timeout: .now() + 10) }
         self.executions.withLock { $0.append((x.first ?? 0, inputs[0].shape[0])) }
         if x.contains(where: { $0 < 0 }) { throw Negative() }
         return [Tensor(name: "Y", values: x.map { 2 * $0 + 1 }, shape: inputs[0].shape)]
@@ -88,7 +97,7 @@ struct Harness {
         request.inputs = [Tensor(name: "X", values: rows.flatMap { $0 }, shape: [rows.count, rows.first?.count ?? 0]).wire]
         let answer = Answer()
         self.dispatcher.handle(
-            method: 6, payload: try! request.serializedBytes(), deadline: deadline, cancellation: cancellation
+            method: 6, payload: try! request.serializedBytes(), deadline: deadline, cancellation: cancellation, mayRunInPlace: true
         ) { answer.set($0) }
         return answer
     }
@@ -325,5 +334,59 @@ struct BatcherTests {
         defer { harness.dispatcher.stopExecution() }
         #expect(try await harness.send([[1, 2]]).outputs == [3, 5])
         #expect(harness.model.executions.withLock { $0.map(\.rows) } == [1])
+    }
+
+    @Test("once a version's single-row runs are known to be short, a lone request runs on the caller's thread")
+    func inPlace() async throws {
+        let harness = Harness()
+        defer { harness.dispatcher.stopExecution() }
+        // The first runs go through the instance thread and measure the model.
+        for i in 0..<8 {
+            let caller = pthread_self()
+            let answer = harness.send([[Float(i), 1]])
+            #expect(try await answer.outputs == [Float(2 * i + 1), 3])
+            #expect(harness.model.threads.withLock { $0.last.map { pthread_equal($0, caller) } } == 0)
+        }
+        let caller = pthread_self()
+        let answer = harness.send([[5, 5]])
+        #expect(harness.model.threads.withLock { $0.last.map { pthread_equal($0, caller) } } != 0)
+        #expect(try await answer.outputs == [11, 11])
+        // Counted like any execution.
+        #expect(try await harness.statistics.executionCount == 9)
+    }
+
+    @Test("with a queue delay requests never run in place")
+    func notInPlaceWithDelay() async throws {
+        let harness = Harness(delayMicros: 200)
+        defer { harness.dispatcher.stopExecution() }
+        for i in 0..<12 {
+            let caller = pthread_self()
+            let answer = harness.send([[Float(i), 1]])
+            _ = try await answer.outputs
+            #expect(harness.model.threads.withLock { $0.last.map { pthread_equal($0, caller) } } == 0)
+        }
+    }
+
+    @Test("a request running in place takes the instance's place: a queued one waits for it")
+    func inPlaceTakesTheInstance() async throws {
+        let harness = Harness()
+        defer { harness.dispatcher.stopExecution() }
+        for i in 0..<8 {
+            _ = try await harness.send([[Float(i), 1]]).outputs
+            #expect(harness.model.started.wait(timeout: .now() + 10) == .success)
+        }
+        // Another thread's request runs in place and is held there.
+        let holding = Mutex<Answer?>(nil)
+        let sender = Thread { holding.withLock { $0 = harness.send([[99, 1]]) } }
+        sender.start()
+        #expect(harness.model.started.wait(timeout: .now() + 10) == .success)
+        let waiting = harness.send([[3, 3]])
+        // The one instance is taken, so the queued request must not start beside the held one
+        // (bounded wait for something that must not happen).
+        #expect(harness.model.started.wait(timeout: .now() + .milliseconds(200)) == .timedOut)
+        harness.model.release.signal()
+        #expect(try await waiting.outputs == [7, 7])
+        while holding.withLock({ $0 }) == nil { await Task.yield() }
+        #expect(try await holding.withLock { $0! }.outputs == [199, 3])
     }
 }
