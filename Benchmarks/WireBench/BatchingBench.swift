@@ -83,9 +83,12 @@ struct BatchingBench: AsyncParsableCommand {
         }
         print(String(format: "\nthroughput @64, on / off: %.2f×", median(rate["on"]!) / median(rate["off"]!)))
         print(String(format: "p50 @1, on / off: %.3f×", median(p50["on"]!) / median(p50["off"]!)))
-        let stats = try dispatcher.statisticsForBench(model: "mlp")
-        let executions = max(1, stats.executionCount)
-        print(String(format: "mlp (batched): %llu requests in %llu executions, mean batch %.1f rows",
-                     stats.requestCount, stats.executionCount, Double(stats.requestCount) / Double(executions)))
+        for (label, model) in [("batched", "mlp"), ("unbatched", "mlp_unbatched")] {
+            let stats = try dispatcher.statisticsForBench(model: model)
+            let executions = max(1, stats.executionCount), requests = max(1, stats.requestCount)
+            print(String(format: "mlp (%@): %llu requests in %llu executions, mean batch %.1f rows, mean queue %.1f µs, mean compute %.1f µs",
+                         label as NSString, stats.requestCount, stats.executionCount, Double(stats.requestCount) / Double(executions),
+                         Double(stats.queueTimeUs) / Double(requests), Double(stats.computeTimeUs) / Double(requests)))
+        }
     }
 }
