@@ -84,7 +84,7 @@ public enum HTMLReport {
             t += cell("generator_cores", format(l.generatorCores, 2), l.generatorBound ? "warn" : "")
             let ended = l.mode == "open"
                 ? (l.stable ? "kept the rate" : "fell behind (\(l.late) late, \(l.skipped) skipped)")
-                : (l.stable ? "settled" : l.stopReason == "action" ? "after the action" : "not settled")
+                : (l.stopReason == "request count" ? "\(l.requests) requests" : l.stable ? "settled" : l.stopReason == "action" ? "after the action" : "not settled")
             t += "<td class=\"text\(l.stable || l.stopReason == "action" ? "" : " warn")\">\(escape(ended))</td></tr>\n"
         }
         return t + "</table>\n"

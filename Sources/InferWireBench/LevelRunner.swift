@@ -12,6 +12,9 @@ public struct MeasurementSettings: Sendable {
     public var maxWindows: Int
     /// Closed loop: when the windows have settled.
     public var rule: StabilityRule
+    /// Closed loop: measure each level until this many requests are answered, instead of
+    /// until the windows settle (windows are still recorded for the timeline).
+    public var requestCount: Int?
     /// Open loop: how long each rate is measured.
     public var openDuration: Duration
     /// Open loop: requests in flight (over all connections) beyond which sends are skipped
@@ -21,7 +24,9 @@ public struct MeasurementSettings: Sendable {
     public var seed: UInt64
 
     public init(warmup: Duration = .seconds(1), window: Duration = .seconds(1), maxWindows: Int = 10, rule: StabilityRule = .init(),
-                openDuration: Duration = .seconds(5), maxInFlight: Int = 4096, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
+                openDuration: Duration = .seconds(5), maxInFlight: Int = 4096, seed: UInt64 = 0x9E37_79B9_7F4A_7C15,
+                requestCount: Int? = nil) {
+        self.requestCount = requestCount
         self.warmup = warmup
         self.window = window
         self.maxWindows = maxWindows
@@ -99,7 +104,15 @@ public struct LevelRunner: Sendable {
         if self.settings.warmup > .zero {
             try await Task.sleep(until: warmupStart + self.settings.warmup, clock: .continuous)
         }
-        let warm = await self.generator.collect()
+        // Measured by count: the budget starts in the same step as the warm-up tally ends.
+        var counting = false
+        let warm: WindowTally
+        if case .closed(let concurrency) = level, let count = self.settings.requestCount, action == nil {
+            warm = try await self.generator.limit(answers: count, concurrency: concurrency)
+            counting = true
+        } else {
+            warm = await self.generator.collect()
+        }
         let measureStart = ContinuousClock.now
         let warmSample = WindowSample(start: self.seconds(since: warmupStart), seconds: (measureStart - warmupStart).inSeconds, warmup: true, tally: warm)
         if self.settings.warmup > .zero {
@@ -132,7 +145,18 @@ public struct LevelRunner: Sendable {
         var windowStart = measureStart
         var k = 1
         while true {
-            try await Task.sleep(until: measureStart + self.settings.window * k, clock: .continuous)
+            let windowEnd = measureStart + self.settings.window * k
+            var spent = false
+            if counting {
+                // Look every 10 ms, so the level ends soon after the last counted answer.
+                while ContinuousClock.now < windowEnd {
+                    spent = await self.generator.budgetSpent()
+                    if spent { break }
+                    try await Task.sleep(until: min(windowEnd, .now + .milliseconds(10)), clock: .continuous)
+                }
+            } else {
+                try await Task.sleep(until: windowEnd, clock: .continuous)
+            }
             let tally = await self.generator.collect()
             let now = ContinuousClock.now
             let sample = WindowSample(start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally)
@@ -147,6 +171,10 @@ public struct LevelRunner: Sendable {
             if let action {
                 done = measured >= action.at + action.after
                 if done { stopReason = "action" }
+            } else if counting {
+                done = spent
+                stable = spent
+                if done { stopReason = "request count" }
             } else {
                 switch level {
                 case .closed:

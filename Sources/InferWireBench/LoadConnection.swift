@@ -71,6 +71,9 @@ final class LoadHandler: ChannelInboundHandler {
     private var timer: Scheduled<Void>?
     private var drained: EventLoopPromise<Void>?
     private var needsFlush = false
+    /// Closed loop measured by count: answers still to be counted on this connection; sends
+    /// stop once those in flight would cover them. nil: no budget.
+    private var answersLeft: Int?
     /// Set once the connection takes no new requests (GOAWAY, closed).
     private(set) var refusal: String?
     private(set) var hello: Inferwire_V1_Hello?
@@ -122,6 +125,19 @@ final class LoadHandler: ChannelInboundHandler {
         self.flushIfNeeded()
     }
 
+    /// From now on, count `answers` more answers and then stop sending; returns what was
+    /// measured before (the switch is one step on the event loop, so no answer is lost or
+    /// counted twice).
+    func limit(answers: Int) -> WindowTally {
+        self.answersLeft = answers
+        return self.collect()
+    }
+
+    /// Whether the answer budget (if any) is spent, or the connection can send no more.
+    var budgetSpent: Bool {
+        (self.answersLeft.map { $0 <= 0 } ?? false) || self.refusal != nil
+    }
+
     func startOpen(arrivals: ArrivalSchedule, firstDue: UInt64, maxInFlight: Int) {
         self.stopTimer()
         self.shape = .open(OpenSchedule(arrivals: arrivals, nextDue: firstDue, maxInFlight: self.capped(maxInFlight)))
@@ -132,6 +148,7 @@ final class LoadHandler: ChannelInboundHandler {
     func stop(promise: EventLoopPromise<Void>) {
         self.stopTimer()
         self.shape = .idle
+        self.answersLeft = nil
         if self.pending.isEmpty || self.refusal != nil {
             promise.succeed()
         } else {
@@ -260,6 +277,10 @@ final class LoadHandler: ChannelInboundHandler {
     private func refill() {
         switch self.shape {
         case .closed(let target):
+            if let left = self.answersLeft {
+                self.answersLeft = left - 1
+                guard self.pending.count < left - 1 else { return }
+            }
             if self.pending.count < target, self.refusal == nil { self.send(intended: NIODeadline.now().uptimeNanoseconds) }
         case .idle:
             if self.pending.isEmpty, let drained = self.drained {
@@ -465,6 +486,31 @@ public final class LoadGenerator: Sendable {
             }
             try await group.waitForAll()
         }
+    }
+
+    /// Closed loop: from now on, count `answers` more answers in total (spread like the
+    /// concurrency) and stop sending once they are covered. Returns what was measured before,
+    /// like ``collect()``.
+    public func limit(answers: Int, concurrency: Int) async throws -> WindowTally {
+        let n = self.connections.count
+        let active = max(1, min(n, concurrency))
+        return try await withThrowingTaskGroup(of: WindowTally.self) { group in
+            for (i, c) in self.connections.enumerated() {
+                let share = i < active ? answers / active + (i < answers % active ? 1 : 0) : 0
+                group.addTask { try await c.channel.eventLoop.submit { c.handler.value.limit(answers: share) }.get() }
+            }
+            var total = WindowTally()
+            for try await tally in group { total.merge(tally) }
+            return total
+        }
+    }
+
+    /// Whether every connection's answer budget is spent.
+    public func budgetSpent() async -> Bool {
+        for c in self.connections {
+            guard (try? await c.channel.eventLoop.submit({ c.handler.value.budgetSpent }).get()) ?? true else { return false }
+        }
+        return true
     }
 
     /// Stops sending and waits (at most `timeout`) for the requests in flight to be answered.

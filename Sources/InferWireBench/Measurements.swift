@@ -211,7 +211,7 @@ public struct LevelResult: Codable, Sendable, Equatable {
     /// Closed loop: the last windows agreed (see ``StabilityRule``). Open loop: the generator
     /// kept to the asked rate (at most 1% of sends late or skipped).
     public var stable: Bool
-    /// Why the level ended: "stable", "window limit", "duration" or "action".
+    /// Why the level ended: "stable", "window limit", "duration", "request count" or "action".
     public var stopReason: String
     /// Successful requests by the model version that answered.
     public var versions: [String: UInt64]

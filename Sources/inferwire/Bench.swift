@@ -71,6 +71,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Windows agree when within this fraction of their mean throughput.")
     var tolerance = 0.10
 
+    @Option(help: "Closed loop: measure each level until this many requests are answered, instead of until the windows settle.")
+    var requests: Int?
+
     @Flag(help: "Compress requests and responses.")
     var compress = false
 
@@ -106,6 +109,10 @@ struct Bench: AsyncParsableCommand {
         guard self.connections >= 1, self.connections <= 1024 else { throw ValidationError("--connections must be 1…1024") }
         guard self.window > 0, self.warmup >= 0, self.duration > 0, self.maxWindows >= 1, self.tolerance > 0 else {
             throw ValidationError("--window, --duration, --max-windows and --tolerance must be positive; --warmup not negative")
+        }
+        if let requests = self.requests {
+            guard requests >= 1 else { throw ValidationError("--requests must be positive") }
+            guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
         }
         guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
         if self.during != nil { guard self.at >= 0, self.after > 0 else { throw ValidationError("--at must be ≥ 0 and --after > 0") } }
@@ -158,7 +165,7 @@ struct Bench: AsyncParsableCommand {
         let settings = MeasurementSettings(
             warmup: .milliseconds(Int64(self.warmup * 1000)), window: .milliseconds(Int64(self.window * 1000)), maxWindows: self.maxWindows,
             rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: .milliseconds(Int64(self.duration * 1000)),
-            maxInFlight: self.maxInFlight)
+            maxInFlight: self.maxInFlight, requestCount: self.requests)
         let runner = LevelRunner(generator: generator, settings: settings, serverCounters: counters) { level, window in
             progress.update(level: level, window: window)
         }
@@ -282,6 +289,7 @@ struct Bench: AsyncParsableCommand {
         case ("open", true, _): "kept the rate"
         case ("open", false, _): "fell behind: \(r.late) late, \(r.skipped) skipped"
         case (_, _, "action"): "after the action"
+        case (_, _, "request count"): "\(r.requests) requests"
         case (_, true, _): "settled, \(r.windows.filter { !$0.warmup }.count) windows"
         default: "not settled in \(r.windows.filter { !$0.warmup }.count) windows"
         }

@@ -64,10 +64,12 @@ struct LoadGeneratorTests {
             await generator.close()
 
             #expect(result.errors.isEmpty)
-            // One second at 400 req/s (the last window may end up to half a window early).
-            #expect((300...440).contains(result.due))
+            // 400 sends due per measured second, however long the windows really lasted.
+            let seconds = result.windows.filter { !$0.warmup }.reduce(0) { $0 + $1.seconds }
+            #expect(seconds > 0.5)
+            #expect(abs(Double(result.due) - 400 * seconds) <= 0.1 * 400 * seconds + 4)
             #expect(result.requests + result.skipped + 8 >= result.due)
-            #expect(result.throughput > 250 && result.throughput < 480)
+            #expect(abs(result.throughput - 400) <= 60)
             #expect(result.mode == "open" && result.askedRate == 400)
         }
     }
@@ -131,6 +133,30 @@ struct LoadGeneratorTests {
             // Before the action only the stable version answered; after it both did.
             #expect(Set(result.versions.keys) == ["1", "2"])
             #expect(result.windows.last.map { $0.start + $0.seconds } ?? 0 >= event.at)
+        }
+    }
+}
+
+@Suite("Load generator by request count", .timeLimit(.minutes(1)))
+struct RequestCountTests {
+    @Test("a closed-loop level measured by count ends once that many answers are in, with no more in flight than asked")
+    func count() async throws {
+        try await withServer { port in
+            let generator = try await LoadGenerator.connect(
+                servers: [("127.0.0.1", port)], connectionsPerServer: 3,
+                request: inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [10, 20, 30, 40])), compression: false)
+            var settings = LoadGeneratorTests.quick
+            settings.requestCount = 2000
+            settings.window = .seconds(5)
+            let result = try await LevelRunner(generator: generator, settings: settings).run(.closed(concurrency: 4))
+            await generator.close()
+            #expect(result.stopReason == "request count")
+            #expect(result.errors.isEmpty)
+            // Exactly the count, plus at most the requests already in flight when counting began.
+            #expect(result.requests >= 2000 && result.requests <= 2000 + 4)
+            // It ended on the count, long before the 5 s window.
+            #expect(result.windows.filter { !$0.warmup }.count == 1)
+            #expect(result.windows.last!.seconds < 4.5)
         }
     }
 }
