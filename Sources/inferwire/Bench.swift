@@ -115,7 +115,10 @@ struct Bench: AsyncParsableCommand {
             guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
         }
         guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
-        if self.during != nil { guard self.at >= 0, self.after > 0 else { throw ValidationError("--at must be ≥ 0 and --after > 0") } }
+        if let during = self.during {
+            guard self.at >= 0, self.after > 0 else { throw ValidationError("--at must be ≥ 0 and --after > 0") }
+            do { _ = try ManagementAction(parsing: during) } catch { throw ValidationError(error.message) }
+        }
     }
 
     func run() async throws {
@@ -252,35 +255,10 @@ struct Bench: AsyncParsableCommand {
 
     /// Parses `--during` into a call on the control connection.
     func action(_ text: String, client: InferWireClient) throws -> ScheduledAction {
-        let words = text.split(separator: " ").map(String.init)
-        func int(_ i: Int) throws -> Int64 {
-            guard i < words.count, let n = Int64(words[i]) else { throw ValidationError("--during \"\(text)\": expected a number at word \(i + 1)") }
-            return n
+        let action = try ManagementAction(parsing: text)
+        return ScheduledAction(name: text, at: .milliseconds(Int64(self.at * 1000)), after: .milliseconds(Int64(self.after * 1000))) {
+            try await action.run(on: client)
         }
-        guard words.count >= 2 else { throw ValidationError("--during takes \"ACTION MODEL [ARGS]\", e.g. \"promote fraud\"") }
-        let model = words[1]
-        let run: @Sendable () async throws -> String
-        switch words[0] {
-        case "promote": run = { describe(try await client.promote(model)) }
-        case "rollback": run = { describe(try await client.rollback(model)) }
-        case "load":
-            let v = try int(2)
-            run = { "version \(v): \(try await client.loadModel(model, version: v).state)" }
-        case "unload":
-            let v = try int(2)
-            run = { "version \(v): \(try await client.unloadModel(model, version: v).state)" }
-        case "traffic":
-            let v = try int(2), p = try int(3)
-            guard (0...100).contains(p) else { throw ValidationError("--during traffic: percent must be 0…100") }
-            run = { describe(try await client.setTraffic(model, canary: v, percent: UInt32(p))) }
-        case "shadow":
-            let v = try int(2), p = try int(3)
-            guard (0...100).contains(p) else { throw ValidationError("--during shadow: percent must be 0…100") }
-            run = { describe(try await client.setShadow(model, version: v, percent: UInt32(p))) }
-        default:
-            throw ValidationError("--during: unknown action '\(words[0])' (promote, rollback, load, unload, traffic, shadow)")
-        }
-        return ScheduledAction(name: text, at: .milliseconds(Int64(self.at * 1000)), after: .milliseconds(Int64(self.after * 1000)), run: run)
     }
 
     func row(_ r: LevelResult) -> String {
@@ -330,8 +308,6 @@ struct Bench: AsyncParsableCommand {
         if let path = self.report { try HTMLReport.render(report).write(toFile: path, atomically: true, encoding: .utf8) }
     }
 }
-
-private func describe(_ rollout: Inferwire_V1_Rollout) -> String { render(rollout) }
 
 /// The live view: one line rewritten in place on a terminal (stderr), plain lines otherwise.
 final class ProgressLine: Sendable {

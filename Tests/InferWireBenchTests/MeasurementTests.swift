@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import InferWireCore
 @testable import InferWireBench
 import Testing
 
@@ -153,5 +154,39 @@ struct ScheduleTests {
         // An exponential's standard deviation equals its mean.
         #expect(abs(variance.squareRoot() - 0.001) < 0.0001)
         #expect(gaps.allSatisfy { $0 > 0 })
+    }
+}
+
+@Suite("Management actions under load")
+struct ManagementActionTests {
+    @Test("every action parses with its arguments")
+    func parses() throws {
+        #expect(try ManagementAction(parsing: "promote fraud") == .promote(model: "fraud"))
+        #expect(try ManagementAction(parsing: "rollback fraud") == .rollback(model: "fraud"))
+        #expect(try ManagementAction(parsing: "load mlp 3") == .load(model: "mlp", version: 3))
+        #expect(try ManagementAction(parsing: "unload  mlp 1") == .unload(model: "mlp", version: 1))
+        #expect(try ManagementAction(parsing: "traffic fraud 2 25") == .traffic(model: "fraud", version: 2, percent: 25))
+        #expect(try ManagementAction(parsing: "traffic fraud 0 0") == .traffic(model: "fraud", version: 0, percent: 0))
+        #expect(try ManagementAction(parsing: "shadow fraud 2 100") == .shadow(model: "fraud", version: 2, percent: 100))
+    }
+
+    @Test("malformed actions are refused with the reason")
+    func refuses() {
+        func reason(_ text: String) -> String? {
+            do {
+                _ = try ManagementAction(parsing: text)
+                return nil
+            } catch {
+                #expect(error.code == .invalidArgument)
+                return error.message
+            }
+        }
+        #expect(reason("promote")?.contains("ACTION MODEL") == true)
+        #expect(reason("deploy fraud")?.contains("unknown action 'deploy'") == true)
+        #expect(reason("load fraud")?.contains("takes 2 argument") == true)
+        #expect(reason("load fraud two")?.contains("positive integer") == true)
+        #expect(reason("traffic fraud 2 101")?.contains("0…100") == true)
+        #expect(reason("shadow fraud 2 -5")?.contains("0…100") == true)
+        #expect(reason("promote fraud now")?.contains("takes 1 argument") == true)
     }
 }
