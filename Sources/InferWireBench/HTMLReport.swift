@@ -273,6 +273,11 @@ public enum HTMLReport {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for c in text {
+            // XML allows no C0 control characters but tab, newline and return.
+            if let ascii = c.asciiValue, ascii < 0x20, ascii != 0x09, ascii != 0x0A, ascii != 0x0D {
+                out += "\u{FFFD}"
+                continue
+            }
             switch c {
             case "&": out += "&amp;"
             case "<": out += "&lt;"

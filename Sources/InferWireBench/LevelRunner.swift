@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import NIOCore
 import InferWireCore
 
 /// How a run measures each level.
@@ -12,8 +13,8 @@ public struct MeasurementSettings: Sendable {
     public var maxWindows: Int
     /// Closed loop: when the windows have settled.
     public var rule: StabilityRule
-    /// Closed loop: measure each level until this many requests are answered, instead of
-    /// until the windows settle (windows are still recorded for the timeline).
+    /// Closed loop: measure each level until this many requests are answered (or `maxWindows`
+    /// windows pass), instead of until the windows settle. Windows are still recorded.
     public var requestCount: Int?
     /// Open loop: how long each rate is measured.
     public var openDuration: Duration
@@ -114,6 +115,8 @@ public struct LevelRunner: Sendable {
             warm = await self.generator.collect()
         }
         let measureStart = ContinuousClock.now
+        let measureStartUptime = NIODeadline.now().uptimeNanoseconds
+        let cpuBefore = processCPUSeconds()
         let warmSample = WindowSample(start: self.seconds(since: warmupStart), seconds: (measureStart - warmupStart).inSeconds, warmup: true, tally: warm)
         if self.settings.warmup > .zero {
             windows.append(warmSample)
@@ -121,7 +124,6 @@ public struct LevelRunner: Sendable {
         }
 
         let countersBefore = await self.serverCounters?()
-        let cpuBefore = processCPUSeconds()
 
         // The action runs in its own task at its time; windows keep being collected meanwhile.
         let actionTask: Task<(start: ContinuousClock.Instant, took: Duration, succeeded: Bool, outcome: String), Never>? = action.map { action in
@@ -143,15 +145,16 @@ public struct LevelRunner: Sendable {
         var stable = false
         var stopReason = "window limit"
         var windowStart = measureStart
+        // Measured by count: when the last counted answer arrived (uptime ns).
+        var spentAt: UInt64?
         var k = 1
         while true {
             let windowEnd = measureStart + self.settings.window * k
-            var spent = false
             if counting {
                 // Look every 10 ms, so the level ends soon after the last counted answer.
                 while ContinuousClock.now < windowEnd {
-                    spent = await self.generator.budgetSpent()
-                    if spent { break }
+                    spentAt = await self.generator.budgetSpentAt()
+                    if spentAt != nil { break }
                     try await Task.sleep(until: min(windowEnd, .now + .milliseconds(10)), clock: .continuous)
                 }
             } else {
@@ -172,9 +175,10 @@ public struct LevelRunner: Sendable {
                 done = measured >= action.at + action.after
                 if done { stopReason = "action" }
             } else if counting {
-                done = spent
-                stable = spent
-                if done { stopReason = "request count" }
+                // Counted levels stop at the count, or at the window limit short of it.
+                stable = spentAt != nil
+                done = stable || k >= self.settings.maxWindows
+                if stable { stopReason = "request count" }
             } else {
                 switch level {
                 case .closed:
@@ -192,8 +196,9 @@ public struct LevelRunner: Sendable {
         }
         let measureEnd = windowStart
         let cpu = processCPUSeconds() - cpuBefore
-        await self.generator.stop()
+        let unanswered = await self.generator.stop()
         _ = await self.generator.collect()  // answers to requests sent before the stop: not in the period
+        if unanswered > 0 { total.errors["NO_ANSWER", default: 0] += UInt64(unanswered) }
         let countersAfter = await self.serverCounters?()
 
         var events: [ActionEvent] = []
@@ -216,7 +221,11 @@ public struct LevelRunner: Sendable {
                 outcome: done.outcome, before: Span(seconds: beforeSeconds, tally: before), after: Span(seconds: afterSeconds, tally: after)))
         }
 
-        let measuredSeconds = (measureEnd - measureStart).inSeconds
+        var measuredSeconds = (measureEnd - measureStart).inSeconds
+        if let spentAt, spentAt > measureStartUptime {
+            // The period ends with the last counted answer, not with the poll that noticed it.
+            measuredSeconds = Double(spentAt - measureStartUptime) / 1e9
+        }
         if case .open = level {
             stable = (total.late + total.skipped) * 100 <= total.due
         }

@@ -74,6 +74,8 @@ final class LoadHandler: ChannelInboundHandler {
     /// Closed loop measured by count: answers still to be counted on this connection; sends
     /// stop once those in flight would cover them. nil: no budget.
     private var answersLeft: Int?
+    /// When the budget was spent (uptime ns).
+    private(set) var budgetSpentAt: UInt64?
     /// Set once the connection takes no new requests (GOAWAY, closed).
     private(set) var refusal: String?
     private(set) var hello: Inferwire_V1_Hello?
@@ -130,6 +132,7 @@ final class LoadHandler: ChannelInboundHandler {
     /// counted twice).
     func limit(answers: Int) -> WindowTally {
         self.answersLeft = answers
+        self.budgetSpentAt = answers <= 0 ? NIODeadline.now().uptimeNanoseconds : nil
         return self.collect()
     }
 
@@ -142,6 +145,13 @@ final class LoadHandler: ChannelInboundHandler {
         self.stopTimer()
         self.shape = .open(OpenSchedule(arrivals: arrivals, nextDue: firstDue, maxInFlight: self.capped(maxInFlight)))
         self.armTimer()
+    }
+
+    /// Gives up on the requests still in flight (no answer within the stop timeout): their
+    /// late answers are ignored, and the next level starts with nothing in flight. Returns how many.
+    func forgetPending() -> Int {
+        defer { self.pending.removeAll() }
+        return self.pending.count
     }
 
     /// Stops sending; the returned future completes when every request in flight is answered.
@@ -254,7 +264,8 @@ final class LoadHandler: ChannelInboundHandler {
             }
             if frame.header.type == .response {
                 self.tally.ok += 1
-                _ = self.tally.histogram.record(now &- intended)
+                // Beyond the ceiling counts as the ceiling, so a stall still shows in max and p99.9.
+                _ = self.tally.histogram.record(min(now &- intended, latencyCeilingNanos))
                 self.tally.versions[modelVersion(inResponse: payload), default: 0] += 1
             } else {
                 let status = (try? Inferwire_V1_Status(serializedBytes: [UInt8](buffer: payload))) ?? Inferwire_V1_Status()
@@ -279,6 +290,7 @@ final class LoadHandler: ChannelInboundHandler {
         case .closed(let target):
             if let left = self.answersLeft {
                 self.answersLeft = left - 1
+                if left == 1 { self.budgetSpentAt = NIODeadline.now().uptimeNanoseconds }
                 guard self.pending.count < left - 1 else { return }
             }
             if self.pending.count < target, self.refusal == nil { self.send(intended: NIODeadline.now().uptimeNanoseconds) }
@@ -505,17 +517,22 @@ public final class LoadGenerator: Sendable {
         }
     }
 
-    /// Whether every connection's answer budget is spent.
-    public func budgetSpent() async -> Bool {
+    /// When every connection's answer budget was spent (uptime ns, NIODeadline's clock), or
+    /// nil while some connection still has answers to count.
+    public func budgetSpentAt() async -> UInt64? {
+        var latest: UInt64 = 0
         for c in self.connections {
-            guard (try? await c.channel.eventLoop.submit({ c.handler.value.budgetSpent }).get()) ?? true else { return false }
+            let (spent, at) = (try? await c.channel.eventLoop.submit({ (c.handler.value.budgetSpent, c.handler.value.budgetSpentAt) }).get()) ?? (true, nil)
+            guard spent else { return nil }
+            latest = max(latest, at ?? 0)
         }
-        return true
+        return latest
     }
 
     /// Stops sending and waits (at most `timeout`) for the requests in flight to be answered.
-    public func stop(timeout: Duration = .seconds(10)) async {
-        await withTaskGroup(of: Void.self) { group in
+    /// Returns how many were still unanswered at the timeout (and are now given up on).
+    public func stop(timeout: Duration = .seconds(10)) async -> Int {
+        await withTaskGroup(of: Int.self) { group in
             for c in self.connections {
                 group.addTask {
                     let loop = c.channel.eventLoop
@@ -524,8 +541,10 @@ public final class LoadGenerator: Sendable {
                     let limit = loop.scheduleTask(in: .nanoseconds(timeout.inNanoseconds)) { promise.succeed() }
                     try? await promise.futureResult.get()
                     limit.cancel()
+                    return (try? await loop.submit { c.handler.value.forgetPending() }.get()) ?? 0
                 }
             }
+            return await group.reduce(0, +)
         }
     }
 

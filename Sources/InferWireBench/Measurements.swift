@@ -31,9 +31,12 @@ public struct LatencySummary: Codable, Sendable, Equatable {
     }
 }
 
-/// A histogram of round-trip times in nanoseconds, 3 significant digits, up to 10 s.
+/// The longest round trip a latency histogram holds: 100 s. Longer ones are recorded as this.
+public let latencyCeilingNanos: UInt64 = 100_000_000_000
+
+/// A histogram of round-trip times in nanoseconds, 3 significant digits, up to 100 s.
 public func makeLatencyHistogram() -> Histogram<UInt64> {
-    Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
+    Histogram<UInt64>(highestTrackableValue: latencyCeilingNanos, numberOfSignificantValueDigits: .three)
 }
 
 /// Decides when a load level has settled: the last `windows` measurement windows agree
@@ -118,11 +121,14 @@ public struct ServerTimes: Codable, Sendable, Equatable {
         var requests: UInt64 = 0, executions: UInt64 = 0, queue: UInt64 = 0, compute: UInt64 = 0
         for (key, b) in after {
             // A version loaded during the period starts from zero; one reloaded restarts its counters.
-            let a = before[key].flatMap { $0.requests <= b.requests ? $0 : nil } ?? Counters()
+            let a = before[key].flatMap { a in
+                a.requests <= b.requests && a.executions <= b.executions && a.queueMicros <= b.queueMicros
+                    && a.computeMicros <= b.computeMicros ? a : nil
+            } ?? Counters()
             requests += b.requests - a.requests
-            executions += b.executions &- a.executions
-            queue += b.queueMicros &- a.queueMicros
-            compute += b.computeMicros &- a.computeMicros
+            executions += b.executions - a.executions
+            queue += b.queueMicros - a.queueMicros
+            compute += b.computeMicros - a.computeMicros
         }
         self.requests = requests
         self.executions = executions

@@ -154,33 +154,36 @@ public final class ModelScheduler: Sendable {
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) -> Bool {
         guard request.rows == 1, self.policy.maxQueueDelay == .zero else { return false }
+        // Answered without running, and without claiming an instance.
+        let now = ContinuousClock.now
+        if cancellation?.isCancelled == true || deadline.map({ now >= $0 }) == true {
+            self.statistics.withLock { $0.failures += 1 }
+            respond(.failure(cancellation?.isCancelled == true
+                ? InferWireError(code: .cancelled, message: "cancelled before execution")
+                : InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
+            return true
+        }
         let limit = Double(Self.inPlaceExecutionLimit.inNanoseconds)
         let claimed = self.state.withLock { state -> Bool in
             guard !state.stopped, state.count == 0, state.busy < self.instances,
                   state.singleRowSamples >= Self.inPlaceWarmupSamples, state.singleRowNanos < limit else { return false }
             state.busy += 1
+            // Under the lock, so waitUntilStopped() after shutdown() also waits for this run.
+            self.running.enter()
             return true
         }
         guard claimed else { return false }
-        let now = ContinuousClock.now
-        if cancellation?.isCancelled == true || deadline.map({ now >= $0 }) == true {
-            self.state.withLock { $0.busy -= 1 }
-            self.statistics.withLock { $0.failures += 1 }
-            respond(.failure(cancellation?.isCancelled == true
-                ? InferWireError(code: .cancelled, message: "cancelled before execution")
-                : InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
-        } else {
-            let entry = Entry(
-                request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: now,
-                deadline: deadline, cancellation: cancellation, respond: respond)
-            let execution = self.execute([entry])
-            let queued = self.state.withLock { state in
-                state.finished(execution: execution, rows: 1)
-                return state.count
-            }
-            // Requests that arrived meanwhile found every instance busy: wake one for them.
-            if queued > 0 { self.wakeup.signal() }
+        let entry = Entry(
+            request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: now,
+            deadline: deadline, cancellation: cancellation, respond: respond)
+        let execution = self.execute([entry])
+        let queued = self.state.withLock { state in
+            state.finished(execution: execution, rows: 1)
+            return state.count
         }
+        self.running.leave()
+        // Requests that arrived meanwhile found every instance busy: wake one for them.
+        if queued > 0 { self.wakeup.signal() }
         return true
     }
 
@@ -190,7 +193,8 @@ public final class ModelScheduler: Sendable {
         for _ in 0..<self.instances { self.wakeup.signal() }
     }
 
-    /// Blocks until every instance thread has exited (after ``shutdown()`` and a drained queue).
+    /// Blocks until every instance thread has exited (after ``shutdown()`` and a drained queue)
+    /// and no request is running in place.
     public func waitUntilStopped() {
         self.running.wait()
     }

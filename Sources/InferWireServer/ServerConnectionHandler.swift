@@ -63,7 +63,19 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// The first request of the current read burst, not yet dispatched: if the burst brings
     /// no other, it may run in place on this thread (no queue to join, nothing to batch it
     /// with); if another follows, both are queued so the batcher can merge them.
-    private var heldRequest: ((_ mayRunInPlace: Bool) -> Void)?
+    private var heldRequest: HeldRequest?
+    /// REQUEST frames seen in the current read burst.
+    private var requestsThisBurst = 0
+
+    /// A decoded request waiting for the end of its read burst.
+    private struct HeldRequest {
+        var method: UInt16
+        var id: UInt32
+        var token: UInt64
+        var payload: [UInt8]
+        var deadline: ContinuousClock.Instant?
+        var cancellation: RequestCancellation
+    }
     private var needsFlush = false
     private var readPending = false
     private var context: ChannelHandlerContext?
@@ -117,7 +129,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.releaseHeldRequest(mayRunInPlace: true)
+        self.releaseHeldRequest(mayRunInPlace: self.requestsThisBurst == 1)
+        self.requestsThisBurst = 0
         self.readingBurst = false
         if self.needsFlush {
             self.needsFlush = false
@@ -127,13 +140,31 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func releaseHeldRequest(mayRunInPlace: Bool) {
-        guard let held = self.heldRequest else { return }
+        guard let held = self.heldRequest, let context = self.context else { return }
         self.heldRequest = nil
-        held(mayRunInPlace)
+        self.dispatch(held, mayRunInPlace: mayRunInPlace, context: context)
+    }
+
+    private func dispatch(_ request: HeldRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        let inbox = self.inbox
+        let (id, token) = (request.id, request.token)
+        self.dispatcher.handle(
+            method: request.method, payload: request.payload, deadline: request.deadline, cancellation: request.cancellation,
+            mayRunInPlace: mayRunInPlace
+        ) { result in
+            if loop.inEventLoop {
+                handler.value.complete(id: id, token: token, result)
+            } else if inbox.post(id: id, token: token, result) {
+                loop.execute { handler.value.drainInbox() }
+            }
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.releaseHeldRequest(mayRunInPlace: false)
+        // Nobody is left to answer: a held request is dropped (abandonAll cancels it).
+        self.heldRequest = nil
         if !self.inFlight.isEmpty {
             self.logger.debug("peer closed with requests in flight", metadata: ["in_flight": "\(self.inFlight.count)"])
         }
@@ -293,27 +324,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.inFlight[id] = InFlight(
             token: token, method: header.method, compressResponse: header.flags.contains(.compressResponse), cancellation: cancellation)
 
-        let loop = context.eventLoop
-        let handler = NIOLoopBound(self, eventLoop: loop)
-        let inbox = self.inbox
-        let dispatcher = self.dispatcher
-        let bytes = [UInt8](buffer: payload)
-        let dispatch = { (mayRunInPlace: Bool) in
-            dispatcher.handle(
-                method: header.method, payload: bytes, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace
-            ) { result in
-                if loop.inEventLoop {
-                    handler.value.complete(id: id, token: token, result)
-                } else if inbox.post(id: id, token: token, result) {
-                    loop.execute { handler.value.drainInbox() }
-                }
-            }
-        }
-        if self.readingBurst && self.heldRequest == nil {
-            self.heldRequest = dispatch
+        let request = HeldRequest(
+            method: header.method, id: id, token: token, payload: [UInt8](buffer: payload), deadline: deadline, cancellation: cancellation)
+        self.requestsThisBurst += 1
+        if self.readingBurst && self.requestsThisBurst == 1 {
+            self.heldRequest = request
         } else {
             self.releaseHeldRequest(mayRunInPlace: false)
-            dispatch(false)
+            self.dispatch(request, mayRunInPlace: false, context: context)
         }
     }
 

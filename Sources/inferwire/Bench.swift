@@ -107,16 +107,23 @@ struct Bench: AsyncParsableCommand {
     func validate() throws {
         if self.version != nil && self.label != nil { throw ValidationError("give --version or --label, not both") }
         guard self.connections >= 1, self.connections <= 1024 else { throw ValidationError("--connections must be 1…1024") }
-        guard self.window > 0, self.warmup >= 0, self.duration > 0, self.maxWindows >= 1, self.tolerance > 0 else {
-            throw ValidationError("--window, --duration, --max-windows and --tolerance must be positive; --warmup not negative")
+        // Seconds: finite, at least a millisecond where zero makes no sense, at most a day.
+        let day = 86_400.0
+        guard (0.001...day).contains(self.window), (0.001...day).contains(self.duration), (0...day).contains(self.warmup),
+              (0...day).contains(self.at), (0.001...day).contains(self.after) else {
+            throw ValidationError("--window, --duration and --after take 0.001…86400 seconds; --warmup and --at 0…86400")
+        }
+        guard self.maxWindows >= 1, self.maxWindows <= 100_000, self.tolerance > 0, self.tolerance.isFinite else {
+            throw ValidationError("--max-windows must be 1…100000 and --tolerance positive")
         }
         if let requests = self.requests {
             guard requests >= 1 else { throw ValidationError("--requests must be positive") }
             guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
+            let top = self.concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.max() ?? 1
+            guard requests >= top else { throw ValidationError("--requests must be at least the largest --concurrency (\(top))") }
         }
         guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
         if let during = self.during {
-            guard self.at >= 0, self.after > 0 else { throw ValidationError("--at must be ≥ 0 and --after > 0") }
             do { _ = try ManagementAction(parsing: during) } catch { throw ValidationError(error.message) }
         }
     }
@@ -166,8 +173,8 @@ struct Bench: AsyncParsableCommand {
         }
         let progress = ProgressLine(enabled: !self.quiet)
         let settings = MeasurementSettings(
-            warmup: .milliseconds(Int64(self.warmup * 1000)), window: .milliseconds(Int64(self.window * 1000)), maxWindows: self.maxWindows,
-            rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: .milliseconds(Int64(self.duration * 1000)),
+            warmup: seconds(self.warmup), window: seconds(self.window), maxWindows: self.maxWindows,
+            rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: seconds(self.duration),
             maxInFlight: self.maxInFlight, requestCount: self.requests)
         let runner = LevelRunner(generator: generator, settings: settings, serverCounters: counters) { level, window in
             progress.update(level: level, window: window)
@@ -256,7 +263,7 @@ struct Bench: AsyncParsableCommand {
     /// Parses `--during` into a call on the control connection.
     func action(_ text: String, client: InferWireClient) throws -> ScheduledAction {
         let action = try ManagementAction(parsing: text)
-        return ScheduledAction(name: text, at: .milliseconds(Int64(self.at * 1000)), after: .milliseconds(Int64(self.after * 1000))) {
+        return ScheduledAction(name: text, at: seconds(self.at), after: seconds(self.after)) {
             try await action.run(on: client)
         }
     }
@@ -308,6 +315,9 @@ struct Bench: AsyncParsableCommand {
         if let path = self.report { try HTMLReport.render(report).write(toFile: path, atomically: true, encoding: .utf8) }
     }
 }
+
+/// A validated number of seconds as a Duration (nanosecond precision).
+private func seconds(_ value: Double) -> Duration { .nanoseconds(Int64(value * 1e9)) }
 
 /// The live view: one line rewritten in place on a terminal (stderr), plain lines otherwise.
 final class ProgressLine: Sendable {

@@ -94,6 +94,11 @@ struct MeasurementTests {
             // Version 3 appeared during the period.
             "a/3": .init(requests: 100, executions: 50, queueMicros: 600, computeMicros: 1000),
         ]
+        // A counter that went backwards means a restart, even if another grew past its old value.
+        let restarted = ServerTimes(
+            from: ["a/1": .init(requests: 10, executions: 10, queueMicros: 500, computeMicros: 500)],
+            to: ["a/1": .init(requests: 20, executions: 5, queueMicros: 100, computeMicros: 100)])
+        #expect(restarted.requests == 20 && restarted.executions == 5 && restarted.queueMicros == 5)
         let times = ServerTimes(from: before, to: after)
         #expect(times.requests == 400)
         #expect(times.executions == 200)
@@ -117,7 +122,7 @@ func sampleReport() -> BenchReport {
         WindowSample(start: 2, seconds: 1.02, warmup: false, tally: WindowTally()),
     ]
     let event = ActionEvent(
-        action: "promote fraud", at: 1.5, tookMicros: 850, succeeded: true, outcome: "stable 2 <was 1> & \"done\"",
+        action: "promote fraud", at: 1.5, tookMicros: 850, succeeded: true, outcome: "stable 2 <was 1> & \"done\" \u{1B}[0m",
         before: Span(seconds: 1, tally: tally), after: Span(seconds: 1, tally: WindowTally()))
     let closed = LevelResult(
         mode: "closed", concurrency: 8, askedRate: 0, requests: 10, errors: ["UNAVAILABLE": 1], throughput: 1234.5,

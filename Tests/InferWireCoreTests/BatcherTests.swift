@@ -389,4 +389,18 @@ struct BatcherTests {
         while holding.withLock({ $0 }) == nil { await Task.yield() }
         #expect(try await holding.withLock { $0! }.outputs == [199, 3])
     }
+
+    @Test("a request already cancelled or expired is answered at once, without taking the instance")
+    func cancelledInPlace() async throws {
+        let harness = Harness()
+        defer { harness.dispatcher.stopExecution() }
+        for i in 0..<8 { _ = try await harness.send([[Float(i), 1]]).outputs }
+        let cancellation = RequestCancellation()
+        cancellation.cancel()
+        #expect(await harness.send([[1, 1]], cancellation: cancellation).code == .cancelled)
+        #expect(await harness.send([[1, 1]], deadline: .now - .seconds(1)).code == .deadlineExceeded)
+        // The instance is free for the next request, which runs.
+        #expect(try await harness.send([[2, 2]]).outputs == [5, 5])
+        #expect(harness.model.executions.withLock { $0.count } == 9)
+    }
 }

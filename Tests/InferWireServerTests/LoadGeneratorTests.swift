@@ -159,4 +159,21 @@ struct RequestCountTests {
             #expect(result.windows.last!.seconds < 4.5)
         }
     }
+
+    @Test("a count not reached within the window limit ends the level there, and says so")
+    func windowLimit() async throws {
+        try await withServer { port in
+            let generator = try await LoadGenerator.connect(
+                servers: [("127.0.0.1", port)], connectionsPerServer: 1, request: delayRequest(ms: 5), compression: false)
+            var settings = LoadGeneratorTests.quick
+            settings.requestCount = 1_000_000
+            settings.maxWindows = 2
+            let result = try await LevelRunner(generator: generator, settings: settings).run(.closed(concurrency: 2))
+            await generator.close()
+            #expect(result.stopReason == "window limit")
+            #expect(result.stable == false)
+            #expect(result.windows.filter { !$0.warmup }.count == 2)
+            #expect(result.requests > 0 && result.requests < 1000)
+        }
+    }
 }
