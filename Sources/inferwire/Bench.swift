@@ -9,24 +9,15 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load a model and report throughput, latency percentiles, errors and the server's own times.",
         discussion: """
-            Closed loop (default): --concurrency callers each send the next request as soon as the last is answered.
-            Each level warms up, then measures windows until the last three agree within --tolerance, or
-            --max-windows is reached; the table says which.
-            Open loop: --rate R (or FROM:TO:STEP) sends on a schedule, evenly spaced or --poisson, whatever is
-            in flight; latency counts from when each request was due, so a stall cannot hide. Late and skipped
-            sends are counted: when they exceed 1% the generator, not the server, set the pace.
+            Closed loop (default): --concurrency callers each send the next request as soon as the last is answered. Each level warms up, then measures windows until the last three agree within --tolerance, or --max-windows is reached; the table says which. With --requests N each level runs until N answers are in.
 
-            Inputs are random, shaped from the model's metadata (--batch rows where the batch is dynamic), or read
-            with --input NAME=@file.npy, NAME=@file.json or NAME='[[...]]'.
+            Open loop: --rate R (or FROM:TO:STEP) sends on a schedule, evenly spaced or --poisson, whatever is in flight. Latency counts from when each request was due, so a stall cannot hide. Late and skipped sends are counted: above 1% the generator, not the server, set the pace.
 
-            Rollout under load: --during "promote fraud" --at 10 runs the management action 10 s into the first
-            level's measurement and reports errors and p99 in the seconds before and after it. Actions:
-            promote M, rollback M, load M V, unload M V, traffic M V PERCENT, shadow M V PERCENT.
+            Inputs are random, shaped from the model's metadata (--batch rows where the batch is dynamic), or read with --input NAME=@file.npy, NAME=@file.json or NAME='[[...]]'.
 
-            Is the generator the bottleneck? Each level reports the CPU the generator used ("gen cores"). When
-            it nears the number of event loops it runs on (one per connection, up to the core count), or
-            throughput stops rising while the server's queue time stays near zero, the client is the limit:
-            add --connections, or run the generator on another machine.
+            Rollout under load: --during "promote fraud" --at 10 runs the management action 10 s into the first level's measurement and reports errors and p99 in the seconds before and after it. Actions: promote M, rollback M, load M V, unload M V, traffic M V PERCENT, shadow M V PERCENT.
+
+            Is the generator the bottleneck? Each level reports the CPU the generator used ("gen cores"). When it nears the number of event loops it runs on (one per connection, up to the core count), or throughput stops rising while the server's queue time stays near zero, the client is the limit: add --connections, or run the generator on another machine.
             """)
 
     @Option(name: .customLong("server"), help: "Server address HOST:PORT (repeat for round-robin over servers).")
