@@ -47,16 +47,9 @@ public enum ManagementAction: Sendable, Equatable {
 
     /// Runs the action and describes the server's answer.
     public func run(on client: InferWireClient) async throws -> String {
-        func describe(_ r: Inferwire_V1_Rollout) -> String {
-            var text = "stable \(r.stableVersion)"
-            if r.canaryVersion != 0 { text += ", canary \(r.canaryVersion) at \(r.canaryPercent)%" }
-            if r.previousStableVersion != 0 { text += ", previous \(r.previousStableVersion)" }
-            if r.shadowVersion != 0 { text += ", shadow \(r.shadowVersion) at \(r.shadowPercent)%" }
-            return text
-        }
         switch self {
-        case .promote(let model): return describe(try await client.promote(model))
-        case .rollback(let model): return describe(try await client.rollback(model))
+        case .promote(let model): return try await client.promote(model).summary
+        case .rollback(let model): return try await client.rollback(model).summary
         case .load(let model, let version):
             let status = try await client.loadModel(model, version: version)
             return "version \(status.version) \(status.state)\(status.reason.isEmpty ? "" : ": \(status.reason)")"
@@ -64,9 +57,9 @@ public enum ManagementAction: Sendable, Equatable {
             let status = try await client.unloadModel(model, version: version)
             return "version \(status.version) \(status.state)"
         case .traffic(let model, let version, let percent):
-            return describe(try await client.setTraffic(model, canary: version, percent: percent))
+            return try await client.setTraffic(model, canary: version, percent: percent).summary
         case .shadow(let model, let version, let percent):
-            return describe(try await client.setShadow(model, version: version, percent: percent))
+            return try await client.setShadow(model, version: version, percent: percent).summary
         }
     }
 }

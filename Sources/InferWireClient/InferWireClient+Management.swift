@@ -67,3 +67,14 @@ extension InferWireClient {
         return try await self.call(.history, request, as: Inferwire_V1_HistoryResponse.self, timeout: timeout).entries
     }
 }
+
+extension Inferwire_V1_Rollout {
+    /// One line for people: "stable 2, canary 3 at 10% (sticky), previous 1, shadow 4 at 5%".
+    public var summary: String {
+        var text = "stable \(self.stableVersion)"
+        if self.canaryVersion != 0 { text += ", canary \(self.canaryVersion) at \(self.canaryPercent)%\(self.sticky ? " (sticky)" : "")" }
+        if self.previousStableVersion != 0 { text += ", previous \(self.previousStableVersion)" }
+        if self.shadowVersion != 0 { text += ", shadow \(self.shadowVersion) at \(self.shadowPercent)%" }
+        return text
+    }
+}

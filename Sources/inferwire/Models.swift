@@ -137,13 +137,7 @@ func stateName(_ state: Inferwire_V1_VersionState) -> String {
     }
 }
 
-func render(_ rollout: Inferwire_V1_Rollout) -> String {
-    var text = "stable \(rollout.stableVersion)"
-    if rollout.canaryVersion != 0 { text += ", canary \(rollout.canaryVersion) at \(rollout.canaryPercent)%\(rollout.sticky ? " (sticky)" : "")" }
-    if rollout.previousStableVersion != 0 { text += ", previous \(rollout.previousStableVersion)" }
-    if rollout.shadowVersion != 0 { text += ", shadow \(rollout.shadowVersion) at \(rollout.shadowPercent)%" }
-    return text
-}
+func render(_ rollout: Inferwire_V1_Rollout) -> String { rollout.summary }
 
 func render(_ model: Inferwire_V1_ModelStatus) -> String {
     var lines = ["\(model.name): \(render(model.rollout))"]
