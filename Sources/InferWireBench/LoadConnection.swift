@@ -120,8 +120,9 @@ final class LoadHandler: ChannelInboundHandler {
     func startClosed(inFlight: Int) {
         self.stopTimer()
         self.shape = .closed(target: self.capped(inFlight))
+        guard self.context != nil, self.refusal == nil else { return }
         let now = NIODeadline.now().uptimeNanoseconds
-        while case .closed(let target) = self.shape, self.pending.count < target, self.refusal == nil {
+        while case .closed(let target) = self.shape, self.pending.count < target {
             self.send(intended: now)
         }
         self.flushIfNeeded()
