@@ -139,7 +139,10 @@ public struct LevelRunner: Sendable {
             }
         }
 
-        var tallies: [(start: ContinuousClock.Instant, end: ContinuousClock.Instant, tally: WindowTally)] = []
+        // Around an action: the windows just before its scheduled time, and from the window it
+        // falls in on, each up to `after` long. Two running tallies, not one per window.
+        var before = WindowTally(), after = WindowTally()
+        var beforeSeconds = 0.0, afterSeconds = 0.0
         var total = WindowTally()
         var throughputs: [Double] = []
         var stable = false
@@ -165,7 +168,16 @@ public struct LevelRunner: Sendable {
             let sample = WindowSample(start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally)
             windows.append(sample)
             self.onWindow?(level, sample)
-            tallies.append((windowStart, now, tally))
+            if let action {
+                let planned = measureStart + action.at
+                if now <= planned, planned - now < action.after {
+                    before.merge(tally)
+                    beforeSeconds += sample.seconds
+                } else if now > planned, windowStart - planned < action.after {
+                    after.merge(tally)
+                    afterSeconds += sample.seconds
+                }
+            }
             total.merge(tally)
             throughputs.append(sample.throughput)
             windowStart = now
@@ -204,18 +216,6 @@ public struct LevelRunner: Sendable {
         var events: [ActionEvent] = []
         if let action, let actionTask {
             let done = await actionTask.value
-            // Windows wholly before the action, and from the window it started in, up to `after` each way.
-            var before = WindowTally(), after = WindowTally()
-            var beforeSeconds = 0.0, afterSeconds = 0.0
-            for w in tallies {
-                if w.end <= done.start, done.start - w.end < action.after {
-                    before.merge(w.tally)
-                    beforeSeconds += (w.end - w.start).inSeconds
-                } else if w.end > done.start, w.start - done.start < action.after {
-                    after.merge(w.tally)
-                    afterSeconds += (w.end - w.start).inSeconds
-                }
-            }
             events.append(ActionEvent(
                 action: action.name, at: self.seconds(since: done.start), tookMicros: done.took.inSeconds * 1e6, succeeded: done.succeeded,
                 outcome: done.outcome, before: Span(seconds: beforeSeconds, tally: before), after: Span(seconds: afterSeconds, tally: after)))

@@ -182,7 +182,8 @@ public struct ActionEvent: Codable, Sendable, Equatable {
     public var succeeded: Bool
     /// The server's answer, or the error.
     public var outcome: String
-    /// The windows just before the action, and from the action's window on.
+    /// The windows that ended within `after` before the action's scheduled time, and those
+    /// from the one it fell in, up to `after` later.
     public var before: Span
     public var after: Span
 

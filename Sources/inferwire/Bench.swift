@@ -107,6 +107,9 @@ struct Bench: AsyncParsableCommand {
         guard self.maxWindows >= 1, self.maxWindows <= 100_000, self.tolerance > 0, self.tolerance.isFinite else {
             throw ValidationError("--max-windows must be 1…100000 and --tolerance positive")
         }
+        // Every window is kept for the report: bound how many one level can have.
+        let windows = self.during != nil ? (self.at + self.after) / self.window : self.rate != nil ? self.duration / self.window : 0
+        guard windows <= 100_000 else { throw ValidationError("that is \(Int(windows)) windows in one level; use a longer --window") }
         if let requests = self.requests {
             guard requests >= 1 else { throw ValidationError("--requests must be positive") }
             guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
