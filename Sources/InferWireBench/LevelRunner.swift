@@ -169,11 +169,12 @@ public struct LevelRunner: Sendable {
             windows.append(sample)
             self.onWindow?(level, sample)
             if let action {
+                // By the window's scheduled end: collecting it takes a moment past that.
                 let planned = measureStart + action.at
-                if now <= planned, planned - now < action.after {
+                if windowEnd <= planned, planned - windowEnd < action.after {
                     before.merge(tally)
                     beforeSeconds += sample.seconds
-                } else if now > planned, windowStart - planned < action.after {
+                } else if windowEnd > planned, windowEnd - self.settings.window - planned < action.after {
                     after.merge(tally)
                     afterSeconds += sample.seconds
                 }
