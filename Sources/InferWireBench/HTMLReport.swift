@@ -246,6 +246,17 @@ public enum HTMLReport {
                 s += "\n"
             }
         }
+        // The server's own time per request (queue + compute), where it was asked.
+        for l in report.levels {
+            let served = l.windows.compactMap { w in w.server.map { (w, $0) } }.filter { $0.1.requests > 0 }
+            let points = served.map { w, t in "\(r(x(w.start + w.seconds / 2))),\(r(y(t.queueMicros + t.computeMicros)))" }
+            if points.count > 1 {
+                s += "<polyline fill=\"none\" stroke=\"\(palette[1])\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"\(points.joined(separator: " "))\"/>\n"
+            }
+            for (w, t) in served {
+                s += "<circle cx=\"\(r(x(w.start + w.seconds / 2)))\" cy=\"\(r(y(t.queueMicros + t.computeMicros)))\" r=\"2\" fill=\"\(palette[1])\"><title>\(format(w.start - start, 1)) s server: queue \(format(t.queueMicros, 1)) µs + compute \(format(t.computeMicros, 1)) µs, batch \(format(t.meanBatchSize, 1))</title></circle>"
+            }
+        }
         for w in windows where w.errors > 0 {
             s += "<rect x=\"\(r(x(w.start)))\" y=\"\(r(f.top + f.plotHeight - 6))\" width=\"\(r(x(w.start + w.seconds) - x(w.start)))\" height=\"6\" fill=\"#dc2626\"><title>\(w.errors) errors</title></rect>"
         }
@@ -255,6 +266,7 @@ public enum HTMLReport {
         }
         s += "</svg>\n"
         var items = [("p50", palette[0]), ("p99", palette[3]), ("errors", "#dc2626")]
+        if windows.contains(where: { $0.server != nil }) { items.insert(("server queue + compute (mean)", palette[1]), at: 2) }
         if !report.levels.flatMap(\.events).isEmpty { items.append(("management action", "#7c3aed")) }
         return s + legend(items)
     }

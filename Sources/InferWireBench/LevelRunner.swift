@@ -124,6 +124,7 @@ public struct LevelRunner: Sendable {
         }
 
         let countersBefore = await self.serverCounters?()
+        var lastCounters = countersBefore
 
         // The action runs in its own task at its time; windows keep being collected meanwhile.
         let actionTask: Task<(start: ContinuousClock.Instant, took: Duration, succeeded: Bool, outcome: String), Never>? = action.map { action in
@@ -165,7 +166,14 @@ public struct LevelRunner: Sendable {
             }
             let tally = await self.generator.collect()
             let now = ContinuousClock.now
-            let sample = WindowSample(start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally)
+            // The server's view of the same window, from one more statistics snapshot.
+            var windowServer: ServerTimes?
+            if let previous = lastCounters, let current = await self.serverCounters?() {
+                windowServer = ServerTimes(from: previous, to: current)
+                lastCounters = current
+            }
+            let sample = WindowSample(
+                start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally, server: windowServer)
             windows.append(sample)
             self.onWindow?(level, sample)
             if let action {

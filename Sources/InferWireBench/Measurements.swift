@@ -78,8 +78,11 @@ public struct WindowSample: Codable, Sendable, Equatable {
     /// Open loop: sends made late or skipped in this window.
     public var late: UInt64
     public var skipped: UInt64
+    /// The server's own times over this window (measured windows only, when it can be asked).
+    public var server: ServerTimes?
 
-    public init(start: Double, seconds: Double, warmup: Bool, tally: WindowTally) {
+    public init(start: Double, seconds: Double, warmup: Bool, tally: WindowTally, server: ServerTimes? = nil) {
+        self.server = server
         self.start = start
         self.seconds = seconds
         self.warmup = warmup

@@ -331,6 +331,9 @@ final class ProgressLine: Sendable {
         }
         var line = String(format: "[%@] %@%.0f req/s  p50 %.1f µs  p99 %.1f µs  errors %llu",
                           name as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput, window.p50, window.p99, window.errors)
+        if let server = window.server, server.requests > 0 {
+            line += String(format: "  server %.1f + %.1f µs", server.queueMicros, server.computeMicros)
+        }
         if window.late + window.skipped > 0 { line += "  late \(window.late) skipped \(window.skipped)" }
         FileHandle.standardError.write(Data((self.terminal ? "\r\u{1B}[2K" + line : line + "\n").utf8))
     }

@@ -118,7 +118,7 @@ func sampleReport() -> BenchReport {
     tally.errors["UNAVAILABLE"] = 1
     let windows = [
         WindowSample(start: 0, seconds: 1, warmup: true, tally: tally),
-        WindowSample(start: 1, seconds: 1, warmup: false, tally: tally),
+        WindowSample(start: 1, seconds: 1, warmup: false, tally: tally, server: ServerTimes(requests: 3, executions: 1, queueMicros: 20, computeMicros: 80)),
         WindowSample(start: 2, seconds: 1.02, warmup: false, tally: WindowTally()),
     ]
     let event = ActionEvent(

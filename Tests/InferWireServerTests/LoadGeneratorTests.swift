@@ -51,6 +51,12 @@ struct LoadGeneratorTests {
             let server = try #require(result.server)
             #expect(abs(Int(server.requests) - Int(result.requests)) <= max(16, Int(result.requests) / 10))
             #expect(server.computeMicros > 0)
+            // Each measured window has the server's view of it too; together they cover
+            // the level up to its last window.
+            let measured = result.windows.filter { !$0.warmup }
+            #expect(measured.allSatisfy { $0.server != nil })
+            let windowRequests = measured.reduce(0) { $0 + ($1.server?.requests ?? 0) }
+            #expect(windowRequests > 0 && windowRequests <= server.requests)
         }
     }
 
