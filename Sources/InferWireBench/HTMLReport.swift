@@ -231,8 +231,10 @@ public enum HTMLReport {
             }
         }
         // Seconds along the bottom.
-        for t in Self.ticks(upTo: span) where t <= span {
-            s += "<text x=\"\(r(x(start + t)))\" y=\"\(r(f.height - f.bottom + 14))\" text-anchor=\"middle\">\(format(t, t < 10 ? 1 : 0)) s</text>"
+        let secondTicks = Self.ticks(upTo: span).filter { $0 <= span }
+        let decimals = secondTicks.allSatisfy { $0 == $0.rounded() } ? 0 : 1
+        for t in secondTicks {
+            s += "<text x=\"\(r(x(start + t)))\" y=\"\(r(f.height - f.bottom + 14))\" text-anchor=\"middle\">\(format(t, decimals)) s</text>"
         }
         s += "\n"
         for (k, (name, path)) in [("p50", \WindowSample.p50), ("p99", \WindowSample.p99)].enumerated() {
