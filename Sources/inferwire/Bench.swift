@@ -41,6 +41,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Open loop: Poisson arrivals instead of evenly spaced ones.")
     var poisson = false
 
+    @Option(help: "Open loop: seed of the Poisson arrivals (the same seed repeats the same schedule).")
+    var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+
     @Option(help: "Open loop: seconds measured per rate.")
     var duration = 5.0
 
@@ -169,7 +172,7 @@ struct Bench: AsyncParsableCommand {
         let settings = MeasurementSettings(
             warmup: seconds(self.warmup), window: seconds(self.window), maxWindows: self.maxWindows,
             rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: seconds(self.duration),
-            maxInFlight: self.maxInFlight, requestCount: self.requests)
+            maxInFlight: self.maxInFlight, seed: self.seed, requestCount: self.requests)
         let runner = LevelRunner(generator: generator, settings: settings, serverCounters: counters) { level, window in
             progress.update(level: level, window: window)
         }
