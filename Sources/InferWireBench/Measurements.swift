@@ -1,6 +1,36 @@
 import Foundation
 public import Histogram
 
+/// What the generator's connections measured between two collections.
+public struct WindowTally: Sendable {
+    /// Round-trip times of successful requests, nanoseconds from the intended send time.
+    public var histogram = makeLatencyHistogram()
+    public var ok: UInt64 = 0
+    /// Failed requests by status code name.
+    public var errors: [String: UInt64] = [:]
+    /// Successful requests by the model version that answered.
+    public var versions: [Int64: UInt64] = [:]
+    /// Open loop: sends that fell due, sends made more than 1 ms after they were due, and
+    /// sends dropped because the in-flight cap was reached.
+    public var due: UInt64 = 0
+    public var late: UInt64 = 0
+    public var skipped: UInt64 = 0
+
+    public init() {}
+
+    public var errorCount: UInt64 { self.errors.values.reduce(0, +) }
+
+    public mutating func merge(_ other: WindowTally) {
+        self.histogram.add(other.histogram)
+        self.ok += other.ok
+        for (code, n) in other.errors { self.errors[code, default: 0] += n }
+        for (version, n) in other.versions { self.versions[version, default: 0] += n }
+        self.due += other.due
+        self.late += other.late
+        self.skipped += other.skipped
+    }
+}
+
 /// Latency percentiles of one measurement, in microseconds.
 public struct LatencySummary: Codable, Sendable, Equatable {
     public var count: UInt64
