@@ -55,6 +55,26 @@ public final class ModelScheduler: Sendable {
             self.types = inputs.map(\.dataType)
             self.innerShapes = inputs.map { batched ? Array($0.shape.dropFirst()) : $0.shape }
         }
+
+        private init() {
+            self.types = []
+            self.innerShapes = []
+        }
+
+        /// For a request that runs alone and never joins a queue: nothing to compare.
+        static let alone = ShapeKey()
+    }
+
+    /// Why a request must be answered without running: its caller cancelled it, or its
+    /// deadline passed (`queued`: while it waited in a queue). nil: it may run.
+    static func refusal(
+        cancellation: RequestCancellation?, deadline: ContinuousClock.Instant?, now: ContinuousClock.Instant, queued: Bool
+    ) -> InferWireError? {
+        if cancellation?.isCancelled == true { return InferWireError(code: .cancelled, message: "cancelled before execution") }
+        if let deadline, now >= deadline {
+            return InferWireError(code: .deadlineExceeded, message: queued ? "deadline passed in the queue" : "deadline passed before execution")
+        }
+        return nil
     }
 
     private struct State {
@@ -156,11 +176,9 @@ public final class ModelScheduler: Sendable {
         guard request.rows == 1, self.policy.maxQueueDelay == .zero else { return false }
         // Answered without running, and without claiming an instance.
         let now = ContinuousClock.now
-        if cancellation?.isCancelled == true || deadline.map({ now >= $0 }) == true {
+        if let refusal = Self.refusal(cancellation: cancellation, deadline: deadline, now: now, queued: false) {
             self.statistics.withLock { $0.failures += 1 }
-            respond(.failure(cancellation?.isCancelled == true
-                ? InferWireError(code: .cancelled, message: "cancelled before execution")
-                : InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
+            respond(.failure(refusal))
             return true
         }
         let limit = Double(Self.inPlaceExecutionLimit.inNanoseconds)
@@ -173,9 +191,7 @@ public final class ModelScheduler: Sendable {
             return true
         }
         guard claimed else { return false }
-        let entry = Entry(
-            request: request, shape: ShapeKey(request.inputs, batched: self.policy.enabled), arrival: now,
-            deadline: deadline, cancellation: cancellation, respond: respond)
+        let entry = Entry(request: request, shape: .alone, arrival: now, deadline: deadline, cancellation: cancellation, respond: respond)
         let execution = self.execute([entry])
         let queued = self.state.withLock { state in
             state.finished(execution: execution, rows: 1)
@@ -243,15 +259,11 @@ public final class ModelScheduler: Sendable {
         // Answer, without running, what was cancelled or expired at the heads of the queues.
         func prune(_ queue: inout Deque<Entry>) {
             queue.removeAll { entry in
-                if entry.cancellation?.isCancelled == true {
-                    dropped.append((entry, InferWireError(code: .cancelled, message: "cancelled before execution")))
-                    return true
+                guard let refusal = Self.refusal(cancellation: entry.cancellation, deadline: entry.deadline, now: now, queued: true) else {
+                    return false
                 }
-                if let deadline = entry.deadline, now >= deadline {
-                    dropped.append((entry, InferWireError(code: .deadlineExceeded, message: "deadline passed in the queue")))
-                    return true
-                }
-                return false
+                dropped.append((entry, refusal))
+                return true
             }
         }
         prune(&state.high)

@@ -194,8 +194,8 @@ public final class RequestDispatcher: Sendable {
 
         // Cheap work runs here, on the I/O thread; the rest queues for the version's instances.
         if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit && !loaded.scheduler.policy.enabled {
-            if let deadline, ContinuousClock.now >= deadline {
-                respond(.failure(InferWireError(code: .deadlineExceeded, message: "deadline passed before execution")))
+            if let refusal = ModelScheduler.refusal(cancellation: cancellation, deadline: deadline, now: .now, queued: false) {
+                respond(.failure(refusal))
                 return
             }
             let start = ContinuousClock.now

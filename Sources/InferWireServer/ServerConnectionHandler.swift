@@ -63,12 +63,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// The first request of the current read burst, not yet dispatched: if the burst brings
     /// no other, it may run in place on this thread (no queue to join, nothing to batch it
     /// with); if another follows, both are queued so the batcher can merge them.
-    private var heldRequest: HeldRequest?
+    private var heldRequest: ReadyRequest?
     /// REQUEST frames seen in the current read burst.
     private var requestsThisBurst = 0
 
-    /// A decoded request waiting for the end of its read burst.
-    private struct HeldRequest {
+    /// A request admitted and ready for the dispatcher (held until the burst ends, if first).
+    private struct ReadyRequest {
         var method: UInt16
         var id: UInt32
         var token: UInt64
@@ -145,7 +145,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.dispatch(held, mayRunInPlace: mayRunInPlace, context: context)
     }
 
-    private func dispatch(_ request: HeldRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
+    private func dispatch(_ request: ReadyRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let inbox = self.inbox
@@ -324,7 +324,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.inFlight[id] = InFlight(
             token: token, method: header.method, compressResponse: header.flags.contains(.compressResponse), cancellation: cancellation)
 
-        let request = HeldRequest(
+        let request = ReadyRequest(
             method: header.method, id: id, token: token, payload: [UInt8](buffer: payload), deadline: deadline, cancellation: cancellation)
         self.requestsThisBurst += 1
         if self.readingBurst && self.requestsThisBurst == 1 {
