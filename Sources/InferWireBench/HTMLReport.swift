@@ -70,9 +70,7 @@ public enum HTMLReport {
         t += "<th>p99.9 µs</th><th>max µs</th><th>errors</th><th>server queue µs</th><th>server compute µs</th><th>batch</th>"
         t += "<th>generator cores</th><th class=\"text\">ended</th></tr>\n"
         for (i, l) in report.levels.enumerated() {
-            func cell(_ field: String, _ value: String, _ cls: String = "") -> String {
-                "<td data-level=\"\(i)\" data-field=\"\(field)\"\(cls.isEmpty ? "" : " class=\"\(cls)\"")>\(value)</td>"
-            }
+            func cell(_ field: String, _ value: String, _ cls: String = "") -> String { numberCell("level", i, field, value, cls) }
             t += "<tr><td class=\"text\">\(escape(l.label))</td>"
             t += cell("throughput", format(l.throughput, 0))
             t += cell("p50", format(l.latency.p50, 1)) + cell("p90", format(l.latency.p90, 1)) + cell("p95", format(l.latency.p95, 1))
@@ -82,12 +80,14 @@ public enum HTMLReport {
             t += cell("server_compute", l.server.map { format($0.computeMicros, 1) } ?? "–")
             t += cell("server_batch", l.server.map { format($0.meanBatchSize, 2) } ?? "–")
             t += cell("generator_cores", format(l.generatorCores, 2), l.generatorBound ? "warn" : "")
-            let ended = l.mode == "open"
-                ? (l.stable ? "kept the rate" : "fell behind (\(l.late) late, \(l.skipped) skipped)")
-                : (l.stopReason == "request count" ? "\(l.requests) requests" : l.stable ? "settled" : l.stopReason == "action" ? "after the action" : "not settled")
-            t += "<td class=\"text\(l.stable || l.stopReason == "action" ? "" : " warn")\">\(escape(ended))</td></tr>\n"
+            t += "<td class=\"text\(l.endedWell ? "" : " warn")\">\(escape(l.ending))</td></tr>\n"
         }
         return t + "</table>\n"
+    }
+
+    /// A table cell the tests (and anyone scripting over the report) find by its attributes.
+    private static func numberCell(_ kind: String, _ index: Int, _ field: String, _ value: String, _ cls: String) -> String {
+        "<td data-\(kind)=\"\(index)\" data-field=\"\(field)\"\(cls.isEmpty ? "" : " class=\"\(cls)\"")>\(value)</td>"
     }
 
     private static func eventTable(_ events: [ActionEvent]) -> String {
@@ -95,9 +95,7 @@ public enum HTMLReport {
         t += "<tr><th class=\"text\">action</th><th>at s</th><th>took ms</th><th class=\"text\">outcome</th>"
         t += "<th>errors before</th><th>p99 before µs</th><th>errors after</th><th>p99 after µs</th><th>p99 after / before</th></tr>\n"
         for (i, e) in events.enumerated() {
-            func cell(_ field: String, _ value: String, _ cls: String = "") -> String {
-                "<td data-event=\"\(i)\" data-field=\"\(field)\"\(cls.isEmpty ? "" : " class=\"\(cls)\"")>\(value)</td>"
-            }
+            func cell(_ field: String, _ value: String, _ cls: String = "") -> String { numberCell("event", i, field, value, cls) }
             let ratio = e.before.p99 > 0 ? format(e.after.p99 / e.before.p99, 2) + "×" : "–"
             t += "<tr><td class=\"text\">\(escape(e.action))</td>" + cell("at", format(e.at, 1)) + cell("took", format(e.tookMicros / 1000, 1))
             t += "<td class=\"text\(e.succeeded ? "" : " bad")\">\(escape(e.outcome))</td>"

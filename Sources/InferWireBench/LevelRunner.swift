@@ -45,6 +45,14 @@ public struct MeasurementSettings: Sendable {
 public enum LoadLevel: Sendable, Equatable {
     case closed(concurrency: Int)
     case open(rate: Double, poisson: Bool)
+
+    /// "64 in flight" or "5000 req/s".
+    public var label: String {
+        switch self {
+        case .closed(let concurrency): "\(concurrency) in flight"
+        case .open(let rate, _): String(format: "%.0f req/s", rate)
+        }
+    }
 }
 
 /// A management action to run once while a level is measured.

@@ -112,12 +112,17 @@ public final class LoadGenerator: Sendable {
         self.connections.map { Int($0.hello.maxConcurrentRequests) }.filter { $0 > 0 }.min() ?? 0
     }
 
+    /// Part `index` of `total` split as evenly as whole numbers allow over `parts`.
+    static func share(of total: Int, index: Int, over parts: Int) -> Int {
+        total / parts + (index < total % parts ? 1 : 0)
+    }
+
     /// Keeps `concurrency` requests in flight in total, spread evenly over the connections.
     public func startClosed(concurrency: Int) async throws {
         let n = self.connections.count
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (i, c) in self.connections.enumerated() {
-                let share = concurrency / n + (i < concurrency % n ? 1 : 0)
+                let share = Self.share(of: concurrency, index: i, over: n)
                 guard share > 0 else { continue }
                 group.addTask { try await c.channel.eventLoop.submit { c.handler.value.startClosed(inFlight: share) }.get() }
             }
@@ -155,7 +160,7 @@ public final class LoadGenerator: Sendable {
         let active = max(1, min(n, concurrency))
         return try await withThrowingTaskGroup(of: WindowTally.self) { group in
             for (i, c) in self.connections.enumerated() {
-                let share = i < active ? answers / active + (i < answers % active ? 1 : 0) : 0
+                let share = i < active ? Self.share(of: answers, index: i, over: active) : 0
                 group.addTask { try await c.channel.eventLoop.submit { c.handler.value.limit(answers: share) }.get() }
             }
             var total = WindowTally()

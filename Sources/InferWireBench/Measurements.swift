@@ -120,9 +120,9 @@ public struct WindowSample: Codable, Sendable, Equatable {
         self.errors = tally.errorCount
         self.throughput = seconds > 0 ? Double(tally.ok) / seconds : 0
         let summary = LatencySummary(tally.histogram)
-        self.p50 = tally.ok > 0 ? summary.p50 : 0
-        self.p99 = tally.ok > 0 ? summary.p99 : 0
-        self.max = tally.ok > 0 ? summary.max : 0
+        self.p50 = summary.p50
+        self.p99 = summary.p99
+        self.max = summary.max
         self.late = tally.late
         self.skipped = tally.skipped
     }
@@ -199,8 +199,8 @@ public struct Span: Codable, Sendable, Equatable {
         self.requests = tally.ok
         self.errors = tally.errorCount
         let summary = LatencySummary(tally.histogram)
-        self.p99 = tally.ok > 0 ? summary.p99 : 0
-        self.max = tally.ok > 0 ? summary.max : 0
+        self.p99 = summary.p99
+        self.max = summary.max
     }
 }
 
@@ -296,8 +296,24 @@ public struct LevelResult: Codable, Sendable, Equatable {
 
     /// "64 in flight" or "5000 req/s".
     public var label: String {
-        self.mode == "open" ? String(format: "%.0f req/s", self.askedRate) : "\(self.concurrency) in flight"
+        (self.mode == "open" ? LoadLevel.open(rate: self.askedRate, poisson: false) : .closed(concurrency: self.concurrency)).label
     }
+
+    /// Why and how the level ended, for people: "settled, 3 windows", "fell behind: 12 late, 0 skipped", …
+    public var ending: String {
+        let windows = self.windows.filter { !$0.warmup }.count
+        return switch (self.mode, self.stable, self.stopReason) {
+        case ("open", true, _): "kept the rate"
+        case ("open", false, _): "fell behind: \(self.late) late, \(self.skipped) skipped"
+        case (_, _, "action"): "after the action"
+        case (_, true, "request count"): "\(self.requests) requests"
+        case (_, true, _): "settled, \(windows) windows"
+        default: "not settled in \(windows) windows"
+        }
+    }
+
+    /// Whether the level ended as it should: settled, counted, kept its rate, or ran its action.
+    public var endedWell: Bool { self.stable || self.stopReason == "action" }
 
     /// The generator, not the server, is likely the limit: its threads were nearly all busy,
     /// or (open loop) it could not keep to the schedule.

@@ -116,7 +116,7 @@ struct Bench: AsyncParsableCommand {
         if let requests = self.requests {
             guard requests >= 1 else { throw ValidationError("--requests must be positive") }
             guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
-            let top = self.concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.max() ?? 1
+            let top = self.concurrencyLevels.compactMap { $0 }.max() ?? 1
             guard requests >= top else { throw ValidationError("--requests must be at least the largest --concurrency (\(top))") }
         }
         guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
@@ -199,6 +199,9 @@ struct Bench: AsyncParsableCommand {
         try self.write(report)
     }
 
+    /// --concurrency split at commas; nil where an entry is not a number.
+    var concurrencyLevels: [Int?] { self.concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
     func levels() throws -> [LoadLevel] {
         if let rate = self.rate {
             let parts = rate.split(separator: ":").map { Double($0) }
@@ -214,7 +217,7 @@ struct Bench: AsyncParsableCommand {
             guard rates.allSatisfy({ $0 > 0 && $0 <= 10_000_000 }) else { throw ValidationError("--rate must be within 0…10,000,000 req/s") }
             return rates.map { .open(rate: $0, poisson: self.poisson) }
         }
-        let levels = self.concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let levels = self.concurrencyLevels
         guard !levels.isEmpty, levels.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= 100_000 }) else {
             throw ValidationError("--concurrency takes positive integers up to 100000, e.g. 1,8,64")
         }
@@ -267,17 +270,9 @@ struct Bench: AsyncParsableCommand {
 
     func row(_ r: LevelResult) -> String {
         let server = r.server.map { String(format: "%.1f / %.1f", $0.queueMicros, $0.computeMicros) } ?? "–"
-        let ended: String = switch (r.mode, r.stable, r.stopReason) {
-        case ("open", true, _): "kept the rate"
-        case ("open", false, _): "fell behind: \(r.late) late, \(r.skipped) skipped"
-        case (_, _, "action"): "after the action"
-        case (_, _, "request count"): "\(r.requests) requests"
-        case (_, true, _): "settled, \(r.windows.filter { !$0.warmup }.count) windows"
-        default: "not settled in \(r.windows.filter { !$0.warmup }.count) windows"
-        }
         return String(format: "%-15@ %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %8llu  %23@  %9.2f  %@",
                       r.label as NSString, r.throughput, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max,
-                      r.errorCount, server as NSString, r.generatorCores, ended as NSString)
+                      r.errorCount, server as NSString, r.generatorCores, r.ending as NSString)
     }
 
     func printNotes(_ results: [LevelResult]) {
@@ -328,12 +323,8 @@ final class ProgressLine: Sendable {
 
     func update(level: LoadLevel, window: WindowSample) {
         guard self.enabled else { return }
-        let name: String = switch level {
-        case .closed(let c): "\(c) in flight"
-        case .open(let r, _): String(format: "%.0f req/s", r)
-        }
         var line = String(format: "[%@] %@%.0f req/s  p50 %.1f µs  p99 %.1f µs  errors %llu",
-                          name as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput, window.p50, window.p99, window.errors)
+                          level.label as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput, window.p50, window.p99, window.errors)
         if let server = window.server, server.requests > 0 {
             line += String(format: "  server %.1f + %.1f µs", server.queueMicros, server.computeMicros)
         }
