@@ -26,6 +26,29 @@
 extern "C" {
 #endif
 
+/**
+ * @name Version
+ * The version of this header. The Makefile reads these three lines to name the
+ * shared library (libinferwire.so.MAJOR) and to write inferwire.pc, so they are
+ * the single place to bump it. MAJOR changes on ABI breaks; until 1.0, MINOR
+ * may break too.
+ * @{
+ */
+#define INFERWIRE_VERSION_MAJOR 0
+#define INFERWIRE_VERSION_MINOR 1
+#define INFERWIRE_VERSION_PATCH 0
+/** "MAJOR.MINOR.PATCH", the same as inferwire_version() of the matching library. */
+#define INFERWIRE_VERSION_STRING "0.1.0"
+/** @} */
+
+/**
+ * The version of the library actually linked (INFERWIRE_VERSION_STRING as it
+ * was when the library was built). Compare it with INFERWIRE_VERSION_STRING to
+ * detect a program compiled against one version's header but run with
+ * another version's shared library.
+ */
+const char *inferwire_version(void);
+
 /** Status codes; the numbers mirror `inferwire.v1.StatusCode` (gRPC numbering). */
 typedef enum iw_status_code {
     IW_OK = 0,

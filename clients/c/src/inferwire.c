@@ -66,6 +66,12 @@ struct iw_conn {
 
 /* ------------------------------------------------------------------ utils */
 
+/* Expands the macro here, so it reports the library's version, not the caller's header. */
+const char *inferwire_version(void)
+{
+    return INFERWIRE_VERSION_STRING;
+}
+
 static void set_err(iw_error *err, iw_status_code code, const char *fmt, ...)
 {
     if (!err) return;

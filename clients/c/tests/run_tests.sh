@@ -1,7 +1,8 @@
 #!/bin/sh
 # Starts a server on a free port with a temporary copy of the example models,
-# runs the test binary natively and then under valgrind, and prints
-# "N passed, N failed" (checks from both runs; a valgrind error counts as a failure).
+# runs the test binary natively and then under valgrind, then test_install.sh
+# (make install into temporary prefixes, programs built with pkg-config), and prints
+# "N passed, N failed" (checks from all runs; a valgrind error counts as a failure).
 set -u
 BIN=${1:-build/test_inferwire}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,5 +46,8 @@ if [ "${NO_VALGRIND:-0}" != 1 ]; then
     cat "$TMP/vg.out"; tally "$TMP/vg.out" $rc
     [ $rc -ne 0 ] && echo "valgrind: exit code $rc"
 fi
+echo "== install (tests/test_install.sh)"
+"$HERE/test_install.sh" "$PORT" >"$TMP/install.out" 2>&1; rc=$?
+cat "$TMP/install.out"; tally "$TMP/install.out" $rc
 echo "$P passed, $F failed"
 [ "$F" -eq 0 ]

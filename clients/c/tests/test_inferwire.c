@@ -346,6 +346,18 @@ static void test_compression(void)
     iw_close(c);
 }
 
+/* Header and library agree, and the string is spelled from the three numbers. */
+static void test_version(void)
+{
+    CHECK(strcmp(inferwire_version(), INFERWIRE_VERSION_STRING) == 0, "library %s, header %s",
+          inferwire_version(), INFERWIRE_VERSION_STRING);
+    char s[32];
+    snprintf(s, sizeof s, "%d.%d.%d", INFERWIRE_VERSION_MAJOR, INFERWIRE_VERSION_MINOR,
+             INFERWIRE_VERSION_PATCH);
+    CHECK(strcmp(s, INFERWIRE_VERSION_STRING) == 0, "numbers %s, string %s", s,
+          INFERWIRE_VERSION_STRING);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -354,6 +366,7 @@ int main(int argc, char **argv)
     }
     port = (uint16_t)atoi(argv[1]);
     struct { const char *name; void (*fn)(void); } tests[] = {
+        {"version", test_version},
         {"hello_and_health", test_hello_and_health},
         {"known_answer", test_known_answer},
         {"pipelining", test_pipelining},
