@@ -14,8 +14,27 @@ from ._proto.status_pb2 import StatusCode
 from ._proto.tensor_pb2 import DataType
 from .aio import AsyncClient
 from .client import Client
-from .errors import *  # noqa: F401,F403
-from .errors import __all__ as _errors_all
+from .errors import (
+    AbortedError,
+    AlreadyExistsError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InferWireError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ProtocolError,
+    RequestCancelledError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+    error_for,
+)
 from .tensors import from_tensor, to_tensor
 
 __version__ = "0.1.0"
@@ -30,5 +49,24 @@ __all__ = [
     "DataType",
     "from_tensor",
     "to_tensor",
-    *_errors_all,
+    # Listed by name (not spliced in from errors.__all__) so type checkers see them.
+    "InferWireError",
+    "RequestCancelledError",
+    "UnknownError",
+    "InvalidArgumentError",
+    "DeadlineExceededError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "FailedPreconditionError",
+    "AbortedError",
+    "OutOfRangeError",
+    "UnimplementedError",
+    "InternalError",
+    "UnavailableError",
+    "DataLossError",
+    "UnauthenticatedError",
+    "ProtocolError",
+    "error_for",
 ]

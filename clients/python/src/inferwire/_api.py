@@ -1,16 +1,20 @@
-"""The calls both clients offer, written once.
+"""The calls both clients offer, written once as request builders.
 
-Each public method builds a request message and names how to turn the response
-into a Python value; ``_invoke`` (defined by each client) sends it. In
-``Client`` ``_invoke`` returns the value, in ``AsyncClient`` an awaitable of it.
+Each builder returns a :class:`Call`: the method number, the request message,
+the response message type, and how to turn the response into a Python value.
+``Client`` and ``AsyncClient`` each wrap every builder in a public method of
+their own (a plain method in one, a coroutine in the other) so that type
+checkers see exactly what each call returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
+from google.protobuf.message import Message
+from numpy.typing import ArrayLike, NDArray
 
 from ._proto import frames_pb2, inference_pb2, management_pb2
 from .tensors import from_tensor, to_tensor
@@ -20,49 +24,37 @@ Method = frames_pb2.Method
 #: A version selector: an exact version number, a label ("stable", "canary"), or None to let the server route.
 Version = Union[int, str, None]
 
-_RESPONSES = {
-    Method.SERVER_LIVE: inference_pb2.ServerLiveResponse,
-    Method.SERVER_READY: inference_pb2.ServerReadyResponse,
-    Method.SERVER_METADATA: inference_pb2.ServerMetadataResponse,
-    Method.MODEL_READY: inference_pb2.ModelReadyResponse,
-    Method.MODEL_METADATA: inference_pb2.ModelMetadataResponse,
-    Method.INFER: inference_pb2.InferResponse,
-    Method.MODEL_STATISTICS: inference_pb2.ModelStatisticsResponse,
-    Method.LIST_MODELS: management_pb2.ListModelsResponse,
-    Method.MODEL_STATUS: management_pb2.ModelStatusResponse,
-    Method.LOAD_MODEL: management_pb2.LoadModelResponse,
-    Method.UNLOAD_MODEL: management_pb2.UnloadModelResponse,
-    Method.SET_TRAFFIC: management_pb2.SetTrafficResponse,
-    Method.PROMOTE: management_pb2.PromoteResponse,
-    Method.ROLLBACK: management_pb2.RollbackResponse,
-    Method.HISTORY: management_pb2.HistoryResponse,
-    Method.SET_SHADOW: management_pb2.SetShadowResponse,
-}
+#: A value for ``infer(parameters=...)``; numpy scalars are accepted too.
+ParameterValue = Union[bool, int, float, str, "np.integer[Any]", "np.floating[Any]"]
+
+R = TypeVar("R", bound=Message)
+T = TypeVar("T")
 
 
-@dataclass
-class Call:
-    """One request ready to send: method number, message, and how to read the answer."""
+def _itself(response: R) -> R:
+    return response
+
+
+@dataclass(frozen=True)
+class Call(Generic[R, T]):
+    """One request ready to send: method number, message, response type, and how to read the answer."""
 
     method: int
-    request: Any
-    result: Callable[[Any], Any] = lambda response: response
-
-    @property
-    def response_type(self) -> type:
-        return _RESPONSES[self.method]
+    request: Message
+    response_type: Type[R]
+    result: Callable[[R], T]
 
 
 @dataclass
-class InferResult(Mapping[str, np.ndarray]):
+class InferResult(Mapping[str, NDArray[Any]]):
     """The outputs of one inference, by name, plus which model version computed them."""
 
     model_name: str
     model_version: int
     id: str
-    outputs: Dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: Dict[str, NDArray[Any]] = field(default_factory=dict)
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> NDArray[Any]:
         return self.outputs[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -82,7 +74,7 @@ def _selector(version: Version) -> Optional[inference_pb2.VersionSelector]:
     raise TypeError(f"version must be an int, a label or None, not {type(version).__name__}")
 
 
-def _parameter(value: Any) -> inference_pb2.Parameter:
+def _parameter(value: ParameterValue) -> inference_pb2.Parameter:
     if isinstance(value, bool):
         return inference_pb2.Parameter(bool_param=value)
     if isinstance(value, (int, np.integer)):
@@ -103,162 +95,118 @@ def _infer_result(response: inference_pb2.InferResponse) -> InferResult:
     )
 
 
-class Api:
-    """Calls shared by :class:`~inferwire.Client` and :class:`~inferwire.AsyncClient`.
+# -- inference service ----------------------------------------------------------
 
-    Every method takes keyword-only ``timeout`` (seconds; ``None`` uses the
-    client's default) and ``compress`` (``None`` uses the client's default).
-    """
 
-    def _invoke(self, call: Call, *, timeout: Optional[float], compress: Optional[bool]) -> Any:
-        raise NotImplementedError
+def infer(
+    model: str,
+    inputs: Mapping[str, ArrayLike],
+    *,
+    outputs: Optional[Sequence[str]],
+    version: Version,
+    priority: int,
+    routing_key: str,
+    request_id: str,
+    parameters: Optional[Mapping[str, ParameterValue]],
+) -> Call[inference_pb2.InferResponse, InferResult]:
+    request = inference_pb2.InferRequest(
+        model_name=model,
+        version=_selector(version),
+        id=request_id,
+        inputs=[to_tensor(name, value) for name, value in inputs.items()],
+        output_names=list(outputs or ()),
+        routing_key=routing_key,
+    )
+    # protoc's stubs type enum fields as the enum class, but any int is a valid value.
+    request.priority = priority  # type: ignore[assignment]
+    for key, value in (parameters or {}).items():
+        request.parameters[key].CopyFrom(_parameter(value))
+    return Call(Method.INFER, request, inference_pb2.InferResponse, _infer_result)
 
-    # -- inference service ------------------------------------------------------
 
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, Any],
-        *,
-        outputs: Optional[Sequence[str]] = None,
-        version: Version = None,
-        priority: int = inference_pb2.NORMAL,
-        routing_key: str = "",
-        request_id: str = "",
-        parameters: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> InferResult:
-        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
+def server_live() -> Call[inference_pb2.ServerLiveResponse, bool]:
+    return Call(Method.SERVER_LIVE, inference_pb2.ServerLiveRequest(), inference_pb2.ServerLiveResponse,
+                lambda r: r.live)
 
-        ``outputs`` limits which outputs are returned; ``version`` is a version
-        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
-        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
-        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back.
-        """
-        request = inference_pb2.InferRequest(
-            model_name=model,
-            version=_selector(version),
-            id=request_id,
-            inputs=[to_tensor(name, value) for name, value in inputs.items()],
-            output_names=list(outputs or ()),
-            priority=priority,
-            routing_key=routing_key,
-        )
-        for key, value in (parameters or {}).items():
-            request.parameters[key].CopyFrom(_parameter(value))
-        return self._invoke(Call(Method.INFER, request, _infer_result), timeout=timeout, compress=compress)
 
-    def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is live."""
-        call = Call(Method.SERVER_LIVE, inference_pb2.ServerLiveRequest(), lambda r: r.live)
-        return self._invoke(call, timeout=timeout, compress=compress)
+def server_ready() -> Call[inference_pb2.ServerReadyResponse, bool]:
+    return Call(Method.SERVER_READY, inference_pb2.ServerReadyRequest(), inference_pb2.ServerReadyResponse,
+                lambda r: r.ready)
 
-    def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is ready: not shutting down and every model has a version serving."""
-        call = Call(Method.SERVER_READY, inference_pb2.ServerReadyRequest(), lambda r: r.ready)
-        return self._invoke(call, timeout=timeout, compress=compress)
 
-    def server_metadata(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ServerMetadataResponse:
-        """The server's name, version, protocol versions and extensions."""
-        call = Call(Method.SERVER_METADATA, inference_pb2.ServerMetadataRequest())
-        return self._invoke(call, timeout=timeout, compress=compress)
+def server_metadata() -> Call[inference_pb2.ServerMetadataResponse, inference_pb2.ServerMetadataResponse]:
+    return Call(Method.SERVER_METADATA, inference_pb2.ServerMetadataRequest(), inference_pb2.ServerMetadataResponse,
+                _itself)
 
-    def model_ready(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> bool:
-        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
-        request = inference_pb2.ModelReadyRequest(name=model, version=_selector(version))
-        return self._invoke(Call(Method.MODEL_READY, request, lambda r: r.ready), timeout=timeout, compress=compress)
 
-    def model_metadata(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ModelMetadataResponse:
-        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
-        request = inference_pb2.ModelMetadataRequest(name=model, version=_selector(version))
-        return self._invoke(Call(Method.MODEL_METADATA, request), timeout=timeout, compress=compress)
+def model_ready(model: str, version: Version) -> Call[inference_pb2.ModelReadyResponse, bool]:
+    request = inference_pb2.ModelReadyRequest(name=model, version=_selector(version))
+    return Call(Method.MODEL_READY, request, inference_pb2.ModelReadyResponse, lambda r: r.ready)
 
-    def model_statistics(
-        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[inference_pb2.VersionStatistics]:
-        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
-        request = inference_pb2.ModelStatisticsRequest(name=model)
-        call = Call(Method.MODEL_STATISTICS, request, lambda r: list(r.versions))
-        return self._invoke(call, timeout=timeout, compress=compress)
 
-    # -- management service -----------------------------------------------------
+def model_metadata(
+    model: str, version: Version
+) -> Call[inference_pb2.ModelMetadataResponse, inference_pb2.ModelMetadataResponse]:
+    request = inference_pb2.ModelMetadataRequest(name=model, version=_selector(version))
+    return Call(Method.MODEL_METADATA, request, inference_pb2.ModelMetadataResponse, _itself)
 
-    def list_models(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.ModelStatus]:
-        """Every model's status: versions, their states, and the rollout."""
-        call = Call(Method.LIST_MODELS, management_pb2.ListModelsRequest(), lambda r: list(r.models))
-        return self._invoke(call, timeout=timeout, compress=compress)
 
-    def model_status(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.ModelStatus:
-        """One model's versions (state, counts, mean compute time) and rollout."""
-        call = Call(Method.MODEL_STATUS, management_pb2.ModelStatusRequest(name=model), lambda r: r.status)
-        return self._invoke(call, timeout=timeout, compress=compress)
+def model_statistics(
+    model: str,
+) -> Call[inference_pb2.ModelStatisticsResponse, List[inference_pb2.VersionStatistics]]:
+    request = inference_pb2.ModelStatisticsRequest(name=model)
+    return Call(Method.MODEL_STATISTICS, request, inference_pb2.ModelStatisticsResponse, lambda r: list(r.versions))
 
-    def load_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
-        request = management_pb2.LoadModelRequest(name=model, version=version)
-        return self._invoke(Call(Method.LOAD_MODEL, request, lambda r: r.status), timeout=timeout, compress=compress)
 
-    def unload_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
-        request = management_pb2.UnloadModelRequest(name=model, version=version)
-        return self._invoke(Call(Method.UNLOAD_MODEL, request, lambda r: r.status), timeout=timeout, compress=compress)
+# -- management service ---------------------------------------------------------
 
-    def set_traffic(
-        self,
-        model: str,
-        canary_version: int,
-        percent: int,
-        *,
-        sticky: bool = False,
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
-        request = management_pb2.SetTrafficRequest(
-            name=model, canary_version=canary_version, percent=percent, sticky=sticky
-        )
-        return self._invoke(Call(Method.SET_TRAFFIC, request, lambda r: r.rollout), timeout=timeout, compress=compress)
 
-    def promote(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Make the canary the stable version (the old stable stays loaded for rollback)."""
-        request = management_pb2.PromoteRequest(name=model)
-        return self._invoke(Call(Method.PROMOTE, request, lambda r: r.rollout), timeout=timeout, compress=compress)
+def list_models() -> Call[management_pb2.ListModelsResponse, List[management_pb2.ModelStatus]]:
+    return Call(Method.LIST_MODELS, management_pb2.ListModelsRequest(), management_pb2.ListModelsResponse,
+                lambda r: list(r.models))
 
-    def rollback(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Withdraw the canary, or else restore the previous stable version."""
-        request = management_pb2.RollbackRequest(name=model)
-        return self._invoke(Call(Method.ROLLBACK, request, lambda r: r.rollout), timeout=timeout, compress=compress)
 
-    def set_shadow(
-        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
-        request = management_pb2.SetShadowRequest(name=model, version=version, percent=percent)
-        return self._invoke(Call(Method.SET_SHADOW, request, lambda r: r.rollout), timeout=timeout, compress=compress)
+def model_status(model: str) -> Call[management_pb2.ModelStatusResponse, management_pb2.ModelStatus]:
+    request = management_pb2.ModelStatusRequest(name=model)
+    return Call(Method.MODEL_STATUS, request, management_pb2.ModelStatusResponse, lambda r: r.status)
 
-    def history(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.HistoryEntry]:
-        """Who changed what about ``model``'s versions and rollout, and when."""
-        request = management_pb2.HistoryRequest(name=model)
-        return self._invoke(Call(Method.HISTORY, request, lambda r: list(r.entries)), timeout=timeout, compress=compress)
+
+def load_model(model: str, version: int) -> Call[management_pb2.LoadModelResponse, management_pb2.VersionStatus]:
+    request = management_pb2.LoadModelRequest(name=model, version=version)
+    return Call(Method.LOAD_MODEL, request, management_pb2.LoadModelResponse, lambda r: r.status)
+
+
+def unload_model(model: str, version: int) -> Call[management_pb2.UnloadModelResponse, management_pb2.VersionStatus]:
+    request = management_pb2.UnloadModelRequest(name=model, version=version)
+    return Call(Method.UNLOAD_MODEL, request, management_pb2.UnloadModelResponse, lambda r: r.status)
+
+
+def set_traffic(
+    model: str, canary_version: int, percent: int, sticky: bool
+) -> Call[management_pb2.SetTrafficResponse, management_pb2.Rollout]:
+    request = management_pb2.SetTrafficRequest(
+        name=model, canary_version=canary_version, percent=percent, sticky=sticky
+    )
+    return Call(Method.SET_TRAFFIC, request, management_pb2.SetTrafficResponse, lambda r: r.rollout)
+
+
+def promote(model: str) -> Call[management_pb2.PromoteResponse, management_pb2.Rollout]:
+    request = management_pb2.PromoteRequest(name=model)
+    return Call(Method.PROMOTE, request, management_pb2.PromoteResponse, lambda r: r.rollout)
+
+
+def rollback(model: str) -> Call[management_pb2.RollbackResponse, management_pb2.Rollout]:
+    request = management_pb2.RollbackRequest(name=model)
+    return Call(Method.ROLLBACK, request, management_pb2.RollbackResponse, lambda r: r.rollout)
+
+
+def set_shadow(
+    model: str, version: int, percent: int
+) -> Call[management_pb2.SetShadowResponse, management_pb2.Rollout]:
+    request = management_pb2.SetShadowRequest(name=model, version=version, percent=percent)
+    return Call(Method.SET_SHADOW, request, management_pb2.SetShadowResponse, lambda r: r.rollout)
+
+
+def history(model: str) -> Call[management_pb2.HistoryResponse, List[management_pb2.HistoryEntry]]:
+    request = management_pb2.HistoryRequest(name=model)
+    return Call(Method.HISTORY, request, management_pb2.HistoryResponse, lambda r: list(r.entries))

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional
+from types import TracebackType
+from typing import Any, Dict, Generic, List, Mapping, Optional, Sequence, Type, TypeVar
 
+from numpy.typing import ArrayLike
+
+from . import _api as api
 from . import _wire as wire
-from ._api import Api, Call
-from ._proto import frames_pb2
-from .client import decode_answer
+from ._api import Call, InferResult, ParameterValue, Version
+from ._proto import frames_pb2, inference_pb2, management_pb2
+from .client import Frame, decode_answer
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
 
 __all__ = ["AsyncClient"]
 
+T = TypeVar("T")
 
-class _Pending:
+
+class _Pending(Generic[T]):
+    """A request in flight: its call, where the answer goes, and whether we gave up on it."""
+
     __slots__ = ("call", "future", "cancelled")
 
-    def __init__(self, call: Call, future: "asyncio.Future[Any]") -> None:
+    def __init__(self, call: Call[Any, T], future: asyncio.Future[T]) -> None:
         self.call = call
         self.future = future
         self.cancelled = False
 
 
-class AsyncClient(Api):
-    """An asyncio InferWire client; every call method returns an awaitable.
+class AsyncClient:
+    """An asyncio InferWire client; every call method is a coroutine.
 
     Create it with ``await AsyncClient.connect(host, port)`` or
     ``async with AsyncClient(host, port) as client:``. Concurrent calls from
     many tasks share the one connection and are matched by request id.
     ``timeout`` and ``compression`` are the per-call defaults, as for
-    :class:`~inferwire.Client`.
+    :class:`~inferwire.Client`, and every call method takes keyword-only
+    ``timeout`` and ``compress`` to override them for the one call.
     """
 
     def __init__(
@@ -49,35 +58,44 @@ class AsyncClient(Api):
         self.hello: Optional[frames_pb2.Hello] = None
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
-        self._pending: Dict[int, _Pending] = {}
+        self._pending: Dict[int, _Pending[Any]] = {}
         self._next_id = 0
         self._closed: Optional[InferWireError] = None
         self._slots: Optional[asyncio.Semaphore] = None
         self._read_task: Optional["asyncio.Task[None]"] = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, **options: Any) -> "AsyncClient":
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> AsyncClient:
         """Open a connection and wait for the server's HELLO."""
-        client = cls(host, port, **options)
+        client = cls(host, port, timeout=timeout, compression=compression, connect_timeout=connect_timeout)
         await client.open()
         return client
 
     async def open(self) -> None:
         """Connect, send the preface, and read HELLO (``connect`` and ``async with`` call this)."""
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.connect_timeout
-        )
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.connect_timeout)
+        self._reader, self._writer = reader, writer
         try:
-            self._writer.write(wire.PREFACE)
-            self.hello = await asyncio.wait_for(self._read_hello(), self.connect_timeout)
+            writer.write(wire.PREFACE)
+            hello = await asyncio.wait_for(self._read_hello(), self.connect_timeout)
         except BaseException:
-            self._writer.close()
+            writer.close()
             raise
-        self._slots = asyncio.Semaphore(self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
+        self.hello = hello
+        self._slots = asyncio.Semaphore(hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @property
     def max_frame_size(self) -> int:
+        """The largest frame payload the server accepts (from its HELLO)."""
         return (self.hello.max_frame_size if self.hello else 0) or wire.DEFAULT_MAX_FRAME_SIZE
 
     async def close(self) -> None:
@@ -96,12 +114,17 @@ class AsyncClient(Api):
             except asyncio.CancelledError:
                 pass
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         if self._writer is None:
             await self.open()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
         await self.close()
 
     def _shutdown(self, error: InferWireError) -> None:
@@ -109,13 +132,141 @@ class AsyncClient(Api):
             self._closed = error
         pending, self._pending = self._pending, {}
         for entry in pending.values():
+            assert self._slots is not None  # requests are only pending once open() has run
             self._slots.release()
             if not entry.cancelled and not entry.future.done():
                 entry.future.set_exception(error)
 
+    # -- inference service ------------------------------------------------------
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, ArrayLike],
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        version: Version = None,
+        priority: int = inference_pb2.NORMAL,
+        routing_key: str = "",
+        request_id: str = "",
+        parameters: Optional[Mapping[str, ParameterValue]] = None,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> InferResult:
+        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
+
+        ``outputs`` limits which outputs are returned; ``version`` is a version
+        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
+        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
+        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
+        ``parameters`` are passed to the model (bool, int, float or str values).
+        """
+        call = api.infer(
+            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
+            request_id=request_id, parameters=parameters,
+        )
+        return await self._invoke(call, timeout=timeout, compress=compress)
+
+    async def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is live."""
+        return await self._invoke(api.server_live(), timeout=timeout, compress=compress)
+
+    async def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is ready: not shutting down and every model has a version serving."""
+        return await self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    async def server_metadata(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ServerMetadataResponse:
+        """The server's name, version, protocol versions and extensions."""
+        return await self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
+
+    async def model_ready(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> bool:
+        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
+        return await self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
+
+    async def model_metadata(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ModelMetadataResponse:
+        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
+        return await self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
+
+    async def model_statistics(
+        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[inference_pb2.VersionStatistics]:
+        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
+        return await self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
+
+    # -- management service -----------------------------------------------------
+
+    async def list_models(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.ModelStatus]:
+        """Every model's status: versions, their states, and the rollout."""
+        return await self._invoke(api.list_models(), timeout=timeout, compress=compress)
+
+    async def model_status(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.ModelStatus:
+        """One model's versions (state, counts, mean compute time) and rollout."""
+        return await self._invoke(api.model_status(model), timeout=timeout, compress=compress)
+
+    async def load_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
+        return await self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
+
+    async def unload_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
+        return await self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
+
+    async def set_traffic(
+        self,
+        model: str,
+        canary_version: int,
+        percent: int,
+        *,
+        sticky: bool = False,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
+        call = api.set_traffic(model, canary_version, percent, sticky)
+        return await self._invoke(call, timeout=timeout, compress=compress)
+
+    async def promote(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Make the canary the stable version (the old stable stays loaded for rollback)."""
+        return await self._invoke(api.promote(model), timeout=timeout, compress=compress)
+
+    async def rollback(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Withdraw the canary, or else restore the previous stable version."""
+        return await self._invoke(api.rollback(model), timeout=timeout, compress=compress)
+
+    async def set_shadow(
+        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
+        return await self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
+
+    async def history(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.HistoryEntry]:
+        """Who changed what about ``model``'s versions and rollout, and when."""
+        return await self._invoke(api.history(model), timeout=timeout, compress=compress)
+
     # -- reading ----------------------------------------------------------------
 
-    async def _read_frame(self):
+    async def _read_frame(self) -> Optional[Frame]:
         assert self._reader is not None
         try:
             header = await self._reader.readexactly(wire.HEADER_SIZE)
@@ -166,6 +317,7 @@ class AsyncClient(Api):
             entry = self._pending.pop(request_id, None)
             if entry is None:
                 return
+            assert self._slots is not None  # requests are only pending once open() has run
             self._slots.release()
             if entry.cancelled or entry.future.done():
                 return
@@ -174,6 +326,7 @@ class AsyncClient(Api):
             except InferWireError as exc:
                 entry.future.set_exception(exc)
         elif frame_type == wire.PING:
+            assert self._writer is not None  # the read loop starts once open() has connected
             self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
         elif frame_type == wire.GOAWAY:
             goaway = wire.parse_goaway(payload)
@@ -184,8 +337,9 @@ class AsyncClient(Api):
 
     # -- sending ----------------------------------------------------------------
 
-    async def _invoke(self, call: Call, *, timeout: Optional[float], compress: Optional[bool]) -> Any:
-        if self._writer is None or self.hello is None:
+    async def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
+        writer, slots = self._writer, self._slots
+        if writer is None or slots is None or self.hello is None:
             raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
         timeout = self.timeout if timeout is None else timeout
         compress = (self.compression if compress is None else compress) and self.hello.compression
@@ -194,27 +348,27 @@ class AsyncClient(Api):
         payload = call.request.SerializeToString()
 
         try:
-            await asyncio.wait_for(self._slots.acquire(), None if deadline is None else deadline - loop.time())
+            await asyncio.wait_for(slots.acquire(), None if deadline is None else deadline - loop.time())
         except asyncio.TimeoutError:
             raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection") from None
         if self._closed is not None:
-            self._slots.release()
+            slots.release()
             raise self._closed
         request_id = self._allocate_id()
         entry = _Pending(call, loop.create_future())
         self._pending[request_id] = entry
         try:
-            self._writer.write(
+            writer.write(
                 wire.encode_request(
                     call.method, request_id, payload,
                     timeout=None if deadline is None else deadline - loop.time(),
                     compress=compress, max_frame_size=self.max_frame_size,
                 )
             )
-            await self._writer.drain()
+            await writer.drain()
         except BaseException as exc:
             if self._pending.pop(request_id, None) is not None:
-                self._slots.release()
+                slots.release()
             if isinstance(exc, OSError):
                 raise UnavailableError(f"could not send request: {exc}") from exc
             raise
@@ -236,13 +390,14 @@ class AsyncClient(Api):
             if self._next_id not in self._pending:
                 return self._next_id
 
-    def _cancel(self, request_id: int, entry: _Pending) -> None:
+    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
         """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
         if self._pending.get(request_id) is not entry:
             return
         entry.cancelled = True
         if not entry.future.done():
             entry.future.cancel()
+        assert self._writer is not None  # entry is pending, so open() has connected
         try:
             self._writer.write(wire.encode_frame(wire.CANCEL, request_id=request_id))
         except (OSError, RuntimeError):

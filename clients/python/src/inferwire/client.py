@@ -7,28 +7,37 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Dict, Optional
+from types import TracebackType
+from typing import Any, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
+from numpy.typing import ArrayLike
+
+from . import _api as api
 from . import _wire as wire
-from ._api import Api, Call
-from ._proto import frames_pb2
+from ._api import Call, InferResult, ParameterValue, Version
+from ._proto import frames_pb2, inference_pb2, management_pb2
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
 
 __all__ = ["Client"]
 
+T = TypeVar("T")
 
-class _Pending:
+#: A frame as read: type, flags, method, request id, payload.
+Frame = Tuple[int, int, int, int, bytes]
+
+
+class _Pending(Generic[T]):
     """A request in flight: its call, where the answer goes, and whether we gave up on it."""
 
     __slots__ = ("call", "future", "cancelled")
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call[Any, T]) -> None:
         self.call = call
-        self.future: Future = Future()
+        self.future: Future[T] = Future()
         self.cancelled = False
 
 
-def decode_answer(call: Call, frame_type: int, flags: int, payload: bytes, max_frame_size: int) -> Any:
+def decode_answer(call: Call[Any, T], frame_type: int, flags: int, payload: bytes, max_frame_size: int) -> T:
     """Turn a RESPONSE or ERROR frame into the call's value, or raise its error."""
     if frame_type == wire.ERROR:
         raise wire.error_from_status(payload)
@@ -42,7 +51,7 @@ def decode_answer(call: Call, frame_type: int, flags: int, payload: bytes, max_f
     return call.result(response)
 
 
-class Client(Api):
+class Client:
     """A blocking InferWire client.
 
     One instance holds one connection; it is thread-safe, and concurrent calls
@@ -54,6 +63,9 @@ class Client(Api):
     locally, cancelling the request with CANCEL when it passes.
     ``compression`` makes calls zlib-compress their requests and ask for
     compressed responses by default (when the server supports it).
+
+    Every call method also takes keyword-only ``timeout`` and ``compress``,
+    overriding those defaults for the one call (``None`` keeps the default).
     """
 
     def __init__(
@@ -81,7 +93,7 @@ class Client(Api):
             raise
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._pending: Dict[int, _Pending] = {}
+        self._pending: Dict[int, _Pending[Any]] = {}
         self._next_id = 0
         self._closed: Optional[InferWireError] = None
         self._slots = threading.BoundedSemaphore(self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
@@ -92,6 +104,7 @@ class Client(Api):
 
     @property
     def max_frame_size(self) -> int:
+        """The largest frame payload the server accepts (from its HELLO)."""
         return self.hello.max_frame_size or wire.DEFAULT_MAX_FRAME_SIZE
 
     def _read_exact(self, n: int) -> Optional[bytes]:
@@ -102,7 +115,7 @@ class Client(Api):
             raise UnavailableError(f"connection ended inside a frame ({len(data)} of {n} bytes)")
         return data
 
-    def _read_frame(self):
+    def _read_frame(self) -> Optional[Frame]:
         header = self._read_exact(wire.HEADER_SIZE)
         if header is None:
             return None
@@ -143,7 +156,12 @@ class Client(Api):
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
         self.close()
 
     def _shutdown(self, error: InferWireError) -> None:
@@ -156,6 +174,133 @@ class Client(Api):
             self._slots.release()
             if not entry.cancelled:
                 entry.future.set_exception(error)
+
+    # -- inference service ------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, ArrayLike],
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        version: Version = None,
+        priority: int = inference_pb2.NORMAL,
+        routing_key: str = "",
+        request_id: str = "",
+        parameters: Optional[Mapping[str, ParameterValue]] = None,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> InferResult:
+        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
+
+        ``outputs`` limits which outputs are returned; ``version`` is a version
+        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
+        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
+        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
+        ``parameters`` are passed to the model (bool, int, float or str values).
+        """
+        call = api.infer(
+            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
+            request_id=request_id, parameters=parameters,
+        )
+        return self._invoke(call, timeout=timeout, compress=compress)
+
+    def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is live."""
+        return self._invoke(api.server_live(), timeout=timeout, compress=compress)
+
+    def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is ready: not shutting down and every model has a version serving."""
+        return self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    def server_metadata(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ServerMetadataResponse:
+        """The server's name, version, protocol versions and extensions."""
+        return self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
+
+    def model_ready(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> bool:
+        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
+        return self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
+
+    def model_metadata(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ModelMetadataResponse:
+        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
+        return self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
+
+    def model_statistics(
+        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[inference_pb2.VersionStatistics]:
+        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
+        return self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
+
+    # -- management service -----------------------------------------------------
+
+    def list_models(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.ModelStatus]:
+        """Every model's status: versions, their states, and the rollout."""
+        return self._invoke(api.list_models(), timeout=timeout, compress=compress)
+
+    def model_status(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.ModelStatus:
+        """One model's versions (state, counts, mean compute time) and rollout."""
+        return self._invoke(api.model_status(model), timeout=timeout, compress=compress)
+
+    def load_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
+        return self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
+
+    def unload_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
+        return self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
+
+    def set_traffic(
+        self,
+        model: str,
+        canary_version: int,
+        percent: int,
+        *,
+        sticky: bool = False,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
+        call = api.set_traffic(model, canary_version, percent, sticky)
+        return self._invoke(call, timeout=timeout, compress=compress)
+
+    def promote(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Make the canary the stable version (the old stable stays loaded for rollback)."""
+        return self._invoke(api.promote(model), timeout=timeout, compress=compress)
+
+    def rollback(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Withdraw the canary, or else restore the previous stable version."""
+        return self._invoke(api.rollback(model), timeout=timeout, compress=compress)
+
+    def set_shadow(
+        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
+        return self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
+
+    def history(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.HistoryEntry]:
+        """Who changed what about ``model``'s versions and rollout, and when."""
+        return self._invoke(api.history(model), timeout=timeout, compress=compress)
 
     # -- reading ----------------------------------------------------------------
 
@@ -203,7 +348,7 @@ class Client(Api):
         with self._send_lock:
             self._sock.sendall(frame)
 
-    def _invoke(self, call: Call, *, timeout: Optional[float], compress: Optional[bool]) -> Any:
+    def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
         timeout = self.timeout if timeout is None else timeout
         compress = (self.compression if compress is None else compress) and self.hello.compression
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -249,7 +394,7 @@ class Client(Api):
             if self._next_id not in self._pending:
                 return self._next_id
 
-    def _cancel(self, request_id: int, entry: _Pending) -> None:
+    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
         """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
         with self._lock:
             if self._pending.get(request_id) is not entry or entry.future.done():

@@ -1,14 +1,19 @@
-"""Typed exceptions for InferWire status codes (PROTOCOL.md section 7)."""
+"""Typed exceptions for InferWire status codes (PROTOCOL.md section 7).
+
+Each status code has its own subclass of :class:`InferWireError`, so callers can
+``except inferwire.NotFoundError`` and need not compare codes. :func:`error_for`
+picks the class for a code received from the server.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 from ._proto import status_pb2
 
 __all__ = [
     "InferWireError",
-    "CancelledError",
+    "RequestCancelledError",
     "UnknownError",
     "InvalidArgumentError",
     "DeadlineExceededError",
@@ -32,11 +37,15 @@ StatusCode = status_pb2.StatusCode
 
 
 class InferWireError(Exception):
-    """A call failed. ``code`` is a ``StatusCode`` number, ``message`` is for people."""
+    """A call failed. ``code`` is a ``StatusCode`` number, ``message`` is for people.
+
+    Subclasses fix ``code`` for their status; ``InferWireError`` itself is raised
+    only for codes this client does not know, with the received ``code``.
+    """
 
     code: int = StatusCode.UNKNOWN
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -54,36 +63,105 @@ class InferWireError(Exception):
         return f"{self.code_name}: {self.message}"
 
 
-def _subclass(name: str, code: int, doc: str) -> Type[InferWireError]:
-    return type(name, (InferWireError,), {"code": code, "__doc__": doc, "__module__": __name__})
+class RequestCancelledError(InferWireError):
+    """The server answered that the call was cancelled (``CANCELLED``).
+
+    Not named ``CancelledError`` so that it cannot shadow
+    :class:`asyncio.CancelledError`, which is what cancelling the task awaiting an
+    :class:`~inferwire.AsyncClient` call raises.
+    """
+
+    code = StatusCode.CANCELLED
 
 
-CancelledError = _subclass("CancelledError", StatusCode.CANCELLED, "The call was cancelled.")
-UnknownError = _subclass("UnknownError", StatusCode.UNKNOWN, "An unknown error.")
-InvalidArgumentError = _subclass(
-    "InvalidArgumentError", StatusCode.INVALID_ARGUMENT, "The request was malformed or did not match the model."
-)
-DeadlineExceededError = _subclass(
-    "DeadlineExceededError", StatusCode.DEADLINE_EXCEEDED, "The call's deadline passed (on the server or locally)."
-)
-NotFoundError = _subclass("NotFoundError", StatusCode.NOT_FOUND, "Unknown model or version.")
-AlreadyExistsError = _subclass("AlreadyExistsError", StatusCode.ALREADY_EXISTS, "Already exists.")
-PermissionDeniedError = _subclass("PermissionDeniedError", StatusCode.PERMISSION_DENIED, "Permission denied.")
-ResourceExhaustedError = _subclass(
-    "ResourceExhaustedError", StatusCode.RESOURCE_EXHAUSTED, "A queue, concurrency or size limit was hit."
-)
-FailedPreconditionError = _subclass(
-    "FailedPreconditionError", StatusCode.FAILED_PRECONDITION, "The server's state does not allow the call."
-)
-AbortedError = _subclass("AbortedError", StatusCode.ABORTED, "Aborted.")
-OutOfRangeError = _subclass("OutOfRangeError", StatusCode.OUT_OF_RANGE, "Out of range.")
-UnimplementedError = _subclass("UnimplementedError", StatusCode.UNIMPLEMENTED, "Method not implemented or disabled.")
-InternalError = _subclass("InternalError", StatusCode.INTERNAL, "The server or the model failed.")
-UnavailableError = _subclass(
-    "UnavailableError", StatusCode.UNAVAILABLE, "The server or connection is not available; safe to retry elsewhere."
-)
-DataLossError = _subclass("DataLossError", StatusCode.DATA_LOSS, "Data loss.")
-UnauthenticatedError = _subclass("UnauthenticatedError", StatusCode.UNAUTHENTICATED, "Unauthenticated.")
+class UnknownError(InferWireError):
+    """The server failed without a more specific code (``UNKNOWN``)."""
+
+    code = StatusCode.UNKNOWN
+
+
+class InvalidArgumentError(InferWireError):
+    """The request was malformed or did not match the model (``INVALID_ARGUMENT``)."""
+
+    code = StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceededError(InferWireError):
+    """The call's deadline passed, on the server or locally (``DEADLINE_EXCEEDED``)."""
+
+    code = StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFoundError(InferWireError):
+    """Unknown model or version (``NOT_FOUND``)."""
+
+    code = StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(InferWireError):
+    """What the call would create already exists (``ALREADY_EXISTS``)."""
+
+    code = StatusCode.ALREADY_EXISTS
+
+
+class PermissionDeniedError(InferWireError):
+    """The caller may not make this call (``PERMISSION_DENIED``)."""
+
+    code = StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhaustedError(InferWireError):
+    """A queue, concurrency or size limit was hit (``RESOURCE_EXHAUSTED``)."""
+
+    code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPreconditionError(InferWireError):
+    """The server's state does not allow the call (``FAILED_PRECONDITION``)."""
+
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class AbortedError(InferWireError):
+    """The call was aborted (``ABORTED``)."""
+
+    code = StatusCode.ABORTED
+
+
+class OutOfRangeError(InferWireError):
+    """A value was outside its valid range (``OUT_OF_RANGE``)."""
+
+    code = StatusCode.OUT_OF_RANGE
+
+
+class UnimplementedError(InferWireError):
+    """The method is not implemented or is disabled (``UNIMPLEMENTED``)."""
+
+    code = StatusCode.UNIMPLEMENTED
+
+
+class InternalError(InferWireError):
+    """The server or the model failed (``INTERNAL``)."""
+
+    code = StatusCode.INTERNAL
+
+
+class UnavailableError(InferWireError):
+    """The server or connection is not available; safe to retry elsewhere (``UNAVAILABLE``)."""
+
+    code = StatusCode.UNAVAILABLE
+
+
+class DataLossError(InferWireError):
+    """Data was lost or corrupted (``DATA_LOSS``)."""
+
+    code = StatusCode.DATA_LOSS
+
+
+class UnauthenticatedError(InferWireError):
+    """The caller is not authenticated (``UNAUTHENTICATED``)."""
+
+    code = StatusCode.UNAUTHENTICATED
 
 
 class ProtocolError(UnavailableError):
@@ -93,7 +171,7 @@ class ProtocolError(UnavailableError):
 _BY_CODE: Dict[int, Type[InferWireError]] = {
     cls.code: cls
     for cls in (
-        CancelledError, UnknownError, InvalidArgumentError, DeadlineExceededError, NotFoundError,
+        RequestCancelledError, UnknownError, InvalidArgumentError, DeadlineExceededError, NotFoundError,
         AlreadyExistsError, PermissionDeniedError, ResourceExhaustedError, FailedPreconditionError,
         AbortedError, OutOfRangeError, UnimplementedError, InternalError, UnavailableError,
         DataLossError, UnauthenticatedError,

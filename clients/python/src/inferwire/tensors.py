@@ -7,9 +7,10 @@ elements are each a 4-byte little-endian length followed by the bytes.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._proto import tensor_pb2
 
@@ -17,35 +18,37 @@ __all__ = ["to_tensor", "from_tensor", "numpy_dtype", "wire_dtype"]
 
 DataType = tensor_pb2.DataType
 
-_TO_NUMPY = {
-    DataType.BOOL: np.dtype(np.bool_),
-    DataType.UINT8: np.dtype(np.uint8),
-    DataType.INT8: np.dtype(np.int8),
-    DataType.INT16: np.dtype(np.int16),
-    DataType.INT32: np.dtype(np.int32),
-    DataType.INT64: np.dtype(np.int64),
-    DataType.FP16: np.dtype(np.float16),
-    DataType.FP32: np.dtype(np.float32),
-    DataType.FP64: np.dtype(np.float64),
-    DataType.BYTES: np.dtype(object),
-}
-_FROM_NUMPY = {dt: wire for wire, dt in _TO_NUMPY.items() if wire != DataType.BYTES}
+_DTYPES: Tuple[Tuple[tensor_pb2.DataType, np.dtype[Any]], ...] = (
+    (DataType.BOOL, np.dtype(np.bool_)),
+    (DataType.UINT8, np.dtype(np.uint8)),
+    (DataType.INT8, np.dtype(np.int8)),
+    (DataType.INT16, np.dtype(np.int16)),
+    (DataType.INT32, np.dtype(np.int32)),
+    (DataType.INT64, np.dtype(np.int64)),
+    (DataType.FP16, np.dtype(np.float16)),
+    (DataType.FP32, np.dtype(np.float32)),
+    (DataType.FP64, np.dtype(np.float64)),
+    (DataType.BYTES, np.dtype(object)),
+)
+# Keyed by plain int so that any received datatype number can be looked up.
+_TO_NUMPY: Dict[int, np.dtype[Any]] = {wire: dt for wire, dt in _DTYPES}
+_FROM_NUMPY: Dict[np.dtype[Any], tensor_pb2.DataType] = {dt: wire for wire, dt in _DTYPES if wire != DataType.BYTES}
 
 _LENGTH = struct.Struct("<I")
 
 
-def wire_dtype(dtype: Any) -> int:
+def wire_dtype(dtype: DTypeLike) -> tensor_pb2.DataType:
     """The wire ``DataType`` for a numpy dtype (object, bytes and str arrays are BYTES)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "OSU":
+    resolved = np.dtype(dtype)
+    if resolved.kind in "OSU":
         return DataType.BYTES
     try:
-        return _FROM_NUMPY[dtype.newbyteorder("=")]
+        return _FROM_NUMPY[resolved.newbyteorder("=")]
     except KeyError:
-        raise TypeError(f"numpy dtype {dtype} has no InferWire equivalent") from None
+        raise TypeError(f"numpy dtype {resolved} has no InferWire equivalent") from None
 
 
-def numpy_dtype(datatype: int) -> np.dtype:
+def numpy_dtype(datatype: int) -> np.dtype[Any]:
     """The numpy dtype for a wire ``DataType`` (BYTES maps to ``object`` holding ``bytes``)."""
     try:
         return _TO_NUMPY[datatype]
@@ -53,8 +56,8 @@ def numpy_dtype(datatype: int) -> np.dtype:
         raise TypeError(f"unknown InferWire datatype {datatype}") from None
 
 
-def _encode_bytes(array: np.ndarray) -> bytes:
-    parts = []
+def _encode_bytes(array: NDArray[Any]) -> bytes:
+    parts: List[bytes] = []
     for item in array.reshape(-1):
         if isinstance(item, str):
             item = item.encode("utf-8")
@@ -65,7 +68,7 @@ def _encode_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _decode_bytes(raw: bytes, count: int) -> np.ndarray:
+def _decode_bytes(raw: bytes, count: int) -> NDArray[np.object_]:
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     offset = 0
@@ -83,7 +86,7 @@ def _decode_bytes(raw: bytes, count: int) -> np.ndarray:
     return out
 
 
-def to_tensor(name: str, value: Any) -> tensor_pb2.Tensor:
+def to_tensor(name: str, value: ArrayLike) -> tensor_pb2.Tensor:
     """Encode an array-like as a ``Tensor`` with ``raw_contents``, keeping dtype and shape."""
     array = np.asarray(value)
     datatype = wire_dtype(array.dtype)
@@ -95,7 +98,7 @@ def to_tensor(name: str, value: Any) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(name=name, datatype=datatype, shape=array.shape, raw_contents=raw)
 
 
-def from_tensor(tensor: tensor_pb2.Tensor) -> np.ndarray:
+def from_tensor(tensor: tensor_pb2.Tensor) -> NDArray[Any]:
     """Decode a ``Tensor`` (``raw_contents``) into a numpy array of its dtype and shape.
 
     Numeric arrays are read-only views of the received bytes; call ``.copy()``
