@@ -28,8 +28,6 @@ let package = Package(
     targets: [
         // zlib, for compressed frame payloads.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        // OpenBLAS, for GEMM in the ONNX runtime.
-        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
         // Generated protobuf code only (scripts/gen-protos); never edited by hand.
         .target(
@@ -63,7 +61,7 @@ let package = Package(
         // The embedded ONNX runtime: parses .onnx files, plans graphs, runs operators.
         .target(
             name: "InferWireONNX",
-            dependencies: ["InferWireCore", "InferWireProto", "CBLAS"],
+            dependencies: ["InferWireCore", "InferWireProto"],
             swiftSettings: swiftSettings
         ),
 

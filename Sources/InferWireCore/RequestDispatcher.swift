@@ -8,13 +8,17 @@ public struct ServerInfo: Sendable {
     public var version: String
     public var protocolVersions: [UInt32]
     public var extensions: [String]
+    /// How this server computes (BLAS library and kernel, CPU features), as key/value facts.
+    public var runtime: [String: String]
 
     public init(name: String = "inferwire", version: String = InferWireVersion.current,
-                protocolVersions: [UInt32] = [1], extensions: [String] = ["compression"]) {
+                protocolVersions: [UInt32] = [1], extensions: [String] = ["compression"],
+                runtime: [String: String] = [:]) {
         self.name = name
         self.version = version
         self.protocolVersions = protocolVersions
         self.extensions = extensions
+        self.runtime = runtime
     }
 }
 
@@ -123,6 +127,7 @@ public final class RequestDispatcher: Sendable {
                 response.version = self.info.version
                 response.protocolVersions = self.info.protocolVersions
                 response.extensions = self.info.extensions
+                response.runtime = self.info.runtime
                 respond(.success(try Self.encode(response)))
             case .modelReady?:
                 let request = try Self.decode(Inferwire_V1_ModelReadyRequest.self, payload)

@@ -1,14 +1,12 @@
-import CBLAS
-
-/// C = A·B for row-major A [m×k], B [k×n] (with optional transposes), through OpenBLAS.
+/// C = A·B for row-major A [m×k], B [k×n] (with optional transposes), through the loaded BLAS (``BLAS``).
 @inline(__always)
 func sgemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
     m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Float = 1, beta: Float = 0
 ) {
     guard m > 0, n > 0 else { return }
-    cblas_sgemm(
-        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+    BLAS.functions.sgemm(
+        BLAS.rowMajor, transA ? BLAS.trans : BLAS.noTrans, transB ? BLAS.trans : BLAS.noTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
 }
 
@@ -18,8 +16,8 @@ func dgemm(
     m: Int, n: Int, k: Int, transA: Bool = false, transB: Bool = false, alpha: Double = 1, beta: Double = 0
 ) {
     guard m > 0, n > 0 else { return }
-    cblas_dgemm(
-        CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+    BLAS.functions.dgemm(
+        BLAS.rowMajor, transA ? BLAS.trans : BLAS.noTrans, transB ? BLAS.trans : BLAS.noTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
 }
 

@@ -29,6 +29,11 @@ final class OnnxModel: InferenceModel {
     /// node's shapes work out.
     /// - Parameter maxBatchSize: used when every input has a symbolic first dimension.
     init(data: Data, name: String, maxBatchSize: Int = 1 << 16) throws(OnnxError) {
+        do {
+            _ = try BLAS.load()
+        } catch {
+            throw OnnxError(error.message)
+        }
         let model: Onnx_ModelProto
         do {
             model = try Onnx_ModelProto(serializedBytes: data)

@@ -1,4 +1,3 @@
-import CBLAS
 import Foundation
 public import InferWireCore
 public import InferWireProto
@@ -15,11 +14,7 @@ public struct OnnxModelLoader: ModelLoader {
 
     public init(defaultMaxBatchSize: Int = 1 << 16) {
         self.defaultMaxBatchSize = defaultMaxBatchSize
-        // Concurrency comes from running many batches at once; each BLAS call stays on its thread.
-        OnnxModelLoader.limitBLASThreads
     }
-
-    private static let limitBLASThreads: Void = { openblas_set_num_threads(1) }()
 
     public var platform: String { "onnx" }
 

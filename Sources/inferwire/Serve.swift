@@ -68,6 +68,15 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "inferwire")
 
+        // Before any model loads: the BLAS library is chosen and loaded once per process.
+        var runtime: [String: String] = [:]
+        do {
+            let blas = try BLAS.load()
+            runtime = blas.facts
+            logger.info("GEMM by \(blas.library), kernel \(blas.kernel) (\(blas.choice))")
+        } catch {
+            logger.warning("\(error.message); ONNX models cannot load")
+        }
         let repository = ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()])
         let manager = ModelManager(
             repository: repository,
@@ -77,7 +86,8 @@ struct Serve: AsyncParsableCommand {
         if manager.list().allSatisfy({ $0.versions.allSatisfy { $0.state != .ready } }) {
             logger.warning("no model loaded from \(self.repository)")
         }
-        let dispatcher = RequestDispatcher(registry: manager.registry, manager: self.noManagement ? nil : manager)
+        let dispatcher = RequestDispatcher(
+            registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime))
         let group: MultiThreadedEventLoopGroup = self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         let server = InferWireServer(
             configuration: .init(

@@ -1,6 +1,7 @@
 import Foundation
 import InferWireClient
 import InferWireCore
+import InferWireONNX
 import InferWireProto
 import InferWireServer
 import InferWireWire
@@ -43,6 +44,19 @@ struct EndToEndTests {
             #expect(try await client.modelReady("add_sub", version: 7).ready == false)
             #expect(try await client.modelReady("nope").ready == false)
             #expect(try await client.ping() > .zero)
+            await client.close()
+        }
+    }
+
+    @Test("server metadata reports the BLAS kernel the server computes with")
+    func runtimeFacts() async throws {
+        let blas = try BLAS.load()
+        let dispatcher = RequestDispatcher(registry: try makeRegistry(), info: ServerInfo(runtime: blas.facts))
+        try await withServer(dispatcher: dispatcher) { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            let server = try await client.serverMetadata()
+            #expect(server.runtime["blas.kernel"] == blas.kernel)
+            #expect(server.runtime["blas.library"] == blas.library)
             await client.close()
         }
     }

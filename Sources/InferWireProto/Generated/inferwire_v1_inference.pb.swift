@@ -122,6 +122,11 @@ public nonisolated struct Inferwire_V1_ServerMetadataResponse: Sendable {
 
   public var extensions: [String] = []
 
+  /// Facts about how this server computes, for operators comparing hosts, e.g.
+  /// "blas.kernel": "SkylakeX", "blas.library", "cpu.features". Keys are stable;
+  /// values are for people and may change between releases.
+  public var runtime: Dictionary<String,String> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -558,7 +563,7 @@ nonisolated extension Inferwire_V1_ServerMetadataRequest: SwiftProtobuf.Message,
 
 nonisolated extension Inferwire_V1_ServerMetadataResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerMetadataResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}protocol_versions\0\u{1}extensions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}protocol_versions\0\u{1}extensions\0\u{1}runtime\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -570,6 +575,7 @@ nonisolated extension Inferwire_V1_ServerMetadataResponse: SwiftProtobuf.Message
       case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
       case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.protocolVersions) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.extensions) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.runtime) }()
       default: break
       }
     }
@@ -588,6 +594,9 @@ nonisolated extension Inferwire_V1_ServerMetadataResponse: SwiftProtobuf.Message
     if !self.extensions.isEmpty {
       try visitor.visitRepeatedStringField(value: self.extensions, fieldNumber: 4)
     }
+    if !self.runtime.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.runtime, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -596,6 +605,7 @@ nonisolated extension Inferwire_V1_ServerMetadataResponse: SwiftProtobuf.Message
     if lhs.version != rhs.version {return false}
     if lhs.protocolVersions != rhs.protocolVersions {return false}
     if lhs.extensions != rhs.extensions {return false}
+    if lhs.runtime != rhs.runtime {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
