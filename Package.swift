@@ -46,11 +46,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // Tensors, errors, the model interface, the model repository and request dispatch. No sockets.
+        // The types every other module shares: tensors, data types, status codes and errors,
+        // model signatures, the model and loader protocols. No threads, no sockets.
         .target(
             name: "InferWireCore",
+            dependencies: ["InferWireProto"],
+            swiftSettings: swiftSettings
+        ),
+
+        // The serving engine: model repository and registry, per-version schedulers and the
+        // batcher, request dispatch, the model manager (rollouts, shadow, guard). No sockets.
+        // Only the server, the CLI and their tests link it.
+        .target(
+            name: "InferWireEngine",
             dependencies: [
-                "InferWireProto",
+                "InferWireCore", "InferWireProto",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -69,7 +79,7 @@ let package = Package(
         .target(
             name: "InferWireServer",
             dependencies: [
-                "InferWireCore", "InferWireWire", "InferWireProto",
+                "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -108,8 +118,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
-                "InferWireBench",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -124,7 +134,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire-wirebench",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX", "InferWireBench",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -140,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "inferwire-onnxbench",
             dependencies: [
-                "InferWireONNX", "InferWireCore", "InferWireProto",
+                "InferWireONNX", "InferWireCore", "InferWireEngine", "InferWireProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/OnnxBench",
@@ -158,8 +169,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "InferWireCoreTests",
-            dependencies: ["InferWireCore", "InferWireProto"],
+            name: "InferWireEngineTests",
+            dependencies: ["InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -173,15 +184,15 @@ let package = Package(
         ),
         .testTarget(
             name: "InferWireONNXTests",
-            dependencies: ["InferWireONNX", "InferWireCore", "InferWireProto"],
+            dependencies: ["InferWireONNX", "InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log")],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "InferWireServerTests",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireWire", "InferWireProto", "InferWireONNX",
-                "InferWireBench",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireONNX", "InferWireBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import InferWireCore
+import InferWireEngine
 import InferWireONNX
 import InferWireProto
 

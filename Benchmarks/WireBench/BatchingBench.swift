@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import InferWireCore
+import InferWireEngine
 import InferWireONNX
 import InferWireProto
 import InferWireServer

@@ -1,4 +1,5 @@
 import InferWireCore
+import InferWireEngine
 import InferWireServer
 import Logging
 import NIOCore

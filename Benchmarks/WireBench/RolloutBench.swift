@@ -3,6 +3,7 @@ import Foundation
 import Histogram
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireONNX
 import InferWireProto
 import InferWireServer

@@ -4,6 +4,7 @@ import Histogram
 import InferWireBench
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireONNX
 import InferWireProto
 import InferWireServer

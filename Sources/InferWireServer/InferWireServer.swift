@@ -1,4 +1,5 @@
-public import InferWireCore
+import InferWireCore
+public import InferWireEngine
 import InferWireWire
 public import Logging
 public import NIOCore

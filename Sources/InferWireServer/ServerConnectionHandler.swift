@@ -1,4 +1,5 @@
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 import InferWireWire
 import Logging

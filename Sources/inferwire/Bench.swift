@@ -3,6 +3,7 @@ import Foundation
 import InferWireBench
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 
 struct Bench: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 
 /// `inferwire models …`: the management service from the command line.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 import InferWireONNX
 import InferWireServer

@@ -1,5 +1,6 @@
 import Foundation
 import InferWireCore
+import InferWireEngine
 import InferWireONNX
 import InferWireProto
 import Testing

@@ -2,6 +2,7 @@ import Foundation
 import InferWireBench
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 import InferWireServer
 import Testing

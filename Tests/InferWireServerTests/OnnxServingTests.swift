@@ -1,6 +1,7 @@
 import Foundation
 import InferWireClient
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 import Testing
 

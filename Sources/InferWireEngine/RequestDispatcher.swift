@@ -1,3 +1,4 @@
+public import InferWireCore
 import Foundation
 public import InferWireProto
 import Synchronization
@@ -20,11 +21,6 @@ public struct ServerInfo: Sendable {
         self.extensions = extensions
         self.runtime = runtime
     }
-}
-
-/// The release of this code.
-public enum InferWireVersion {
-    public static let current = "0.1.0"
 }
 
 /// Lets a transport withdraw a request whose caller gave up (CANCEL, disconnect):

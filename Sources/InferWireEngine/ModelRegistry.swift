@@ -1,3 +1,4 @@
+public import InferWireCore
 public import InferWireProto
 import Synchronization
 

@@ -1,3 +1,4 @@
+import InferWireCore
 import InferWireProto
 
 /// Decodes management requests (methods 100–199) and answers them from the ``ModelManager``.

@@ -1,3 +1,4 @@
+public import InferWireCore
 import DequeModule
 import Dispatch
 import Foundation

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import InferWireCore
+import InferWireEngine
 import InferWireProto
 import Synchronization
 import Testing

@@ -1,3 +1,4 @@
+public import InferWireCore
 import Foundation
 public import InferWireProto
 

@@ -1,3 +1,4 @@
+import InferWireCore
 import Foundation
 public import InferWireProto
 import Synchronization
