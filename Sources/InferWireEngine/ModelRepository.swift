@@ -14,7 +14,12 @@ public final class LoadedModel: Sendable {
     /// The version's queue, batcher and instance threads.
     public let scheduler: ModelScheduler
 
-    public init(name: String, version: Int64, config: Inferwire_V1_ModelConfig, model: any InferenceModel) {
+    /// - Parameter inPlaceExecutionLimit: how short single-row runs must be to run a lone
+    ///   request on the I/O thread (``ModelScheduler/inPlaceExecutionLimit``).
+    public init(
+        name: String, version: Int64, config: Inferwire_V1_ModelConfig, model: any InferenceModel,
+        inPlaceExecutionLimit: Duration = ModelScheduler.defaultInPlaceExecutionLimit
+    ) {
         self.name = name
         self.version = version
         self.config = config
@@ -22,7 +27,8 @@ public final class LoadedModel: Sendable {
         self.scheduler = ModelScheduler(
             label: "\(name):\(version)",
             policy: BatchingPolicy(config: config, signature: model.signature),
-            instances: min(max(1, Int(config.instances)), 64))
+            instances: min(max(1, Int(config.instances)), 64),
+            inPlaceExecutionLimit: inPlaceExecutionLimit)
     }
 
     /// Runs the model, turning any failure into an ``InferWireError`` that names it.

@@ -105,9 +105,12 @@ public final class ModelScheduler: Sendable {
         case run([Entry])
     }
 
+    /// The default of ``inPlaceExecutionLimit``: long enough for a small tabular model, short
+    /// enough that an I/O thread is never held long.
+    public static let defaultInPlaceExecutionLimit: Duration = .microseconds(100)
     /// A single-row request runs on the caller's thread (``runIfIdle``) only while this
     /// version's recent single-row executions average less than this.
-    public static let inPlaceExecutionLimit: Duration = .microseconds(100)
+    public let inPlaceExecutionLimit: Duration
     /// Single-row executions measured before any request may run in place.
     static let inPlaceWarmupSamples = 8
 
@@ -120,10 +123,19 @@ public final class ModelScheduler: Sendable {
     private let running = DispatchGroup()
     let statistics = Mutex(SchedulerStatistics())
 
-    public init(label: String, policy: BatchingPolicy, instances: Int) {
+    /// - Parameters:
+    ///   - label: names the instance threads (`inferwire-<label>-<n>`).
+    ///   - policy: how requests are merged.
+    ///   - instances: execution threads, and the bound on concurrent executions.
+    ///   - inPlaceExecutionLimit: see ``inPlaceExecutionLimit``; `.zero` never runs in place.
+    public init(
+        label: String, policy: BatchingPolicy, instances: Int,
+        inPlaceExecutionLimit: Duration = ModelScheduler.defaultInPlaceExecutionLimit
+    ) {
         self.label = label
         self.policy = policy
         self.instances = instances
+        self.inPlaceExecutionLimit = inPlaceExecutionLimit
         for index in 0..<instances {
             self.running.enter()
             let thread = Thread { [self] in
@@ -182,7 +194,7 @@ public final class ModelScheduler: Sendable {
             respond(.failure(refusal))
             return true
         }
-        let limit = Double(Self.inPlaceExecutionLimit.inNanoseconds)
+        let limit = Double(self.inPlaceExecutionLimit.inNanoseconds)
         let claimed = self.state.withLock { state -> Bool in
             guard !state.stopped, state.count == 0, state.busy < self.instances,
                   state.singleRowSamples >= Self.inPlaceWarmupSamples, state.singleRowNanos < limit else { return false }

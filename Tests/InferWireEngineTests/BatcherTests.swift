@@ -71,7 +71,12 @@ struct Harness {
     let model: RowModel
     let loaded: LoadedModel
 
-    init(batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1, preferred: [Int32] = [], gate: Gate? = nil) {
+    /// - Parameter inPlaceExecutionLimit: defaults to an hour, so that whether a lone request
+    ///   runs in place never depends on how fast this machine happens to be.
+    init(
+        batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1, preferred: [Int32] = [],
+        gate: Gate? = nil, inPlaceExecutionLimit: Duration = .seconds(3600)
+    ) {
         var config = Inferwire_V1_ModelConfig()
         config.name = "rows"
         config.platform = "test"
@@ -83,7 +88,8 @@ struct Harness {
             config.dynamicBatching.preferredBatchSize = preferred
         }
         self.model = RowModel(gate: gate)
-        self.loaded = LoadedModel(name: "rows", version: 1, config: config, model: self.model)
+        self.loaded = LoadedModel(
+            name: "rows", version: 1, config: config, model: self.model, inPlaceExecutionLimit: inPlaceExecutionLimit)
         self.dispatcher = RequestDispatcher(registry: ModelRegistry(contents: .init(models: [self.loaded])))
     }
 
@@ -354,6 +360,18 @@ struct BatcherTests {
         #expect(try await answer.outputs == [11, 11])
         // Counted like any execution.
         #expect(try await harness.statistics.executionCount == 9)
+    }
+
+    @Test("a version whose single-row runs are not short enough never runs a request in place")
+    func notInPlaceWhenSlow() async throws {
+        // No run is shorter than zero: every request goes through the instance thread.
+        let harness = Harness(inPlaceExecutionLimit: .zero)
+        defer { harness.dispatcher.stopExecution() }
+        for i in 0..<12 {
+            let caller = pthread_self()
+            _ = try await harness.send([[Float(i), 1]]).outputs
+            #expect(harness.model.threads.withLock { $0.last.map { pthread_equal($0, caller) } } == 0)
+        }
     }
 
     @Test("with a queue delay requests never run in place")
