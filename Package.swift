@@ -169,6 +169,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "InferWireCoreTests",
+            dependencies: ["InferWireCore", "InferWireProto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "InferWireEngineTests",
             dependencies: ["InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings

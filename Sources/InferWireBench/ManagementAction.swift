@@ -48,8 +48,8 @@ public enum ManagementAction: Sendable, Equatable {
     /// Runs the action and describes the server's answer.
     public func run(on client: InferWireClient) async throws -> String {
         switch self {
-        case .promote(let model): return try await client.promote(model).summary
-        case .rollback(let model): return try await client.rollback(model).summary
+        case .promote(let model): return try await client.promote(model).description
+        case .rollback(let model): return try await client.rollback(model).description
         case .load(let model, let version):
             let status = try await client.loadModel(model, version: version)
             return "version \(status.version) \(status.state)\(status.reason.isEmpty ? "" : ": \(status.reason)")"
@@ -57,9 +57,9 @@ public enum ManagementAction: Sendable, Equatable {
             let status = try await client.unloadModel(model, version: version)
             return "version \(status.version) \(status.state)"
         case .traffic(let model, let version, let percent):
-            return try await client.setTraffic(model, canary: version, percent: percent).summary
+            return try await client.setTraffic(model, canary: version, percent: percent).description
         case .shadow(let model, let version, let percent):
-            return try await client.setShadow(model, version: version, percent: percent).summary
+            return try await client.setShadow(model, version: version, percent: percent).description
         }
     }
 }

@@ -1,6 +1,6 @@
 import DequeModule
 import InferWireCore
-import InferWireProto
+package import InferWireProto
 import InferWireWire
 import NIOCore
 

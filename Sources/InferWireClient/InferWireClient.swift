@@ -1,5 +1,5 @@
 public import InferWireCore
-public import InferWireProto
+package import InferWireProto
 import InferWireWire
 public import NIOCore
 import NIOPosix
@@ -44,13 +44,13 @@ public final class InferWireClient: Sendable {
     }
 
     /// The limits and identity the server announced.
-    public let hello: Inferwire_V1_Hello
+    public let hello: ServerHello
     public let configuration: Configuration
     private let channel: any Channel
     private let handler: NIOLoopBound<ClientConnectionHandler>
     private let nextPing = Atomic<UInt64>(0)
 
-    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: Inferwire_V1_Hello, configuration: Configuration) {
+    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: ServerHello, configuration: Configuration) {
         self.channel = channel
         self.handler = handler
         self.hello = hello
@@ -81,7 +81,9 @@ public final class InferWireClient: Sendable {
                 .connect(host: host, port: port).get()
         } catch {
             helloPromise.fail(error)
-            throw InferWireError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)", cause: error)
+            throw InferWireError(
+                code: .unavailable, message: "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, timeout: configuration.connectTimeout))",
+                cause: error)
         }
         let timeout = loop.scheduleTask(in: connectTimeout) {
             helloPromise.fail(InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
@@ -98,7 +100,7 @@ public final class InferWireClient: Sendable {
         let handler = try await loop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
         }.get()
-        return InferWireClient(channel: channel, handler: handler, hello: hello, configuration: configuration)
+        return InferWireClient(channel: channel, handler: handler, hello: ServerHello(hello), configuration: configuration)
     }
 
     /// Closes the connection; calls still waiting fail with UNAVAILABLE.
@@ -113,8 +115,8 @@ public final class InferWireClient: Sendable {
 
     // MARK: Methods
 
-    /// Runs a model.
-    public func infer(_ request: Inferwire_V1_InferRequest, timeout: Duration? = nil) async throws -> Inferwire_V1_InferResponse {
+    /// Runs a model from a request message (the CLI and tests build these directly).
+    package func infer(_ request: Inferwire_V1_InferRequest, timeout: Duration? = nil) async throws -> Inferwire_V1_InferResponse {
         try await self.call(.infer, request, as: Inferwire_V1_InferResponse.self, timeout: timeout)
     }
 
@@ -137,38 +139,47 @@ public final class InferWireClient: Sendable {
             outputs: try response.outputs.map { try Tensor(wire: $0) })
     }
 
+    /// Whether the server process is up and answering.
     public func serverLive(timeout: Duration? = nil) async throws -> Bool {
         try await self.call(.serverLive, Inferwire_V1_ServerLiveRequest(), as: Inferwire_V1_ServerLiveResponse.self, timeout: timeout).live
     }
 
+    /// Whether the server accepts work: not shutting down, and every model has a version serving.
     public func serverReady(timeout: Duration? = nil) async throws -> Bool {
         try await self.call(.serverReady, Inferwire_V1_ServerReadyRequest(), as: Inferwire_V1_ServerReadyResponse.self, timeout: timeout).ready
     }
 
-    public func serverMetadata(timeout: Duration? = nil) async throws -> Inferwire_V1_ServerMetadataResponse {
-        try await self.call(.serverMetadata, Inferwire_V1_ServerMetadataRequest(), as: Inferwire_V1_ServerMetadataResponse.self, timeout: timeout)
+    /// The server's name, release, protocol versions, extensions and runtime facts.
+    public func serverMetadata(timeout: Duration? = nil) async throws -> ServerMetadata {
+        ServerMetadata(
+            try await self.call(.serverMetadata, Inferwire_V1_ServerMetadataRequest(), as: Inferwire_V1_ServerMetadataResponse.self, timeout: timeout))
     }
 
-    public func modelReady(_ name: String, version: Int64? = nil, timeout: Duration? = nil) async throws -> Inferwire_V1_ModelReadyResponse {
+    /// Whether `name` (or that version of it) can serve; an unknown model is not ready, not an error.
+    public func modelReady(_ name: String, version: Int64? = nil, timeout: Duration? = nil) async throws -> ModelReadiness {
         var request = Inferwire_V1_ModelReadyRequest()
         request.name = name
         if let version { request.version.version = version }
-        return try await self.call(.modelReady, request, as: Inferwire_V1_ModelReadyResponse.self, timeout: timeout)
+        return ModelReadiness(try await self.call(.modelReady, request, as: Inferwire_V1_ModelReadyResponse.self, timeout: timeout))
     }
 
-    public func modelMetadata(_ name: String, version: Int64? = nil, label: String? = nil, timeout: Duration? = nil) async throws -> Inferwire_V1_ModelMetadataResponse {
+    /// A model's inputs, outputs and versions.
+    /// - Parameters:
+    ///   - version: an exact version; or `label` (`stable`, `canary`); or neither, for the one the server routes to.
+    public func modelMetadata(_ name: String, version: Int64? = nil, label: String? = nil, timeout: Duration? = nil) async throws -> ModelMetadata {
         var request = Inferwire_V1_ModelMetadataRequest()
         request.name = name
         if let version { request.version.version = version } else if let label { request.version.label = label }
-        return try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout)
+        return ModelMetadata(try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout))
     }
 
     /// Request counts, batch sizes and queue/compute times of every version of `name`
     /// (or of every model when `name` is empty).
-    public func modelStatistics(_ name: String = "", timeout: Duration? = nil) async throws -> Inferwire_V1_ModelStatisticsResponse {
+    public func modelStatistics(_ name: String = "", timeout: Duration? = nil) async throws -> [VersionStatistics] {
         var request = Inferwire_V1_ModelStatisticsRequest()
         request.name = name
         return try await self.call(.modelStatistics, request, as: Inferwire_V1_ModelStatisticsResponse.self, timeout: timeout)
+            .versions.map(VersionStatistics.init)
     }
 
     /// Round-trips a PING frame and returns the time it took.
@@ -189,7 +200,7 @@ public final class InferWireClient: Sendable {
     }
 
     /// Calls any method: encodes `request`, sends it, and decodes the answer as `Response`.
-    public func call<Request: Message, Response: Message>(
+    package func call<Request: Message, Response: Message>(
         _ method: Inferwire_V1_Method, _ request: Request, as: Response.Type, timeout: Duration? = nil
     ) async throws -> Response {
         // Encode (and compress) on the caller's thread, not the event loop.

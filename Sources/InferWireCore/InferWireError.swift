@@ -1,54 +1,57 @@
-public import InferWireProto
+package import InferWireProto
 
 /// An error with a status code, the way InferWire reports every failure to a caller.
 ///
 /// The code travels over the wire in an ERROR frame; `message` says what went wrong in
 /// words a caller can act on; `cause` keeps the underlying error for logs (it is not sent).
 public struct InferWireError: Error, Sendable, CustomStringConvertible {
-    /// A status code: the gRPC numbering, so clients in any language map it 1:1.
+    /// A status code, numbered as gRPC's so clients in any language map it 1:1.
+    ///
+    /// A struct wrapping the number rather than an enum, so a code added by a newer server
+    /// is carried and printed (`CODE_17`) instead of breaking exhaustive `switch`es.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        /// The wire value.
-        public let status: Inferwire_V1_StatusCode
+        /// The wire number (the `StatusCode` enum of `status.proto`).
+        public let rawValue: Int
 
-        public init(_ status: Inferwire_V1_StatusCode) { self.status = status }
+        /// A code by its wire number; numbers this release does not know are kept.
+        public init(rawValue: Int) { self.rawValue = rawValue }
 
-        public static let cancelled = Code(.cancelled)
-        public static let unknown = Code(.unknown)
-        public static let invalidArgument = Code(.invalidArgument)
-        public static let deadlineExceeded = Code(.deadlineExceeded)
-        public static let notFound = Code(.notFound)
-        public static let alreadyExists = Code(.alreadyExists)
-        public static let permissionDenied = Code(.permissionDenied)
-        public static let resourceExhausted = Code(.resourceExhausted)
-        public static let failedPrecondition = Code(.failedPrecondition)
-        public static let aborted = Code(.aborted)
-        public static let unimplemented = Code(.unimplemented)
-        public static let `internal` = Code(.internal)
-        public static let unavailable = Code(.unavailable)
-        public static let unauthenticated = Code(.unauthenticated)
+        public static let ok = Code(rawValue: 0)
+        public static let cancelled = Code(rawValue: 1)
+        public static let unknown = Code(rawValue: 2)
+        public static let invalidArgument = Code(rawValue: 3)
+        public static let deadlineExceeded = Code(rawValue: 4)
+        public static let notFound = Code(rawValue: 5)
+        public static let alreadyExists = Code(rawValue: 6)
+        public static let permissionDenied = Code(rawValue: 7)
+        public static let resourceExhausted = Code(rawValue: 8)
+        public static let failedPrecondition = Code(rawValue: 9)
+        public static let aborted = Code(rawValue: 10)
+        public static let outOfRange = Code(rawValue: 11)
+        public static let unimplemented = Code(rawValue: 12)
+        public static let `internal` = Code(rawValue: 13)
+        public static let unavailable = Code(rawValue: 14)
+        public static let dataLoss = Code(rawValue: 15)
+        public static let unauthenticated = Code(rawValue: 16)
 
+        private static let names = [
+            "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+            "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+            "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        ]
+
+        /// The code's name, e.g. `NOT_FOUND`; `CODE_<n>` for a number this release does not know.
         public var description: String {
-            switch self.status {
-            case .ok: "OK"
-            case .cancelled: "CANCELLED"
-            case .unknown: "UNKNOWN"
-            case .invalidArgument: "INVALID_ARGUMENT"
-            case .deadlineExceeded: "DEADLINE_EXCEEDED"
-            case .notFound: "NOT_FOUND"
-            case .alreadyExists: "ALREADY_EXISTS"
-            case .permissionDenied: "PERMISSION_DENIED"
-            case .resourceExhausted: "RESOURCE_EXHAUSTED"
-            case .failedPrecondition: "FAILED_PRECONDITION"
-            case .aborted: "ABORTED"
-            case .outOfRange: "OUT_OF_RANGE"
-            case .unimplemented: "UNIMPLEMENTED"
-            case .internal: "INTERNAL"
-            case .unavailable: "UNAVAILABLE"
-            case .dataLoss: "DATA_LOSS"
-            case .unauthenticated: "UNAUTHENTICATED"
-            case .UNRECOGNIZED(let n): "CODE_\(n)"
-            }
+            (0..<Self.names.count).contains(self.rawValue) ? Self.names[self.rawValue] : "CODE_\(self.rawValue)"
         }
+
+        /// The wire enum's value.
+        package var wire: Inferwire_V1_StatusCode {
+            Inferwire_V1_StatusCode(rawValue: self.rawValue) ?? .UNRECOGNIZED(self.rawValue)
+        }
+
+        /// The code a wire enum carries, unknown numbers included.
+        package init(_ wire: Inferwire_V1_StatusCode) { self.init(rawValue: wire.rawValue) }
     }
 
     public var code: Code
@@ -62,14 +65,14 @@ public struct InferWireError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Rebuilds the error a peer sent in an ERROR frame.
-    public init(status: Inferwire_V1_Status) {
+    package init(status: Inferwire_V1_Status) {
         self.init(code: Code(status.code), message: status.message)
     }
 
     /// The `Status` message for an ERROR frame.
-    public var status: Inferwire_V1_Status {
+    package var status: Inferwire_V1_Status {
         var status = Inferwire_V1_Status()
-        status.code = self.code.status
+        status.code = self.code.wire
         status.message = self.message
         return status
     }

@@ -1,4 +1,4 @@
-public import InferWireProto
+package import InferWireProto
 
 /// The declared name, element type and shape of one model input or output.
 public struct TensorSpec: Sendable, Hashable {
@@ -18,10 +18,10 @@ public struct TensorSpec: Sendable, Hashable {
         shape.count == self.shape.count && zip(shape, self.shape).allSatisfy { $1 == -1 || $0 == $1 }
     }
 
-    public var wire: Inferwire_V1_TensorSpec {
+    package var wire: Inferwire_V1_TensorSpec {
         var spec = Inferwire_V1_TensorSpec()
         spec.name = self.name
-        spec.datatype = self.dataType
+        spec.datatype = self.dataType.wire
         spec.shape = self.shape.map { Int64($0) }
         return spec
     }
@@ -41,13 +41,13 @@ public struct ModelSignature: Sendable, Hashable {
         self.maxBatchSize = maxBatchSize
     }
 
-    /// The signature a `ModelConfig` declares (the batch dimension prepended when batching).
-    public init(config: Inferwire_V1_ModelConfig) throws(InferWireError) {
+    /// The signature a configuration declares (the batch dimension prepended when batching).
+    public init(configuration config: ModelConfiguration) throws(InferWireError) {
         let batched = config.maxBatchSize > 0
         guard config.maxBatchSize >= 0 else {
             throw InferWireError(code: .invalidArgument, message: "max_batch_size must not be negative")
         }
-        func specs(_ list: [Inferwire_V1_TensorSpec], _ kind: String) throws(InferWireError) -> [TensorSpec] {
+        func specs(_ list: [TensorSpec], _ kind: String) throws(InferWireError) -> [TensorSpec] {
             var seen = Set<String>()
             var result: [TensorSpec] = []
             for spec in list {
@@ -57,23 +57,27 @@ public struct ModelSignature: Sendable, Hashable {
                 guard seen.insert(spec.name).inserted else {
                     throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' is declared twice")
                 }
-                guard spec.datatype.elementSize != nil || spec.datatype == .bytes else {
+                guard spec.dataType.isKnown else {
                     throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' has no valid datatype")
                 }
                 guard spec.shape.allSatisfy({ $0 >= -1 }) else {
                     throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' has a dimension below -1")
                 }
-                let dims = spec.shape.map { Int($0) }
-                result.append(TensorSpec(name: spec.name, dataType: spec.datatype, shape: batched ? [-1] + dims : dims))
+                result.append(TensorSpec(name: spec.name, dataType: spec.dataType, shape: batched ? [-1] + spec.shape : spec.shape))
             }
             return result
         }
-        self.inputs = try specs(config.input, "input")
-        self.outputs = try specs(config.output, "output")
-        self.maxBatchSize = Int(config.maxBatchSize)
+        self.inputs = try specs(config.inputs, "input")
+        self.outputs = try specs(config.outputs, "output")
+        self.maxBatchSize = config.maxBatchSize
         guard !self.inputs.isEmpty, !self.outputs.isEmpty else {
             throw InferWireError(code: .invalidArgument, message: "a model needs at least one input and one output")
         }
+    }
+
+    /// The signature a `ModelConfig` message declares.
+    package init(config: Inferwire_V1_ModelConfig) throws(InferWireError) {
+        try self.init(configuration: ModelConfiguration(config))
     }
 }
 
@@ -102,8 +106,16 @@ public protocol ModelLoader: Sendable {
 
     /// Loads one version of a model.
     /// - Parameters:
-    ///   - config: the model's configuration.
+    ///   - configuration: the model's configuration.
     ///   - versionDirectory: `<repository>/<model>/<version>`.
-    /// - Throws: an ``InferWireError`` naming what is wrong with the model.
-    func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel
+    /// - Throws: an ``InferWireError`` naming what is wrong with the model. Its message may
+    ///   reach clients: name files relative to the version directory, never by full path.
+    func load(configuration: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel
+}
+
+extension ModelLoader {
+    /// Loads one version described by a `ModelConfig` message (the engine reads configs as such).
+    package func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
+        try self.load(configuration: ModelConfiguration(config), versionDirectory: versionDirectory)
+    }
 }

@@ -1,5 +1,5 @@
 public import Foundation
-public import InferWireProto
+package import InferWireProto
 
 /// A named n-dimensional array held as raw little-endian, row-major bytes: the
 /// layout of `Tensor.raw_contents` on the wire, so requests and responses move
@@ -81,7 +81,7 @@ extension Tensor {
 extension Tensor {
     /// Builds a tensor from a request's `Tensor` message, checking that its content
     /// matches its shape and type before any buffer is allocated for typed contents.
-    public init(wire: Inferwire_V1_Tensor) throws(InferWireError) {
+    package init(wire: Inferwire_V1_Tensor) throws(InferWireError) {
         let name = wire.name
         func invalid(_ text: String) -> InferWireError {
             InferWireError(code: .invalidArgument, message: "input '\(name)': \(text)")
@@ -91,8 +91,8 @@ extension Tensor {
         }
         let shape = wire.shape.map { Int($0) }
         guard let count = Self.elementCount(of: shape) else { throw invalid("shape \(wire.shape) overflows") }
-        let dataType = wire.datatype
-        if case .UNRECOGNIZED = dataType { throw invalid("unknown datatype \(dataType.rawValue)") }
+        let dataType = DataType(wire.datatype)
+        if dataType != .unspecified, !dataType.isKnown { throw invalid("unknown datatype \(dataType.rawValue)") }
         if dataType == .unspecified { throw invalid("datatype is not set") }
 
         if wire.hasContents {
@@ -116,10 +116,10 @@ extension Tensor {
     }
 
     /// The `Tensor` message for a response (always `raw_contents`).
-    public var wire: Inferwire_V1_Tensor {
+    package var wire: Inferwire_V1_Tensor {
         var message = Inferwire_V1_Tensor()
         message.name = self.name
-        message.datatype = self.dataType
+        message.datatype = self.dataType.wire
         message.shape = self.shape.map { Int64($0) }
         message.rawContents = self.data
         return message
@@ -198,7 +198,7 @@ extension Tensor {
                 data.append(element)
             }
             return data
-        case .unspecified, .UNRECOGNIZED:
+        default:
             throw invalid("datatype is not set")
         }
     }

@@ -8,8 +8,8 @@ public struct IdentityModelLoader: ModelLoader {
     public init() {}
     public var platform: String { "identity" }
 
-    public func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
-        let signature = try ModelSignature(config: config)
+    public func load(configuration: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
+        let signature = try ModelSignature(configuration: configuration)
         guard signature.inputs.count == signature.outputs.count else {
             throw InferWireError(code: .invalidArgument, message: "identity needs as many outputs as inputs")
         }
@@ -40,8 +40,8 @@ public struct AddSubModelLoader: ModelLoader {
     public init() {}
     public var platform: String { "add_sub" }
 
-    public func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
-        let signature = try ModelSignature(config: config)
+    public func load(configuration: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
+        let signature = try ModelSignature(configuration: configuration)
         guard signature.inputs.count == 2, signature.outputs.count == 2 else {
             throw InferWireError(code: .invalidArgument, message: "add_sub needs exactly 2 inputs and 2 outputs")
         }

@@ -297,10 +297,10 @@ struct PreparedRequest: Sendable {
             guard let wire = byName[spec.name] else {
                 throw InferWireError(code: .invalidArgument, message: "model '\(name)' needs input '\(spec.name)'")
             }
-            guard wire.datatype == spec.dataType else {
+            guard DataType(wire.datatype) == spec.dataType else {
                 throw InferWireError(
                     code: .invalidArgument,
-                    message: "input '\(spec.name)' must be \(spec.dataType.name), got \(wire.datatype.name)")
+                    message: "input '\(spec.name)' must be \(spec.dataType.name), got \(DataType(wire.datatype).name)")
             }
             let tensor = try Tensor(wire: wire)
             guard spec.accepts(shape: tensor.shape) else {

@@ -1,6 +1,5 @@
 import Foundation
 public import InferWireCore
-public import InferWireProto
 
 /// `platform: "onnx"`: loads `<version>/model.onnx` (or the file named by the config's
 /// `model_filename` parameter) into InferWire's runtime.
@@ -18,10 +17,11 @@ public struct OnnxModelLoader: ModelLoader {
 
     public var platform: String { "onnx" }
 
-    public func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
-        let file = versionDirectory + "/" + (config.parameters["model_filename"] ?? "model.onnx")
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw InferWireError(code: .notFound, message: "cannot read \(file)")
+    public func load(configuration config: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
+        // Messages name the file relative to the version directory: they may reach clients.
+        let file = config.parameters["model_filename"] ?? "model.onnx"
+        guard let data = FileManager.default.contents(atPath: versionDirectory + "/" + file) else {
+            throw InferWireError(code: .notFound, message: "cannot read \(file) in the version directory")
         }
         let model: OnnxModel
         do {
@@ -30,8 +30,8 @@ public struct OnnxModelLoader: ModelLoader {
         } catch {
             throw InferWireError(code: .invalidArgument, message: "\(file): \(error.message)", cause: error)
         }
-        if !config.input.isEmpty || !config.output.isEmpty {
-            let declared = try ModelSignature(config: config)
+        if !config.inputs.isEmpty || !config.outputs.isEmpty {
+            let declared = try ModelSignature(configuration: config)
             try Self.check(declared.inputs, against: model.signature.inputs, kind: "input")
             try Self.check(declared.outputs, against: model.signature.outputs, kind: "output")
             return ConfiguredModel(model: model, signature: declared)

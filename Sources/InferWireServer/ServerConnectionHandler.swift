@@ -443,7 +443,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.abandonAll()
         var goAway = Inferwire_V1_GoAway()
         goAway.lastRequestID = self.highestRequestID
-        goAway.code = code.status
+        goAway.code = code.wire
         goAway.message = message
         let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
         let frame = Frame.encode(FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)

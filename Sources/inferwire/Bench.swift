@@ -131,7 +131,7 @@ struct Bench: AsyncParsableCommand {
             try await self.measure()
         } catch let error as InferWireError {
             FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
-            throw ExitCode(Int32(error.code.status.rawValue))
+            throw ExitCode(Int32(error.code.rawValue))
         }
     }
 
@@ -163,8 +163,10 @@ struct Bench: AsyncParsableCommand {
             var all: [String: ServerTimes.Counters] = [:]
             for (server, client) in controls {
                 guard let stats = try? await client.modelStatistics(model) else { return nil }
-                for v in stats.versions {
-                    all["\(server)/\(v.version)"] = .init(requests: v.requestCount, executions: v.executionCount, queueMicros: v.queueTimeUs, computeMicros: v.computeTimeUs)
+                for v in stats {
+                    all["\(server)/\(v.version)"] = .init(
+                        requests: v.requestCount, executions: v.executionCount,
+                        queueMicros: UInt64(max(0, v.queueTime.inMicroseconds)), computeMicros: UInt64(max(0, v.computeTime.inMicroseconds)))
                 }
             }
             return all
@@ -226,7 +228,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// The request's inputs: from --input where given, random (shaped from the metadata) elsewhere.
-    func inputTensors(_ metadata: Inferwire_V1_ModelMetadataResponse) throws -> [Tensor] {
+    func inputTensors(_ metadata: ModelMetadata) throws -> [Tensor] {
         var given: [String: Tensor] = [:]
         for argument in self.inputs {
             guard let equals = argument.firstIndex(of: "=") else { throw ValidationError("--input must be NAME=@FILE or NAME=JSON, got '\(argument)'") }
@@ -242,8 +244,8 @@ struct Bench: AsyncParsableCommand {
                     guard let spec = metadata.inputs.first(where: { $0.name == name }) else {
                         throw InferWireError(code: .invalidArgument, message: "model '\(metadata.name)' has no input '\(name)'")
                     }
-                    guard tensor.dataType == spec.datatype else {
-                        throw InferWireError(code: .invalidArgument, message: "--input \(name): \(path) holds \(tensor.dataType.name), the model takes \(spec.datatype.name)")
+                    guard tensor.dataType == spec.dataType else {
+                        throw InferWireError(code: .invalidArgument, message: "--input \(name): \(path) holds \(tensor.dataType.name), the model takes \(spec.dataType.name)")
                     }
                     given[name] = tensor
                 } else {
@@ -256,7 +258,7 @@ struct Bench: AsyncParsableCommand {
         return try metadata.inputs.map { spec in
             if let tensor = given[spec.name] { return tensor }
             var spec = spec
-            if metadata.maxBatchSize > 0, let first = spec.shape.first, first < 0 { spec.shape[0] = Int64(self.batch) }
+            if metadata.maxBatchSize > 0, let first = spec.shape.first, first < 0 { spec.shape[0] = self.batch }
             return try randomTensor(spec)
         }
     }

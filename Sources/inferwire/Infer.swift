@@ -70,7 +70,7 @@ struct Infer: AsyncParsableCommand {
             print(renderJSON(try result.get()))
         } catch let error as InferWireError {
             FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
-            throw ExitCode(Int32(error.code.status.rawValue))
+            throw ExitCode(Int32(error.code.rawValue))
         }
     }
 }
@@ -83,7 +83,7 @@ func parseAddress(_ text: String) throws -> (String, Int) {
 }
 
 /// Builds a tensor from `NAME=JSON`, typed and shape-checked against the model's metadata.
-func parseInput(_ argument: String, metadata: Inferwire_V1_ModelMetadataResponse) throws -> Tensor {
+func parseInput(_ argument: String, metadata: ModelMetadata) throws -> Tensor {
     guard let equals = argument.firstIndex(of: "=") else {
         throw InferWireError(code: .invalidArgument, message: "--input must be NAME=JSON, got '\(argument)'")
     }
@@ -113,7 +113,7 @@ func parseInput(_ argument: String, metadata: Inferwire_V1_ModelMetadataResponse
     try walk(json, depth: 0)
     // A single example for a batched model: add the batch dimension.
     if metadata.maxBatchSize > 0, shape.count == spec.shape.count - 1 { shape.insert(1, at: 0) }
-    return try makeTensor(name: name, dataType: spec.datatype, shape: shape, leaves: leaves)
+    return try makeTensor(name: name, dataType: spec.dataType, shape: shape, leaves: leaves)
 }
 
 func makeTensor(name: String, dataType: DataType, shape: [Int], leaves: [Any]) throws -> Tensor {
@@ -145,11 +145,11 @@ func makeTensor(name: String, dataType: DataType, shape: [Int], leaves: [Any]) t
     }
 }
 
-func randomTensor(_ spec: Inferwire_V1_TensorSpec) throws -> Tensor {
-    let shape = spec.shape.map { $0 < 0 ? 1 : Int($0) }
+func randomTensor(_ spec: TensorSpec) throws -> Tensor {
+    let shape = spec.shape.map { $0 < 0 ? 1 : $0 }
     let count = Tensor.elementCount(of: shape) ?? 0
     let leaves: [Any] = (0..<count).map { _ -> Any in
-        switch spec.datatype {
+        switch spec.dataType {
         case .fp32, .fp64, .fp16: Double.random(in: -1...1)
         case .bool: Bool.random()
         case .uint8: Int.random(in: 0...255)
@@ -158,7 +158,7 @@ func randomTensor(_ spec: Inferwire_V1_TensorSpec) throws -> Tensor {
         default: Int.random(in: -100...100)
         }
     }
-    return try makeTensor(name: spec.name, dataType: spec.datatype, shape: shape, leaves: leaves)
+    return try makeTensor(name: spec.name, dataType: spec.dataType, shape: shape, leaves: leaves)
 }
 
 /// `{"model_name":…, "model_version":…, "outputs":[{"name","datatype","shape","data"}]}`.

@@ -2,8 +2,6 @@ import ArgumentParser
 import Foundation
 import InferWireClient
 import InferWireCore
-import InferWireEngine
-import InferWireProto
 
 /// `inferwire models …`: the management service from the command line.
 struct Models: AsyncParsableCommand {
@@ -25,7 +23,7 @@ struct Models: AsyncParsableCommand {
                 return try result.get()
             } catch let error as InferWireError {
                 FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
-                throw ExitCode(Int32(error.code.status.rawValue))
+                throw ExitCode(Int32(error.code.rawValue))
             }
         }
     }
@@ -54,8 +52,8 @@ struct Models: AsyncParsableCommand {
         @Argument var version: Int64
         func run() async throws {
             let status = try await self.server.run { try await $0.loadModel(self.model, version: self.version) }
-            print("\(self.model) version \(status.version): \(stateName(status.state))\(status.reason.isEmpty ? "" : " (\(status.reason))")")
-            if status.state == .failed { throw ExitCode(Int32(Inferwire_V1_StatusCode.failedPrecondition.rawValue)) }
+            print("\(self.model) version \(status.version): \(status.state)\(status.reason.isEmpty ? "" : " (\(status.reason))")")
+            if status.state == .failed { throw ExitCode(Int32(InferWireError.Code.failedPrecondition.rawValue)) }
         }
     }
 
@@ -66,7 +64,7 @@ struct Models: AsyncParsableCommand {
         @Argument var version: Int64
         func run() async throws {
             let status = try await self.server.run { try await $0.unloadModel(self.model, version: self.version) }
-            print("\(self.model) version \(status.version): \(stateName(status.state))")
+            print("\(self.model) version \(status.version): \(status.state)")
         }
     }
 
@@ -127,28 +125,16 @@ struct Models: AsyncParsableCommand {
     }
 }
 
-func stateName(_ state: Inferwire_V1_VersionState) -> String {
-    switch state {
-    case .loading: "LOADING"
-    case .ready: "READY"
-    case .draining: "DRAINING"
-    case .unloaded: "UNLOADED"
-    case .failed: "FAILED"
-    default: "UNKNOWN"
-    }
-}
+func render(_ rollout: Rollout) -> String { rollout.description }
 
-func render(_ rollout: Inferwire_V1_Rollout) -> String { rollout.summary }
-
-func render(_ model: Inferwire_V1_ModelStatus) -> String {
+func render(_ model: ModelStatus) -> String {
     var lines = ["\(model.name): \(render(model.rollout))"]
-    if model.hasShadow {
-        let s = model.shadow
+    if let s = model.shadow {
         lines.append("  shadow version \(s.version): \(s.compared) compared, \(s.differing) differing, max |Δ| \(s.maxAbsDifference), mean |Δ| \(s.meanAbsDifference), \(s.shadowFailures) shadow failures")
     }
     for v in model.versions {
-        lines.append("  version \(v.version): \(stateName(v.state))" + (v.reason.isEmpty ? "" : " — \(v.reason)")
-            + (v.state == .ready ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanComputeUs) µs" : ""))
+        lines.append("  version \(v.version): \(v.state)" + (v.reason.isEmpty ? "" : " — \(v.reason)")
+            + (v.state == .ready ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanCompute.inMicroseconds) µs" : ""))
     }
     return lines.joined(separator: "\n")
 }

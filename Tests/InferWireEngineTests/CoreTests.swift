@@ -15,7 +15,7 @@ struct TensorTests {
     func wire(_ type: DataType, _ shape: [Int64], raw: [UInt8]) -> Inferwire_V1_Tensor {
         var tensor = Inferwire_V1_Tensor()
         tensor.name = "x"
-        tensor.datatype = type
+        tensor.datatype = type.wire
         tensor.shape = shape
         tensor.rawContents = Data(raw)
         return tensor

@@ -195,10 +195,10 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         }
     }
 
-    func load(config: Inferwire_V1_ModelConfig, versionDirectory: String) throws -> any InferenceModel {
-        var identity = config
+    func load(configuration: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
+        var identity = configuration
         identity.platform = "identity"
-        let model = try IdentityModelLoader().load(config: identity, versionDirectory: versionDirectory)
+        let model = try IdentityModelLoader().load(configuration: identity, versionDirectory: versionDirectory)
         if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") { return BrokenModel(signature: model.signature) }
         if FileManager.default.fileExists(atPath: versionDirectory + "/DOUBLE") { return DoublingModel(signature: model.signature) }
         if FileManager.default.fileExists(atPath: versionDirectory + "/SLOW") { return SlowModel(signature: model.signature) }

@@ -7,6 +7,7 @@ import InferWireProto
 import InferWireServer
 import InferWireWire
 import NIOCore
+import NIOPosix
 import Testing
 
 @Suite("Serving over TCP", .timeLimit(.minutes(1)))
@@ -39,7 +40,7 @@ struct EndToEndTests {
             #expect(model.versions == [1])
             #expect(model.inputs.map(\.name) == ["INPUT0", "INPUT1"])
             #expect(model.inputs[0].shape == [-1, 4])
-            #expect(model.inputs[0].datatype == .fp32)
+            #expect(model.inputs[0].dataType == .fp32)
             #expect(model.maxBatchSize == 64)
             #expect(try await client.modelReady("add_sub").ready)
             #expect(try await client.modelReady("add_sub", version: 7).ready == false)
@@ -255,6 +256,27 @@ struct EndToEndTests {
                 }
                 #expect(outcomes == [1: .response, 2: .response, 3: .error])
             }
+        }
+    }
+}
+
+@Suite("Client errors people read")
+struct ClientErrorTests {
+    @Test("a refused connection says so in words, not in NIO's debug description")
+    func refused() async throws {
+        // A port that was just free: bind it, note it, close it.
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        do {
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            await client.close()
+            Issue.record("connected to a closed port")
+        } catch let error as InferWireError {
+            #expect(error.code == .unavailable)
+            #expect(error.message == "cannot connect to 127.0.0.1:\(port): connection refused: nothing is listening there (is the server running, on that port?)")
+            #expect(!error.message.contains("SingleConnectionFailure"))
+            #expect(error.cause != nil)
         }
     }
 }

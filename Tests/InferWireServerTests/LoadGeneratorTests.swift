@@ -22,8 +22,13 @@ struct LoadGeneratorTests {
     func counters(_ client: InferWireClient, _ model: String) -> @Sendable () async -> [String: ServerTimes.Counters]? {
         {
             guard let stats = try? await client.modelStatistics(model) else { return nil }
-            return Dictionary(uniqueKeysWithValues: stats.versions.map {
-                ("\($0.version)", ServerTimes.Counters(requests: $0.requestCount, executions: $0.executionCount, queueMicros: $0.queueTimeUs, computeMicros: $0.computeTimeUs))
+            return Dictionary(uniqueKeysWithValues: stats.map {
+                (
+                    "\($0.version)",
+                    ServerTimes.Counters(
+                        requests: $0.requestCount, executions: $0.executionCount,
+                        queueMicros: UInt64($0.queueTime.inMicroseconds), computeMicros: UInt64($0.computeTime.inMicroseconds))
+                )
             })
         }
     }
@@ -123,7 +128,7 @@ struct LoadGeneratorTests {
             let runner = LevelRunner(generator: generator, settings: Self.quick)
             let action = ScheduledAction(name: "traffic echo 1 50", at: .milliseconds(500), after: .milliseconds(500)) {
                 let rollout = try await admin.setTraffic("echo", canary: 1, percent: 50)
-                return "stable \(rollout.stableVersion), canary \(rollout.canaryVersion) at \(rollout.canaryPercent)%"
+                return rollout.description
             }
             let result = try await runner.run(.closed(concurrency: 8), action: action)
             await generator.close()
