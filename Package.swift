@@ -36,11 +36,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // Framing: frame header, decoder, encoder, compression. No sockets.
+        // Framing: frame header, decoder, encoder, compression, the client's handshake. No sockets.
         .target(
             name: "InferWireWire",
             dependencies: [
-                "CZlib",
+                "CZlib", "InferWireProto",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -161,7 +161,8 @@ let package = Package(
         .testTarget(
             name: "InferWireWireTests",
             dependencies: [
-                "InferWireWire",
+                "InferWireWire", "InferWireProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

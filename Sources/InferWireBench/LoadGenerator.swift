@@ -64,20 +64,9 @@ public final class LoadGenerator: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> LoadGenerator {
         let bytes: [UInt8] = try request.serializedBytes()
-        let allocator = ByteBufferAllocator()
-        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(Inferwire_V1_Method.infer.rawValue), requestID: 0)
-        let template: ByteBuffer
-        if compression {
-            header.flags.insert(.compressResponse)
-            if bytes.count >= PayloadCompression.minimumSize {
-                header.flags.insert(.compressed)
-                template = Frame.encode(header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator), allocator: allocator)
-            } else {
-                template = Frame.encode(header, bytes: bytes, allocator: allocator)
-            }
-        } else {
-            template = Frame.encode(header, bytes: bytes, allocator: allocator)
-        }
+        let template = Frame.request(
+            method: UInt16(Inferwire_V1_Method.infer.rawValue), payload: bytes, timeout: nil, compression: compression,
+            allocator: ByteBufferAllocator())
         var connections: [LoadConnection] = []
         do {
             for server in servers {

@@ -69,13 +69,10 @@ final class LoadHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    private var prefaceSent = false
+    private var handshake = ClientHandshake()
     private func sendPreface(context: ChannelHandlerContext) {
-        guard !self.prefaceSent else { return }
-        self.prefaceSent = true
-        var buffer = context.channel.allocator.buffer(capacity: Preface.size)
-        Preface().write(to: &buffer)
-        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+        guard let preface = self.handshake.preface(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(self.wrapOutboundOut(preface), promise: nil)
     }
 
     /// The most requests this connection may have in flight: the server's limit, if any.
@@ -151,7 +148,7 @@ final class LoadHandler: ChannelInboundHandler {
         self.lastID = id
         self.pending[id] = intended
         var frame = self.template
-        frame.setInteger(id, at: frame.readerIndex + 8)
+        Frame.setRequestID(id, in: &frame)
         context.write(self.wrapOutboundOut(frame), promise: nil)
         self.needsFlush = true
     }
@@ -216,15 +213,20 @@ final class LoadHandler: ChannelInboundHandler {
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
+        switch self.handshake.receive(frame) {
+        case .established(let hello)?:
+            self.hello = hello
+            self.helloPromise.succeed(hello)
+            return
+        case .failed(let code, let message)?:
+            self.refusal = message
+            self.helloPromise.fail(InferWireError(code: .init(code), message: message))
+            context.close(promise: nil)
+            return
+        case nil:
+            break
+        }
         switch frame.header.type {
-        case .hello:
-            if let hello = try? Inferwire_V1_Hello(serializedBytes: [UInt8](buffer: frame.payload)) {
-                self.hello = hello
-                self.helloPromise.succeed(hello)
-            } else {
-                self.helloPromise.fail(InferWireError(code: .internal, message: "server sent a malformed HELLO"))
-                context.close(promise: nil)
-            }
         case .response, .error:
             guard let intended = self.pending.removeValue(forKey: frame.header.requestID) else { return }
             let now = NIODeadline.now().uptimeNanoseconds

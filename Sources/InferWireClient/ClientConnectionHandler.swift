@@ -25,7 +25,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     private let helloPromise: EventLoopPromise<Inferwire_V1_Hello>
-    private var hello: Inferwire_V1_Hello?
+    private var handshake = ClientHandshake()
+    private var hello: Inferwire_V1_Hello? { self.handshake.hello }
     private var pending: [UInt32: Pending] = [:]
     /// Calls waiting for a free slot under the server's concurrency limit.
     private var queued = Deque<Queued>()
@@ -36,7 +37,6 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// Set once the connection accepts no new requests, with the reason.
     private var refusal: InferWireError?
     private var context: ChannelHandlerContext?
-    private var prefaceSent = false
 
     init(helloPromise: EventLoopPromise<Inferwire_V1_Hello>) {
         self.helloPromise = helloPromise
@@ -57,11 +57,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func sendPreface(context: ChannelHandlerContext) {
-        guard !self.prefaceSent else { return }
-        self.prefaceSent = true
-        var buffer = context.channel.allocator.buffer(capacity: Preface.size)
-        Preface().write(to: &buffer)
-        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+        guard let preface = self.handshake.preface(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(self.wrapOutboundOut(preface), promise: nil)
     }
 
     // MARK: Calls (on the event loop)
@@ -95,7 +92,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         repeat { id &+= 1 } while id == 0 || self.pending[id] != nil
         self.lastID = id
         var frame = frame
-        frame.setInteger(id, at: frame.readerIndex + 8)
+        Frame.setRequestID(id, in: &frame)
         self.pending[id] = Pending(promise: promise, timer: timer)
         self.idsByFuture[ObjectIdentifier(promise.futureResult)] = id
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
@@ -154,20 +151,26 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
+        switch self.handshake.receive(frame) {
+        case .established(let hello)?:
+            self.helloPromise.succeed(hello)
+            return
+        case .failed(let code, let message)?:
+            let error = InferWireError(code: .init(code), message: message)
+            self.helloPromise.fail(error)
+            self.failConnection(error, context: context)
+            return
+        case nil:
+            break
+        }
         switch frame.header.type {
         case .hello:
-            do {
-                let hello = try Inferwire_V1_Hello(serializedBytes: [UInt8](buffer: frame.payload))
-                self.hello = hello
-                self.helloPromise.succeed(hello)
-            } catch {
-                self.failConnection(InferWireError(code: .internal, message: "server sent a malformed HELLO: \(error)"), context: context)
-            }
+            break  // a second HELLO changes nothing
         case .response, .error:
             self.finish(id: frame.header.requestID, with: .success(frame))
         case .goAway:
             // No new requests; those already sent are answered, or fail when the connection closes.
-            let goAway = (try? Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frame.payload))) ?? Inferwire_V1_GoAway()
+            let goAway = ClientHandshake.goAway(in: frame)
             var error = InferWireError(code: .init(goAway.code), message: "server sent GOAWAY: \(goAway.message)")
             if goAway.code == .ok { error.code = .unavailable }
             self.refusal = error

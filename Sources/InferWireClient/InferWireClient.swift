@@ -209,26 +209,11 @@ public final class InferWireClient: Sendable {
             throw InferWireError(code: .resourceExhausted, message: "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
         }
         let timeout = timeout ?? self.configuration.defaultTimeout
-        // The request id is filled in on the event loop, which knows which ids are free.
-        var header = FrameHeader(payloadLength: 0, type: .request, method: UInt16(method.rawValue), requestID: 0)
-        if let timeout {
-            // The header carries at most UInt32.max µs (≈ 71.6 minutes); longer deadlines
-            // are sent as that and enforced here in full.
-            header.timeoutMicros = UInt32(clamping: max(1, timeout.inMicroseconds))
-        }
         let allocator = self.channel.allocator
-        let frame: ByteBuffer
-        if self.configuration.compression {
-            header.flags.insert(.compressResponse)
-            if bytes.count >= PayloadCompression.minimumSize {
-                header.flags.insert(.compressed)
-                frame = Frame.encode(header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator), allocator: allocator)
-            } else {
-                frame = Frame.encode(header, bytes: bytes, allocator: allocator)
-            }
-        } else {
-            frame = Frame.encode(header, bytes: bytes, allocator: allocator)
-        }
+        // The request id is filled in on the event loop, which knows which ids are free.
+        let frame = Frame.request(
+            method: UInt16(method.rawValue), payload: bytes, timeout: timeout, compression: self.configuration.compression,
+            allocator: allocator)
 
         let loop = self.channel.eventLoop
         let promise = loop.makePromise(of: Frame.self)

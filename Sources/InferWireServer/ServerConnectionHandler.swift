@@ -385,17 +385,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 self.writeError(id: id, method: entry.method, error, context: context)
                 break
             }
-            var header = FrameHeader(payloadLength: 0, type: .response, method: entry.method, requestID: id)
-            let allocator = context.channel.allocator
-            let frame: ByteBuffer
-            if entry.compressResponse, bytes.count >= PayloadCompression.minimumSize {
-                header.flags.insert(.compressed)
-                let compressed = PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator)
-                frame = Frame.encode(header, payload: compressed, allocator: allocator)
-            } else {
-                frame = Frame.encode(header, bytes: bytes, allocator: allocator)
-            }
-            self.write(frame, context: context)
+            let header = FrameHeader(payloadLength: 0, type: .response, method: entry.method, requestID: id)
+            self.write(Frame.encode(header, bytes: bytes, compress: entry.compressResponse, allocator: context.channel.allocator), context: context)
         case .failure(let error):
             self.writeError(id: id, method: entry.method, error, context: context)
         }

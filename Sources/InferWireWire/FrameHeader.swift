@@ -65,6 +65,8 @@ public struct FrameFlags: OptionSet, Hashable, Sendable {
 public struct FrameHeader: Hashable, Sendable {
     /// Size of the encoded header in bytes.
     public static let size = 16
+    /// Where the request id sits in an encoded header.
+    public static let requestIDOffset = 8
 
     public var payloadLength: UInt32
     public var type: FrameType
