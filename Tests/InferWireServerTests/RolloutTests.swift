@@ -16,8 +16,12 @@ func withManagedServer<T: Sendable>(
 ) async throws -> T {
     let manager = ModelManager(
         repository: ModelRepository(directory: root), configuration: .init(statePath: root + "/.inferwire-state.json"), logger: quiet)
-    try manager.start()
-    return try await withServer(dispatcher: RequestDispatcher(registry: manager.registry, manager: manager)) { port in
+    try await manager.start()
+    // The manager's owned work runs the management operations; it stops after the server.
+    return try await withServer(
+        dispatcher: RequestDispatcher(registry: manager.registry, manager: manager),
+        services: [ModelManagerService(manager: manager)]
+    ) { port in
         try await body(port, manager)
     }
 }
