@@ -201,6 +201,36 @@ struct ManagerWorkTests {
         #expect(percents == [0, 10, 30])
     }
 
+    @Test("a management change returns to the calling thread before its save is written, and is answered once it is")
+    func saveOffTheCallingThread() async throws {
+        let repo = try TemporaryRepository(versions: [1, 2])
+        let store = GatedStore()
+        let manager = try await self.makeManager(repo, store: store)
+        defer { manager.stopAll() }
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        var request = Inferwire_V1_SetTrafficRequest()
+        request.name = "echo"
+        request.canaryVersion = 1
+        request.percent = 10
+        let payload: [UInt8] = try request.serializedBytes()
+        try await withRunning(manager) {
+            store.hold()
+            let answered = Atomic<Bool>(false)
+            let answer = Answer()
+            // Were the save on this thread, handle would not return while the store holds it.
+            dispatcher.handle(method: UInt16(Inferwire_V1_Method.setTraffic.rawValue), payload: payload, deadline: nil) {
+                answered.store(true, ordering: .relaxed)
+                answer.set($0)
+            }
+            await store.waitForHeldSave()
+            let answeredEarly = answered.load(ordering: .relaxed)
+            #expect(!answeredEarly)
+            store.release()
+            _ = try await answer.value.get()
+            #expect(store.saved.last?.models["echo"]?.canaryPercent == 10)
+        }
+    }
+
     @Test("the file store saves atomically in format 1, reads files written before, and moves a corrupt file aside")
     func fileStore() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-store-\(UUID())").path
