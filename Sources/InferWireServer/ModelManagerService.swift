@@ -9,7 +9,7 @@ public import ServiceLifecycle
 /// List it before the server, so that the server stops first.
 public struct ModelManagerService: Service {
     public let manager: ModelManager
-    /// Seconds between repository scans; nil: no polling.
+    /// Time between repository scans; nil: no polling.
     public var pollInterval: Duration?
     /// Time between canary guard checks; nil: no guard checks.
     public var guardInterval: Duration?
