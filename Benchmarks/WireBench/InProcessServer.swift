@@ -11,9 +11,12 @@ let benchLogger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler(
 
 /// Runs a server for `dispatcher` on a free loopback port while `body` measures it, then
 /// shuts it down gracefully and stops the model instances.
-/// - Parameter ioThreads: event loops for the server; nil uses the shared group.
+/// - Parameters:
+///   - ioThreads: event loops for the server; nil uses the shared group.
+///   - services: run in the same service group, started before the server and stopped after it.
 func withInProcessServer(
     dispatcher: RequestDispatcher, ioThreads: Int? = nil, limits: InferWireServer.Configuration.Limits = .defaults,
+    services: [any Service] = [],
     _ body: (_ port: Int) async throws -> Void
 ) async throws {
     let logger = benchLogger
@@ -22,7 +25,7 @@ func withInProcessServer(
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits), dispatcher: dispatcher, logger: logger,
         eventLoopGroup: group, onListening: { continuation.yield($0.port!) })
-    let services = ServiceGroup(configuration: .init(services: [server], logger: logger))
+    let services = ServiceGroup(configuration: .init(services: services + [server], logger: logger))
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await services.run() }
         var iterator = ports.makeAsyncIterator()

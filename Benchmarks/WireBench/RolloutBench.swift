@@ -43,9 +43,10 @@ struct RolloutBench: AsyncParsableCommand {
             try FileManager.default.copyItem(atPath: "\(self.repository)/\(name)", toPath: "\(root)/\(name)")
         }
         let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [OnnxModelLoader()]), logger: logger)
-        try manager.start()
+        try await manager.start()
         let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-        try await withInProcessServer(dispatcher: dispatcher) { port in
+        // The manager's owned work runs the management calls the admin client makes.
+        try await withInProcessServer(dispatcher: dispatcher, services: [ModelManagerService(manager: manager)]) { port in
             try await self.measure(port: port, manager: manager, root: root)
         }
     }

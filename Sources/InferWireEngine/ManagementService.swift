@@ -2,6 +2,11 @@ import InferWireCore
 import InferWireProto
 
 /// Decodes management requests (methods 100–199) and answers them from the ``ModelManager``.
+///
+/// Queries answer at once on the calling thread. Changes — which load, drain or persist —
+/// are handed to the manager's owned work (``ModelManager/run(pollInterval:guardInterval:)``)
+/// and answered when done, never on the calling thread, which may be an event loop; when
+/// that work is not running (not started, or shut down) they are answered UNAVAILABLE.
 struct ManagementService: Sendable {
     let manager: ModelManager
 
@@ -18,59 +23,56 @@ struct ManagementService: Sendable {
             var response = Inferwire_V1_ModelStatusResponse()
             response.status = try manager.status(request.name)
             respond(.success(try RequestDispatcher.encode(response)))
-        case .loadModel?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_LoadModelRequest.self, payload)
-            // Loading takes its time: answer when done, off the calling thread.
-            Task {
-                respond(await Result { () async throws(InferWireError) -> [UInt8] in
-                    var response = Inferwire_V1_LoadModelResponse()
-                    response.status = try await manager.load(request.name, version: request.version)
-                    return try RequestDispatcher.encode(response)
-                })
-            }
-        case .unloadModel?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_UnloadModelRequest.self, payload)
-            Task {
-                respond(await Result { () async throws(InferWireError) -> [UInt8] in
-                    var response = Inferwire_V1_UnloadModelResponse()
-                    response.status = try await manager.unload(request.name, version: request.version)
-                    return try RequestDispatcher.encode(response)
-                })
-            }
-        case .setTraffic?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_SetTrafficRequest.self, payload)
-            var response = Inferwire_V1_SetTrafficResponse()
-            response.rollout = try manager.setTraffic(request.name, canary: request.canaryVersion, percent: Int(request.percent), sticky: request.sticky)
-            respond(.success(try RequestDispatcher.encode(response)))
-        case .promote?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_PromoteRequest.self, payload)
-            var response = Inferwire_V1_PromoteResponse()
-            response.rollout = try manager.promote(request.name)
-            respond(.success(try RequestDispatcher.encode(response)))
-        case .rollback?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_RollbackRequest.self, payload)
-            var response = Inferwire_V1_RollbackResponse()
-            response.rollout = try manager.rollback(request.name)
-            respond(.success(try RequestDispatcher.encode(response)))
-        case .setShadow?:
-            let request = try RequestDispatcher.decode(Inferwire_V1_SetShadowRequest.self, payload)
-            var response = Inferwire_V1_SetShadowResponse()
-            response.rollout = try manager.setShadow(request.name, version: request.version, percent: Int(request.percent))
-            respond(.success(try RequestDispatcher.encode(response)))
         case .history?:
             let request = try RequestDispatcher.decode(Inferwire_V1_HistoryRequest.self, payload)
             var response = Inferwire_V1_HistoryResponse()
             response.entries = try manager.history(request.name)
             respond(.success(try RequestDispatcher.encode(response)))
+        case .loadModel?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_LoadModelRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_LoadModelResponse()
+                response.status = try await manager.load(request.name, version: request.version)
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
+        case .unloadModel?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_UnloadModelRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_UnloadModelResponse()
+                response.status = try await manager.unload(request.name, version: request.version)
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
+        case .setTraffic?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_SetTrafficRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_SetTrafficResponse()
+                response.rollout = try await manager.setTraffic(
+                    request.name, canary: request.canaryVersion, percent: Int(request.percent), sticky: request.sticky)
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
+        case .promote?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_PromoteRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_PromoteResponse()
+                response.rollout = try await manager.promote(request.name)
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
+        case .rollback?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_RollbackRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_RollbackResponse()
+                response.rollout = try await manager.rollback(request.name)
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
+        case .setShadow?:
+            let request = try RequestDispatcher.decode(Inferwire_V1_SetShadowRequest.self, payload)
+            manager.submit({ () async throws(InferWireError) -> [UInt8] in
+                var response = Inferwire_V1_SetShadowResponse()
+                response.rollout = try await manager.setShadow(request.name, version: request.version, percent: Int(request.percent))
+                return try RequestDispatcher.encode(response)
+            }, respond: respond)
         default:
             throw InferWireError(code: .unimplemented, message: "management method \(method) is not implemented")
         }
-    }
-}
-
-extension Result where Failure == InferWireError {
-    /// Runs an async throwing body into a Result.
-    init(catching body: () async throws(InferWireError) -> Success) async {
-        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

@@ -1,7 +1,7 @@
 import ServiceLifecycle
 
-/// Runs `action` every `interval` until graceful shutdown: the repository poller
-/// (`ModelManager.poll`) and the rollout guard (`ModelManager.checkGuards`) in `serve`.
+/// Runs `action` every `interval` until graceful shutdown. (The model manager's polling
+/// and guard checks run in `ModelManagerService` instead.)
 public struct PeriodicService: Service {
     public let interval: Duration
     public let action: @Sendable () async -> Void

@@ -83,7 +83,7 @@ struct Serve: AsyncParsableCommand {
             repository: repository,
             configuration: .init(statePath: self.repository + "/.inferwire-state.json"),
             logger: logger)
-        try manager.start()
+        try await manager.start()
         if manager.list().allSatisfy({ $0.versions.allSatisfy { $0.state != .ready } }) {
             logger.warning("no model loaded from \(self.repository)")
         }
@@ -98,13 +98,12 @@ struct Serve: AsyncParsableCommand {
             logger: logger,
             eventLoopGroup: group)
 
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        if self.mode == "poll" {
-            // Re-scan the repository for new versions.
-            services.append(.init(service: PeriodicService(every: .seconds(self.pollInterval)) { await manager.poll() }))
-        }
-        // Roll back guarded canaries that do worse than stable.
-        services.append(.init(service: PeriodicService(every: .seconds(1)) { manager.checkGuards() }))
+        // The manager's owned work: management operations, grace-period unloads, polls in
+        // poll mode, and guard checks that roll back canaries doing worse than stable.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: ModelManagerService(
+                manager: manager, pollInterval: self.mode == "poll" ? .seconds(self.pollInterval) : nil, guardInterval: .seconds(1)))
+        ]
         // The server last, so that it stops first on shutdown.
         services.append(.init(service: server))
         var groupConfiguration = ServiceGroupConfiguration(

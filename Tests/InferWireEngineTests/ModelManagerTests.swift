@@ -23,10 +23,10 @@ struct TemporaryRepository: ~Copyable {
 
     var statePath: String { self.root + "/.inferwire-state.json" }
 
-    func manager() throws -> ModelManager {
+    func manager() async throws -> ModelManager {
         let manager = ModelManager(
             repository: ModelRepository(directory: self.root), configuration: .init(statePath: self.statePath), logger: quiet)
-        try manager.start()
+        try await manager.start()
         return manager
     }
 
@@ -42,7 +42,7 @@ struct ModelManagerTests {
     @Test("start-up serves the highest version; promote and rollback switch at once and are recorded")
     func promoteRollback() async throws {
         let repo = try TemporaryRepository(versions: [1, 2])
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
         #expect(try self.version(manager) == 2)
 
@@ -51,17 +51,17 @@ struct ModelManagerTests {
         #expect(loaded.state == .ready)
         #expect(try self.version(manager) == 2)  // loading does not route
 
-        var rollout = try manager.setTraffic("echo", canary: 3, percent: 100, sticky: false)
+        var rollout = try await manager.setTraffic("echo", canary: 3, percent: 100, sticky: false)
         #expect(rollout.canaryVersion == 3)
         #expect(try self.version(manager) == 3)
         #expect(try manager.registry.snapshot().resolve("echo", { var s = Inferwire_V1_VersionSelector(); s.label = "stable"; return s }()).version == 2)
 
-        rollout = try manager.promote("echo")
+        rollout = try await manager.promote("echo")
         #expect(rollout.stableVersion == 3)
         #expect(rollout.previousStableVersion == 2)
         #expect(rollout.canaryVersion == 0)
 
-        rollout = try manager.rollback("echo")
+        rollout = try await manager.rollback("echo")
         #expect(rollout.stableVersion == 2)
         #expect(try self.version(manager) == 2)
 
@@ -70,17 +70,17 @@ struct ModelManagerTests {
     }
 
     @Test("a 10% canary gets about 10% of unlabelled requests; a sticky canary keeps each key on one version")
-    func canaryShare() throws {
+    func canaryShare() async throws {
         let repo = try TemporaryRepository(versions: [1, 2])
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
-        _ = try manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
+        _ = try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
         let draws = 4000
         let canary = try (0..<draws).filter { _ in try self.version(manager) == 1 }.count
         // Binomial(4000, 0.1): mean 400, sd ≈ 19; ±5 sd.
         #expect((305...495).contains(canary))
 
-        _ = try manager.setTraffic("echo", canary: 1, percent: 30, sticky: true)
+        _ = try await manager.setTraffic("echo", canary: 1, percent: 30, sticky: true)
         var onCanary = 0
         for key in (0..<500).map({ "user-\($0)" }) {
             let first = try self.version(manager, key: key)
@@ -94,13 +94,13 @@ struct ModelManagerTests {
     func restart() async throws {
         let repo = try TemporaryRepository(versions: [1, 2, 3])
         do {
-            let manager = try repo.manager()
-            _ = try manager.setTraffic("echo", canary: 2, percent: 25, sticky: true)
-            _ = try manager.promote("echo")
-            _ = try manager.setTraffic("echo", canary: 1, percent: 5, sticky: false)
+            let manager = try await repo.manager()
+            _ = try await manager.setTraffic("echo", canary: 2, percent: 25, sticky: true)
+            _ = try await manager.promote("echo")
+            _ = try await manager.setTraffic("echo", canary: 1, percent: 5, sticky: false)
             manager.stopAll()
         }
-        let restarted = try repo.manager()
+        let restarted = try await repo.manager()
         defer { restarted.stopAll() }
         let rollout = try restarted.status("echo").rollout
         #expect(rollout.stableVersion == 2)
@@ -111,10 +111,10 @@ struct ModelManagerTests {
     }
 
     @Test("a corrupt state file is logged, kept aside, and serving falls back to the defaults")
-    func corruptState() throws {
+    func corruptState() async throws {
         let repo = try TemporaryRepository(versions: [1, 2])
         try "{ not json".write(toFile: repo.statePath, atomically: true, encoding: .utf8)
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
         #expect(try self.version(manager) == 2)
         let kept = try FileManager.default.contentsOfDirectory(atPath: repo.root).filter { $0.hasPrefix(".inferwire-state.json.corrupt-") }
@@ -125,7 +125,7 @@ struct ModelManagerTests {
     @Test("a failed load marks the version FAILED with the reason and leaves serving untouched")
     func failedLoad() async throws {
         let repo = try TemporaryRepository(versions: [1])
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
         // The directory's config names a platform this repository cannot run.
         try #"platform: "tensorflow""#.write(toFile: "\(repo.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
@@ -134,15 +134,15 @@ struct ModelManagerTests {
         #expect(status.state == .failed)
         #expect(status.reason.contains("platform 'tensorflow' is not available"))
         #expect(try self.version(manager) == 1)
-        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 2, percent: 10, sticky: false) }
+        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 2, percent: 10, sticky: false) }
     }
 
     @Test("stable and canary versions cannot be unloaded; others drain and leave routing")
     func unload() async throws {
         let repo = try TemporaryRepository(versions: [1, 2, 3])
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
-        _ = try manager.setTraffic("echo", canary: 2, percent: 10, sticky: false)
+        _ = try await manager.setTraffic("echo", canary: 2, percent: 10, sticky: false)
         await #expect(throws: InferWireError.self) { try await manager.unload("echo", version: 3) }
         await #expect(throws: InferWireError.self) { try await manager.unload("echo", version: 2) }
         let status = try await manager.unload("echo", version: 1)
@@ -153,14 +153,14 @@ struct ModelManagerTests {
     }
 
     @Test("traffic can only point at a version that is loaded and ready")
-    func trafficNeedsReadyVersion() throws {
+    func trafficNeedsReadyVersion() async throws {
         let repo = try TemporaryRepository(versions: [1])
-        let manager = try repo.manager()
+        let manager = try await repo.manager()
         defer { manager.stopAll() }
-        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 7, percent: 10, sticky: false) }
-        #expect(throws: InferWireError.self) { try manager.setTraffic("echo", canary: 1, percent: 10, sticky: false) }
-        #expect(throws: InferWireError.self) { try manager.promote("echo") }
-        #expect(throws: InferWireError.self) { try manager.rollback("echo") }
+        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 7, percent: 10, sticky: false) }
+        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false) }
+        await #expect(throws: InferWireError.self) { try await manager.promote("echo") }
+        await #expect(throws: InferWireError.self) { try await manager.rollback("echo") }
     }
 }
 
@@ -213,7 +213,7 @@ final class GuardedModel {
     let manager: ModelManager
     let dispatcher: RequestDispatcher
 
-    init(marker: String?, guard: String) throws {
+    init(marker: String?, guard: String) async throws {
         self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
         for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(self.root)/m/\(version)", withIntermediateDirectories: true) }
         if let marker { FileManager.default.createFile(atPath: "\(self.root)/m/1/\(marker)", contents: Data()) }
@@ -225,9 +225,9 @@ final class GuardedModel {
         rollout { guard { \(`guard`) } }
         """.write(toFile: "\(self.root)/m/config.pbtxt", atomically: true, encoding: .utf8)
         self.manager = ModelManager(repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
-        try self.manager.start()
+        try await self.manager.start()
         self.dispatcher = RequestDispatcher(registry: self.manager.registry, manager: self.manager)
-        _ = try self.manager.setTraffic("m", canary: 1, percent: 50, sticky: false)
+        _ = try await self.manager.setTraffic("m", canary: 1, percent: 50, sticky: false)
     }
 
     /// Sends `count` unlabelled requests (half reach the canary) without waiting for answers.
@@ -248,10 +248,10 @@ final class GuardedModel {
 @Suite("Guarded rollout")
 struct GuardedRolloutTests {
     @Test("a canary whose error rate breaches the guard is rolled back automatically, with the reason recorded")
-    func autoRollback() throws {
-        let model = try GuardedModel(marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20")
+    func autoRollback() async throws {
+        let model = try await GuardedModel(marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20")
         try model.send(200)
-        #expect(model.manager.checkGuards() == ["m"])
+        #expect(await model.manager.checkGuards() == ["m"])
         let status = try model.manager.status("m")
         #expect(status.rollout.canaryVersion == 0)
         #expect(status.rollout.stableVersion == 2)
@@ -262,25 +262,25 @@ struct GuardedRolloutTests {
     }
 
     @Test("a canary whose p99 latency breaches the guard's ratio is rolled back")
-    func slowCanary() throws {
-        let model = try GuardedModel(marker: "SLOW", guard: "max_p99_ratio: 4 min_requests: 20")
+    func slowCanary() async throws {
+        let model = try await GuardedModel(marker: "SLOW", guard: "max_p99_ratio: 4 min_requests: 20")
         try model.send(120)
-        #expect(model.manager.checkGuards() == ["m"])
+        #expect(await model.manager.checkGuards() == ["m"])
         #expect(try model.manager.history("m").last?.detail.contains("p99") == true)
     }
 
     @Test("a healthy canary passes the guard")
-    func healthyCanary() throws {
-        let model = try GuardedModel(marker: nil, guard: "max_error_rate_increase: 0.05 min_requests: 20")
+    func healthyCanary() async throws {
+        let model = try await GuardedModel(marker: nil, guard: "max_error_rate_increase: 0.05 min_requests: 20")
         try model.send(200)
-        #expect(model.manager.checkGuards().isEmpty)
+        #expect(await model.manager.checkGuards().isEmpty)
         #expect(try model.manager.status("m").rollout.canaryVersion == 1)
     }
 }
 
 @Suite("Shadow traffic")
 struct ShadowTests {
-    func setUp(marker: String?) throws -> (ModelManager, RequestDispatcher, String) {
+    func setUp(marker: String?) async throws -> (ModelManager, RequestDispatcher, String) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-shadow-\(UUID())").path
         for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/m/\(version)", withIntermediateDirectories: true) }
         // Version 2 is stable; version 1 is the candidate that shadows it.
@@ -292,7 +292,7 @@ struct ShadowTests {
         output { name: "Y" datatype: FP32 shape: [2] }
         """.write(toFile: "\(root)/m/config.pbtxt", atomically: true, encoding: .utf8)
         let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
-        try manager.start()
+        try await manager.start()
         return (manager, RequestDispatcher(registry: manager.registry, manager: manager), root)
     }
 
@@ -312,9 +312,9 @@ struct ShadowTests {
 
     @Test("a shadow that answers the same is compared on every mirrored request and never seen by callers")
     func identicalShadow() async throws {
-        let (manager, dispatcher, root) = try self.setUp(marker: nil)
+        let (manager, dispatcher, root) = try await self.setUp(marker: nil)
         defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
-        _ = try manager.setShadow("m", version: 1, percent: 100)
+        _ = try await manager.setShadow("m", version: 1, percent: 100)
         let versions = try await self.run(dispatcher, count: 50)
         #expect(Set(versions) == [2])
         let report = try await self.waitForComparisons(manager, 50)
@@ -325,9 +325,9 @@ struct ShadowTests {
 
     @Test("a shadow whose answers differ is reported with the size of the difference")
     func differingShadow() async throws {
-        let (manager, dispatcher, root) = try self.setUp(marker: "DOUBLE")
+        let (manager, dispatcher, root) = try await self.setUp(marker: "DOUBLE")
         defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
-        _ = try manager.setShadow("m", version: 1, percent: 100)
+        _ = try await manager.setShadow("m", version: 1, percent: 100)
         let versions = try await self.run(dispatcher, count: 20)
         #expect(Set(versions) == [2])
         let report = try await self.waitForComparisons(manager, 20)
@@ -339,9 +339,9 @@ struct ShadowTests {
 
     @Test("shadow failures are counted and do not reach callers")
     func failingShadow() async throws {
-        let (manager, dispatcher, root) = try self.setUp(marker: "FAULTY")
+        let (manager, dispatcher, root) = try await self.setUp(marker: "FAULTY")
         defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
-        _ = try manager.setShadow("m", version: 1, percent: 100)
+        _ = try await manager.setShadow("m", version: 1, percent: 100)
         #expect(Set(try await self.run(dispatcher, count: 10)) == [2])
         let report = try await self.waitForComparisons(manager, 10)
         #expect(report.shadowFailures == 10)

@@ -23,11 +23,11 @@ struct PollingTests {
         return root
     }
 
-    func manager(_ root: String) throws -> ModelManager {
+    func manager(_ root: String, clock: any Clock<Duration> = ContinuousClock()) async throws -> ModelManager {
         let manager = ModelManager(
             repository: ModelRepository(directory: root, loaders: [OnnxModelLoader()]),
-            configuration: .init(statePath: root + "/.inferwire-state.json"), logger: silent)
-        try manager.start()
+            configuration: .init(statePath: root + "/.inferwire-state.json", clock: clock), logger: silent)
+        try await manager.start()
         return manager
     }
 
@@ -35,7 +35,7 @@ struct PollingTests {
     func halfCopied() async throws {
         let root = try self.makeRepository(role: "CANARY")
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let manager = try self.manager(root)
+        let manager = try await self.manager(root)
         defer { manager.stopAll() }
         let full = try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/scaler_logistic_pipeline_v2/model.onnx"))
         try FileManager.default.createDirectory(atPath: root + "/fraud/2", withIntermediateDirectories: true)
@@ -61,26 +61,40 @@ struct PollingTests {
     func promotedWithGrace() async throws {
         let root = try self.makeRepository(role: "STABLE", grace: 1)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let manager = try self.manager(root)
+        let clock = ManualClock()
+        let manager = try await self.manager(root, clock: clock)
         defer { manager.stopAll() }
         try FileManager.default.createDirectory(atPath: root + "/fraud/2", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "\(fixtures)/scaler_logistic_pipeline_v2/model.onnx", toPath: root + "/fraud/2/model.onnx")
-        await manager.poll()
-        let rollout = try manager.status("fraud").rollout
-        #expect(rollout.stableVersion == 2)
-        #expect(rollout.previousStableVersion == 1)
-        // Rollback is instant while the old version is still loaded.
-        #expect(try manager.rollback("fraud").stableVersion == 1)
-        #expect(try manager.rollback("fraud").stableVersion == 2)
-        // Back to stable 2 with 1 as the previous version: the grace period (1 s) from the
-        // promotion ends, and version 1 is unloaded (polled, bounded to 6 s).
-        var unloaded = false
-        for _ in 0..<60 where !unloaded {
-            try await Task.sleep(for: .milliseconds(100))
-            unloaded = try manager.status("fraud").versions.first { $0.version == 1 }?.state == .unloaded
+        // The manager's owned work runs the grace timer; time moves only when the test says.
+        try await withRunning(manager) {
+            await manager.poll()
+            let rollout = try manager.status("fraud").rollout
+            #expect(rollout.stableVersion == 2)
+            #expect(rollout.previousStableVersion == 1)
+            // Rollback is instant while the old version is still loaded.
+            #expect(try await manager.rollback("fraud").stableVersion == 1)
+            #expect(try await manager.rollback("fraud").stableVersion == 2)
+            // Back to stable 2 with 1 as the previous version: the grace period (1 s) from the
+            // promotion ends, and version 1 is unloaded.
+            await clock.waitForSleepers(1)
+            clock.advance(by: .milliseconds(999))
+            #expect(try manager.status("fraud").versions.first { $0.version == 1 }?.state == .ready)
+            clock.advance(by: .milliseconds(1))
+            await manager.waitUntilIdle()
+            #expect(try manager.status("fraud").versions.first { $0.version == 1 }?.state == .unloaded)
+            #expect(try manager.status("fraud").rollout.previousStableVersion == 0)
+            #expect(try manager.history("fraud").contains { $0.actor == "grace-period" })
         }
-        #expect(unloaded)
-        #expect(try manager.status("fraud").rollout.previousStableVersion == 0)
-        #expect(try manager.history("fraud").contains { $0.actor == "grace-period" })
+    }
+}
+
+/// Runs `manager`'s owned work (timers, handed-over operations) for the duration of `body`.
+func withRunning<T>(_ manager: ModelManager, _ body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await manager.run(pollInterval: nil, guardInterval: nil) }
+        while !manager.isRunning { await Task.yield() }
+        defer { group.cancelAll() }
+        return try await body()
     }
 }

@@ -16,8 +16,12 @@ func withManagedServer<T: Sendable>(
 ) async throws -> T {
     let manager = ModelManager(
         repository: ModelRepository(directory: root), configuration: .init(statePath: root + "/.inferwire-state.json"), logger: quiet)
-    try manager.start()
-    return try await withServer(dispatcher: RequestDispatcher(registry: manager.registry, manager: manager)) { port in
+    try await manager.start()
+    // The manager's owned work runs the management operations; it stops after the server.
+    return try await withServer(
+        dispatcher: RequestDispatcher(registry: manager.registry, manager: manager),
+        services: [ModelManagerService(manager: manager)]
+    ) { port in
         try await body(port, manager)
     }
 }
@@ -122,5 +126,43 @@ struct RolloutTests {
             await #expect { try await client.loadModel("nope", version: 1) } throws: { ($0 as? InferWireError)?.code == .notFound }
             await client.close()
         }
+    }
+
+    @Test("graceful shutdown ends the manager's service with a grace timer pending; changes after it are answered UNAVAILABLE")
+    func shutdownWithPendingGraceTimer() async throws {
+        let root = try makeEchoRepository()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let clock = ManualClock()
+        let manager = ModelManager(repository: ModelRepository(directory: root), configuration: .init(clock: clock), logger: quiet)
+        try await manager.start()
+        defer { manager.stopAll() }
+        let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
+        @Sendable func call(_ method: Inferwire_V1_Method, _ payload: [UInt8]) async -> Result<[UInt8], InferWireError> {
+            await withCheckedContinuation { continuation in
+                dispatcher.handle(method: UInt16(method.rawValue), payload: payload, deadline: nil) { continuation.resume(returning: $0) }
+            }
+        }
+        var traffic = Inferwire_V1_SetTrafficRequest()
+        traffic.name = "echo"
+        traffic.canaryVersion = 1
+        traffic.percent = 10
+        var promote = Inferwire_V1_PromoteRequest()
+        promote.name = "echo"
+
+        let group = ServiceGroup(configuration: .init(services: [ModelManagerService(manager: manager, guardInterval: nil)], logger: quiet))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            while !manager.isRunning { await Task.yield() }
+            _ = try await call(.setTraffic, try traffic.serializedBytes()).get()
+            _ = try await call(.promote, try promote.serializedBytes()).get()
+            await clock.waitForSleepers(1)  // version 2's grace period
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(clock.sleeperCount == 0)
+        #expect(try manager.status("echo").versions.first { $0.version == 2 }?.state == .ready)
+        let late = await call(.setTraffic, try traffic.serializedBytes())
+        #expect(throws: InferWireError.self) { try late.get() }
+        if case .failure(let error) = late { #expect(error.code == .unavailable) }
     }
 }

@@ -81,9 +81,12 @@ func withServer<T: Sendable>(
 
 /// Runs a server for `dispatcher` on a free loopback port for the duration of `body`,
 /// then shuts it down gracefully, waits for it, and stops the model instances.
+/// - Parameter services: run in the same service group, started before the server and
+///   stopped after it.
 func withServer<T: Sendable>(
     dispatcher: RequestDispatcher,
     limits: InferWireServer.Configuration.Limits = .defaults,
+    services: [any Service] = [],
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -93,7 +96,7 @@ func withServer<T: Sendable>(
         dispatcher: dispatcher,
         logger: quiet,
         onListening: { continuation.yield($0.port!) })
-    let group = ServiceGroup(configuration: .init(services: [server], logger: quiet))
+    let group = ServiceGroup(configuration: .init(services: services + [server], logger: quiet))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         var iterator = ports.makeAsyncIterator()

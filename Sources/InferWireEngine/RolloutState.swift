@@ -1,0 +1,367 @@
+public import InferWireCore
+public import Foundation
+public import InferWireProto
+
+/// Who changed a rollout. History entries and logs print ``name``.
+public enum RolloutActor: Sendable, Hashable {
+    /// A management call.
+    case api
+    /// The canary guard.
+    case `guard`
+    /// The repository poller.
+    case poller
+    /// Server start-up.
+    case startup
+    /// The timer that unloads an old stable version after the rollback grace period.
+    case graceTimer
+
+    /// The word history entries and logs record.
+    public var name: String {
+        switch self {
+        case .api: "api"
+        case .guard: "guard"
+        case .poller: "poller"
+        case .startup: "startup"
+        case .graceTimer: "grace-period"
+        }
+    }
+}
+
+/// Where a model version is in its life.
+public enum VersionPhase: Sendable, Hashable {
+    case loading
+    case ready
+    case failed(reason: String)
+    case draining
+    case unloaded
+
+    /// The wire's name for the phase.
+    public var wire: Inferwire_V1_VersionState {
+        switch self {
+        case .loading: .loading
+        case .ready: .ready
+        case .failed: .failed
+        case .draining: .draining
+        case .unloaded: .unloaded
+        }
+    }
+
+    /// Why the version failed, or "".
+    public var reason: String {
+        if case .failed(let reason) = self { return reason }
+        return ""
+    }
+}
+
+/// One recorded rollout change.
+public struct RolloutHistoryEntry: Sendable, Hashable, Codable {
+    public var unixMillis: Int64
+    public var action: String
+    public var detail: String
+    public var actor: String
+    public var model: String
+
+    public init(unixMillis: Int64, action: String, detail: String, actor: String, model: String) {
+        self.unixMillis = unixMillis
+        self.action = action
+        self.detail = detail
+        self.actor = actor
+        self.model = model
+    }
+
+    /// The entry as the management service sends it.
+    public var wire: Inferwire_V1_HistoryEntry {
+        var entry = Inferwire_V1_HistoryEntry()
+        entry.unixMillis = self.unixMillis
+        entry.action = self.action
+        entry.detail = self.detail
+        entry.actor = self.actor
+        entry.model = self.model
+        return entry
+    }
+}
+
+/// Something that happens to a model's rollout.
+public enum RolloutEvent: Sendable, Equatable {
+    /// The canary becomes stable.
+    case promote
+    /// Drops the canary, or else restores the previous stable version.
+    case rollback(reason: String)
+    /// Sends `percent` % of unlabelled requests to `canary`; canary 0 clears it.
+    case setTraffic(canary: Int64, percent: Int, sticky: Bool)
+    /// Mirrors `percent` % of stable's unlabelled requests to `version`; 0 stops it.
+    case setShadow(version: Int64, percent: Int)
+    /// The canary guard withdraws the canary, saying why.
+    case guardRollback(reason: String)
+    case versionLoading(Int64)
+    case versionReady(Int64)
+    case versionFailed(Int64, reason: String)
+    /// A version leaves routing and drains its queue.
+    case versionDraining(Int64)
+    case versionUnloaded(Int64)
+    /// The rollback grace period after promotion number `promotion` ended; `version` was
+    /// the stable version that promotion replaced.
+    case graceExpired(version: Int64, promotion: Int)
+    /// The poller loaded a new version; it takes the role `settings` give it.
+    case versionFound(Int64, settings: Inferwire_V1_RolloutSettings)
+    /// Start-up: stable is the highest ready version unless the persisted state names
+    /// another that is ready.
+    case restore(PersistedRollout?)
+}
+
+/// What the owner of a ``RolloutState`` must do after a transition.
+public enum RolloutEffect: Sendable, Equatable {
+    /// Swap a new routing snapshot into the registry.
+    case publishRouting
+    /// Save the persisted form.
+    case persist
+    /// After `delay`, deliver ``RolloutEvent/graceExpired(version:promotion:)``.
+    case scheduleGraceUnload(version: Int64, delay: Duration, promotion: Int)
+    /// Take `version` out of routing, drain and release it.
+    case unload(version: Int64)
+    /// Log the history entry just recorded.
+    case log(RolloutHistoryEntry)
+}
+
+/// One model's rollout as a value: its versions' phases, which version serves as stable,
+/// canary and shadow, and what happened. Transitions are plain functions of the current
+/// value and an event; they return the effects for the caller to perform (outside any lock).
+public struct RolloutState: Sendable, Equatable {
+    public let model: String
+    public private(set) var phases: [Int64: VersionPhase] = [:]
+    /// Why the whole model failed (a bad config), if it did.
+    public var failure: String?
+    public private(set) var stable: Int64?
+    public private(set) var canary: Int64?
+    public private(set) var canaryPercent = 0
+    public private(set) var sticky = false
+    public private(set) var previousStable: Int64?
+    public private(set) var shadow: Int64?
+    public private(set) var shadowPercent = 0
+    public private(set) var history: [RolloutHistoryEntry] = []
+    /// History entries kept.
+    public let historyLimit: Int
+    /// Counts promotions, so a grace-period unload knows whether it still applies.
+    public private(set) var promotions = 0
+    /// The model config's rollout settings.
+    public var settings: Inferwire_V1_RolloutSettings
+
+    public init(
+        model: String, phases: [Int64: VersionPhase] = [:], settings: Inferwire_V1_RolloutSettings = .init(),
+        historyLimit: Int = 200
+    ) {
+        self.model = model
+        self.phases = phases
+        self.settings = settings
+        self.historyLimit = historyLimit
+    }
+
+    /// Applies `event`; on error the state is unchanged.
+    /// - Returns: the effects to perform, in order.
+    public mutating func apply(_ event: RolloutEvent, by actor: RolloutActor, at time: Date) throws(InferWireError) -> [RolloutEffect] {
+        var next = self
+        let effects = try next.transition(event, by: actor, at: time)
+        self = next
+        return effects
+    }
+
+    private mutating func transition(_ event: RolloutEvent, by actor: RolloutActor, at time: Date) throws(InferWireError) -> [RolloutEffect] {
+        switch event {
+        case .versionLoading(let version):
+            self.phases[version] = .loading
+            return []
+
+        case .versionReady(let version):
+            self.phases[version] = .ready
+            if self.stable == nil { self.stable = version }
+            return self.record("load", "version \(version) ready", actor, time) + [.persist]
+
+        case .versionFailed(let version, let reason):
+            self.phases[version] = .failed(reason: reason)
+            return self.record("failed-load", "version \(version): \(reason)", actor, time) + [.persist]
+
+        case .versionDraining(let version):
+            guard self.phases[version] == .ready else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded")
+            }
+            guard self.stable != version, self.canary != version, self.shadow != version else {
+                let role = self.stable == version ? "stable" : self.canary == version ? "the canary" : "the shadow"
+                throw InferWireError(
+                    code: .failedPrecondition, message: "model '\(self.model)' version \(version) is \(role); promote or roll back first")
+            }
+            if self.previousStable == version { self.previousStable = nil }
+            self.phases[version] = .draining
+            return self.record("unload", "version \(version) draining", actor, time)
+
+        case .versionUnloaded(let version):
+            self.phases[version] = .unloaded
+            return [.publishRouting, .persist]
+
+        case .setTraffic(let canary, let percent, let sticky):
+            try Self.checkPercent(percent)
+            if canary == 0 {
+                self.canary = nil
+                self.canaryPercent = 0
+                return self.record("traffic", "canary cleared", actor, time) + [.persist]
+            }
+            try self.checkCandidate(canary)
+            self.canary = canary
+            self.canaryPercent = percent
+            self.sticky = sticky
+            return self.record("traffic", "canary version \(canary) at \(percent)%\(sticky ? ", sticky" : "")", actor, time) + [.persist]
+
+        case .setShadow(let version, let percent):
+            try Self.checkPercent(percent)
+            if version == 0 {
+                self.shadow = nil
+                self.shadowPercent = 0
+                return self.record("shadow", "shadowing stopped", actor, time) + [.persist]
+            }
+            try self.checkCandidate(version)
+            self.shadow = version
+            self.shadowPercent = percent
+            return self.record("shadow", "version \(version) shadows \(percent)% of stable's traffic", actor, time) + [.persist]
+
+        case .promote:
+            guard let canary = self.canary else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' has no canary to promote")
+            }
+            return self.makeStable(canary, action: "promote", actor, time)
+
+        case .rollback(let reason):
+            let why = reason.isEmpty ? "" : ": \(reason)"
+            if let canary = self.canary {
+                self.canary = nil
+                self.canaryPercent = 0
+                return self.record("rollback", "canary version \(canary) withdrawn\(why)", actor, time) + [.persist]
+            }
+            guard let previous = self.previousStable, self.phases[previous] == .ready else {
+                throw InferWireError(
+                    code: .failedPrecondition, message: "model '\(self.model)' has no canary and no previous stable version to roll back to")
+            }
+            let current = self.stable
+            self.stable = previous
+            self.previousStable = current
+            return self.record("rollback", "version \(previous) stable again (was \(Self.describe(current)))\(why)", actor, time) + [.persist]
+
+        case .guardRollback(let reason):
+            guard let canary = self.canary else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' has no canary to roll back")
+            }
+            self.canary = nil
+            self.canaryPercent = 0
+            return self.record("auto-rollback", "canary version \(canary) withdrawn: \(reason)", actor, time) + [.persist]
+
+        case .graceExpired(let version, let promotion):
+            // A later promotion, or a rollback that brought `version` back, supersedes this timer.
+            guard self.promotions == promotion, self.previousStable == version, self.stable != version,
+                self.canary != version, self.shadow != version, self.phases[version] == .ready
+            else { return [] }
+            return [.unload(version: version)]
+
+        case .versionFound(let version, let settings):
+            guard self.phases[version] == .ready else {
+                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded and ready")
+            }
+            self.settings = settings
+            if self.stable == version { return self.record("traffic", "version \(version) is the first and stable", actor, time) + [.persist] }
+            switch settings.newVersionRole {
+            case .stable:
+                return self.makeStable(version, action: "promote", actor, time)
+            case .none:
+                return self.record("traffic", "version \(version) loaded; routed only by number", actor, time) + [.persist]
+            default:
+                let percent = settings.canaryPercent > 0 ? Int(min(settings.canaryPercent, 100)) : 10
+                self.canary = version
+                self.canaryPercent = percent
+                return self.record("traffic", "canary version \(version) at \(percent)%", actor, time) + [.persist]
+            }
+
+        case .restore(let saved):
+            let ready = Set(self.phases.filter { $0.value == .ready }.keys)
+            self.stable = ready.max()
+            if let saved {
+                if let stable = saved.stable, ready.contains(stable) { self.stable = stable }
+                if let canary = saved.canary, ready.contains(canary), canary != self.stable {
+                    self.canary = canary
+                    self.canaryPercent = min(max(saved.canaryPercent, 0), 100)
+                    self.sticky = saved.sticky
+                }
+                if let previous = saved.previousStable, ready.contains(previous) { self.previousStable = previous }
+                self.history = saved.history
+            }
+            let detail = "stable \(Self.describe(self.stable))" + (self.canary.map { ", canary \($0) at \(self.canaryPercent)%" } ?? "")
+            return self.record("restore", detail, actor, time) + [.persist]
+        }
+    }
+
+    /// The persisted form of this rollout.
+    public var persisted: PersistedRollout {
+        PersistedRollout(
+            stable: self.stable, canary: self.canary, canaryPercent: self.canaryPercent, sticky: self.sticky,
+            previousStable: self.previousStable, history: self.history)
+    }
+
+    /// The rollout as the management service reports it.
+    public var wire: Inferwire_V1_Rollout {
+        var rollout = Inferwire_V1_Rollout()
+        rollout.stableVersion = self.stable ?? 0
+        rollout.canaryVersion = self.canary ?? 0
+        rollout.canaryPercent = UInt32(self.canaryPercent)
+        rollout.sticky = self.sticky
+        rollout.previousStableVersion = self.previousStable ?? 0
+        rollout.shadowVersion = self.shadow ?? 0
+        rollout.shadowPercent = UInt32(self.shadowPercent)
+        return rollout
+    }
+
+    /// Seconds an old stable version stays loaded after a promotion.
+    public var rollbackGrace: Duration {
+        .seconds(self.settings.rollbackGraceSeconds > 0 ? self.settings.rollbackGraceSeconds : 600)
+    }
+
+    // MARK: Helpers
+
+    private mutating func makeStable(_ version: Int64, action: String, _ actor: RolloutActor, _ time: Date) -> [RolloutEffect] {
+        let old = self.stable
+        self.previousStable = old
+        self.stable = version
+        if self.canary == version {
+            self.canary = nil
+            self.canaryPercent = 0
+        }
+        self.promotions += 1
+        var effects = self.record(action, "version \(version) stable (was \(Self.describe(old)))", actor, time) + [.persist]
+        if let old { effects.append(.scheduleGraceUnload(version: old, delay: self.rollbackGrace, promotion: self.promotions)) }
+        return effects
+    }
+
+    /// Appends a history entry (dropping the oldest past the limit); routing changed.
+    private mutating func record(_ action: String, _ detail: String, _ actor: RolloutActor, _ time: Date) -> [RolloutEffect] {
+        let entry = RolloutHistoryEntry(
+            unixMillis: Int64(time.timeIntervalSince1970 * 1000), action: action, detail: detail, actor: actor.name, model: self.model)
+        self.history.append(entry)
+        if self.history.count > self.historyLimit { self.history.removeFirst(self.history.count - self.historyLimit) }
+        return [.publishRouting, .log(entry)]
+    }
+
+    private static func checkPercent(_ percent: Int) throws(InferWireError) {
+        guard (0...100).contains(percent) else {
+            throw InferWireError(code: .invalidArgument, message: "percent must be 0 to 100, got \(percent)")
+        }
+    }
+
+    /// A canary or shadow must be loaded, ready, and not the stable version.
+    private func checkCandidate(_ version: Int64) throws(InferWireError) {
+        guard self.phases[version] == .ready else {
+            throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded and ready")
+        }
+        guard self.stable != version else {
+            throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is already stable")
+        }
+    }
+
+    private static func describe(_ version: Int64?) -> String {
+        version.map(String.init) ?? "none"
+    }
+}
