@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
+.PHONY: run test build release deps protos format lint bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -21,6 +21,14 @@ build: deps
 
 release: deps
 	swift build -c release --product inferwire
+
+## Format every Swift source with swift-format (.swift-format); generated code is left alone.
+format:
+	scripts/format
+
+## Fail if any Swift source is unformatted or breaks a lint rule (make test runs this too).
+lint:
+	scripts/format --lint
 
 ## Regenerate Sources/InferWireProto from Protos/.
 protos: deps

@@ -118,7 +118,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +135,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire-wirebench",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -176,7 +178,9 @@ let package = Package(
         ),
         .testTarget(
             name: "InferWireEngineTests",
-            dependencies: ["InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -190,14 +194,18 @@ let package = Package(
         ),
         .testTarget(
             name: "InferWireONNXTests",
-            dependencies: ["InferWireONNX", "InferWireCore", "InferWireEngine", "InferWireProto", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "InferWireONNX", "InferWireCore", "InferWireEngine", "InferWireProto",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "InferWireServerTests",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

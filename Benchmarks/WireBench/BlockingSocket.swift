@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A blocking TCP socket on loopback: the cheapest possible client, so that what
 /// the benchmark measures is the server and the kernel, not client machinery.
@@ -22,9 +23,14 @@ final class BlockingSocket {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        guard rc == 0 else { close(fd); throw BenchError("connect to port \(port) failed: errno \(errno)") }
+        guard rc == 0 else {
+            close(fd)
+            throw BenchError("connect to port \(port) failed: errno \(errno)")
+        }
         return BlockingSocket(fd: fd)
     }
 

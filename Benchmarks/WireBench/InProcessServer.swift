@@ -20,7 +20,8 @@ func withInProcessServer(
     _ body: (_ port: Int) async throws -> Void
 ) async throws {
     let logger = benchLogger
-    let group: MultiThreadedEventLoopGroup = ioThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
+    let group: MultiThreadedEventLoopGroup =
+        ioThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     let server = InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits), dispatcher: dispatcher, logger: logger,

@@ -29,7 +29,8 @@ struct RolloutBench: AsyncParsableCommand {
     var clients = 4
 
     final class Recorder: Sendable {
-        let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three))
+        let histogram = Mutex(
+            Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three))
         let failures = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
     }
@@ -42,16 +43,20 @@ struct RolloutBench: AsyncParsableCommand {
         for name in ["fraud", "mlp", "forest"] {
             try FileManager.default.copyItem(atPath: "\(self.repository)/\(name)", toPath: "\(root)/\(name)")
         }
-        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [OnnxModelLoader()]), logger: logger)
+        let manager = ModelManager(
+            repository: ModelRepository(directory: root, loaders: [OnnxModelLoader()]), logger: logger)
         try await manager.start()
         let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
         // The manager's owned work runs the management calls the admin client makes.
-        try await withInProcessServer(dispatcher: dispatcher, services: [ModelManagerService(manager: manager)]) { port in
+        try await withInProcessServer(dispatcher: dispatcher, services: [ModelManagerService(manager: manager)]) {
+            port in
             try await self.measure(port: port, manager: manager, root: root)
         }
     }
 
-    func phase(port: Int, swapping: Bool) async throws -> (p50: Double, p99: Double, requests: UInt64, failures: Int, swaps: Int) {
+    func phase(port: Int, swapping: Bool) async throws -> (
+        p50: Double, p99: Double, requests: UInt64, failures: Int, swaps: Int
+    ) {
         let recorder = Recorder()
         let x = Tensor(name: "X", values: [250, -1.2, 0.3, 0.8, 0.1, -0.4, 1.1, 0] as [Float], shape: [1, 8])
         var swaps = 0
@@ -93,7 +98,10 @@ struct RolloutBench: AsyncParsableCommand {
             try await group.waitForAll()
         }
         return recorder.histogram.withLock {
-            (Double($0.valueAtPercentile(50)) / 1000, Double($0.valueAtPercentile(99)) / 1000, $0.totalCount, recorder.failures.load(ordering: .relaxed), swaps)
+            (
+                Double($0.valueAtPercentile(50)) / 1000, Double($0.valueAtPercentile(99)) / 1000, $0.totalCount,
+                recorder.failures.load(ordering: .relaxed), swaps
+            )
         }
     }
 
@@ -108,20 +116,29 @@ struct RolloutBench: AsyncParsableCommand {
         let steady = try await self.phase(port: port, swapping: false)
         let swapping = try await self.phase(port: port, swapping: true)
         print("phase        requests   failed   p50 µs    p99 µs")
-        print(String(format: "steady       %8llu   %6d   %6.1f   %7.1f", steady.requests, steady.failures, steady.p50, steady.p99))
-        print(String(format: "1 swap/s     %8llu   %6d   %6.1f   %7.1f   (%d swaps)", swapping.requests, swapping.failures, swapping.p50, swapping.p99, swapping.swaps))
+        print(
+            String(
+                format: "steady       %8llu   %6d   %6.1f   %7.1f", steady.requests, steady.failures, steady.p50,
+                steady.p99))
+        print(
+            String(
+                format: "1 swap/s     %8llu   %6d   %6.1f   %7.1f   (%d swaps)", swapping.requests, swapping.failures,
+                swapping.p50, swapping.p99, swapping.swaps))
         print(String(format: "p99 swapping / steady: %.2f×\n", swapping.p99 / steady.p99))
 
         // Time from load to ready, for each example model (a fresh version directory).
         for name in ["fraud", "mlp", "forest"] {
             let versions = try manager.repository.versions(model: name)
             let next = (versions.max() ?? 0) + 100
-            try FileManager.default.copyItem(atPath: "\(root)/\(name)/\(versions.max()!)", toPath: "\(root)/\(name)/\(next)")
+            try FileManager.default.copyItem(
+                atPath: "\(root)/\(name)/\(versions.max()!)", toPath: "\(root)/\(name)/\(next)")
             let start = ContinuousClock.now
             let status = try await manager.load(name, version: next)
             let elapsed = ContinuousClock.now - start
-            print(String(format: "load → ready  %-7@ %8.2f ms  (%@)", name, elapsed.inSeconds * 1000,
-                         status.state == .ready ? "READY" : "FAILED"))
+            print(
+                String(
+                    format: "load → ready  %-7@ %8.2f ms  (%@)", name, elapsed.inSeconds * 1000,
+                    status.state == .ready ? "READY" : "FAILED"))
             _ = try await manager.unload(name, version: next)
         }
 
@@ -136,6 +153,9 @@ struct RolloutBench: AsyncParsableCommand {
             _ = try await manager.unload("mlp", version: version)
         }
         let after = Self.residentMiB()
-        print(String(format: "\nresident memory: %.1f MiB before 20 load/unload cycles of mlp, %.1f MiB after (%+.1f%%)", before, after, (after - before) / before * 100))
+        print(
+            String(
+                format: "\nresident memory: %.1f MiB before 20 load/unload cycles of mlp, %.1f MiB after (%+.1f%%)",
+                before, after, (after - before) / before * 100))
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import Histogram
-import NIOCore
 import InferWireCore
+import NIOCore
 
 /// How a run measures each level.
 public struct MeasurementSettings: Sendable {
@@ -24,9 +24,12 @@ public struct MeasurementSettings: Sendable {
     /// Open loop: seed for Poisson arrivals, so runs repeat.
     public var seed: UInt64
 
-    public init(warmup: Duration = .seconds(1), window: Duration = .seconds(1), maxWindows: Int = 10, rule: StabilityRule = .init(),
-                openDuration: Duration = .seconds(5), maxInFlight: Int = 4096, seed: UInt64 = 0x9E37_79B9_7F4A_7C15,
-                requestCount: Int? = nil) {
+    public init(
+        warmup: Duration = .seconds(1), window: Duration = .seconds(1), maxWindows: Int = 10,
+        rule: StabilityRule = .init(),
+        openDuration: Duration = .seconds(5), maxInFlight: Int = 4096, seed: UInt64 = 0x9E37_79B9_7F4A_7C15,
+        requestCount: Int? = nil
+    ) {
         self.requestCount = requestCount
         self.warmup = warmup
         self.window = window
@@ -66,7 +69,9 @@ public struct ScheduledAction: Sendable {
     /// Runs the action and describes the server's answer.
     public var run: @Sendable () async throws -> String
 
-    public init(name: String, at: Duration, after: Duration = .seconds(5), run: @escaping @Sendable () async throws -> String) {
+    public init(
+        name: String, at: Duration, after: Duration = .seconds(5), run: @escaping @Sendable () async throws -> String
+    ) {
         self.name = name
         self.at = at
         self.after = after
@@ -87,9 +92,11 @@ public struct LevelRunner: Sendable {
     /// The run's time origin: window start times are seconds from here.
     public let origin: ContinuousClock.Instant
 
-    public init(generator: LoadGenerator, settings: MeasurementSettings, origin: ContinuousClock.Instant = .now,
-                serverCounters: (@Sendable () async -> [String: ServerTimes.Counters]?)? = nil,
-                onWindow: (@Sendable (LoadLevel, WindowSample) -> Void)? = nil) {
+    public init(
+        generator: LoadGenerator, settings: MeasurementSettings, origin: ContinuousClock.Instant = .now,
+        serverCounters: (@Sendable () async -> [String: ServerTimes.Counters]?)? = nil,
+        onWindow: (@Sendable (LoadLevel, WindowSample) -> Void)? = nil
+    ) {
         self.generator = generator
         self.settings = settings
         self.origin = origin
@@ -105,7 +112,8 @@ public struct LevelRunner: Sendable {
         case .closed(let concurrency):
             try await self.generator.startClosed(concurrency: concurrency)
         case .open(let rate, let poisson):
-            try await self.generator.startOpen(rate: rate, poisson: poisson, seed: self.settings.seed, maxInFlight: self.settings.maxInFlight)
+            try await self.generator.startOpen(
+                rate: rate, poisson: poisson, seed: self.settings.seed, maxInFlight: self.settings.maxInFlight)
         }
 
         var windows: [WindowSample] = []
@@ -125,7 +133,9 @@ public struct LevelRunner: Sendable {
         let measureStart = ContinuousClock.now
         let measureStartUptime = NIODeadline.now().uptimeNanoseconds
         let cpuBefore = processCPUSeconds()
-        let warmSample = WindowSample(start: self.seconds(since: warmupStart), seconds: (measureStart - warmupStart).inSeconds, warmup: true, tally: warm)
+        let warmSample = WindowSample(
+            start: self.seconds(since: warmupStart), seconds: (measureStart - warmupStart).inSeconds, warmup: true,
+            tally: warm)
         if self.settings.warmup > .zero {
             windows.append(warmSample)
             self.onWindow?(level, warmSample)
@@ -135,23 +145,27 @@ public struct LevelRunner: Sendable {
         var lastCounters = countersBefore
 
         // The action runs in its own task at its time; windows keep being collected meanwhile.
-        let actionTask: Task<(start: ContinuousClock.Instant, took: Duration, succeeded: Bool, outcome: String), Never>? = action.map { action in
-            Task {
-                try? await Task.sleep(until: measureStart + action.at, clock: .continuous)
-                let start = ContinuousClock.now
-                do {
-                    let outcome = try await action.run()
-                    return (start, ContinuousClock.now - start, true, outcome)
-                } catch {
-                    return (start, ContinuousClock.now - start, false, "\(error)")
+        let actionTask:
+            Task<(start: ContinuousClock.Instant, took: Duration, succeeded: Bool, outcome: String), Never>? =
+                action.map { action in
+                    Task {
+                        try? await Task.sleep(until: measureStart + action.at, clock: .continuous)
+                        let start = ContinuousClock.now
+                        do {
+                            let outcome = try await action.run()
+                            return (start, ContinuousClock.now - start, true, outcome)
+                        } catch {
+                            return (start, ContinuousClock.now - start, false, "\(error)")
+                        }
+                    }
                 }
-            }
-        }
 
         // Around an action: the windows just before its scheduled time, and from the window it
         // falls in on, each up to `after` long. Two running tallies, not one per window.
-        var before = WindowTally(), after = WindowTally()
-        var beforeSeconds = 0.0, afterSeconds = 0.0
+        var before = WindowTally()
+        var after = WindowTally()
+        var beforeSeconds = 0.0
+        var afterSeconds = 0.0
         var total = WindowTally()
         var throughputs: [Double] = []
         var stable = false
@@ -181,7 +195,8 @@ public struct LevelRunner: Sendable {
                 lastCounters = current
             }
             let sample = WindowSample(
-                start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false, tally: tally, server: windowServer)
+                start: self.seconds(since: windowStart), seconds: (now - windowStart).inSeconds, warmup: false,
+                tally: tally, server: windowServer)
             windows.append(sample)
             self.onWindow?(level, sample)
             if let action {
@@ -233,9 +248,12 @@ public struct LevelRunner: Sendable {
         var events: [ActionEvent] = []
         if let action, let actionTask {
             let done = await actionTask.value
-            events.append(ActionEvent(
-                action: action.name, at: self.seconds(since: done.start), tookMicros: done.took.inSeconds * 1e6, succeeded: done.succeeded,
-                outcome: done.outcome, before: Span(seconds: beforeSeconds, tally: before), after: Span(seconds: afterSeconds, tally: after)))
+            events.append(
+                ActionEvent(
+                    action: action.name, at: self.seconds(since: done.start), tookMicros: done.took.inSeconds * 1e6,
+                    succeeded: done.succeeded,
+                    outcome: done.outcome, before: Span(seconds: beforeSeconds, tally: before),
+                    after: Span(seconds: afterSeconds, tally: after)))
         }
 
         var measuredSeconds = (measureEnd - measureStart).inSeconds
@@ -247,17 +265,21 @@ public struct LevelRunner: Sendable {
             stable = (total.late + total.skipped) * 100 <= total.due
         }
         let server = countersBefore.flatMap { before in countersAfter.map { ServerTimes(from: before, to: $0) } }
-        let (concurrency, rate, mode): (Int, Double, String) = switch level {
-        case .closed(let c): (c, 0, "closed")
-        case .open(let r, _): (0, r, "open")
-        }
+        let (concurrency, rate, mode): (Int, Double, String) =
+            switch level {
+            case .closed(let c): (c, 0, "closed")
+            case .open(let r, _): (0, r, "open")
+            }
         return LevelResult(
-            mode: mode, concurrency: concurrency, askedRate: rate, requests: total.ok + total.errorCount, errors: total.errors,
-            throughput: measuredSeconds > 0 ? Double(total.ok) / measuredSeconds : 0, latency: LatencySummary(total.histogram),
+            mode: mode, concurrency: concurrency, askedRate: rate, requests: total.ok + total.errorCount,
+            errors: total.errors,
+            throughput: measuredSeconds > 0 ? Double(total.ok) / measuredSeconds : 0,
+            latency: LatencySummary(total.histogram),
             windows: windows, stable: stable, stopReason: stopReason,
             versions: Dictionary(uniqueKeysWithValues: total.versions.map { (String($0.key), $0.value) }),
             due: total.due, late: total.late, skipped: total.skipped, server: server,
-            generatorCores: measuredSeconds > 0 ? cpu / measuredSeconds : 0, generatorLoops: self.generator.loopCount, events: events)
+            generatorCores: measuredSeconds > 0 ? cpu / measuredSeconds : 0, generatorLoops: self.generator.loopCount,
+            events: events)
     }
 }
 

@@ -26,16 +26,19 @@ struct LoadConnection: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxResponseSize, expectPreface: false)))
                         try channel.pipeline.syncOperations.addHandler(
-                            LoadHandler(template: template, maxResponseSize: maxResponseSize, helloPromise: helloPromise))
+                            LoadHandler(
+                                template: template, maxResponseSize: maxResponseSize, helloPromise: helloPromise))
                     }
                 }
                 .connect(host: host, port: port).get()
         } catch {
             helloPromise.fail(error)
-            throw InferWireError(code: .unavailable, message: "cannot connect to \(host):\(port): \(error)", cause: error)
+            throw InferWireError(
+                code: .unavailable, message: "cannot connect to \(host):\(port): \(error)", cause: error)
         }
         let timeout = loop.scheduleTask(in: .seconds(5)) {
-            helloPromise.fail(InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within 5 s"))
+            helloPromise.fail(
+                InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within 5 s"))
         }
         defer { timeout.cancel() }
         let hello: Inferwire_V1_Hello
@@ -60,7 +63,8 @@ public final class LoadGenerator: Sendable {
     /// Opens `connectionsPerServer` connections to each server. Each sends `request`;
     /// with `compression` the payload is zlib-compressed and compressed answers are asked for.
     public static func connect(
-        servers: [(host: String, port: Int)], connectionsPerServer: Int, request: Inferwire_V1_InferRequest, compression: Bool,
+        servers: [(host: String, port: Int)], connectionsPerServer: Int, request: Inferwire_V1_InferRequest,
+        compression: Bool,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> LoadGenerator {
         let bytes: [UInt8] = try request.serializedBytes()
@@ -72,10 +76,13 @@ public final class LoadGenerator: Sendable {
             for server in servers {
                 for _ in 0..<max(1, connectionsPerServer) {
                     let connection = try await LoadConnection.connect(
-                        host: server.host, port: server.port, template: template, maxResponseSize: 64 << 20, group: group)
+                        host: server.host, port: server.port, template: template, maxResponseSize: 64 << 20,
+                        group: group)
                     guard template.readableBytes - FrameHeader.size <= Int(connection.hello.maxFrameSize) else {
                         connection.channel.close(promise: nil)
-                        throw InferWireError(code: .resourceExhausted, message: "the request of \(bytes.count) bytes exceeds \(connection.server)'s frame limit")
+                        throw InferWireError(
+                            code: .resourceExhausted,
+                            message: "the request of \(bytes.count) bytes exceeds \(connection.server)'s frame limit")
                     }
                     connections.append(connection)
                 }
@@ -113,7 +120,9 @@ public final class LoadGenerator: Sendable {
             for (i, c) in self.connections.enumerated() {
                 let share = Self.share(of: concurrency, index: i, over: n)
                 guard share > 0 else { continue }
-                group.addTask { try await c.channel.eventLoop.submit { c.handler.value.startClosed(inFlight: share) }.get() }
+                group.addTask {
+                    try await c.channel.eventLoop.submit { c.handler.value.startClosed(inFlight: share) }.get()
+                }
             }
             try await group.waitForAll()
         }
@@ -128,7 +137,8 @@ public final class LoadGenerator: Sendable {
         let perConnection = rate / Double(n)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (i, c) in self.connections.enumerated() {
-                let arrivals = ArrivalSchedule(rate: perConnection, poisson: poisson, seed: seed &+ UInt64(i) &* 0x9E37_79B9)
+                let arrivals = ArrivalSchedule(
+                    rate: perConnection, poisson: poisson, seed: seed &+ UInt64(i) &* 0x9E37_79B9)
                 let offset = poisson ? 0 : UInt64(Double(i) / rate * 1e9)
                 let cap = max(1, maxInFlight / n)
                 group.addTask {
@@ -163,7 +173,9 @@ public final class LoadGenerator: Sendable {
     public func budgetSpentAt() async -> UInt64? {
         var latest: UInt64 = 0
         for c in self.connections {
-            let (spent, at) = (try? await c.channel.eventLoop.submit({ (c.handler.value.budgetSpent, c.handler.value.budgetSpentAt) }).get()) ?? (true, nil)
+            let (spent, at) =
+                (try? await c.channel.eventLoop.submit({ (c.handler.value.budgetSpent, c.handler.value.budgetSpentAt) })
+                    .get()) ?? (true, nil)
             guard spent else { return nil }
             latest = max(latest, at ?? 0)
         }

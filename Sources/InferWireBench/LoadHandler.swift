@@ -232,7 +232,9 @@ final class LoadHandler: ChannelInboundHandler {
             let now = NIODeadline.now().uptimeNanoseconds
             var payload = frame.payload
             if frame.header.flags.contains(.compressed) {
-                payload = (try? PayloadCompression.decompress(payload, limit: self.maxResponseSize, allocator: context.channel.allocator)) ?? ByteBuffer()
+                payload =
+                    (try? PayloadCompression.decompress(
+                        payload, limit: self.maxResponseSize, allocator: context.channel.allocator)) ?? ByteBuffer()
             }
             if frame.header.type == .response {
                 self.tally.ok += 1
@@ -240,16 +242,21 @@ final class LoadHandler: ChannelInboundHandler {
                 _ = self.tally.histogram.record(min(now &- intended, latencyCeilingNanos))
                 self.tally.versions[modelVersion(inResponse: payload), default: 0] += 1
             } else {
-                let status = (try? Inferwire_V1_Status(serializedBytes: [UInt8](buffer: payload))) ?? Inferwire_V1_Status()
+                let status =
+                    (try? Inferwire_V1_Status(serializedBytes: [UInt8](buffer: payload))) ?? Inferwire_V1_Status()
                 self.tally.errors[InferWireError(status: status).code.description, default: 0] += 1
             }
             self.refill()
         case .goAway:
             self.refusal = "server sent GOAWAY"
             self.stopTimer()
-            if self.hello == nil { self.helloPromise.fail(InferWireError(code: .unavailable, message: "server sent GOAWAY")) }
+            if self.hello == nil {
+                self.helloPromise.fail(InferWireError(code: .unavailable, message: "server sent GOAWAY"))
+            }
         case .ping:
-            let pong = Frame.encode(FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator)
+            let pong = Frame.encode(
+                FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator
+            )
             context.writeAndFlush(self.wrapOutboundOut(pong), promise: nil)
         default:
             break
@@ -265,7 +272,9 @@ final class LoadHandler: ChannelInboundHandler {
                 if left == 1 { self.budgetSpentAt = NIODeadline.now().uptimeNanoseconds }
                 guard self.pending.count < left - 1 else { return }
             }
-            if self.pending.count < target, self.refusal == nil { self.send(intended: NIODeadline.now().uptimeNanoseconds) }
+            if self.pending.count < target, self.refusal == nil {
+                self.send(intended: NIODeadline.now().uptimeNanoseconds)
+            }
         case .idle:
             if self.pending.isEmpty, let drained = self.drained {
                 self.drained = nil
@@ -279,7 +288,9 @@ final class LoadHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.refusal = self.refusal ?? "connection closed by the server"
         self.stopTimer()
-        if self.hello == nil { self.helloPromise.fail(InferWireError(code: .unavailable, message: "connection closed before HELLO")) }
+        if self.hello == nil {
+            self.helloPromise.fail(InferWireError(code: .unavailable, message: "connection closed before HELLO"))
+        }
         // Requests lost with the connection count as UNAVAILABLE.
         if !self.pending.isEmpty { self.tally.errors["UNAVAILABLE", default: 0] += UInt64(self.pending.count) }
         self.pending.removeAll()

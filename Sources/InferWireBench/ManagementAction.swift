@@ -16,14 +16,18 @@ public enum ManagementAction: Sendable, Equatable {
     /// `traffic M V PERCENT`, `shadow M V PERCENT`.
     public init(parsing text: String) throws(InferWireError) {
         let words = text.split(separator: " ").map(String.init)
-        func bad(_ why: String) -> InferWireError { InferWireError(code: .invalidArgument, message: "--during \"\(text)\": \(why)") }
+        func bad(_ why: String) -> InferWireError {
+            InferWireError(code: .invalidArgument, message: "--during \"\(text)\": \(why)")
+        }
         guard words.count >= 2 else { throw bad("expected ACTION MODEL [ARGS], e.g. \"promote fraud\"") }
         let model = words[1]
         func count(_ n: Int) throws(InferWireError) {
             guard words.count == n else { throw bad("\(words[0]) takes \(n - 1) argument(s) after the action") }
         }
         func version() throws(InferWireError) -> Int64 {
-            guard let v = Int64(words[2]), v > 0 else { throw bad("version must be a positive integer, got '\(words[2])'") }
+            guard let v = Int64(words[2]), v > 0 else {
+                throw bad("version must be a positive integer, got '\(words[2])'")
+            }
             return v
         }
         func percent() throws(InferWireError) -> UInt32 {
@@ -31,16 +35,26 @@ public enum ManagementAction: Sendable, Equatable {
             return p
         }
         switch words[0] {
-        case "promote": try count(2); self = .promote(model: model)
-        case "rollback": try count(2); self = .rollback(model: model)
-        case "load": try count(3); self = .load(model: model, version: try version())
-        case "unload": try count(3); self = .unload(model: model, version: try version())
+        case "promote":
+            try count(2)
+            self = .promote(model: model)
+        case "rollback":
+            try count(2)
+            self = .rollback(model: model)
+        case "load":
+            try count(3)
+            self = .load(model: model, version: try version())
+        case "unload":
+            try count(3)
+            self = .unload(model: model, version: try version())
         case "traffic":
             try count(4)
             // Version 0 clears the canary.
             guard let v = Int64(words[2]), v >= 0 else { throw bad("version must be 0 or positive, got '\(words[2])'") }
             self = .traffic(model: model, version: v, percent: try percent())
-        case "shadow": try count(4); self = .shadow(model: model, version: try version(), percent: try percent())
+        case "shadow":
+            try count(4)
+            self = .shadow(model: model, version: try version(), percent: try percent())
         default: throw bad("unknown action '\(words[0])' (promote, rollback, load, unload, traffic, shadow)")
         }
     }

@@ -151,13 +151,17 @@ public struct ServerTimes: Codable, Sendable, Equatable {
 
     /// The change between two snapshots of cumulative counters, keyed by server and version.
     public init(from before: [String: Counters], to after: [String: Counters]) {
-        var requests: UInt64 = 0, executions: UInt64 = 0, queue: UInt64 = 0, compute: UInt64 = 0
+        var requests: UInt64 = 0
+        var executions: UInt64 = 0
+        var queue: UInt64 = 0
+        var compute: UInt64 = 0
         for (key, b) in after {
             // A version loaded during the period starts from zero; one reloaded restarts its counters.
-            let a = before[key].flatMap { a in
-                a.requests <= b.requests && a.executions <= b.executions && a.queueMicros <= b.queueMicros
-                    && a.computeMicros <= b.computeMicros ? a : nil
-            } ?? Counters()
+            let a =
+                before[key].flatMap { a in
+                    a.requests <= b.requests && a.executions <= b.executions && a.queueMicros <= b.queueMicros
+                        && a.computeMicros <= b.computeMicros ? a : nil
+                } ?? Counters()
             requests += b.requests - a.requests
             executions += b.executions - a.executions
             queue += b.queueMicros - a.queueMicros
@@ -220,7 +224,9 @@ public struct ActionEvent: Codable, Sendable, Equatable {
     public var before: Span
     public var after: Span
 
-    public init(action: String, at: Double, tookMicros: Double, succeeded: Bool, outcome: String, before: Span, after: Span) {
+    public init(
+        action: String, at: Double, tookMicros: Double, succeeded: Bool, outcome: String, before: Span, after: Span
+    ) {
         self.action = action
         self.at = at
         self.tookMicros = tookMicros
@@ -268,10 +274,13 @@ public struct LevelResult: Codable, Sendable, Equatable {
     /// Management actions run during the level.
     public var events: [ActionEvent]
 
-    public init(mode: String, concurrency: Int, askedRate: Double, requests: UInt64, errors: [String: UInt64], throughput: Double,
-                latency: LatencySummary, windows: [WindowSample], stable: Bool, stopReason: String, versions: [String: UInt64],
-                due: UInt64 = 0, late: UInt64 = 0, skipped: UInt64 = 0, server: ServerTimes? = nil, generatorCores: Double = 0,
-                generatorLoops: Int = 1, events: [ActionEvent] = []) {
+    public init(
+        mode: String, concurrency: Int, askedRate: Double, requests: UInt64, errors: [String: UInt64],
+        throughput: Double,
+        latency: LatencySummary, windows: [WindowSample], stable: Bool, stopReason: String, versions: [String: UInt64],
+        due: UInt64 = 0, late: UInt64 = 0, skipped: UInt64 = 0, server: ServerTimes? = nil, generatorCores: Double = 0,
+        generatorLoops: Int = 1, events: [ActionEvent] = []
+    ) {
         self.mode = mode
         self.concurrency = concurrency
         self.askedRate = askedRate
@@ -296,7 +305,8 @@ public struct LevelResult: Codable, Sendable, Equatable {
 
     /// "64 in flight" or "5000 req/s".
     public var label: String {
-        (self.mode == "open" ? LoadLevel.open(rate: self.askedRate, poisson: false) : .closed(concurrency: self.concurrency)).label
+        (self.mode == "open"
+            ? LoadLevel.open(rate: self.askedRate, poisson: false) : .closed(concurrency: self.concurrency)).label
     }
 
     /// Why and how the level ended, for people: "settled, 3 windows", "fell behind: 12 late, 0 skipped", …
@@ -334,8 +344,10 @@ public struct BenchReport: Codable, Sendable, Equatable {
     public var startedAt: String
     public var levels: [LevelResult]
 
-    public init(model: String, target: String = "", servers: [String], connections: Int = 1, compression: Bool = false,
-                startedAt: String = "", levels: [LevelResult]) {
+    public init(
+        model: String, target: String = "", servers: [String], connections: Int = 1, compression: Bool = false,
+        startedAt: String = "", levels: [LevelResult]
+    ) {
         self.model = model
         self.target = target
         self.servers = servers
@@ -347,16 +359,21 @@ public struct BenchReport: Codable, Sendable, Equatable {
 
     /// One CSV row per level, with a header.
     public var csv: String {
-        var lines = ["mode,concurrency,asked_rps,requests,errors,throughput_rps,p50_us,p90_us,p95_us,p99_us,p999_us,max_us,stable,stop_reason,late,skipped,server_queue_us,server_compute_us,server_batch,generator_cores"]
+        var lines = [
+            "mode,concurrency,asked_rps,requests,errors,throughput_rps,p50_us,p90_us,p95_us,p99_us,p999_us,max_us,stable,stop_reason,late,skipped,server_queue_us,server_compute_us,server_batch,generator_cores"
+        ]
         func f(_ x: Double) -> String { String(format: "%.1f", x) }
         for l in self.levels {
-            lines.append([
-                l.mode, "\(l.concurrency)", f(l.askedRate), "\(l.requests)", "\(l.errorCount)", f(l.throughput),
-                f(l.latency.p50), f(l.latency.p90), f(l.latency.p95), f(l.latency.p99), f(l.latency.p999), f(l.latency.max),
-                l.stable ? "true" : "false", l.stopReason, "\(l.late)", "\(l.skipped)",
-                l.server.map { f($0.queueMicros) } ?? "", l.server.map { f($0.computeMicros) } ?? "",
-                l.server.map { String(format: "%.2f", $0.meanBatchSize) } ?? "", String(format: "%.2f", l.generatorCores),
-            ].joined(separator: ","))
+            lines.append(
+                [
+                    l.mode, "\(l.concurrency)", f(l.askedRate), "\(l.requests)", "\(l.errorCount)", f(l.throughput),
+                    f(l.latency.p50), f(l.latency.p90), f(l.latency.p95), f(l.latency.p99), f(l.latency.p999),
+                    f(l.latency.max),
+                    l.stable ? "true" : "false", l.stopReason, "\(l.late)", "\(l.skipped)",
+                    l.server.map { f($0.queueMicros) } ?? "", l.server.map { f($0.computeMicros) } ?? "",
+                    l.server.map { String(format: "%.2f", $0.meanBatchSize) } ?? "",
+                    String(format: "%.2f", l.generatorCores),
+                ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -75,7 +75,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             let future = ObjectIdentifier(promise.futureResult)
             timer = context.eventLoop.scheduleTask(in: timeout) {
-                handler.value.abandon(future: future, InferWireError(code: .deadlineExceeded, message: "no answer within the deadline"))
+                handler.value.abandon(
+                    future: future, InferWireError(code: .deadlineExceeded, message: "no answer within the deadline"))
             }
         }
         let limit = Int(self.hello?.maxConcurrentRequests ?? 0)
@@ -86,7 +87,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         self.send(frame: frame, promise: promise, timer: timer, context: context)
     }
 
-    private func send(frame: ByteBuffer, promise: EventLoopPromise<Frame>, timer: Scheduled<Void>?, context: ChannelHandlerContext) {
+    private func send(
+        frame: ByteBuffer, promise: EventLoopPromise<Frame>, timer: Scheduled<Void>?, context: ChannelHandlerContext
+    ) {
         // Next id that is neither 0 nor still in flight.
         var id = self.lastID
         repeat { id &+= 1 } while id == 0 || self.pending[id] != nil
@@ -106,12 +109,16 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             call.promise.fail(error)
             return
         }
-        guard let id = self.idsByFuture.removeValue(forKey: future), let promise = self.pending[id]?.promise else { return }
+        guard let id = self.idsByFuture.removeValue(forKey: future), let promise = self.pending[id]?.promise else {
+            return
+        }
         self.pending[id]?.promise = nil
         self.pending[id]?.timer?.cancel()
         promise.fail(error)
         if let context = self.context, context.channel.isActive {
-            let cancel = Frame.encode(FrameHeader(payloadLength: 0, type: .cancel, requestID: id), payload: nil, allocator: context.channel.allocator)
+            let cancel = Frame.encode(
+                FrameHeader(payloadLength: 0, type: .cancel, requestID: id), payload: nil,
+                allocator: context.channel.allocator)
             context.writeAndFlush(self.wrapOutboundOut(cancel), promise: nil)
         }
     }
@@ -124,12 +131,14 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         self.pingPromises[token] = promise
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timer = context.eventLoop.scheduleTask(in: timeout) {
-            handler.value.pingPromises.removeValue(forKey: token)?.fail(InferWireError(code: .deadlineExceeded, message: "no PONG within the timeout"))
+            handler.value.pingPromises.removeValue(forKey: token)?.fail(
+                InferWireError(code: .deadlineExceeded, message: "no PONG within the timeout"))
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         var payload = context.channel.allocator.buffer(capacity: 8)
         payload.writeInteger(token)
-        let frame = Frame.encode(FrameHeader(payloadLength: 0, type: .ping), payload: payload, allocator: context.channel.allocator)
+        let frame = Frame.encode(
+            FrameHeader(payloadLength: 0, type: .ping), payload: payload, allocator: context.channel.allocator)
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
     }
 
@@ -141,9 +150,18 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             self.receive(frame, context: context)
         case .oversized(let header):
             if header.type == .response || header.type == .error, header.requestID != 0 {
-                self.finish(id: header.requestID, with: .failure(InferWireError(code: .resourceExhausted, message: "response of \(header.payloadLength) bytes exceeds this client's frame limit")))
+                self.finish(
+                    id: header.requestID,
+                    with: .failure(
+                        InferWireError(
+                            code: .resourceExhausted,
+                            message: "response of \(header.payloadLength) bytes exceeds this client's frame limit")))
             } else {
-                self.failConnection(InferWireError(code: .resourceExhausted, message: "server sent a \(header.type) frame of \(header.payloadLength) bytes"), context: context)
+                self.failConnection(
+                    InferWireError(
+                        code: .resourceExhausted,
+                        message: "server sent a \(header.type) frame of \(header.payloadLength) bytes"),
+                    context: context)
             }
         case .preface, .httpRequest:
             break  // only a server decoder produces these
@@ -180,7 +198,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
                 call.promise.fail(InferWireError(code: .unavailable, message: "not sent: \(error.message)"))
             }
         case .ping:
-            let pong = Frame.encode(FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator)
+            let pong = Frame.encode(
+                FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator
+            )
             context.writeAndFlush(self.wrapOutboundOut(pong), promise: nil)
         case .pong:
             if let token = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt64.self) {
@@ -208,7 +228,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let error = self.refusal.map { InferWireError(code: .unavailable, message: "connection closed after \($0.message)") }
+        let error =
+            self.refusal.map { InferWireError(code: .unavailable, message: "connection closed after \($0.message)") }
             ?? InferWireError(code: .unavailable, message: "connection closed by the server")
         self.refusal = self.refusal ?? error
         if self.hello == nil { self.helloPromise.fail(error) }
@@ -223,7 +244,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.failConnection(InferWireError(code: .unavailable, message: "connection failed: \(error)", cause: error), context: context)
+        self.failConnection(
+            InferWireError(code: .unavailable, message: "connection failed: \(error)", cause: error), context: context)
     }
 
     private func failConnection(_ error: InferWireError, context: ChannelHandlerContext) {

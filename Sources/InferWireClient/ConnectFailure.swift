@@ -2,9 +2,9 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Words for why a TCP connection could not be made, for people rather than for NIO's
@@ -24,9 +24,11 @@ enum ConnectFailure {
         }
         if let error = error as? IOError {
             switch error.errnoCode {
-            case ECONNREFUSED: return "connection refused: nothing is listening there (is the server running, on that port?)"
+            case ECONNREFUSED:
+                return "connection refused: nothing is listening there (is the server running, on that port?)"
             case ETIMEDOUT: return "no answer within \(timeout) (is a firewall dropping packets, or the host down?)"
-            case EHOSTUNREACH, ENETUNREACH: return "the host is unreachable from here; check the address and the network"
+            case EHOSTUNREACH, ENETUNREACH:
+                return "the host is unreachable from here; check the address and the network"
             case EADDRNOTAVAIL: return "the address is not usable from this machine"
             default: return String(cString: strerror(error.errnoCode)).lowercased()
             }

@@ -31,8 +31,10 @@ public final class InferWireClient: Sendable {
         /// Largest response payload this client accepts, in bytes.
         public var maxFrameSize: Int
 
-        public init(connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
-                    compression: Bool = false, maxFrameSize: Int = 64 << 20) {
+        public init(
+            connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
+            compression: Bool = false, maxFrameSize: Int = 64 << 20
+        ) {
             self.connectTimeout = connectTimeout
             self.defaultTimeout = defaultTimeout
             self.compression = compression
@@ -50,7 +52,10 @@ public final class InferWireClient: Sendable {
     private let handler: NIOLoopBound<ClientConnectionHandler>
     private let nextPing = Atomic<UInt64>(0)
 
-    private init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: ServerHello, configuration: Configuration) {
+    private init(
+        channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: ServerHello,
+        configuration: Configuration
+    ) {
         self.channel = channel
         self.handler = handler
         self.hello = hello
@@ -75,18 +80,23 @@ public final class InferWireClient: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxFrameSize, expectPreface: false)))
-                        try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(helloPromise: helloPromise))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ClientConnectionHandler(helloPromise: helloPromise))
                     }
                 }
                 .connect(host: host, port: port).get()
         } catch {
             helloPromise.fail(error)
             throw InferWireError(
-                code: .unavailable, message: "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, timeout: configuration.connectTimeout))",
+                code: .unavailable,
+                message:
+                    "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, timeout: configuration.connectTimeout))",
                 cause: error)
         }
         let timeout = loop.scheduleTask(in: connectTimeout) {
-            helloPromise.fail(InferWireError(code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
+            helloPromise.fail(
+                InferWireError(
+                    code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
         }
         let hello: Inferwire_V1_Hello
         do {
@@ -98,9 +108,11 @@ public final class InferWireClient: Sendable {
             throw Self.wrap(error)
         }
         let handler = try await loop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
         }.get()
-        return InferWireClient(channel: channel, handler: handler, hello: ServerHello(hello), configuration: configuration)
+        return InferWireClient(
+            channel: channel, handler: handler, hello: ServerHello(hello), configuration: configuration)
     }
 
     /// Closes the connection; calls still waiting fail with UNAVAILABLE.
@@ -116,7 +128,9 @@ public final class InferWireClient: Sendable {
     // MARK: Methods
 
     /// Runs a model from a request message (the CLI and tests build these directly).
-    package func infer(_ request: Inferwire_V1_InferRequest, timeout: Duration? = nil) async throws -> Inferwire_V1_InferResponse {
+    package func infer(_ request: Inferwire_V1_InferRequest, timeout: Duration? = nil) async throws
+        -> Inferwire_V1_InferResponse
+    {
         try await self.call(.infer, request, as: Inferwire_V1_InferResponse.self, timeout: timeout)
     }
 
@@ -141,36 +155,48 @@ public final class InferWireClient: Sendable {
 
     /// Whether the server process is up and answering.
     public func serverLive(timeout: Duration? = nil) async throws -> Bool {
-        try await self.call(.serverLive, Inferwire_V1_ServerLiveRequest(), as: Inferwire_V1_ServerLiveResponse.self, timeout: timeout).live
+        try await self.call(
+            .serverLive, Inferwire_V1_ServerLiveRequest(), as: Inferwire_V1_ServerLiveResponse.self, timeout: timeout
+        ).live
     }
 
     /// Whether the server accepts work: not shutting down, and every model has a version serving.
     public func serverReady(timeout: Duration? = nil) async throws -> Bool {
-        try await self.call(.serverReady, Inferwire_V1_ServerReadyRequest(), as: Inferwire_V1_ServerReadyResponse.self, timeout: timeout).ready
+        try await self.call(
+            .serverReady, Inferwire_V1_ServerReadyRequest(), as: Inferwire_V1_ServerReadyResponse.self, timeout: timeout
+        ).ready
     }
 
     /// The server's name, release, protocol versions, extensions and runtime facts.
     public func serverMetadata(timeout: Duration? = nil) async throws -> ServerMetadata {
         ServerMetadata(
-            try await self.call(.serverMetadata, Inferwire_V1_ServerMetadataRequest(), as: Inferwire_V1_ServerMetadataResponse.self, timeout: timeout))
+            try await self.call(
+                .serverMetadata, Inferwire_V1_ServerMetadataRequest(), as: Inferwire_V1_ServerMetadataResponse.self,
+                timeout: timeout))
     }
 
     /// Whether `name` (or that version of it) can serve; an unknown model is not ready, not an error.
-    public func modelReady(_ name: String, version: Int64? = nil, timeout: Duration? = nil) async throws -> ModelReadiness {
+    public func modelReady(_ name: String, version: Int64? = nil, timeout: Duration? = nil) async throws
+        -> ModelReadiness
+    {
         var request = Inferwire_V1_ModelReadyRequest()
         request.name = name
         if let version { request.version.version = version }
-        return ModelReadiness(try await self.call(.modelReady, request, as: Inferwire_V1_ModelReadyResponse.self, timeout: timeout))
+        return ModelReadiness(
+            try await self.call(.modelReady, request, as: Inferwire_V1_ModelReadyResponse.self, timeout: timeout))
     }
 
     /// A model's inputs, outputs and versions.
     /// - Parameters:
     ///   - version: an exact version; or `label` (`stable`, `canary`); or neither, for the one the server routes to.
-    public func modelMetadata(_ name: String, version: Int64? = nil, label: String? = nil, timeout: Duration? = nil) async throws -> ModelMetadata {
+    public func modelMetadata(_ name: String, version: Int64? = nil, label: String? = nil, timeout: Duration? = nil)
+        async throws -> ModelMetadata
+    {
         var request = Inferwire_V1_ModelMetadataRequest()
         request.name = name
         if let version { request.version.version = version } else if let label { request.version.label = label }
-        return ModelMetadata(try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout))
+        return ModelMetadata(
+            try await self.call(.modelMetadata, request, as: Inferwire_V1_ModelMetadataResponse.self, timeout: timeout))
     }
 
     /// Request counts, batch sizes and queue/compute times of every version of `name`
@@ -178,8 +204,10 @@ public final class InferWireClient: Sendable {
     public func modelStatistics(_ name: String = "", timeout: Duration? = nil) async throws -> [VersionStatistics] {
         var request = Inferwire_V1_ModelStatisticsRequest()
         request.name = name
-        return try await self.call(.modelStatistics, request, as: Inferwire_V1_ModelStatisticsResponse.self, timeout: timeout)
-            .versions.map(VersionStatistics.init)
+        return try await self.call(
+            .modelStatistics, request, as: Inferwire_V1_ModelStatisticsResponse.self, timeout: timeout
+        )
+        .versions.map(VersionStatistics.init)
     }
 
     /// Round-trips a PING frame and returns the time it took.
@@ -206,13 +234,17 @@ public final class InferWireClient: Sendable {
         // Encode (and compress) on the caller's thread, not the event loop.
         let bytes: [UInt8] = try request.serializedBytes()
         guard bytes.count <= Int(self.hello.maxFrameSize) else {
-            throw InferWireError(code: .resourceExhausted, message: "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
+            throw InferWireError(
+                code: .resourceExhausted,
+                message:
+                    "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
         }
         let timeout = timeout ?? self.configuration.defaultTimeout
         let allocator = self.channel.allocator
         // The request id is filled in on the event loop, which knows which ids are free.
         let frame = Frame.request(
-            method: UInt16(method.rawValue), payload: bytes, timeout: timeout, compression: self.configuration.compression,
+            method: UInt16(method.rawValue), payload: bytes, timeout: timeout,
+            compression: self.configuration.compression,
             allocator: allocator)
 
         let loop = self.channel.eventLoop
@@ -227,7 +259,10 @@ public final class InferWireClient: Sendable {
                 try await promise.futureResult.get()
             } onCancel: {
                 let future = ObjectIdentifier(promise.futureResult)
-                loop.execute { handler.value.abandon(future: future, InferWireError(code: .cancelled, message: "cancelled by the caller")) }
+                loop.execute {
+                    handler.value.abandon(
+                        future: future, InferWireError(code: .cancelled, message: "cancelled by the caller"))
+                }
             }
         } catch {
             throw Self.wrap(error)
@@ -236,9 +271,12 @@ public final class InferWireClient: Sendable {
         var payload = answer.payload
         if answer.header.flags.contains(.compressed) {
             do {
-                payload = try PayloadCompression.decompress(payload, limit: self.configuration.maxFrameSize, allocator: allocator)
+                payload = try PayloadCompression.decompress(
+                    payload, limit: self.configuration.maxFrameSize, allocator: allocator)
             } catch {
-                throw InferWireError(code: error.kind == .tooLarge ? .resourceExhausted : .internal, message: "server sent a bad compressed payload: \(error.message)", cause: error)
+                throw InferWireError(
+                    code: error.kind == .tooLarge ? .resourceExhausted : .internal,
+                    message: "server sent a bad compressed payload: \(error.message)", cause: error)
             }
         }
         let payloadBytes = [UInt8](buffer: payload)
@@ -249,7 +287,9 @@ public final class InferWireClient: Sendable {
         do {
             return try Response(serializedBytes: payloadBytes)
         } catch {
-            throw InferWireError(code: .internal, message: "server sent a malformed \(Response.protoMessageName): \(error)", cause: error)
+            throw InferWireError(
+                code: .internal, message: "server sent a malformed \(Response.protoMessageName): \(error)", cause: error
+            )
         }
     }
 

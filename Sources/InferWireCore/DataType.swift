@@ -29,7 +29,9 @@ public struct DataType: Hashable, Sendable, CustomStringConvertible {
     /// Every type this release knows, in wire order.
     public static let known: [DataType] = [.bool, .uint8, .int8, .int16, .int32, .int64, .fp16, .fp32, .fp64, .bytes]
 
-    private static let names = ["UNSPECIFIED", "BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
+    private static let names = [
+        "UNSPECIFIED", "BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES",
+    ]
     private static let sizes: [Int?] = [nil, 1, 1, 1, 2, 4, 8, 2, 4, 8, nil]
 
     /// Whether this release knows the type (and can compute with it).
@@ -58,7 +60,9 @@ public struct DataType: Hashable, Sendable, CustomStringConvertible {
 
 extension DataType {
     /// The wire enum's value for this type.
-    package var wire: Inferwire_V1_DataType { Inferwire_V1_DataType(rawValue: self.rawValue) ?? .UNRECOGNIZED(self.rawValue) }
+    package var wire: Inferwire_V1_DataType {
+        Inferwire_V1_DataType(rawValue: self.rawValue) ?? .UNRECOGNIZED(self.rawValue)
+    }
 
     /// The type a wire enum carries, unknown numbers included.
     package init(_ wire: Inferwire_V1_DataType) { self.init(rawValue: wire.rawValue) }

@@ -58,12 +58,16 @@ public struct ModelSignature: Sendable, Hashable {
                     throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' is declared twice")
                 }
                 guard spec.dataType.isKnown else {
-                    throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' has no valid datatype")
+                    throw InferWireError(
+                        code: .invalidArgument, message: "\(kind) '\(spec.name)' has no valid datatype")
                 }
                 guard spec.shape.allSatisfy({ $0 >= -1 }) else {
-                    throw InferWireError(code: .invalidArgument, message: "\(kind) '\(spec.name)' has a dimension below -1")
+                    throw InferWireError(
+                        code: .invalidArgument, message: "\(kind) '\(spec.name)' has a dimension below -1")
                 }
-                result.append(TensorSpec(name: spec.name, dataType: spec.dataType, shape: batched ? [-1] + spec.shape : spec.shape))
+                result.append(
+                    TensorSpec(
+                        name: spec.name, dataType: spec.dataType, shape: batched ? [-1] + spec.shape : spec.shape))
             }
             return result
         }

@@ -107,7 +107,10 @@ public struct ModelConfiguration: Sendable, Hashable {
         /// Canary requests in the window before any judgement.
         public var minRequests: Int
 
-        public init(maxErrorRateIncrease: Double = 0, maxP99Ratio: Double = 0, window: Duration = .seconds(30), minRequests: Int = 50) {
+        public init(
+            maxErrorRateIncrease: Double = 0, maxP99Ratio: Double = 0, window: Duration = .seconds(30),
+            minRequests: Int = 50
+        ) {
             self.maxErrorRateIncrease = maxErrorRateIncrease
             self.maxP99Ratio = maxP99Ratio
             self.window = window

@@ -27,7 +27,10 @@ public struct Tensor: Sendable, Equatable {
         var hasZero = false
         for dim in shape {
             guard dim >= 0 else { return nil }
-            if dim == 0 { hasZero = true; continue }
+            if dim == 0 {
+                hasZero = true
+                continue
+            }
             let (product, overflow) = count.multipliedReportingOverflow(by: dim)
             if overflow { return nil }
             count = product
@@ -57,7 +60,8 @@ extension Bool: TensorElement { public static var dataType: DataType { .bool } }
 extension Tensor {
     /// A tensor of `values` with the given shape (row-major).
     public init<T: TensorElement>(name: String, values: [T], shape: [Int]) {
-        precondition(Self.elementCount(of: shape) == values.count, "shape \(shape) does not hold \(values.count) values")
+        precondition(
+            Self.elementCount(of: shape) == values.count, "shape \(shape) does not hold \(values.count) values")
         let data = values.withUnsafeBytes { Data($0) }
         self.init(name: name, dataType: T.dataType, shape: shape, data: data)
     }
@@ -104,7 +108,9 @@ extension Tensor {
         if let size = dataType.elementSize {
             let (expected, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow, wire.rawContents.count == expected else {
-                throw invalid("raw_contents has \(wire.rawContents.count) bytes; shape \(wire.shape) of \(dataType.name) needs \(overflow ? "too many" : String(expected))")
+                throw invalid(
+                    "raw_contents has \(wire.rawContents.count) bytes; shape \(wire.shape) of \(dataType.name) needs \(overflow ? "too many" : String(expected))"
+                )
             }
             if dataType == .bool, wire.rawContents.contains(where: { $0 > 1 }) {
                 throw invalid("BOOL elements must be the bytes 0 or 1")
@@ -143,7 +149,8 @@ extension Tensor {
             return true
         }
         guard ok, seen == count else {
-            throw invalid("BYTES raw_contents holds \(ok ? String(seen) : "malformed") elements; the shape needs \(count)")
+            throw invalid(
+                "BYTES raw_contents holds \(ok ? String(seen) : "malformed") elements; the shape needs \(count)")
         }
     }
 
@@ -160,15 +167,21 @@ extension Tensor {
             return Data(contents.boolContents.map { $0 ? 1 : 0 })
         case .uint8:
             try check(contents.uintContents.count, "uint_contents")
-            guard contents.uintContents.allSatisfy({ $0 <= UInt8.max }) else { throw invalid("a UINT8 value is out of range") }
+            guard contents.uintContents.allSatisfy({ $0 <= UInt8.max }) else {
+                throw invalid("a UINT8 value is out of range")
+            }
             return Data(contents.uintContents.map { UInt8($0) })
         case .int8:
             try check(contents.intContents.count, "int_contents")
-            guard contents.intContents.allSatisfy({ Int8(exactly: $0) != nil }) else { throw invalid("an INT8 value is out of range") }
+            guard contents.intContents.allSatisfy({ Int8(exactly: $0) != nil }) else {
+                throw invalid("an INT8 value is out of range")
+            }
             return contents.intContents.map { Int8($0) }.withUnsafeBytes { Data($0) }
         case .int16:
             try check(contents.intContents.count, "int_contents")
-            guard contents.intContents.allSatisfy({ Int16(exactly: $0) != nil }) else { throw invalid("an INT16 value is out of range") }
+            guard contents.intContents.allSatisfy({ Int16(exactly: $0) != nil }) else {
+                throw invalid("an INT16 value is out of range")
+            }
             return contents.intContents.map { Int16($0).littleEndian }.withUnsafeBytes { Data($0) }
         case .int32:
             try check(contents.intContents.count, "int_contents")
@@ -179,9 +192,9 @@ extension Tensor {
         case .fp16:
             try check(contents.fp32Contents.count, "fp32_contents")
             #if arch(x86_64) || arch(arm64)
-            return contents.fp32Contents.map { Float16($0).bitPattern.littleEndian }.withUnsafeBytes { Data($0) }
+                return contents.fp32Contents.map { Float16($0).bitPattern.littleEndian }.withUnsafeBytes { Data($0) }
             #else
-            throw invalid("FP16 typed contents are not supported on this platform")
+                throw invalid("FP16 typed contents are not supported on this platform")
             #endif
         case .fp32:
             try check(contents.fp32Contents.count, "fp32_contents")

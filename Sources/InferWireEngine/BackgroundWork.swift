@@ -53,12 +53,16 @@ final class BackgroundWork: Sendable {
     }
 
     /// Runs `action` after `delay` on this work's clock, unless shut down first.
-    func schedule(after delay: Duration, refuse: @escaping @Sendable () -> Void = {}, _ action: @escaping @Sendable () async -> Void) {
+    func schedule(
+        after delay: Duration, refuse: @escaping @Sendable () -> Void = {},
+        _ action: @escaping @Sendable () async -> Void
+    ) {
         let clock = self.clock
-        self.submit({
-            do { try await clock.sleep(for: delay) } catch { return }
-            await action()
-        }, refuse: refuse)
+        self.submit(
+            {
+                do { try await clock.sleep(for: delay) } catch { return }
+                await action()
+            }, refuse: refuse)
     }
 
     /// Runs handed-over work, and each periodic action at its interval, until the calling

@@ -1,5 +1,5 @@
-public import InferWireCore
 import Foundation
+public import InferWireCore
 public import InferWireProto
 
 /// `platform: "identity"`: returns each input unchanged as the output at the same position.
@@ -48,11 +48,13 @@ public struct AddSubModelLoader: ModelLoader {
         let dataType = signature.inputs[0].dataType
         let shape = signature.inputs[0].shape
         guard [.fp32, .fp64, .int32, .int64].contains(dataType) else {
-            throw InferWireError(code: .invalidArgument, message: "add_sub supports FP32, FP64, INT32 and INT64, not \(dataType.name)")
+            throw InferWireError(
+                code: .invalidArgument, message: "add_sub supports FP32, FP64, INT32 and INT64, not \(dataType.name)")
         }
         for spec in signature.inputs + signature.outputs where spec.dataType != dataType || spec.shape != shape {
             throw InferWireError(
-                code: .invalidArgument, message: "add_sub: '\(spec.name)' must be \(dataType.name) \(shape) like the first input")
+                code: .invalidArgument,
+                message: "add_sub: '\(spec.name)' must be \(dataType.name) \(shape) like the first input")
         }
         return AddSubModel(signature: signature, dataType: dataType)
     }

@@ -44,7 +44,8 @@ public struct CanaryGuard: Sendable {
         }
         let ratio = self.settings.maxP99Ratio
         if ratio > 0, stable.p99Micros > 0, Double(canary.p99Micros) > ratio * Double(stable.p99Micros) {
-            return "canary p99 ≤\(canary.p99Micros) µs vs stable ≤\(stable.p99Micros) µs over \(span)s (limit \(ratio)×)"
+            return
+                "canary p99 ≤\(canary.p99Micros) µs vs stable ≤\(stable.p99Micros) µs over \(span)s (limit \(ratio)×)"
         }
         return nil
     }
@@ -70,15 +71,18 @@ public struct RepositoryPoller: Sendable {
     /// - Parameter present: the versions of a model already loading, ready or draining.
     public func scan(present: (String) -> Set<Int64>) -> [Discovery] {
         let root = self.repository.directory
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }
+            .sorted()
         var found: [Discovery] = []
         for name in names {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue,
+            guard FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory),
+                isDirectory.boolValue,
                 let config = try? self.repository.readConfig(model: name)
             else { continue }
             let wanted = ModelRepository.select(
-                (try? self.repository.versions(model: name)) ?? [], policy: config.hasVersionPolicy ? config.versionPolicy : nil)
+                (try? self.repository.versions(model: name)) ?? [],
+                policy: config.hasVersionPolicy ? config.versionPolicy : nil)
             let loaded = present(name)
             for version in wanted where !loaded.contains(version) {
                 found.append(Discovery(model: name, version: version, config: config))

@@ -10,7 +10,9 @@ import InferWireProto
 struct ManagementService: Sendable {
     let manager: ModelManager
 
-    func handle(method: UInt16, payload: [UInt8], respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void) throws(InferWireError) {
+    func handle(
+        method: UInt16, payload: [UInt8], respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) throws(InferWireError) {
         let manager = self.manager
         switch Inferwire_V1_Method(rawValue: Int(method)) {
         case .listModels?:
@@ -30,47 +32,55 @@ struct ManagementService: Sendable {
             respond(.success(try RequestDispatcher.encode(response)))
         case .loadModel?:
             let request = try RequestDispatcher.decode(Inferwire_V1_LoadModelRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_LoadModelResponse()
-                response.status = try await manager.load(request.name, version: request.version)
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_LoadModelResponse()
+                    response.status = try await manager.load(request.name, version: request.version)
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         case .unloadModel?:
             let request = try RequestDispatcher.decode(Inferwire_V1_UnloadModelRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_UnloadModelResponse()
-                response.status = try await manager.unload(request.name, version: request.version)
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_UnloadModelResponse()
+                    response.status = try await manager.unload(request.name, version: request.version)
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         case .setTraffic?:
             let request = try RequestDispatcher.decode(Inferwire_V1_SetTrafficRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_SetTrafficResponse()
-                response.rollout = try await manager.setTraffic(
-                    request.name, canary: request.canaryVersion, percent: Int(request.percent), sticky: request.sticky)
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_SetTrafficResponse()
+                    response.rollout = try await manager.setTraffic(
+                        request.name, canary: request.canaryVersion, percent: Int(request.percent),
+                        sticky: request.sticky)
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         case .promote?:
             let request = try RequestDispatcher.decode(Inferwire_V1_PromoteRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_PromoteResponse()
-                response.rollout = try await manager.promote(request.name)
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_PromoteResponse()
+                    response.rollout = try await manager.promote(request.name)
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         case .rollback?:
             let request = try RequestDispatcher.decode(Inferwire_V1_RollbackRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_RollbackResponse()
-                response.rollout = try await manager.rollback(request.name)
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_RollbackResponse()
+                    response.rollout = try await manager.rollback(request.name)
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         case .setShadow?:
             let request = try RequestDispatcher.decode(Inferwire_V1_SetShadowRequest.self, payload)
-            manager.submit({ () async throws(InferWireError) -> [UInt8] in
-                var response = Inferwire_V1_SetShadowResponse()
-                response.rollout = try await manager.setShadow(request.name, version: request.version, percent: Int(request.percent))
-                return try RequestDispatcher.encode(response)
-            }, respond: respond)
+            manager.submit(
+                { () async throws(InferWireError) -> [UInt8] in
+                    var response = Inferwire_V1_SetShadowResponse()
+                    response.rollout = try await manager.setShadow(
+                        request.name, version: request.version, percent: Int(request.percent))
+                    return try RequestDispatcher.encode(response)
+                }, respond: respond)
         default:
             throw InferWireError(code: .unimplemented, message: "management method \(method) is not implemented")
         }

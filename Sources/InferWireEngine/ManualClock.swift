@@ -39,7 +39,10 @@ public final class ManualClock: Clock, Sendable {
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                enum Outcome { case wait([CheckedContinuation<Void, Never>]), due, cancelled }
+                enum Outcome {
+                    case wait([CheckedContinuation<Void, Never>])
+                    case due, cancelled
+                }
                 let outcome = self.state.withLock { s -> Outcome in
                     if Task.isCancelled { return .cancelled }
                     if deadline <= s.now { return .due }

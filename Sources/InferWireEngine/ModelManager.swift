@@ -1,5 +1,5 @@
-public import InferWireCore
 import Foundation
+public import InferWireCore
 public import InferWireProto
 public import Logging
 import Synchronization
@@ -58,12 +58,17 @@ public final class ModelManager: Sendable {
     /// Work that outlives the call that caused it; run by ``run(pollInterval:guardInterval:)``.
     let work: BackgroundWork
 
-    public init(repository: ModelRepository, registry: ModelRegistry = ModelRegistry(), configuration: Configuration = .init(), logger: Logger) {
+    public init(
+        repository: ModelRepository, registry: ModelRegistry = ModelRegistry(), configuration: Configuration = .init(),
+        logger: Logger
+    ) {
         self.repository = repository
         self.registry = registry
         self.configuration = configuration
         self.logger = logger
-        let store = configuration.store ?? configuration.statePath.map { FileRolloutStore(path: $0, logger: logger) } ?? InMemoryRolloutStore()
+        let store =
+            configuration.store ?? configuration.statePath.map { FileRolloutStore(path: $0, logger: logger) }
+            ?? InMemoryRolloutStore()
         self.saves = SaveCoalescer(store: store)
         self.work = BackgroundWork(clock: configuration.clock)
     }
@@ -95,10 +100,12 @@ public final class ModelManager: Sendable {
         let saving = self.state.withLock { records in
             for (name, versions) in phases {
                 let settings = (try? self.repository.readConfig(model: name))?.rollout ?? .init()
-                var rollout = RolloutState(model: name, phases: versions, settings: settings, historyLimit: self.configuration.historyLimit)
+                var rollout = RolloutState(
+                    model: name, phases: versions, settings: settings, historyLimit: self.configuration.historyLimit)
                 rollout.failure = failures[name]
                 // Restoring cannot fail: saved versions that are not ready are ignored.
-                effects.append((name, (try? rollout.apply(.restore(persisted?.models[name]), by: .startup, at: now)) ?? []))
+                effects.append(
+                    (name, (try? rollout.apply(.restore(persisted?.models[name]), by: .startup, at: now)) ?? []))
                 records[name] = ModelRecord(rollout: rollout, models: models[name] ?? [:])
             }
             self.publish(records)
@@ -135,26 +142,40 @@ public final class ModelManager: Sendable {
         _ operation: @escaping @Sendable () async throws(InferWireError) -> T,
         respond: @escaping @Sendable (Result<T, InferWireError>) -> Void
     ) {
-        self.work.submit({
-            do throws(InferWireError) { respond(.success(try await operation())) } catch { respond(.failure(error)) }
-        }, refuse: {
-            respond(.failure(InferWireError(code: .unavailable, message: "the model manager is not running (starting or shutting down)")))
-        })
+        self.work.submit(
+            {
+                do throws(InferWireError) { respond(.success(try await operation())) } catch {
+                    respond(.failure(error))
+                }
+            },
+            refuse: {
+                respond(
+                    .failure(
+                        InferWireError(
+                            code: .unavailable, message: "the model manager is not running (starting or shutting down)")
+                    ))
+            })
     }
 
     // MARK: Operations
 
     /// Loads one version off the serving path and marks it READY (or FAILED with the reason).
-    public func load(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_VersionStatus {
+    public func load(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError)
+        -> Inferwire_V1_VersionStatus
+    {
         let config: Inferwire_V1_ModelConfig
         do {
             config = try self.repository.readConfig(model: name)
         } catch {
-            throw InferWireError(code: .notFound, message: "model '\(name)': \((error as? InferWireError)?.message ?? "\(error)")")
+            throw InferWireError(
+                code: .notFound, message: "model '\(name)': \((error as? InferWireError)?.message ?? "\(error)")")
         }
         let already: Inferwire_V1_VersionStatus? = try self.state.withLock { records throws(InferWireError) in
-            var record = records[name]
-                ?? ModelRecord(rollout: RolloutState(model: name, settings: config.rollout, historyLimit: self.configuration.historyLimit))
+            var record =
+                records[name]
+                ?? ModelRecord(
+                    rollout: RolloutState(
+                        model: name, settings: config.rollout, historyLimit: self.configuration.historyLimit))
             if let phase = record.rollout.phases[version], phase == .ready || phase == .loading {
                 return Self.status(version, phase, record.models[version])
             }
@@ -176,7 +197,9 @@ public final class ModelManager: Sendable {
         case .failure(let error):
             let reason = (error as? InferWireError)?.message ?? "\(error)"
             event = .versionFailed(version, reason: reason)
-            self.logger.error("model version failed to load", metadata: ["model": "\(name)", "version": "\(version)", "reason": "\(reason)"])
+            self.logger.error(
+                "model version failed to load",
+                metadata: ["model": "\(name)", "version": "\(version)", "reason": "\(reason)"])
         }
         let (rollout, _) = try await self.change(name, event, by: actor) { record in
             record.models[version] = try? result.get()
@@ -186,8 +209,12 @@ public final class ModelManager: Sendable {
 
     /// Takes a version out of routing, lets its queued and running requests finish, and
     /// releases it. The stable, canary and shadow versions cannot be unloaded.
-    public func unload(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_VersionStatus {
-        let (_, model) = try await self.change(name, .versionDraining(version), by: actor) { record in record.models[version] }
+    public func unload(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError)
+        -> Inferwire_V1_VersionStatus
+    {
+        let (_, model) = try await self.change(name, .versionDraining(version), by: actor) { record in
+            record.models[version]
+        }
         // Off the routing table now; wait for its queue to drain, off any event loop.
         if let model {
             model.scheduler.shutdown()
@@ -200,13 +227,18 @@ public final class ModelManager: Sendable {
     }
 
     /// Sends `percent` % of unlabelled requests to `canary` (0 clears the canary).
-    public func setTraffic(_ name: String, canary: Int64, percent: Int, sticky: Bool, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_Rollout {
-        try await self.change(name, .setTraffic(canary: canary, percent: percent, sticky: sticky), by: actor).rollout.wire
+    public func setTraffic(_ name: String, canary: Int64, percent: Int, sticky: Bool, actor: RolloutActor = .api)
+        async throws(InferWireError) -> Inferwire_V1_Rollout
+    {
+        try await self.change(name, .setTraffic(canary: canary, percent: percent, sticky: sticky), by: actor).rollout
+            .wire
     }
 
     /// Mirrors `percent` % of the stable version's unlabelled requests to `version`,
     /// comparing its answers with stable's without returning them (0 stops shadowing).
-    public func setShadow(_ name: String, version: Int64, percent: Int, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_Rollout {
+    public func setShadow(_ name: String, version: Int64, percent: Int, actor: RolloutActor = .api)
+        async throws(InferWireError) -> Inferwire_V1_Rollout
+    {
         try await self.change(name, .setShadow(version: version, percent: percent), by: actor) { record in
             record.shadowTally = version == 0 ? nil : ShadowTally(version: version)
         }.rollout.wire
@@ -214,13 +246,16 @@ public final class ModelManager: Sendable {
 
     /// The canary becomes stable; the old stable stays loaded for ``rollback(_:actor:reason:)``
     /// during the rollback grace period, then is unloaded.
-    public func promote(_ name: String, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_Rollout {
+    public func promote(_ name: String, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_Rollout
+    {
         try await self.change(name, .promote, by: actor).rollout.wire
     }
 
     /// Undoes the last step at once: drops the canary if there is one, else restores the
     /// previous stable version (still loaded, so no reload).
-    public func rollback(_ name: String, actor: RolloutActor = .api, reason: String = "") async throws(InferWireError) -> Inferwire_V1_Rollout {
+    public func rollback(_ name: String, actor: RolloutActor = .api, reason: String = "") async throws(InferWireError)
+        -> Inferwire_V1_Rollout
+    {
         try await self.change(name, .rollback(reason: reason), by: actor).rollout.wire
     }
 
@@ -231,13 +266,17 @@ public final class ModelManager: Sendable {
     public func poll() async {
         let found = RepositoryPoller(repository: self.repository).scan { name in
             self.state.withLock { records in
-                Set((records[name]?.rollout.phases ?? [:]).filter { [.ready, .loading, .draining].contains($0.value) }.keys)
+                Set(
+                    (records[name]?.rollout.phases ?? [:]).filter { [.ready, .loading, .draining].contains($0.value) }
+                        .keys)
             }
         }
         for discovery in found {
-            guard let status = try? await self.load(discovery.model, version: discovery.version, actor: .poller), status.state == .ready
+            guard let status = try? await self.load(discovery.model, version: discovery.version, actor: .poller),
+                status.state == .ready
             else { continue }
-            _ = try? await self.change(discovery.model, .versionFound(discovery.version, settings: discovery.config.rollout), by: .poller)
+            _ = try? await self.change(
+                discovery.model, .versionFound(discovery.version, settings: discovery.config.rollout), by: .poller)
         }
     }
 
@@ -288,7 +327,9 @@ public final class ModelManager: Sendable {
 
     public func history(_ name: String) throws(InferWireError) -> [Inferwire_V1_HistoryEntry] {
         try self.state.withLock { records throws(InferWireError) in
-            if name.isEmpty { return records.values.flatMap(\.rollout.history).sorted { $0.unixMillis < $1.unixMillis }.map(\.wire) }
+            if name.isEmpty {
+                return records.values.flatMap(\.rollout.history).sorted { $0.unixMillis < $1.unixMillis }.map(\.wire)
+            }
             guard let record = records[name] else { throw Self.unknown(name) }
             return record.rollout.history.map(\.wire)
         }
@@ -338,7 +379,9 @@ public final class ModelManager: Sendable {
         return (rollout, result)
     }
 
-    private func change(_ name: String, _ event: RolloutEvent, by actor: RolloutActor) async throws(InferWireError) -> (rollout: RolloutState, result: Void) {
+    private func change(_ name: String, _ event: RolloutEvent, by actor: RolloutActor) async throws(InferWireError) -> (
+        rollout: RolloutState, result: Void
+    ) {
         try await self.change(name, event, by: actor) { _ in () }
     }
 
@@ -350,21 +393,25 @@ public final class ModelManager: Sendable {
             case .publishRouting, .persist:
                 break
             case .log(let entry):
-                self.logger.info("\(entry.action): \(entry.detail)", metadata: ["model": "\(name)", "actor": "\(entry.actor)"])
+                self.logger.info(
+                    "\(entry.action): \(entry.detail)", metadata: ["model": "\(name)", "actor": "\(entry.actor)"])
             case .scheduleGraceUnload(let version, let delay, let promotion):
                 guard self.work.isRunning else {
                     self.logger.debug(
-                        "no grace-period unload: the manager's work is not running", metadata: ["model": "\(name)", "version": "\(version)"])
+                        "no grace-period unload: the manager's work is not running",
+                        metadata: ["model": "\(name)", "version": "\(version)"])
                     continue
                 }
                 self.work.schedule(after: delay) {
-                    _ = try? await self.change(name, .graceExpired(version: version, promotion: promotion), by: .graceTimer)
+                    _ = try? await self.change(
+                        name, .graceExpired(version: version, promotion: promotion), by: .graceTimer)
                 }
             case .unload(let version):
                 do {
                     _ = try await self.unload(name, version: version, actor: actor)
                 } catch {
-                    self.logger.warning("cannot unload", metadata: ["model": "\(name)", "version": "\(version)", "error": "\(error)"])
+                    self.logger.warning(
+                        "cannot unload", metadata: ["model": "\(name)", "version": "\(version)", "error": "\(error)"])
                 }
             }
         }
@@ -394,7 +441,8 @@ public final class ModelManager: Sendable {
             entry.canary = rollout.canary
             entry.canaryPercent = rollout.canaryPercent
             entry.sticky = rollout.sticky
-            if let tally = record.shadowTally, rollout.shadow == tally.version, rollout.phases[tally.version] == .ready {
+            if let tally = record.shadowTally, rollout.shadow == tally.version, rollout.phases[tally.version] == .ready
+            {
                 entry.shadow = tally
                 entry.shadowPercent = rollout.shadowPercent
             }
@@ -428,7 +476,9 @@ public final class ModelManager: Sendable {
     static func modelStatus(_ record: ModelRecord) -> Inferwire_V1_ModelStatus {
         var status = Inferwire_V1_ModelStatus()
         status.name = record.rollout.model
-        status.versions = record.rollout.phases.keys.sorted().map { Self.status($0, record.rollout.phases[$0]!, record.models[$0]) }
+        status.versions = record.rollout.phases.keys.sorted().map {
+            Self.status($0, record.rollout.phases[$0]!, record.models[$0])
+        }
         status.rollout = record.rollout.wire
         if let tally = record.shadowTally, record.rollout.shadow == tally.version { status.shadow = tally.report }
         return status

@@ -85,12 +85,16 @@ extension ModelRegistry.Snapshot {
     }
 
     /// The model version that a request naming `name` and `selector` goes to.
-    public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String = "") throws(InferWireError) -> LoadedModel {
+    public func resolve(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String = "")
+        throws(InferWireError) -> LoadedModel
+    {
         try self.route(name, selector, routingKey: routingKey).model
     }
 
     /// The chosen version and its model's entry (for shadow traffic), with one lookup.
-    func route(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String) throws(InferWireError) -> (model: LoadedModel, entry: ModelRegistry.ModelEntry) {
+    func route(_ name: String, _ selector: Inferwire_V1_VersionSelector?, routingKey: String) throws(InferWireError)
+        -> (model: LoadedModel, entry: ModelRegistry.ModelEntry)
+    {
         guard let entry = self.models[name] else {
             throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
         }
@@ -102,9 +106,11 @@ extension ModelRegistry.Snapshot {
         case .version(let version)?:
             if let model = entry.versions[version] { return (model, entry) }
             if let reason = entry.failedVersions[version] {
-                throw InferWireError(code: .unavailable, message: "model '\(name)' version \(version) failed to load: \(reason)")
+                throw InferWireError(
+                    code: .unavailable, message: "model '\(name)' version \(version) failed to load: \(reason)")
             }
-            throw InferWireError(code: .notFound, message: "model '\(name)' has no version \(version) (loaded: \(loaded))")
+            throw InferWireError(
+                code: .notFound, message: "model '\(name)' has no version \(version) (loaded: \(loaded))")
         case .label(let label)?:
             switch label {
             case "stable":
@@ -115,7 +121,8 @@ extension ModelRegistry.Snapshot {
                 }
                 return (model, entry)
             default:
-                throw InferWireError(code: .invalidArgument, message: "unknown version label '\(label)' (labels: stable, canary)")
+                throw InferWireError(
+                    code: .invalidArgument, message: "unknown version label '\(label)' (labels: stable, canary)")
             }
         case nil:
             // Unlabelled traffic: the canary's share, by key or at random.

@@ -1,5 +1,5 @@
-public import InferWireCore
 import Foundation
+public import InferWireCore
 public import InferWireProto
 public import Logging
 
@@ -39,10 +39,15 @@ public final class LoadedModel: Sendable {
         } catch let error as InferWireError {
             throw error
         } catch {
-            throw InferWireError(code: .internal, message: "model '\(self.name)' version \(self.version) failed: \(error)", cause: error)
+            throw InferWireError(
+                code: .internal, message: "model '\(self.name)' version \(self.version) failed: \(error)", cause: error)
         }
         guard outputs.count == self.signature.outputs.count else {
-            throw InferWireError(code: .internal, message: "model '\(self.name)' returned \(outputs.count) outputs; its signature has \(self.signature.outputs.count)")
+            throw InferWireError(
+                code: .internal,
+                message:
+                    "model '\(self.name)' returned \(outputs.count) outputs; its signature has \(self.signature.outputs.count)"
+            )
         }
         return outputs
     }
@@ -113,22 +118,29 @@ public struct ModelRepository: Sendable {
         var contents = Contents(models: [], failures: [])
         for name in try fm.contentsOfDirectory(atPath: self.directory).sorted() where !name.hasPrefix(".") {
             let modelDirectory = self.directory + "/" + name
-            guard fm.fileExists(atPath: modelDirectory, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            guard fm.fileExists(atPath: modelDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                continue
+            }
             do {
                 let config = try self.readConfig(model: name)
                 let versions = try self.versions(model: name)
                 guard !versions.isEmpty else {
-                    throw InferWireError(code: .notFound, message: "no version directories (expected \(modelDirectory)/1/)")
+                    throw InferWireError(
+                        code: .notFound, message: "no version directories (expected \(modelDirectory)/1/)")
                 }
                 for version in Self.select(versions, policy: config.hasVersionPolicy ? config.versionPolicy : nil) {
                     do {
                         let loaded = try self.load(model: name, version: version, config: config)
                         contents.models.append(loaded)
-                        logger.info("loaded model", metadata: ["model": "\(name)", "version": "\(version)", "platform": "\(config.platform)"])
+                        logger.info(
+                            "loaded model",
+                            metadata: ["model": "\(name)", "version": "\(version)", "platform": "\(config.platform)"])
                     } catch {
                         let failure = ModelLoadFailure(model: name, version: version, reason: Self.reason(error))
                         contents.failures.append(failure)
-                        logger.error("model version failed to load", metadata: ["model": "\(name)", "version": "\(version)", "reason": "\(failure.reason)"])
+                        logger.error(
+                            "model version failed to load",
+                            metadata: ["model": "\(name)", "version": "\(version)", "reason": "\(failure.reason)"])
                     }
                 }
             } catch {
@@ -147,24 +159,30 @@ public struct ModelRepository: Sendable {
         let path = self.directory + "/" + model + "/config.pbtxt"
         if !FileManager.default.fileExists(atPath: path) {
             let versions = (try? self.versions(model: model)) ?? []
-            if versions.contains(where: { FileManager.default.fileExists(atPath: "\(self.directory)/\(model)/\($0)/model.onnx") }) {
+            if versions.contains(where: {
+                FileManager.default.fileExists(atPath: "\(self.directory)/\(model)/\($0)/model.onnx")
+            }) {
                 var config = Inferwire_V1_ModelConfig()
                 config.name = model
                 config.platform = "onnx"
                 return config
             }
         }
-        guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) else {
+        guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
+        else {
             throw InferWireError(code: .notFound, message: "cannot read \(path)")
         }
         let config: Inferwire_V1_ModelConfig
         do {
             config = try Inferwire_V1_ModelConfig(textFormatString: text)
         } catch {
-            throw InferWireError(code: .invalidArgument, message: "\(path) is not a valid ModelConfig: \(error)", cause: error)
+            throw InferWireError(
+                code: .invalidArgument, message: "\(path) is not a valid ModelConfig: \(error)", cause: error)
         }
         guard config.name.isEmpty || config.name == model else {
-            throw InferWireError(code: .invalidArgument, message: "\(path) names the model '\(config.name)'; it must match its directory '\(model)'")
+            throw InferWireError(
+                code: .invalidArgument,
+                message: "\(path) names the model '\(config.name)'; it must match its directory '\(model)'")
         }
         return config
     }
@@ -190,7 +208,9 @@ public struct ModelRepository: Sendable {
             guard let version = Int64(entry), version > 0, String(version) == entry else { return nil }
             var isDirectory: ObjCBool = false
             let path = self.directory + "/" + model + "/" + entry
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                return nil
+            }
             return version
         }.sorted()
     }
@@ -201,9 +221,12 @@ public struct ModelRepository: Sendable {
         config.name = model
         guard let loader = self.loaders[config.platform] else {
             let known = self.loaders.keys.sorted().joined(separator: ", ")
-            throw InferWireError(code: .unimplemented, message: "platform '\(config.platform)' is not available (this server runs: \(known))")
+            throw InferWireError(
+                code: .unimplemented,
+                message: "platform '\(config.platform)' is not available (this server runs: \(known))")
         }
-        let instance = try loader.load(config: config, versionDirectory: self.directory + "/" + model + "/" + String(version))
+        let instance = try loader.load(
+            config: config, versionDirectory: self.directory + "/" + model + "/" + String(version))
         return LoadedModel(name: model, version: version, config: config, model: instance)
     }
 

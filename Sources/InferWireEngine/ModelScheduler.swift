@@ -1,7 +1,7 @@
-public import InferWireCore
 import DequeModule
 import Dispatch
 import Foundation
+public import InferWireCore
 public import InferWireProto
 import Synchronization
 
@@ -22,7 +22,9 @@ public struct BatchingPolicy: Sendable, Hashable {
         let batching = config.dynamicBatching
         self.enabled = config.hasDynamicBatching && signature.maxBatchSize > 0
         self.maxBatchSize = max(1, signature.maxBatchSize)
-        self.preferredBatchSizes = batching.preferredBatchSize.map(Int.init).filter { $0 > 0 && $0 <= max(1, signature.maxBatchSize) }.sorted()
+        self.preferredBatchSizes = batching.preferredBatchSize.map(Int.init).filter {
+            $0 > 0 && $0 <= max(1, signature.maxBatchSize)
+        }.sorted()
         // At most a minute: a longer wait is a configuration mistake, not a policy.
         self.maxQueueDelay = .microseconds(min(max(0, batching.maxQueueDelayUs), 60_000_000))
         self.maxQueueSize = batching.maxQueueSize > 0 ? Int(batching.maxQueueSize) : 1024
@@ -69,11 +71,16 @@ public final class ModelScheduler: Sendable {
     /// Why a request must be answered without running: its caller cancelled it, or its
     /// deadline passed (`queued`: while it waited in a queue). nil: it may run.
     static func refusal(
-        cancellation: RequestCancellation?, deadline: ContinuousClock.Instant?, now: ContinuousClock.Instant, queued: Bool
+        cancellation: RequestCancellation?, deadline: ContinuousClock.Instant?, now: ContinuousClock.Instant,
+        queued: Bool
     ) -> InferWireError? {
-        if cancellation?.isCancelled == true { return InferWireError(code: .cancelled, message: "cancelled before execution") }
+        if cancellation?.isCancelled == true {
+            return InferWireError(code: .cancelled, message: "cancelled before execution")
+        }
         if let deadline, now >= deadline {
-            return InferWireError(code: .deadlineExceeded, message: queued ? "deadline passed in the queue" : "deadline passed before execution")
+            return InferWireError(
+                code: .deadlineExceeded,
+                message: queued ? "deadline passed in the queue" : "deadline passed before execution")
         }
         return nil
     }
@@ -157,12 +164,16 @@ public final class ModelScheduler: Sendable {
             deadline: deadline, cancellation: cancellation, respond: respond)
         let refusal = self.state.withLock { state -> InferWireError? in
             if state.stopped {
-                return InferWireError(code: .unavailable, message: "model '\(request.model.name)' version \(request.model.version) is shutting down")
+                return InferWireError(
+                    code: .unavailable,
+                    message: "model '\(request.model.name)' version \(request.model.version) is shutting down")
             }
             guard state.count < self.policy.maxQueueSize else {
                 return InferWireError(
                     code: .resourceExhausted,
-                    message: "model '\(request.model.name)' version \(request.model.version) has \(self.policy.maxQueueSize) requests queued")
+                    message:
+                        "model '\(request.model.name)' version \(request.model.version) has \(self.policy.maxQueueSize) requests queued"
+                )
             }
             if request.priority == .high { state.high.append(entry) } else { state.normal.append(entry) }
             return nil
@@ -197,14 +208,17 @@ public final class ModelScheduler: Sendable {
         let limit = Double(self.inPlaceExecutionLimit.inNanoseconds)
         let claimed = self.state.withLock { state -> Bool in
             guard !state.stopped, state.count == 0, state.busy < self.instances,
-                  state.singleRowSamples >= Self.inPlaceWarmupSamples, state.singleRowNanos < limit else { return false }
+                state.singleRowSamples >= Self.inPlaceWarmupSamples, state.singleRowNanos < limit
+            else { return false }
             state.busy += 1
             // Under the lock, so waitUntilStopped() after shutdown() also waits for this run.
             self.running.enter()
             return true
         }
         guard claimed else { return false }
-        let entry = Entry(request: request, shape: .alone, arrival: now, deadline: deadline, cancellation: cancellation, respond: respond)
+        let entry = Entry(
+            request: request, shape: .alone, arrival: now, deadline: deadline, cancellation: cancellation,
+            respond: respond)
         let execution = self.execute([entry])
         let queued = self.state.withLock { state in
             state.finished(execution: execution, rows: 1)
@@ -272,7 +286,10 @@ public final class ModelScheduler: Sendable {
         // Answer, without running, what was cancelled or expired at the heads of the queues.
         func prune(_ queue: inout Deque<Entry>) {
             queue.removeAll { entry in
-                guard let refusal = Self.refusal(cancellation: entry.cancellation, deadline: entry.deadline, now: now, queued: true) else {
+                guard
+                    let refusal = Self.refusal(
+                        cancellation: entry.cancellation, deadline: entry.deadline, now: now, queued: true)
+                else {
                     return false
                 }
                 dropped.append((entry, refusal))
@@ -363,7 +380,8 @@ public final class ModelScheduler: Sendable {
         }
         let rows = batch.reduce(0) { $0 + $1.request.rows }
         self.statistics.withLock { stats in
-            stats.record(execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failures: failures)
+            stats.record(
+                execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failures: failures)
         }
         return end - start
     }
@@ -386,7 +404,8 @@ enum Batching {
                 data.append(inputs[i].data)
                 rows += inputs[i].shape[0]
             }
-            return Tensor(name: first.name, dataType: first.dataType, shape: [rows] + first.shape.dropFirst(), data: data)
+            return Tensor(
+                name: first.name, dataType: first.dataType, shape: [rows] + first.shape.dropFirst(), data: data)
         }
     }
 
@@ -398,19 +417,27 @@ enum Batching {
             guard output.shape.first == total else {
                 throw InferWireError(
                     code: .internal,
-                    message: "model '\(model.name)' output '\(output.name)' has shape \(output.shape); a batch of \(total) rows needs \(total) in dimension 0")
+                    message:
+                        "model '\(model.name)' output '\(output.name)' has shape \(output.shape); a batch of \(total) rows needs \(total) in dimension 0"
+                )
             }
             let perRow = output.shape.dropFirst().reduce(1, *)
             if let size = output.dataType.elementSize {
                 guard output.data.count == total * perRow * size else {
-                    throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' holds \(output.data.count) bytes for shape \(output.shape)")
+                    throw InferWireError(
+                        code: .internal,
+                        message:
+                            "model '\(model.name)' output '\(output.name)' holds \(output.data.count) bytes for shape \(output.shape)"
+                    )
                 }
                 var offset = 0
                 for (r, n) in rows.enumerated() {
                     let bytes = n * perRow * size
-                    perRequest[r].append(Tensor(
-                        name: output.name, dataType: output.dataType, shape: [n] + output.shape.dropFirst(),
-                        data: output.data.subdata(in: (output.data.startIndex + offset)..<(output.data.startIndex + offset + bytes))))
+                    perRequest[r].append(
+                        Tensor(
+                            name: output.name, dataType: output.dataType, shape: [n] + output.shape.dropFirst(),
+                            data: output.data.subdata(
+                                in: (output.data.startIndex + offset)..<(output.data.startIndex + offset + bytes))))
                     offset += bytes
                 }
             } else {
@@ -421,16 +448,24 @@ enum Batching {
                     let start = offset
                     for _ in 0..<(n * perRow) {
                         guard offset + 4 <= data.count else {
-                            throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
+                            throw InferWireError(
+                                code: .internal,
+                                message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
                         }
-                        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
+                        let length =
+                            Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(
+                                data[offset + 3]) << 24
                         offset += 4 + length
                         guard offset <= data.count else {
-                            throw InferWireError(code: .internal, message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
+                            throw InferWireError(
+                                code: .internal,
+                                message: "model '\(model.name)' output '\(output.name)' has malformed BYTES elements")
                         }
                     }
-                    perRequest[r].append(Tensor(
-                        name: output.name, dataType: .bytes, shape: [n] + output.shape.dropFirst(), data: Data(data[start..<offset])))
+                    perRequest[r].append(
+                        Tensor(
+                            name: output.name, dataType: .bytes, shape: [n] + output.shape.dropFirst(),
+                            data: Data(data[start..<offset])))
                 }
             }
         }
@@ -467,7 +502,8 @@ struct SlidingWindow: Sendable {
 
     /// Requests, failures and the p99 latency bucket bound (µs) over the last `span` seconds.
     func summary(epoch: Int, span: Int) -> (requests: UInt64, failures: UInt64, p99Micros: UInt64) {
-        var requests: UInt64 = 0, failures: UInt64 = 0
+        var requests: UInt64 = 0
+        var failures: UInt64 = 0
         var histogram = [UInt64](repeating: 0, count: 32)
         for second in self.seconds where second.epoch > epoch - min(span, 60) && second.epoch <= epoch {
             requests += second.requests

@@ -1,5 +1,5 @@
-public import InferWireCore
 import Foundation
+public import InferWireCore
 public import InferWireProto
 import Synchronization
 
@@ -12,9 +12,11 @@ public struct ServerInfo: Sendable {
     /// How this server computes (BLAS library and kernel, CPU features), as key/value facts.
     public var runtime: [String: String]
 
-    public init(name: String = "inferwire", version: String = InferWireVersion.current,
-                protocolVersions: [UInt32] = [1], extensions: [String] = ["compression"],
-                runtime: [String: String] = [:]) {
+    public init(
+        name: String = "inferwire", version: String = InferWireVersion.current,
+        protocolVersions: [UInt32] = [1], extensions: [String] = ["compression"],
+        runtime: [String: String] = [:]
+    ) {
         self.name = name
         self.version = version
         self.protocolVersions = protocolVersions
@@ -62,7 +64,10 @@ public final class RequestDispatcher: Sendable {
     ///   - info: what ServerMetadata reports.
     ///   - inlineByteLimit: inputs above this size go through the version's scheduler even
     ///     for lightweight models.
-    public init(registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(), inlineByteLimit: Int = 64 * 1024) {
+    public init(
+        registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(),
+        inlineByteLimit: Int = 64 * 1024
+    ) {
         self.registry = registry
         self.manager = manager
         self.info = info
@@ -128,7 +133,9 @@ public final class RequestDispatcher: Sendable {
             case .modelReady?:
                 let request = try Self.decode(Inferwire_V1_ModelReadyRequest.self, payload)
                 var response = Inferwire_V1_ModelReadyResponse()
-                if let model = try? self.registry.snapshot().resolve(request.name, request.hasVersion ? request.version : nil) {
+                if let model = try? self.registry.snapshot().resolve(
+                    request.name, request.hasVersion ? request.version : nil)
+                {
                     response.ready = true
                     response.version = model.version
                 }
@@ -140,7 +147,9 @@ public final class RequestDispatcher: Sendable {
                 respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
             case .infer?:
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
-                try self.infer(request, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace, respond: respond)
+                try self.infer(
+                    request, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace,
+                    respond: respond)
             case .modelStatistics?:
                 let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
                 respond(.success(try Self.encode(try self.statistics(model: request.name))))
@@ -149,7 +158,8 @@ public final class RequestDispatcher: Sendable {
                     throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
                 }
                 guard let manager = self.manager else {
-                    throw InferWireError(code: .unimplemented, message: "the management service is switched off on this server")
+                    throw InferWireError(
+                        code: .unimplemented, message: "the management service is switched off on this server")
                 }
                 try ManagementService(manager: manager).handle(method: method, payload: payload, respond: respond)
             }
@@ -180,7 +190,8 @@ public final class RequestDispatcher: Sendable {
 
         // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
         // compare the answers, and return only stable's.
-        if let tally = entry.shadow, !request.hasVersion, loaded.version == entry.stable, entry.shadowPercent > 0, Int.random(in: 0..<100) < entry.shadowPercent,
+        if let tally = entry.shadow, !request.hasVersion, loaded.version == entry.stable, entry.shadowPercent > 0,
+            Int.random(in: 0..<100) < entry.shadowPercent,
             let candidate = entry.versions[tally.version],
             let mirrored = try? PreparedRequest(request, for: candidate)
         {
@@ -194,8 +205,11 @@ public final class RequestDispatcher: Sendable {
         }
 
         // Cheap work runs here, on the I/O thread; the rest queues for the version's instances.
-        if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit && !loaded.scheduler.policy.enabled {
-            if let refusal = ModelScheduler.refusal(cancellation: cancellation, deadline: deadline, now: .now, queued: false) {
+        if loaded.model.isLightweight && prepared.inputBytes <= self.inlineByteLimit && !loaded.scheduler.policy.enabled
+        {
+            if let refusal = ModelScheduler.refusal(
+                cancellation: cancellation, deadline: deadline, now: .now, queued: false)
+            {
                 respond(.failure(refusal))
                 return
             }
@@ -206,7 +220,9 @@ public final class RequestDispatcher: Sendable {
                 $0.recordInline(execution: elapsed, rows: prepared.rows, failed: result.isFailure)
             }
             respond(result)
-        } else if !(mayRunInPlace && loaded.scheduler.runIfIdle(prepared, deadline: deadline, cancellation: cancellation, respond: respond)) {
+        } else if !(mayRunInPlace
+            && loaded.scheduler.runIfIdle(prepared, deadline: deadline, cancellation: cancellation, respond: respond))
+        {
             loaded.scheduler.submit(prepared, deadline: deadline, cancellation: cancellation, respond: respond)
         }
     }
@@ -226,16 +242,20 @@ public final class RequestDispatcher: Sendable {
             throw InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
         }
         var response = Inferwire_V1_ModelStatisticsResponse()
-        for (modelName, entry) in snapshot.models.sorted(by: { $0.key < $1.key }) where name.isEmpty || modelName == name {
+        for (modelName, entry) in snapshot.models.sorted(by: { $0.key < $1.key })
+        where name.isEmpty || modelName == name {
             for version in entry.readyVersions {
                 let loaded = entry.versions[version]!
-                response.versions.append(loaded.scheduler.statistics.withLock { $0.message(name: modelName, version: version) })
+                response.versions.append(
+                    loaded.scheduler.statistics.withLock { $0.message(name: modelName, version: version) })
             }
         }
         return response
     }
 
-    static func metadata(of model: LoadedModel, in snapshot: ModelRegistry.Snapshot) -> Inferwire_V1_ModelMetadataResponse {
+    static func metadata(of model: LoadedModel, in snapshot: ModelRegistry.Snapshot)
+        -> Inferwire_V1_ModelMetadataResponse
+    {
         var response = Inferwire_V1_ModelMetadataResponse()
         response.name = model.name
         response.version = model.version
@@ -251,7 +271,8 @@ public final class RequestDispatcher: Sendable {
         do {
             return try M(serializedBytes: payload)
         } catch {
-            throw InferWireError(code: .invalidArgument, message: "payload is not a valid \(M.protoMessageName): \(error)", cause: error)
+            throw InferWireError(
+                code: .invalidArgument, message: "payload is not a valid \(M.protoMessageName): \(error)", cause: error)
         }
     }
 
@@ -259,7 +280,9 @@ public final class RequestDispatcher: Sendable {
         do {
             return try message.serializedBytes()
         } catch {
-            throw InferWireError(code: .internal, message: "cannot serialize \(type(of: message).protoMessageName): \(error)", cause: error)
+            throw InferWireError(
+                code: .internal, message: "cannot serialize \(type(of: message).protoMessageName): \(error)",
+                cause: error)
         }
     }
 }
@@ -286,7 +309,9 @@ struct PreparedRequest: Sendable {
             }
             guard signature.inputs.contains(where: { $0.name == input.name }) else {
                 let expected = signature.inputs.map(\.name).joined(separator: ", ")
-                throw InferWireError(code: .invalidArgument, message: "model '\(name)' has no input '\(input.name)' (inputs: \(expected))")
+                throw InferWireError(
+                    code: .invalidArgument,
+                    message: "model '\(name)' has no input '\(input.name)' (inputs: \(expected))")
             }
         }
         var inputs: [Tensor] = []
@@ -306,14 +331,17 @@ struct PreparedRequest: Sendable {
             guard spec.accepts(shape: tensor.shape) else {
                 throw InferWireError(
                     code: .invalidArgument,
-                    message: "input '\(spec.name)' has shape \(tensor.shape); the model takes \(spec.shape) (-1: any size)")
+                    message:
+                        "input '\(spec.name)' has shape \(tensor.shape); the model takes \(spec.shape) (-1: any size)")
             }
             if signature.maxBatchSize > 0 {
                 let rows = tensor.shape[0]
                 guard rows <= signature.maxBatchSize else {
                     throw InferWireError(
                         code: .invalidArgument,
-                        message: "input '\(spec.name)' has batch size \(rows); model '\(name)' takes at most \(signature.maxBatchSize)")
+                        message:
+                            "input '\(spec.name)' has batch size \(rows); model '\(name)' takes at most \(signature.maxBatchSize)"
+                    )
                 }
                 if let batch, batch != rows {
                     throw InferWireError(
@@ -331,7 +359,9 @@ struct PreparedRequest: Sendable {
             for outputName in request.outputNames {
                 guard let index = signature.outputs.firstIndex(where: { $0.name == outputName }) else {
                     let known = signature.outputs.map(\.name).joined(separator: ", ")
-                    throw InferWireError(code: .invalidArgument, message: "model '\(name)' has no output '\(outputName)' (outputs: \(known))")
+                    throw InferWireError(
+                        code: .invalidArgument,
+                        message: "model '\(name)' has no output '\(outputName)' (outputs: \(known))")
                 }
                 outputIndices.append(index)
             }

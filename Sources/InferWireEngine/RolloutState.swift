@@ -1,5 +1,5 @@
-public import InferWireCore
 public import Foundation
+public import InferWireCore
 public import InferWireProto
 
 /// Who changed a rollout. History entries and logs print ``name``.
@@ -158,14 +158,18 @@ public struct RolloutState: Sendable, Equatable {
 
     /// Applies `event`; on error the state is unchanged.
     /// - Returns: the effects to perform, in order.
-    public mutating func apply(_ event: RolloutEvent, by actor: RolloutActor, at time: Date) throws(InferWireError) -> [RolloutEffect] {
+    public mutating func apply(_ event: RolloutEvent, by actor: RolloutActor, at time: Date) throws(InferWireError)
+        -> [RolloutEffect]
+    {
         var next = self
         let effects = try next.transition(event, by: actor, at: time)
         self = next
         return effects
     }
 
-    private mutating func transition(_ event: RolloutEvent, by actor: RolloutActor, at time: Date) throws(InferWireError) -> [RolloutEffect] {
+    private mutating func transition(_ event: RolloutEvent, by actor: RolloutActor, at time: Date)
+        throws(InferWireError) -> [RolloutEffect]
+    {
         switch event {
         case .versionLoading(let version):
             self.phases[version] = .loading
@@ -182,12 +186,14 @@ public struct RolloutState: Sendable, Equatable {
 
         case .versionDraining(let version):
             guard self.phases[version] == .ready else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded")
+                throw InferWireError(
+                    code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded")
             }
             guard self.stable != version, self.canary != version, self.shadow != version else {
                 let role = self.stable == version ? "stable" : self.canary == version ? "the canary" : "the shadow"
                 throw InferWireError(
-                    code: .failedPrecondition, message: "model '\(self.model)' version \(version) is \(role); promote or roll back first")
+                    code: .failedPrecondition,
+                    message: "model '\(self.model)' version \(version) is \(role); promote or roll back first")
             }
             if self.previousStable == version { self.previousStable = nil }
             self.phases[version] = .draining
@@ -208,7 +214,10 @@ public struct RolloutState: Sendable, Equatable {
             self.canary = canary
             self.canaryPercent = percent
             self.sticky = sticky
-            return self.record("traffic", "canary version \(canary) at \(percent)%\(sticky ? ", sticky" : "")", actor, time) + [.persist]
+            return self.record(
+                "traffic", "canary version \(canary) at \(percent)%\(sticky ? ", sticky" : "")", actor, time) + [
+                    .persist
+                ]
 
         case .setShadow(let version, let percent):
             try Self.checkPercent(percent)
@@ -220,11 +229,14 @@ public struct RolloutState: Sendable, Equatable {
             try self.checkCandidate(version)
             self.shadow = version
             self.shadowPercent = percent
-            return self.record("shadow", "version \(version) shadows \(percent)% of stable's traffic", actor, time) + [.persist]
+            return self.record("shadow", "version \(version) shadows \(percent)% of stable's traffic", actor, time) + [
+                .persist
+            ]
 
         case .promote:
             guard let canary = self.canary else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' has no canary to promote")
+                throw InferWireError(
+                    code: .failedPrecondition, message: "model '\(self.model)' has no canary to promote")
             }
             return self.makeStable(canary, action: "promote", actor, time)
 
@@ -237,20 +249,27 @@ public struct RolloutState: Sendable, Equatable {
             }
             guard let previous = self.previousStable, self.phases[previous] == .ready else {
                 throw InferWireError(
-                    code: .failedPrecondition, message: "model '\(self.model)' has no canary and no previous stable version to roll back to")
+                    code: .failedPrecondition,
+                    message: "model '\(self.model)' has no canary and no previous stable version to roll back to")
             }
             let current = self.stable
             self.stable = previous
             self.previousStable = current
-            return self.record("rollback", "version \(previous) stable again (was \(Self.describe(current)))\(why)", actor, time) + [.persist]
+            return self.record(
+                "rollback", "version \(previous) stable again (was \(Self.describe(current)))\(why)", actor, time) + [
+                    .persist
+                ]
 
         case .guardRollback(let reason):
             guard let canary = self.canary else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' has no canary to roll back")
+                throw InferWireError(
+                    code: .failedPrecondition, message: "model '\(self.model)' has no canary to roll back")
             }
             self.canary = nil
             self.canaryPercent = 0
-            return self.record("auto-rollback", "canary version \(canary) withdrawn: \(reason)", actor, time) + [.persist]
+            return self.record("auto-rollback", "canary version \(canary) withdrawn: \(reason)", actor, time) + [
+                .persist
+            ]
 
         case .graceExpired(let version, let promotion):
             // A later promotion, or a rollback that brought `version` back, supersedes this timer.
@@ -261,15 +280,21 @@ public struct RolloutState: Sendable, Equatable {
 
         case .versionFound(let version, let settings):
             guard self.phases[version] == .ready else {
-                throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded and ready")
+                throw InferWireError(
+                    code: .failedPrecondition,
+                    message: "model '\(self.model)' version \(version) is not loaded and ready")
             }
             self.settings = settings
-            if self.stable == version { return self.record("traffic", "version \(version) is the first and stable", actor, time) + [.persist] }
+            if self.stable == version {
+                return self.record("traffic", "version \(version) is the first and stable", actor, time) + [.persist]
+            }
             switch settings.newVersionRole {
             case .stable:
                 return self.makeStable(version, action: "promote", actor, time)
             case .none:
-                return self.record("traffic", "version \(version) loaded; routed only by number", actor, time) + [.persist]
+                return self.record("traffic", "version \(version) loaded; routed only by number", actor, time) + [
+                    .persist
+                ]
             default:
                 let percent = settings.canaryPercent > 0 ? Int(min(settings.canaryPercent, 100)) : 10
                 self.canary = version
@@ -290,7 +315,9 @@ public struct RolloutState: Sendable, Equatable {
                 if let previous = saved.previousStable, ready.contains(previous) { self.previousStable = previous }
                 self.history = saved.history
             }
-            let detail = "stable \(Self.describe(self.stable))" + (self.canary.map { ", canary \($0) at \(self.canaryPercent)%" } ?? "")
+            let detail =
+                "stable \(Self.describe(self.stable))"
+                + (self.canary.map { ", canary \($0) at \(self.canaryPercent)%" } ?? "")
             return self.record("restore", detail, actor, time) + [.persist]
         }
     }
@@ -322,7 +349,9 @@ public struct RolloutState: Sendable, Equatable {
 
     // MARK: Helpers
 
-    private mutating func makeStable(_ version: Int64, action: String, _ actor: RolloutActor, _ time: Date) -> [RolloutEffect] {
+    private mutating func makeStable(_ version: Int64, action: String, _ actor: RolloutActor, _ time: Date)
+        -> [RolloutEffect]
+    {
         let old = self.stable
         self.previousStable = old
         self.stable = version
@@ -331,15 +360,21 @@ public struct RolloutState: Sendable, Equatable {
             self.canaryPercent = 0
         }
         self.promotions += 1
-        var effects = self.record(action, "version \(version) stable (was \(Self.describe(old)))", actor, time) + [.persist]
-        if let old { effects.append(.scheduleGraceUnload(version: old, delay: self.rollbackGrace, promotion: self.promotions)) }
+        var effects =
+            self.record(action, "version \(version) stable (was \(Self.describe(old)))", actor, time) + [.persist]
+        if let old {
+            effects.append(.scheduleGraceUnload(version: old, delay: self.rollbackGrace, promotion: self.promotions))
+        }
         return effects
     }
 
     /// Appends a history entry (dropping the oldest past the limit); routing changed.
-    private mutating func record(_ action: String, _ detail: String, _ actor: RolloutActor, _ time: Date) -> [RolloutEffect] {
+    private mutating func record(_ action: String, _ detail: String, _ actor: RolloutActor, _ time: Date)
+        -> [RolloutEffect]
+    {
         let entry = RolloutHistoryEntry(
-            unixMillis: Int64(time.timeIntervalSince1970 * 1000), action: action, detail: detail, actor: actor.name, model: self.model)
+            unixMillis: Int64(time.timeIntervalSince1970 * 1000), action: action, detail: detail, actor: actor.name,
+            model: self.model)
         self.history.append(entry)
         if self.history.count > self.historyLimit { self.history.removeFirst(self.history.count - self.historyLimit) }
         return [.publishRouting, .log(entry)]
@@ -354,10 +389,12 @@ public struct RolloutState: Sendable, Equatable {
     /// A canary or shadow must be loaded, ready, and not the stable version.
     private func checkCandidate(_ version: Int64) throws(InferWireError) {
         guard self.phases[version] == .ready else {
-            throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded and ready")
+            throw InferWireError(
+                code: .failedPrecondition, message: "model '\(self.model)' version \(version) is not loaded and ready")
         }
         guard self.stable != version else {
-            throw InferWireError(code: .failedPrecondition, message: "model '\(self.model)' version \(version) is already stable")
+            throw InferWireError(
+                code: .failedPrecondition, message: "model '\(self.model)' version \(version) is already stable")
         }
     }
 

@@ -1,6 +1,6 @@
-import InferWireCore
 import Dispatch
 import Foundation
+import InferWireCore
 public import Logging
 import Synchronization
 
@@ -14,7 +14,8 @@ public struct PersistedRollout: Sendable, Equatable, Codable {
     public var history: [RolloutHistoryEntry]
 
     public init(
-        stable: Int64? = nil, canary: Int64? = nil, canaryPercent: Int = 0, sticky: Bool = false, previousStable: Int64? = nil,
+        stable: Int64? = nil, canary: Int64? = nil, canaryPercent: Int = 0, sticky: Bool = false,
+        previousStable: Int64? = nil,
         history: [RolloutHistoryEntry] = []
     ) {
         self.stable = stable
@@ -102,12 +103,14 @@ public final class FileRolloutStore: RolloutStore {
     private func read() -> PersistedRollouts? {
         guard FileManager.default.fileExists(atPath: self.path) else { return nil }
         do {
-            return try JSONDecoder().decode(PersistedRollouts.self, from: Data(contentsOf: URL(fileURLWithPath: self.path)))
+            return try JSONDecoder().decode(
+                PersistedRollouts.self, from: Data(contentsOf: URL(fileURLWithPath: self.path)))
         } catch {
             let aside = self.path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
             try? FileManager.default.moveItem(atPath: self.path, toPath: aside)
             self.logger.error(
-                "rollout state file is corrupt; starting from config defaults (file kept as \(aside))", metadata: ["error": "\(error)"])
+                "rollout state file is corrupt; starting from config defaults (file kept as \(aside))",
+                metadata: ["error": "\(error)"])
             return nil
         }
     }
@@ -126,7 +129,8 @@ public final class FileRolloutStore: RolloutStore {
             try handle.synchronize()
             try handle.close()
             guard rename(temporary, self.path) == 0 else {
-                throw InferWireError(code: .internal, message: "cannot rename \(temporary) to \(self.path): errno \(errno)")
+                throw InferWireError(
+                    code: .internal, message: "cannot rename \(temporary) to \(self.path): errno \(errno)")
             }
         } catch {
             self.logger.error("cannot persist rollout state", metadata: ["path": "\(self.path)", "error": "\(error)"])
@@ -165,7 +169,11 @@ final class SaveCoalescer: Sendable {
 
     /// Returns once state number `number` (or a newer one) is saved; saves it if no one else is.
     func flush(through number: Int) async {
-        enum Step { case done, save(Int, PersistedRollouts), wait }
+        enum Step {
+            case done
+            case save(Int, PersistedRollouts)
+            case wait
+        }
         while true {
             let step = self.state.withLock { s -> Step in
                 if s.saved >= number { return .done }

@@ -1,12 +1,13 @@
-import InferWireCore
 import Foundation
+import InferWireCore
 public import InferWireProto
 import Synchronization
 
 /// Running comparison of a shadow version's answers with the stable version's.
 public final class ShadowTally: Sendable {
     public let version: Int64
-    private let state = Mutex<(compared: UInt64, differing: UInt64, maxAbs: Double, sumAbs: Double, failures: UInt64)>((0, 0, 0, 0, 0))
+    private let state = Mutex<(compared: UInt64, differing: UInt64, maxAbs: Double, sumAbs: Double, failures: UInt64)>(
+        (0, 0, 0, 0, 0))
 
     public init(version: Int64) { self.version = version }
 
@@ -36,7 +37,9 @@ public final class ShadowTally: Sendable {
         var differs = left.outputs.count != right.outputs.count
         var maxAbs = 0.0
         for (x, y) in zip(left.outputs, right.outputs) {
-            guard let t = try? Tensor(wire: x), let u = try? Tensor(wire: y), t.dataType == u.dataType, t.shape == u.shape else {
+            guard let t = try? Tensor(wire: x), let u = try? Tensor(wire: y), t.dataType == u.dataType,
+                t.shape == u.shape
+            else {
                 differs = true
                 continue
             }
@@ -69,17 +72,24 @@ public final class ShadowTally: Sendable {
 /// Holds whichever of the two answers arrives first until the other does.
 final class ShadowPair: Sendable {
     private let tally: ShadowTally
-    private let state = Mutex<(stable: Result<[UInt8], InferWireError>?, shadow: Result<[UInt8], InferWireError>?)>((nil, nil))
+    private let state = Mutex<(stable: Result<[UInt8], InferWireError>?, shadow: Result<[UInt8], InferWireError>?)>(
+        (nil, nil))
 
     init(tally: ShadowTally) { self.tally = tally }
 
     func stable(_ result: Result<[UInt8], InferWireError>) {
-        let other = self.state.withLock { s -> Result<[UInt8], InferWireError>? in s.stable = result; return s.shadow }
+        let other = self.state.withLock { s -> Result<[UInt8], InferWireError>? in
+            s.stable = result
+            return s.shadow
+        }
         if let other { self.tally.compare(stable: result, shadow: other) }
     }
 
     func shadow(_ result: Result<[UInt8], InferWireError>) {
-        let other = self.state.withLock { s -> Result<[UInt8], InferWireError>? in s.shadow = result; return s.stable }
+        let other = self.state.withLock { s -> Result<[UInt8], InferWireError>? in
+            s.shadow = result
+            return s.stable
+        }
         if let other { self.tally.compare(stable: other, shadow: result) }
     }
 }

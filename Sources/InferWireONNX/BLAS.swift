@@ -2,9 +2,9 @@ import Foundation
 public import InferWireCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The BLAS library behind GEMM, loaded at run time once its kernel has been chosen.
@@ -107,14 +107,16 @@ public enum BLAS {
     }
 
     struct Functions: Sendable {
-        typealias SGEMM = @convention(c) (
-            Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
-            UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32
-        ) -> Void
-        typealias DGEMM = @convention(c) (
-            Int32, Int32, Int32, Int32, Int32, Int32, Double, UnsafePointer<Double>?, Int32,
-            UnsafePointer<Double>?, Int32, Double, UnsafeMutablePointer<Double>?, Int32
-        ) -> Void
+        typealias SGEMM =
+            @convention(c) (
+                Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+                UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32
+            ) -> Void
+        typealias DGEMM =
+            @convention(c) (
+                Int32, Int32, Int32, Int32, Int32, Int32, Double, UnsafePointer<Double>?, Int32,
+                UnsafePointer<Double>?, Int32, Double, UnsafeMutablePointer<Double>?, Int32
+            ) -> Void
 
         let sgemm: SGEMM
         let dgemm: DGEMM
@@ -155,7 +157,11 @@ public enum BLAS {
             }
         }
         guard let handle else {
-            throw InferWireError(code: .failedPrecondition, message: "no BLAS library found (tried \(self.candidates.joined(separator: ", "))); install OpenBLAS (Debian: libopenblas0)")
+            throw InferWireError(
+                code: .failedPrecondition,
+                message:
+                    "no BLAS library found (tried \(self.candidates.joined(separator: ", "))); install OpenBLAS (Debian: libopenblas0)"
+            )
         }
         func symbol<T>(_ name: String, as type: T.Type) throws(InferWireError) -> T {
             guard let pointer = dlsym(handle, name) else {
@@ -171,7 +177,8 @@ public enum BLAS {
         try symbol("openblas_set_num_threads", as: SetThreads.self)(1)
         let corename = try symbol("openblas_get_corename", as: Describe.self)().map { String(cString: $0) } ?? "unknown"
         let config = try symbol("openblas_get_config", as: Describe.self)().map { String(cString: $0) } ?? "unknown"
-        let report = Report(library: library, configuration: config, kernel: corename, choice: choice, cpuFeatures: features)
+        let report = Report(
+            library: library, configuration: config, kernel: corename, choice: choice, cpuFeatures: features)
         return Functions(sgemm: sgemm, dgemm: dgemm, report: report)
     }
 }

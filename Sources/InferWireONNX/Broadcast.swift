@@ -12,7 +12,10 @@ func checkedCount(_ shape: [Int], _ what: @autoclosure () -> String = "tensor") 
     var hasZero = false
     for d in shape {
         guard d >= 0 else { throw OnnxError("\(what()) has a negative dimension in \(shape)") }
-        if d == 0 { hasZero = true; continue }
+        if d == 0 {
+            hasZero = true
+            continue
+        }
         let (p, overflow) = product.multipliedReportingOverflow(by: d)
         guard !overflow, p <= OnnxLimits.maxElements else {
             throw OnnxError("\(what()) of shape \(shape) exceeds \(OnnxLimits.maxElements) elements")
@@ -57,14 +60,16 @@ func broadcastBinary<A, B, R>(
     _ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], _ op: (A, B) -> R
 ) throws(OnnxError) -> ([R], [Int]) {
     if aShape == bShape {
-        return ([R](unsafeUninitializedCapacity: a.count) { out, n in
-            a.withUnsafeBufferPointer { pa in
-                b.withUnsafeBufferPointer { pb in
-                    for i in 0..<pa.count { out[i] = op(pa[i], pb[i]) }
+        return (
+            [R](unsafeUninitializedCapacity: a.count) { out, n in
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        for i in 0..<pa.count { out[i] = op(pa[i], pb[i]) }
+                    }
                 }
-            }
-            n = a.count
-        }, aShape)
+                n = a.count
+            }, aShape
+        )
     }
     let shape = try broadcastShape(aShape, bShape)
     let total = shape.reduce(1, *)
@@ -83,24 +88,34 @@ func broadcastBinary<A, B, R>(
     let ia = rank > 0 ? sa[rank - 1] : 0
     let ib = rank > 0 ? sb[rank - 1] : 0
     let result = [R](unsafeUninitializedCapacity: total) { out, n in
-        guard total > 0 else { n = 0; return }
+        guard total > 0 else {
+            n = 0
+            return
+        }
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 var index = [Int](repeating: 0, count: max(rank - 1, 0))
-                var offsetA = 0, offsetB = 0, o = 0
+                var offsetA = 0
+                var offsetB = 0
+                var o = 0
                 while o < total {
-                    var ja = offsetA, jb = offsetB
+                    var ja = offsetA
+                    var jb = offsetB
                     for _ in 0..<inner {
                         out[o] = op(pa[ja], pb[jb])
-                        o += 1; ja += ia; jb += ib
+                        o += 1
+                        ja += ia
+                        jb += ib
                     }
                     // Advance the outer index (odometer over dims 0..<rank-1).
                     var d = rank - 2
                     while d >= 0 {
                         index[d] += 1
-                        offsetA += sa[d]; offsetB += sb[d]
+                        offsetA += sa[d]
+                        offsetB += sb[d]
                         if index[d] < shape[d] { break }
-                        offsetA -= sa[d] * shape[d]; offsetB -= sb[d] * shape[d]
+                        offsetA -= sa[d] * shape[d]
+                        offsetB -= sb[d] * shape[d]
                         index[d] = 0
                         d -= 1
                     }
@@ -128,7 +143,10 @@ func transpose<T>(_ values: [T], shape: [Int], perm: [Int]) -> ([T], [Int]) {
     let permuted = perm.map { inStrides[$0] }
     let total = values.count
     let result = [T](unsafeUninitializedCapacity: total) { out, n in
-        guard total > 0 else { n = 0; return }
+        guard total > 0 else {
+            n = 0
+            return
+        }
         values.withUnsafeBufferPointer { src in
             var index = [Int](repeating: 0, count: rank)
             var offset = 0

@@ -9,35 +9,53 @@ struct Window2D {
     var pads: (Int, Int, Int, Int)
     var ceilMode: Bool
 
-    static func parse(_ c: inout NodeContext, kernel given: [Int]?, allowDilation: Bool = true) throws -> (Window2D, autoPad: String) {
-        guard let k = given, k.count == 2 else { throw c.error("only 2-D kernels are supported (kernel_shape \(given ?? []))") }
+    static func parse(_ c: inout NodeContext, kernel given: [Int]?, allowDilation: Bool = true) throws -> (
+        Window2D, autoPad: String
+    ) {
+        guard let k = given, k.count == 2 else {
+            throw c.error("only 2-D kernels are supported (kernel_shape \(given ?? []))")
+        }
         let strides = try c.attributes.ints("strides") ?? [1, 1]
         let dilations = try c.attributes.ints("dilations") ?? [1, 1]
         let pads = try c.attributes.ints("pads") ?? [0, 0, 0, 0]
         let autoPad = try c.attributes.string("auto_pad", default: "NOTSET")
         let ceil = try c.attributes.int("ceil_mode", default: 0) != 0
-        guard strides.count == 2, dilations.count == 2, pads.count == 4 else { throw c.error("strides, dilations and pads must describe 2 dimensions") }
-        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw c.error("auto_pad '\(autoPad)' is not supported") }
+        guard strides.count == 2, dilations.count == 2, pads.count == 4 else {
+            throw c.error("strides, dilations and pads must describe 2 dimensions")
+        }
+        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else {
+            throw c.error("auto_pad '\(autoPad)' is not supported")
+        }
         if !allowDilation && dilations != [1, 1] { throw c.error("dilations are not supported") }
         let limit = 1 << 16
         guard k.allSatisfy({ $0 >= 1 && $0 <= limit }), strides.allSatisfy({ $0 >= 1 && $0 <= limit }),
             dilations.allSatisfy({ $0 >= 1 && $0 <= limit }), pads.allSatisfy({ $0 >= 0 && $0 <= limit })
         else {
-            throw c.error("kernel_shape, strides and dilations must be 1…\(limit) and pads 0…\(limit); got \(k), \(strides), \(dilations), \(pads)")
+            throw c.error(
+                "kernel_shape, strides and dilations must be 1…\(limit) and pads 0…\(limit); got \(k), \(strides), \(dilations), \(pads)"
+            )
         }
-        return (Window2D(kernel: (k[0], k[1]), strides: (strides[0], strides[1]), dilations: (dilations[0], dilations[1]),
-                         pads: (pads[0], pads[1], pads[2], pads[3]), ceilMode: ceil), autoPad)
+        return (
+            Window2D(
+                kernel: (k[0], k[1]), strides: (strides[0], strides[1]), dilations: (dilations[0], dilations[1]),
+                pads: (pads[0], pads[1], pads[2], pads[3]), ceilMode: ceil), autoPad
+        )
     }
 
     /// Output size and resolved pads for an input of `h`×`w`.
     func resolve(h: Int, w: Int, autoPad: String) throws -> (oh: Int, ow: Int, pads: (Int, Int, Int, Int)) {
-        let ekh = (self.kernel.0 - 1) * self.dilations.0 + 1, ekw = (self.kernel.1 - 1) * self.dilations.1 + 1
+        let ekh = (self.kernel.0 - 1) * self.dilations.0 + 1
+        let ekw = (self.kernel.1 - 1) * self.dilations.1 + 1
         var pads = self.pads
         if autoPad == "VALID" { pads = (0, 0, 0, 0) }
         if autoPad.hasPrefix("SAME") {
-            let oh = (h + self.strides.0 - 1) / self.strides.0, ow = (w + self.strides.1 - 1) / self.strides.1
-            let ph = max(0, (oh - 1) * self.strides.0 + ekh - h), pw = max(0, (ow - 1) * self.strides.1 + ekw - w)
-            pads = autoPad == "SAME_UPPER" ? (ph / 2, pw / 2, ph - ph / 2, pw - pw / 2) : (ph - ph / 2, pw - pw / 2, ph / 2, pw / 2)
+            let oh = (h + self.strides.0 - 1) / self.strides.0
+            let ow = (w + self.strides.1 - 1) / self.strides.1
+            let ph = max(0, (oh - 1) * self.strides.0 + ekh - h)
+            let pw = max(0, (ow - 1) * self.strides.1 + ekw - w)
+            pads =
+                autoPad == "SAME_UPPER"
+                ? (ph / 2, pw / 2, ph - ph / 2, pw - pw / 2) : (ph - ph / 2, pw - pw / 2, ph / 2, pw / 2)
             return (oh, ow, pads)
         }
         func size(_ n: Int, _ ek: Int, _ s: Int, _ p0: Int, _ p1: Int) -> Int {
@@ -48,7 +66,8 @@ struct Window2D {
             if self.ceilMode, (out - 1) * s >= n + p0 { out -= 1 }
             return out
         }
-        let oh = size(h, ekh, self.strides.0, pads.0, pads.2), ow = size(w, ekw, self.strides.1, pads.1, pads.3)
+        let oh = size(h, ekh, self.strides.0, pads.0, pads.2)
+        let ow = size(w, ekw, self.strides.1, pads.1, pads.3)
         guard oh > 0, ow > 0 else { throw OnnxError("window larger than the padded input \(h)×\(w)") }
         return (oh, ow, pads)
     }
@@ -62,25 +81,34 @@ enum ConvolutionOps {
             let group = try c.attributes.int("group", default: 1)
             // kernel_shape may be omitted: then it is taken from the weights.
             let weights = c.constantInputs[1]
-            let (window, autoPad) = try Window2D.parse(&c, kernel: kernelShape ?? weights.map { Array($0.shape.dropFirst(2)) })
+            let (window, autoPad) = try Window2D.parse(
+                &c, kernel: kernelShape ?? weights.map { Array($0.shape.dropFirst(2)) })
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in
-                let x = try input(inputs, 0, "Conv"), w = try input(inputs, 1, "Conv")
-                guard x.rank == 4, w.rank == 4 else { throw OnnxError("Conv supports 2-D inputs [N,C,H,W], got \(x.shape)") }
+                let x = try input(inputs, 0, "Conv")
+                let w = try input(inputs, 1, "Conv")
+                guard x.rank == 4, w.rank == 4 else {
+                    throw OnnxError("Conv supports 2-D inputs [N,C,H,W], got \(x.shape)")
+                }
                 guard let xv = x.floats, let wv = w.floats else { throw OnnxError("Conv supports float tensors") }
                 let (n, cIn, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
                 let (m, cPerGroup, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
-                guard (kh, kw) == window.kernel else { throw OnnxError("Conv weights \(w.shape) disagree with kernel_shape") }
+                guard (kh, kw) == window.kernel else {
+                    throw OnnxError("Conv weights \(w.shape) disagree with kernel_shape")
+                }
                 guard group >= 1, cIn == cPerGroup * group, m % group == 0 else {
                     throw OnnxError("Conv: input channels \(cIn) and weights \(w.shape) do not fit group \(group)")
                 }
                 let bias = inputs.count > 2 ? inputs[2]?.floats : nil
-                if let bias, bias.count != m { throw OnnxError("Conv: bias has \(bias.count) values for \(m) output channels") }
+                if let bias, bias.count != m {
+                    throw OnnxError("Conv: bias has \(bias.count) values for \(m) output channels")
+                }
                 let (oh, ow, pads) = try window.resolve(h: h, w: wd, autoPad: autoPad)
                 _ = try checkedCount([n, m, oh, ow], "Conv output")
                 _ = try checkedCount([cPerGroup * kh * kw, oh * ow], "Conv column buffer")
                 let mPerGroup = m / group
-                let colRows = cPerGroup * kh * kw, colCols = oh * ow
+                let colRows = cPerGroup * kh * kw
+                let colCols = oh * ow
                 var columns = [Float](repeating: 0, count: colRows * colCols)
                 var out = [Float](repeating: 0, count: n * m * colCols)
                 xv.withUnsafeBufferPointer { px in
@@ -102,9 +130,12 @@ enum ConvolutionOps {
                                                     let sx = window.strides.1
                                                     // ox is valid when 0 <= ox*sx + offsetX < wd.
                                                     let oxStart = min(ow, offsetX >= 0 ? 0 : (-offsetX + sx - 1) / sx)
-                                                    let oxEnd = max(oxStart, min(ow, wd - offsetX <= 0 ? 0 : (wd - offsetX + sx - 1) / sx))
+                                                    let oxEnd = max(
+                                                        oxStart,
+                                                        min(ow, wd - offsetX <= 0 ? 0 : (wd - offsetX + sx - 1) / sx))
                                                     for oy in 0..<oh {
-                                                        let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0
+                                                        let iy =
+                                                            oy * window.strides.0 - pads.0 + ky * window.dilations.0
                                                         let out = dst + oy * ow
                                                         guard iy >= 0 && iy < h else {
                                                             out.update(repeating: 0, count: ow)
@@ -113,17 +144,22 @@ enum ConvolutionOps {
                                                         let src = plane + iy * wd + offsetX
                                                         if oxStart > 0 { out.update(repeating: 0, count: oxStart) }
                                                         if sx == 1 {
-                                                            (out + oxStart).update(from: src + oxStart, count: oxEnd - oxStart)
+                                                            (out + oxStart).update(
+                                                                from: src + oxStart, count: oxEnd - oxStart)
                                                         } else {
                                                             for ox in oxStart..<oxEnd { out[ox] = src[ox * sx] }
                                                         }
-                                                        if oxEnd < ow { (out + oxEnd).update(repeating: 0, count: ow - oxEnd) }
+                                                        if oxEnd < ow {
+                                                            (out + oxEnd).update(repeating: 0, count: ow - oxEnd)
+                                                        }
                                                     }
                                                 }
                                             }
                                         }
                                         let outBase = po.baseAddress! + (b * m + g * mPerGroup) * colCols
-                                        sgemm(pw.baseAddress! + g * mPerGroup * colRows, pc.baseAddress!, outBase, m: mPerGroup, n: colCols, k: colRows)
+                                        sgemm(
+                                            pw.baseAddress! + g * mPerGroup * colRows, pc.baseAddress!, outBase,
+                                            m: mPerGroup, n: colCols, k: colRows)
                                         if let bias {
                                             for oc in 0..<mPerGroup {
                                                 let v = bias[g * mPerGroup + oc]
@@ -145,55 +181,71 @@ enum ConvolutionOps {
                 guard c.outputCount == 1 else { throw c.error("the Indices output is not supported") }
                 let kernelShape = try c.attributes.ints("kernel_shape")
                 let countIncludePad = isMax ? false : try c.attributes.int("count_include_pad", default: 0) != 0
-                if isMax, try c.attributes.int("storage_order", default: 0) != 0 { throw c.error("storage_order 1 is not supported") }
+                if isMax, try c.attributes.int("storage_order", default: 0) != 0 {
+                    throw c.error("storage_order 1 is not supported")
+                }
                 let (window, autoPad) = try Window2D.parse(&c, kernel: kernelShape, allowDilation: isMax)
                 try c.attributes.checkAllUsed()
                 return FunctionKernel { inputs in
                     let x = try input(inputs, 0, name)
-                    guard x.rank == 4, let xv = x.floats else { throw OnnxError("\(name) supports float [N,C,H,W] inputs, got \(x.shape)") }
+                    guard x.rank == 4, let xv = x.floats else {
+                        throw OnnxError("\(name) supports float [N,C,H,W] inputs, got \(x.shape)")
+                    }
                     let (n, ch, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
                     let (oh, ow, pads) = try window.resolve(h: h, w: w, autoPad: autoPad)
                     var result = [Float](repeating: 0, count: n * ch * oh * ow)
-                    xv.withUnsafeBufferPointer { px in result.withUnsafeMutableBufferPointer { out in
-                        for plane in 0..<(n * ch) {
-                            let src = px.baseAddress! + plane * h * w
-                            for oy in 0..<oh {
-                                for ox in 0..<ow {
-                                    let iy0 = oy * window.strides.0 - pads.0, ix0 = ox * window.strides.1 - pads.1
-                                    let lastY = iy0 + (window.kernel.0 - 1) * window.dilations.0
-                                    let lastX = ix0 + (window.kernel.1 - 1) * window.dilations.1
-                                    if iy0 >= 0, ix0 >= 0, lastY < h, lastX < w {
-                                        // Window entirely inside: no bounds tests.
-                                        var best = -Float.infinity, sum: Float = 0
+                    xv.withUnsafeBufferPointer { px in
+                        result.withUnsafeMutableBufferPointer { out in
+                            for plane in 0..<(n * ch) {
+                                let src = px.baseAddress! + plane * h * w
+                                for oy in 0..<oh {
+                                    for ox in 0..<ow {
+                                        let iy0 = oy * window.strides.0 - pads.0
+                                        let ix0 = ox * window.strides.1 - pads.1
+                                        let lastY = iy0 + (window.kernel.0 - 1) * window.dilations.0
+                                        let lastX = ix0 + (window.kernel.1 - 1) * window.dilations.1
+                                        if iy0 >= 0, ix0 >= 0, lastY < h, lastX < w {
+                                            // Window entirely inside: no bounds tests.
+                                            var best = -Float.infinity
+                                            var sum: Float = 0
+                                            for ky in 0..<window.kernel.0 {
+                                                let line = src + (iy0 + ky * window.dilations.0) * w + ix0
+                                                for kx in 0..<window.kernel.1 {
+                                                    let v = line[kx * window.dilations.1]
+                                                    best = max(best, v)
+                                                    sum += v
+                                                }
+                                            }
+                                            out[(plane * oh + oy) * ow + ox] =
+                                                isMax ? best : sum / Float(window.kernel.0 * window.kernel.1)
+                                            continue
+                                        }
+                                        var best = -Float.infinity
+                                        var sum: Float = 0
+                                        var count = 0
+                                        var padded = 0
                                         for ky in 0..<window.kernel.0 {
-                                            let line = src + (iy0 + ky * window.dilations.0) * w + ix0
+                                            let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0
                                             for kx in 0..<window.kernel.1 {
-                                                let v = line[kx * window.dilations.1]
-                                                best = max(best, v); sum += v
+                                                let ix = ox * window.strides.1 - pads.1 + kx * window.dilations.1
+                                                if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                                    let v = src[iy * w + ix]
+                                                    best = max(best, v)
+                                                    sum += v
+                                                    count += 1
+                                                } else if iy < h + pads.2 && ix < w + pads.3 {
+                                                    padded += 1
+                                                }
                                             }
                                         }
-                                        out[(plane * oh + oy) * ow + ox] = isMax ? best : sum / Float(window.kernel.0 * window.kernel.1)
-                                        continue
+                                        let divisor = countIncludePad ? count + padded : count
+                                        out[(plane * oh + oy) * ow + ox] =
+                                            isMax ? best : (divisor > 0 ? sum / Float(divisor) : 0)
                                     }
-                                    var best = -Float.infinity, sum: Float = 0, count = 0, padded = 0
-                                    for ky in 0..<window.kernel.0 {
-                                        let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0
-                                        for kx in 0..<window.kernel.1 {
-                                            let ix = ox * window.strides.1 - pads.1 + kx * window.dilations.1
-                                            if iy >= 0 && iy < h && ix >= 0 && ix < w {
-                                                let v = src[iy * w + ix]
-                                                best = max(best, v); sum += v; count += 1
-                                            } else if iy < h + pads.2 && ix < w + pads.3 {
-                                                padded += 1
-                                            }
-                                        }
-                                    }
-                                    let divisor = countIncludePad ? count + padded : count
-                                    out[(plane * oh + oy) * ow + ox] = isMax ? best : (divisor > 0 ? sum / Float(divisor) : 0)
                                 }
                             }
                         }
-                    } }
+                    }
                     return [OnnxTensor(shape: [n, ch, oh, ow], floats: result)]
                 }
             }
@@ -202,8 +254,11 @@ enum ConvolutionOps {
             try c.require(inputs: 1...1)
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "GlobalAveragePool")
-                guard x.rank >= 3, let xv = x.floats else { throw OnnxError("GlobalAveragePool takes float [N,C,...], got \(x.shape)") }
-                let planes = x.shape[0] * x.shape[1], size = x.shape[2...].reduce(1, *)
+                guard x.rank >= 3, let xv = x.floats else {
+                    throw OnnxError("GlobalAveragePool takes float [N,C,...], got \(x.shape)")
+                }
+                let planes = x.shape[0] * x.shape[1]
+                let size = x.shape[2...].reduce(1, *)
                 var out = [Float](repeating: 0, count: planes)
                 for p in 0..<planes {
                     var s: Float = 0
@@ -217,12 +272,16 @@ enum ConvolutionOps {
             try c.require(inputs: 5...5, outputs: 1...1)
             let epsilon = try c.attributes.float("epsilon", default: 1e-5)
             _ = try c.attributes.float("momentum")  // training only
-            if try c.attributes.int("training_mode", default: 0) != 0 { throw c.error("training_mode is not supported") }
+            if try c.attributes.int("training_mode", default: 0) != 0 {
+                throw c.error("training_mode is not supported")
+            }
             _ = try c.attributes.int("spatial")  // opset < 9; 1 is the only behaviour here
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "BatchNormalization")
-                guard x.rank >= 2, let xv = x.floats else { throw OnnxError("BatchNormalization takes float [N,C,...], got \(x.shape)") }
+                guard x.rank >= 2, let xv = x.floats else {
+                    throw OnnxError("BatchNormalization takes float [N,C,...], got \(x.shape)")
+                }
                 let params = try (1...4).map { i -> [Float] in
                     guard let v = try input(inputs, i, "BatchNormalization").floats, v.count == x.shape[1] else {
                         throw OnnxError("BatchNormalization: parameter \(i) must be float [\(x.shape[1])]")
@@ -230,7 +289,8 @@ enum ConvolutionOps {
                     return v
                 }
                 let (scale, bias, mean, variance) = (params[0], params[1], params[2], params[3])
-                let channels = x.shape[1], size = x.shape[2...].reduce(1, *)
+                let channels = x.shape[1]
+                let size = x.shape[2...].reduce(1, *)
                 var out = xv
                 for b in 0..<x.shape[0] {
                     for ch in 0..<channels {

@@ -4,7 +4,9 @@ import Foundation
 /// memory with the operation known at compile time, so the compiler vectorises the
 /// arithmetic ones (Relu, Abs, Neg, LeakyRelu, Clip-like maps) with SIMD instructions.
 enum UnaryOp: Sendable {
-    case relu, leakyRelu(Float), sigmoid, tanh, exp, log, sqrt, erf, abs, neg
+    case relu
+    case leakyRelu(Float)
+    case sigmoid, tanh, exp, log, sqrt, erf, abs, neg
 
     var name: String {
         switch self {
@@ -34,7 +36,8 @@ enum UnaryOp: Sendable {
     func apply(_ x: [Float]) -> [Float] {
         switch self {
         case .relu: SIMDLoops.map(x, { $0.replacing(with: 0, where: $0 .< 0) }, { $0 < 0 ? 0 : $0 })
-        case .leakyRelu(let a): SIMDLoops.map(x, { $0.replacing(with: $0 * a, where: $0 .< 0) }, { $0 >= 0 ? $0 : $0 * a })
+        case .leakyRelu(let a):
+            SIMDLoops.map(x, { $0.replacing(with: $0 * a, where: $0 .< 0) }, { $0 >= 0 ? $0 : $0 * a })
         case .sigmoid: Self.loop(x) { InferWireONNX.sigmoid($0) }
         case .tanh: Self.loop(x) { tanhf($0) }
         case .exp: Self.loop(x) { expf($0) }
@@ -122,7 +125,10 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
             case .add: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &+)
             case .sub: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &-)
             case .mul: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &*)
-            case .div: (r, s) = try broadcastBinary(x, a.shape, y, b.shape) { $0.dividedReportingOverflow(by: $1).partialValue }
+            case .div:
+                (r, s) = try broadcastBinary(x, a.shape, y, b.shape) {
+                    $0.dividedReportingOverflow(by: $1).partialValue
+                }
             }
             return [OnnxTensor(shape: s, storage: .int64(r))]
         case (.int32(let x), .int32(let y)):
@@ -132,7 +138,10 @@ func arithmeticKernel(_ op: ArithmeticOp, name: String) -> any Kernel {
             case .add: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &+)
             case .sub: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &-)
             case .mul: (r, s) = try broadcastBinary(x, a.shape, y, b.shape, &*)
-            case .div: (r, s) = try broadcastBinary(x, a.shape, y, b.shape) { $0.dividedReportingOverflow(by: $1).partialValue }
+            case .div:
+                (r, s) = try broadcastBinary(x, a.shape, y, b.shape) {
+                    $0.dividedReportingOverflow(by: $1).partialValue
+                }
             }
             return [OnnxTensor(shape: s, storage: .int32(r))]
         default:
@@ -155,7 +164,8 @@ func floatBinary(
     let shape = try broadcastShape(aShape, bShape)
     let total = shape.reduce(1, *)
     // b repeats along the leading dimensions of a (e.g. [N, C] + [C]), or the reverse.
-    let bCore = Array(bShape.drop(while: { $0 == 1 })), aCore = Array(aShape.drop(while: { $0 == 1 }))
+    let bCore = Array(bShape.drop(while: { $0 == 1 }))
+    let aCore = Array(aShape.drop(while: { $0 == 1 }))
     if shape == aShape, b.count > 0, total % b.count == 0, Array(aShape.suffix(bCore.count)) == bCore {
         if b.count == 1 {
             let y = b[0]
@@ -178,10 +188,15 @@ func floatBinary(
 
 enum ElementwiseOps {
     static func register(_ r: inout [String: KernelFactory]) {
-        let simple: [(String, UnaryOp)] = [("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh), ("Exp", .exp), ("Log", .log),
-                                           ("Sqrt", .sqrt), ("Erf", .erf), ("Abs", .abs), ("Neg", .neg)]
+        let simple: [(String, UnaryOp)] = [
+            ("Relu", .relu), ("Sigmoid", .sigmoid), ("Tanh", .tanh), ("Exp", .exp), ("Log", .log),
+            ("Sqrt", .sqrt), ("Erf", .erf), ("Abs", .abs), ("Neg", .neg),
+        ]
         for (name, op) in simple {
-            r[name] = { c in try c.require(inputs: 1...1); return op.kernel }
+            r[name] = { c in
+                try c.require(inputs: 1...1)
+                return op.kernel
+            }
         }
         r["LeakyRelu"] = { c in
             try c.require(inputs: 1...1)
@@ -191,10 +206,22 @@ enum ElementwiseOps {
             try c.require(inputs: 1...1)
             return FunctionKernel { inputs in [try input(inputs, 0, "Identity")] }
         }
-        r["Add"] = { c in try c.require(inputs: 2...2); return arithmeticKernel(.add, name: "Add") }
-        r["Sub"] = { c in try c.require(inputs: 2...2); return arithmeticKernel(.sub, name: "Sub") }
-        r["Mul"] = { c in try c.require(inputs: 2...2); return arithmeticKernel(.mul, name: "Mul") }
-        r["Div"] = { c in try c.require(inputs: 2...2); return arithmeticKernel(.div, name: "Div") }
+        r["Add"] = { c in
+            try c.require(inputs: 2...2)
+            return arithmeticKernel(.add, name: "Add")
+        }
+        r["Sub"] = { c in
+            try c.require(inputs: 2...2)
+            return arithmeticKernel(.sub, name: "Sub")
+        }
+        r["Mul"] = { c in
+            try c.require(inputs: 2...2)
+            return arithmeticKernel(.mul, name: "Mul")
+        }
+        r["Div"] = { c in
+            try c.require(inputs: 2...2)
+            return arithmeticKernel(.div, name: "Div")
+        }
         r["Clip"] = { c in
             try c.require(inputs: 1...3)
             // Before opset 11 the bounds are attributes; from 11 they are optional inputs.
@@ -217,18 +244,28 @@ enum ElementwiseOps {
                 let hi = bound(2) ?? attrMax.map(Double.init)
                 switch x.storage {
                 case .float(let v):
-                    let l = lo.map(Float.init) ?? -.infinity, h = hi.map(Float.init) ?? .infinity
+                    let l = lo.map(Float.init) ?? -.infinity
+                    let h = hi.map(Float.init) ?? .infinity
                     return [OnnxTensor(shape: x.shape, storage: .float(v.map { min(max($0, l), h) }))]
                 case .double(let v):
-                    let l = lo ?? -.infinity, h = hi ?? .infinity
+                    let l = lo ?? -.infinity
+                    let h = hi ?? .infinity
                     return [OnnxTensor(shape: x.shape, storage: .double(v.map { min(max($0, l), h) }))]
                 case .int64(let v):
-                    func bound(_ d: Double?, _ fallback: Int64) -> Int64 { d.flatMap { $0.isNaN ? nil : Int64(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) } ?? fallback }
-                    let l = bound(lo, .min), h = bound(hi, .max)
+                    func bound(_ d: Double?, _ fallback: Int64) -> Int64 {
+                        d.flatMap { $0.isNaN ? nil : Int64(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) }
+                            ?? fallback
+                    }
+                    let l = bound(lo, .min)
+                    let h = bound(hi, .max)
                     return [OnnxTensor(shape: x.shape, storage: .int64(v.map { min(max($0, l), h) }))]
                 case .int32(let v):
-                    func bound(_ d: Double?, _ fallback: Int32) -> Int32 { d.flatMap { $0.isNaN ? nil : Int32(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) } ?? fallback }
-                    let l = bound(lo, .min), h = bound(hi, .max)
+                    func bound(_ d: Double?, _ fallback: Int32) -> Int32 {
+                        d.flatMap { $0.isNaN ? nil : Int32(exactly: $0.rounded(.towardZero)) ?? ($0 < 0 ? .min : .max) }
+                            ?? fallback
+                    }
+                    let l = bound(lo, .min)
+                    let h = bound(hi, .max)
                     return [OnnxTensor(shape: x.shape, storage: .int32(v.map { min(max($0, l), h) }))]
                 default: throw OnnxError("Clip takes a numeric tensor, got \(x.elementType)")
                 }
@@ -257,7 +294,9 @@ func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
     case .double(let v): doubles = v
     case .int64(let v):
         if target == .string { return OnnxTensor(shape: x.shape, storage: .string(v.map { String($0) })) }
-        if target == .int32 { return OnnxTensor(shape: x.shape, storage: .int32(v.map { Int32(truncatingIfNeeded: $0) })) }
+        if target == .int32 {
+            return OnnxTensor(shape: x.shape, storage: .int32(v.map { Int32(truncatingIfNeeded: $0) }))
+        }
         doubles = v.map(Double.init)
     case .int32(let v):
         if target == .int64 { return OnnxTensor(shape: x.shape, storage: .int64(v.map(Int64.init))) }
@@ -265,7 +304,9 @@ func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
     case .bool(let v): doubles = v.map { $0 ? 1 : 0 }
     case .string(let v):
         doubles = try v.map { s in
-            guard let d = Double(s) ?? (s.lowercased() == "nan" ? .nan : nil) else { throw OnnxError("Cast: '\(s)' is not a number") }
+            guard let d = Double(s) ?? (s.lowercased() == "nan" ? .nan : nil) else {
+                throw OnnxError("Cast: '\(s)' is not a number")
+            }
             return d
         }
     }

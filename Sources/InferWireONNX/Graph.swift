@@ -33,7 +33,8 @@ struct NodeContext {
             throw self.error("takes \(range.lowerBound)–\(range.upperBound) inputs, got \(self.inputCount)")
         }
         guard outputRange.contains(self.outputCount) else {
-            throw self.error("gives \(outputRange.lowerBound)–\(outputRange.upperBound) outputs, got \(self.outputCount)")
+            throw self.error(
+                "gives \(outputRange.lowerBound)–\(outputRange.upperBound) outputs, got \(self.outputCount)")
         }
     }
 }

@@ -12,12 +12,14 @@ extension OnnxTensor {
         let shape = proto.dims.map { Int($0) }
         let count = try checkedCount(shape, what)
         guard let type = ElementType(onnx: proto.dataType) else {
-            throw OnnxError("\(what) has element type \(ElementType.name(ofONNX: proto.dataType)), which InferWire does not run")
+            throw OnnxError(
+                "\(what) has element type \(ElementType.name(ofONNX: proto.dataType)), which InferWire does not run")
         }
         let raw = proto.rawData
         func fromRaw<T>(_: T.Type) throws(OnnxError) -> [T] {
             guard raw.count == count * MemoryLayout<T>.size else {
-                throw OnnxError("\(what): raw_data has \(raw.count) bytes; dims \(shape) need \(count * MemoryLayout<T>.size)")
+                throw OnnxError(
+                    "\(what): raw_data has \(raw.count) bytes; dims \(shape) need \(count * MemoryLayout<T>.size)")
             }
             return [T](unsafeUninitializedCapacity: count) { buffer, n in
                 raw.withUnsafeBytes { _ = $0.copyBytes(to: UnsafeMutableRawBufferPointer(buffer)) }
@@ -30,24 +32,39 @@ extension OnnxTensor {
         let storage: Storage
         switch type {
         case .float:
-            if !raw.isEmpty { storage = .float(try fromRaw(Float.self)) } else {
-                try check(proto.floatData.count, "float_data"); storage = .float(proto.floatData)
+            if !raw.isEmpty {
+                storage = .float(try fromRaw(Float.self))
+            } else {
+                try check(proto.floatData.count, "float_data")
+                storage = .float(proto.floatData)
             }
         case .double:
-            if !raw.isEmpty { storage = .double(try fromRaw(Double.self)) } else {
-                try check(proto.doubleData.count, "double_data"); storage = .double(proto.doubleData)
+            if !raw.isEmpty {
+                storage = .double(try fromRaw(Double.self))
+            } else {
+                try check(proto.doubleData.count, "double_data")
+                storage = .double(proto.doubleData)
             }
         case .int64:
-            if !raw.isEmpty { storage = .int64(try fromRaw(Int64.self)) } else {
-                try check(proto.int64Data.count, "int64_data"); storage = .int64(proto.int64Data)
+            if !raw.isEmpty {
+                storage = .int64(try fromRaw(Int64.self))
+            } else {
+                try check(proto.int64Data.count, "int64_data")
+                storage = .int64(proto.int64Data)
             }
         case .int32:
-            if !raw.isEmpty { storage = .int32(try fromRaw(Int32.self)) } else {
-                try check(proto.int32Data.count, "int32_data"); storage = .int32(proto.int32Data)
+            if !raw.isEmpty {
+                storage = .int32(try fromRaw(Int32.self))
+            } else {
+                try check(proto.int32Data.count, "int32_data")
+                storage = .int32(proto.int32Data)
             }
         case .bool:
-            if !raw.isEmpty { storage = .bool(try fromRaw(UInt8.self).map { $0 != 0 }) } else {
-                try check(proto.int32Data.count, "int32_data"); storage = .bool(proto.int32Data.map { $0 != 0 })
+            if !raw.isEmpty {
+                storage = .bool(try fromRaw(UInt8.self).map { $0 != 0 })
+            } else {
+                try check(proto.int32Data.count, "int32_data")
+                storage = .bool(proto.int32Data.map { $0 != 0 })
             }
         case .string:
             try check(proto.stringData.count, "string_data")
@@ -76,7 +93,9 @@ struct Attributes {
 
     mutating func int(_ name: String) throws(OnnxError) -> Int? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .int || (a.type == .undefined && a.i != 0) else { throw self.error("attribute '\(name)' must be an int") }
+        guard a.type == .int || (a.type == .undefined && a.i != 0) else {
+            throw self.error("attribute '\(name)' must be an int")
+        }
         return Int(a.i)
     }
     mutating func int(_ name: String, default value: Int) throws(OnnxError) -> Int { try self.int(name) ?? value }
@@ -86,38 +105,54 @@ struct Attributes {
         guard a.type == .float || a.type == .undefined else { throw self.error("attribute '\(name)' must be a float") }
         return a.f
     }
-    mutating func float(_ name: String, default value: Float) throws(OnnxError) -> Float { try self.float(name) ?? value }
+    mutating func float(_ name: String, default value: Float) throws(OnnxError) -> Float {
+        try self.float(name) ?? value
+    }
 
     mutating func string(_ name: String) throws(OnnxError) -> String? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .string || a.type == .undefined else { throw self.error("attribute '\(name)' must be a string") }
+        guard a.type == .string || a.type == .undefined else {
+            throw self.error("attribute '\(name)' must be a string")
+        }
         return String(decoding: a.s, as: UTF8.self)
     }
-    mutating func string(_ name: String, default value: String) throws(OnnxError) -> String { try self.string(name) ?? value }
+    mutating func string(_ name: String, default value: String) throws(OnnxError) -> String {
+        try self.string(name) ?? value
+    }
 
     mutating func ints(_ name: String) throws(OnnxError) -> [Int]? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .ints || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of ints") }
+        guard a.type == .ints || a.type == .undefined else {
+            throw self.error("attribute '\(name)' must be a list of ints")
+        }
         return a.ints.map { Int($0) }
     }
     mutating func int64s(_ name: String) throws(OnnxError) -> [Int64]? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .ints || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of ints") }
+        guard a.type == .ints || a.type == .undefined else {
+            throw self.error("attribute '\(name)' must be a list of ints")
+        }
         return a.ints
     }
     mutating func floats(_ name: String) throws(OnnxError) -> [Float]? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .floats || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of floats") }
+        guard a.type == .floats || a.type == .undefined else {
+            throw self.error("attribute '\(name)' must be a list of floats")
+        }
         return a.floats
     }
     mutating func strings(_ name: String) throws(OnnxError) -> [String]? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .strings || a.type == .undefined else { throw self.error("attribute '\(name)' must be a list of strings") }
+        guard a.type == .strings || a.type == .undefined else {
+            throw self.error("attribute '\(name)' must be a list of strings")
+        }
         return a.strings.map { String(decoding: $0, as: UTF8.self) }
     }
     mutating func tensor(_ name: String) throws(OnnxError) -> OnnxTensor? {
         guard let a = self.take(name) else { return nil }
-        guard a.type == .tensor || (a.type == .undefined && a.hasT) else { throw self.error("attribute '\(name)' must be a tensor") }
+        guard a.type == .tensor || (a.type == .undefined && a.hasT) else {
+            throw self.error("attribute '\(name)' must be a tensor")
+        }
         return try OnnxTensor(proto: a.t)
     }
 

@@ -2,11 +2,17 @@ import Foundation
 
 /// The score transforms of the ai.onnx.ml classifiers and regressors.
 enum PostTransform: String, Sendable {
-    case none = "NONE", softmax = "SOFTMAX", logistic = "LOGISTIC", softmaxZero = "SOFTMAX_ZERO", probit = "PROBIT"
+    case none = "NONE"
+    case softmax = "SOFTMAX"
+    case logistic = "LOGISTIC"
+    case softmaxZero = "SOFTMAX_ZERO"
+    case probit = "PROBIT"
 
     init(_ c: inout NodeContext) throws {
         let name = try c.attributes.string("post_transform", default: "NONE")
-        guard let value = PostTransform(rawValue: name) else { throw c.error("post_transform '\(name)' is not supported") }
+        guard let value = PostTransform(rawValue: name) else {
+            throw c.error("post_transform '\(name)' is not supported")
+        }
         self = value
     }
 
@@ -35,15 +41,22 @@ enum PostTransform: String, Sendable {
 func inverseErf(_ x: Double) -> Double {
     if x <= -1 { return -.infinity }
     if x >= 1 { return .infinity }
-    var w = -log((1 - x) * (1 + x)), p: Double
+    var w = -log((1 - x) * (1 + x))
+    var p: Double
     if w < 5 {
         w -= 2.5
         p = 2.81022636e-08
-        for c in [3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941] { p = c + p * w }
+        for c in [
+            3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727,
+            1.50140941,
+        ] { p = c + p * w }
     } else {
         w = w.squareRoot() - 3
         p = -0.000200214257
-        for c in [0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682] { p = c + p * w }
+        for c in [
+            0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406,
+            2.83297682,
+        ] { p = c + p * w }
     }
     var y = p * x
     for _ in 0..<2 { y -= (erf(y) - x) / (2 / Double.pi.squareRoot() * exp(-y * y)) }
@@ -90,7 +103,9 @@ enum ClassLabels: Sendable {
 }
 
 /// X·Wᵀ + intercepts for the linear models: one row of `coefficients` per output.
-func linearScores(_ x: OnnxTensor, _ coefficients: [Float], _ intercepts: [Float], outputs: Int, op: String) throws -> (scores: [Float], rows: Int) {
+func linearScores(_ x: OnnxTensor, _ coefficients: [Float], _ intercepts: [Float], outputs: Int, op: String) throws -> (
+    scores: [Float], rows: Int
+) {
     let (v, rows, columns) = try featureRows(x, op)
     guard columns * outputs == coefficients.count else {
         throw OnnxError("\(op): \(columns) features, but coefficients fit \(coefficients.count / outputs)")
@@ -100,7 +115,9 @@ func linearScores(_ x: OnnxTensor, _ coefficients: [Float], _ intercepts: [Float
     v.withUnsafeBufferPointer { px in
         coefficients.withUnsafeBufferPointer { pw in
             out.withUnsafeMutableBufferPointer { po in
-                sgemm(px.baseAddress!, pw.baseAddress!, po.baseAddress!, m: rows, n: outputs, k: columns, transB: true, beta: 1)
+                sgemm(
+                    px.baseAddress!, pw.baseAddress!, po.baseAddress!, m: rows, n: outputs, k: columns, transB: true,
+                    beta: 1)
             }
         }
     }
@@ -118,7 +135,8 @@ enum MLOps {
                 let x = try input(inputs, 0, "Scaler")
                 let (v, rows, columns) = try featureRows(x, "Scaler")
                 guard offset.count == 1 || offset.count == columns, scale.count == 1 || scale.count == columns else {
-                    throw OnnxError("Scaler: offset/scale have \(offset.count)/\(scale.count) values for \(columns) features")
+                    throw OnnxError(
+                        "Scaler: offset/scale have \(offset.count)/\(scale.count) values for \(columns) features")
                 }
                 var out = v
                 for r in 0..<rows {
@@ -159,7 +177,8 @@ enum MLOps {
                 let x = try input(inputs, 0, "Binarizer")
                 switch x.storage {
                 case .float(let v): return [OnnxTensor(shape: x.shape, floats: v.map { $0 > threshold ? 1 : 0 })]
-                case .double(let v): return [OnnxTensor(shape: x.shape, doubles: v.map { $0 > Double(threshold) ? 1 : 0 })]
+                case .double(let v):
+                    return [OnnxTensor(shape: x.shape, doubles: v.map { $0 > Double(threshold) ? 1 : 0 })]
                 default: throw OnnxError("Binarizer takes float or double, got \(x.elementType)")
                 }
             }
@@ -168,7 +187,8 @@ enum MLOps {
             try c.require(inputs: 2...2)
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "ArrayFeatureExtractor")
-                let indices = try (try input(inputs, 1, "ArrayFeatureExtractor")).integers("ArrayFeatureExtractor indices")
+                let indices = try (try input(inputs, 1, "ArrayFeatureExtractor")).integers(
+                    "ArrayFeatureExtractor indices")
                 let last = x.shape.last ?? 0
                 for i in indices where i < 0 || i >= last {
                     throw OnnxError("ArrayFeatureExtractor: index \(i) out of range for \(last) columns")
@@ -183,25 +203,36 @@ enum MLOps {
         }
         r["LinearRegressor"] = { c in
             try c.require(inputs: 1...1)
-            guard let coefficients = try c.attributes.floats("coefficients") else { throw c.error("coefficients are required") }
+            guard let coefficients = try c.attributes.floats("coefficients") else {
+                throw c.error("coefficients are required")
+            }
             let intercepts = try c.attributes.floats("intercepts") ?? []
             let targets = try c.attributes.int("targets", default: 1)
             let transform = try PostTransform(&c)
             try c.attributes.checkAllUsed()
-            guard targets > 0, coefficients.count % targets == 0, intercepts.isEmpty || intercepts.count == targets else {
-                throw c.error("coefficients (\(coefficients.count)) and intercepts (\(intercepts.count)) do not fit \(targets) targets")
+            guard targets > 0, coefficients.count % targets == 0, intercepts.isEmpty || intercepts.count == targets
+            else {
+                throw c.error(
+                    "coefficients (\(coefficients.count)) and intercepts (\(intercepts.count)) do not fit \(targets) targets"
+                )
             }
             return FunctionKernel { inputs in
-                var (out, rows) = try linearScores(try input(inputs, 0, "LinearRegressor"), coefficients, intercepts, outputs: targets, op: "LinearRegressor")
+                var (out, rows) = try linearScores(
+                    try input(inputs, 0, "LinearRegressor"), coefficients, intercepts, outputs: targets,
+                    op: "LinearRegressor")
                 out.withUnsafeMutableBufferPointer { po in
-                    for r in 0..<rows { transform.apply(UnsafeMutableBufferPointer(rebasing: po[(r * targets)..<((r + 1) * targets)])) }
+                    for r in 0..<rows {
+                        transform.apply(UnsafeMutableBufferPointer(rebasing: po[(r * targets)..<((r + 1) * targets)]))
+                    }
                 }
                 return [OnnxTensor(shape: [rows, targets], floats: out)]
             }
         }
         r["LinearClassifier"] = { c in
             try c.require(inputs: 1...1, outputs: 1...2)
-            guard let coefficients = try c.attributes.floats("coefficients") else { throw c.error("coefficients are required") }
+            guard let coefficients = try c.attributes.floats("coefficients") else {
+                throw c.error("coefficients are required")
+            }
             let intercepts = try c.attributes.floats("intercepts") ?? []
             let labels = try ClassLabels.parse(&c, intsName: "classlabels_ints")
             let transform = try PostTransform(&c)
@@ -210,7 +241,8 @@ enum MLOps {
             let classCount = labels.count
             guard classCount > 0 else { throw c.error("needs at least one class label") }
             // One row of coefficients for two labels: the binary form, scoring class 1 only.
-            let rowsOfWeights = intercepts.isEmpty ? (coefficients.count % classCount == 0 ? classCount : 1) : intercepts.count
+            let rowsOfWeights =
+                intercepts.isEmpty ? (coefficients.count % classCount == 0 ? classCount : 1) : intercepts.count
             guard rowsOfWeights > 0, coefficients.count % rowsOfWeights == 0 else {
                 throw c.error("coefficients (\(coefficients.count)) do not fit \(rowsOfWeights) classes")
             }
@@ -219,7 +251,9 @@ enum MLOps {
                 throw c.error("\(rowsOfWeights) rows of coefficients for \(classCount) class labels")
             }
             return FunctionKernel { inputs in
-                let (raw, rows) = try linearScores(try input(inputs, 0, "LinearClassifier"), coefficients, intercepts, outputs: rowsOfWeights, op: "LinearClassifier")
+                let (raw, rows) = try linearScores(
+                    try input(inputs, 0, "LinearClassifier"), coefficients, intercepts, outputs: rowsOfWeights,
+                    op: "LinearClassifier")
                 var winners = [Int](repeating: 0, count: rows)
                 var scores = [Float](repeating: 0, count: rows * classCount)
                 for r in 0..<rows {
@@ -227,11 +261,18 @@ enum MLOps {
                         let s = raw[r]
                         winners[r] = s > 0 ? 1 : 0
                         switch transform {
-                        case .logistic: scores[2 * r] = 1 - sigmoid(s); scores[2 * r + 1] = sigmoid(s)
-                        case .none: scores[2 * r] = -s; scores[2 * r + 1] = s
+                        case .logistic:
+                            scores[2 * r] = 1 - sigmoid(s)
+                            scores[2 * r + 1] = sigmoid(s)
+                        case .none:
+                            scores[2 * r] = -s
+                            scores[2 * r + 1] = s
                         default:
-                            scores[2 * r] = -s; scores[2 * r + 1] = s
-                            scores.withUnsafeMutableBufferPointer { transform.apply(UnsafeMutableBufferPointer(rebasing: $0[(2 * r)..<(2 * r + 2)])) }
+                            scores[2 * r] = -s
+                            scores[2 * r + 1] = s
+                            scores.withUnsafeMutableBufferPointer {
+                                transform.apply(UnsafeMutableBufferPointer(rebasing: $0[(2 * r)..<(2 * r + 2)]))
+                            }
                         }
                     } else {
                         var best = 0
@@ -239,7 +280,8 @@ enum MLOps {
                         winners[r] = best
                         for k in 0..<classCount { scores[r * classCount + k] = raw[r * classCount + k] }
                         scores.withUnsafeMutableBufferPointer {
-                            transform.apply(UnsafeMutableBufferPointer(rebasing: $0[(r * classCount)..<((r + 1) * classCount)]))
+                            transform.apply(
+                                UnsafeMutableBufferPointer(rebasing: $0[(r * classCount)..<((r + 1) * classCount)]))
                         }
                     }
                 }

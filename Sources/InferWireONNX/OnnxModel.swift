@@ -46,18 +46,23 @@ final class OnnxModel: InferenceModel {
         self.outputs = loaded.outputs
 
         // A symbolic or missing first dimension on every input is the batch dimension.
-        let batched = !self.inputs.isEmpty && self.inputs.allSatisfy { $0.hasShape && !$0.shape.isEmpty && $0.shape[0] == -1 }
+        let batched =
+            !self.inputs.isEmpty && self.inputs.allSatisfy { $0.hasShape && !$0.shape.isEmpty && $0.shape[0] == -1 }
         let batch = batched ? maxBatchSize : 0
         self.signature = ModelSignature(
             inputs: self.inputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.shape) },
-            outputs: self.outputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.hasShape ? $0.shape : []) },
+            outputs: self.outputs.map {
+                TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.hasShape ? $0.shape : [])
+            },
             maxBatchSize: batch)
 
         // Trial runs, batch 1 and (where batched) 2, when every other dimension is known:
         // they prove that each node's shapes and types work out before any request
         // arrives. With other symbolic dimensions a guessed shape could fail a correct
         // model, so the static checks above are all such a model gets.
-        let fullyKnown = self.inputs.allSatisfy { $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 } }
+        let fullyKnown = self.inputs.allSatisfy {
+            $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
+        }
         for rows in fullyKnown ? (batched ? [1, 2] : [1]) : [] {
             let trial = try self.inputs.map { value throws(OnnxError) -> OnnxTensor in
                 let shape = value.shape.enumerated().map { index, dim in dim >= 0 ? dim : rows }
@@ -120,7 +125,9 @@ struct GraphLoader {
             throw OnnxError("the model imports no opset for the default domain")
         }
         if defaultOpset > OpsetSupport.defaultDomainMax {
-            throw OnnxError("default-domain opset \(defaultOpset) is newer than InferWire supports (\(OpsetSupport.defaultDomainMax))")
+            throw OnnxError(
+                "default-domain opset \(defaultOpset) is newer than InferWire supports (\(OpsetSupport.defaultDomainMax))"
+            )
         }
         if let ml = opsets["ai.onnx.ml"], ml > OpsetSupport.mlDomainMax {
             throw OnnxError("ai.onnx.ml opset \(ml) is newer than InferWire supports (\(OpsetSupport.mlDomainMax))")
@@ -163,7 +170,9 @@ struct GraphLoader {
             if pending.count == before {
                 let (index, node) = pending[0]
                 let missing = node.input.first { !$0.isEmpty && !known.contains($0) } ?? "?"
-                throw OnnxError("\(Self.label(node, index: index, opset: nil)): input '\(missing)' is produced by no node, initializer or graph input")
+                throw OnnxError(
+                    "\(Self.label(node, index: index, opset: nil)): input '\(missing)' is produced by no node, initializer or graph input"
+                )
             }
         }
 
@@ -171,16 +180,20 @@ struct GraphLoader {
         for (index, node) in ordered {
             let domain = node.domain == "ai.onnx" ? "" : node.domain
             guard let opset = opsets[domain] else {
-                throw OnnxError("\(Self.label(node, index: index, opset: nil)): the model imports no opset for domain '\(domain)'")
+                throw OnnxError(
+                    "\(Self.label(node, index: index, opset: nil)): the model imports no opset for domain '\(domain)'")
             }
             let label = Self.label(node, index: index, opset: opset)
             let registry = domain == "" ? Operators.defaultDomain : (domain == "ai.onnx.ml" ? Operators.mlDomain : [:])
             guard let factory = registry[node.opType] else {
-                throw OnnxError("\(label): operator \(domain.isEmpty ? "" : domain + ".")\(node.opType) is not supported")
+                throw OnnxError(
+                    "\(label): operator \(domain.isEmpty ? "" : domain + ".")\(node.opType) is not supported")
             }
             let inputSlots: [Int?] = node.input.map { $0.isEmpty ? nil : slot($0) }
             var constantInputs: [Int: OnnxTensor] = [:]
-            for (position, s) in inputSlots.enumerated() { if let s, let c = constants[s] { constantInputs[position] = c } }
+            for (position, s) in inputSlots.enumerated() {
+                if let s, let c = constants[s] { constantInputs[position] = c }
+            }
             var context = NodeContext(
                 label: label, attributes: Attributes(node, label: label), opset: opset,
                 inputCount: node.input.count, outputCount: node.output.count, constantInputs: constantInputs)
@@ -208,7 +221,8 @@ struct GraphLoader {
                     throw OnnxError("\(label): \(error)")
                 }
             }
-            steps.append(ExecutionPlan.Step(kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: []))
+            steps.append(
+                ExecutionPlan.Step(kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: []))
         }
 
         let inputSlots = inputs.map { slots[$0.name]! }
@@ -247,10 +261,14 @@ struct GraphLoader {
 
     static func describe(_ value: Onnx_ValueInfoProto, role: String) throws(OnnxError) -> GraphValue {
         guard case .tensorType(let tensorType)? = value.type.value else {
-            throw OnnxError("graph \(role) '\(value.name)' is not a tensor (sequences and maps are not supported; export classifiers without ZipMap)")
+            throw OnnxError(
+                "graph \(role) '\(value.name)' is not a tensor (sequences and maps are not supported; export classifiers without ZipMap)"
+            )
         }
         guard let type = ElementType(onnx: tensorType.elemType) else {
-            throw OnnxError("graph \(role) '\(value.name)' has element type \(ElementType.name(ofONNX: tensorType.elemType)), which InferWire does not run")
+            throw OnnxError(
+                "graph \(role) '\(value.name)' has element type \(ElementType.name(ofONNX: tensorType.elemType)), which InferWire does not run"
+            )
         }
         let shape = tensorType.shape.dim.map { dim -> Int in
             if case .dimValue(let v)? = dim.value, v >= 0 { return Int(v) }

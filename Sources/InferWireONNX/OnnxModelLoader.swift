@@ -42,23 +42,36 @@ public struct OnnxModelLoader: ModelLoader {
     private static func check(_ declared: [TensorSpec], against graph: [TensorSpec], kind: String) throws {
         for spec in declared {
             guard let match = graph.first(where: { $0.name == spec.name }) else {
-                throw InferWireError(code: .invalidArgument, message: "config declares \(kind) '\(spec.name)'; the graph's \(kind)s are \(graph.map(\.name))")
+                throw InferWireError(
+                    code: .invalidArgument,
+                    message: "config declares \(kind) '\(spec.name)'; the graph's \(kind)s are \(graph.map(\.name))")
             }
             guard match.dataType == spec.dataType else {
-                throw InferWireError(code: .invalidArgument, message: "config declares \(kind) '\(spec.name)' as \(spec.dataType.name); the graph has \(match.dataType.name)")
+                throw InferWireError(
+                    code: .invalidArgument,
+                    message:
+                        "config declares \(kind) '\(spec.name)' as \(spec.dataType.name); the graph has \(match.dataType.name)"
+                )
             }
             // Every dimension the graph fixes must be the declared one (a fixed batch of 1
             // cannot be batched).
             if !match.shape.isEmpty {
-                let agrees = spec.shape.count == match.shape.count
+                let agrees =
+                    spec.shape.count == match.shape.count
                     && zip(spec.shape, match.shape).allSatisfy { declared, graph in graph < 0 || declared == graph }
                 guard agrees else {
-                    throw InferWireError(code: .invalidArgument, message: "config declares \(kind) '\(spec.name)' with shape \(spec.shape) (batch dimension included); the graph has \(match.shape)")
+                    throw InferWireError(
+                        code: .invalidArgument,
+                        message:
+                            "config declares \(kind) '\(spec.name)' with shape \(spec.shape) (batch dimension included); the graph has \(match.shape)"
+                    )
                 }
             }
         }
         if kind == "input", declared.count != graph.count {
-            throw InferWireError(code: .invalidArgument, message: "config declares \(declared.count) inputs; the graph takes \(graph.count)")
+            throw InferWireError(
+                code: .invalidArgument,
+                message: "config declares \(declared.count) inputs; the graph takes \(graph.count)")
         }
     }
 }

@@ -66,9 +66,11 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func name(ofONNX code: Int32) -> String {
-        let names = [0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
-                     8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",
-                     15: "COMPLEX128", 16: "BFLOAT16"]
+        let names = [
+            0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
+            8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",
+            15: "COMPLEX128", 16: "BFLOAT16",
+        ]
         return names[Int(code)] ?? "type \(code)"
     }
 }
@@ -168,7 +170,9 @@ extension OnnxTensor {
             let bytes = [UInt8](tensor.data)
             var offset = 0
             while offset + 4 <= bytes.count {
-                let length = Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(bytes[offset + 3]) << 24
+                let length =
+                    Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(
+                        bytes[offset + 3]) << 24
                 offset += 4
                 strings.append(String(decoding: bytes[offset..<(offset + length)], as: UTF8.self))
                 offset += length

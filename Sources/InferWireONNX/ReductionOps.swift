@@ -34,7 +34,9 @@ struct ReductionLayout {
 
 enum ReduceKind: Sendable { case sum, mean, max }
 
-func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool, kind: ReduceKind) throws -> OnnxTensor {
+func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool, kind: ReduceKind) throws
+    -> OnnxTensor
+{
     if (axes ?? []).isEmpty && noopWithEmptyAxes { return x }
     let set = Set(try (axes ?? []).map { a throws(OnnxError) in try normalizeAxis(a, rank: x.rank) })
     let all = (axes ?? []).isEmpty ? Set(0..<x.rank) : set
@@ -55,7 +57,9 @@ func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bo
             layout.bases.map { base in
                 switch kind {
                 case .sum: return layout.offsets.reduce(T.zero) { $0 &+ p[base + $1] }
-                case .mean: return layout.offsets.isEmpty ? 0 : layout.offsets.reduce(T.zero) { $0 &+ p[base + $1] } / T(layout.offsets.count)
+                case .mean:
+                    return layout.offsets.isEmpty
+                        ? 0 : layout.offsets.reduce(T.zero) { $0 &+ p[base + $1] } / T(layout.offsets.count)
                 case .max: return layout.offsets.reduce(T.min) { Swift.max($0, p[base + $1]) }
                 }
             }
@@ -73,11 +77,17 @@ func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bo
 /// Softmax or LogSoftmax over `axis`; before opset 13 the input is coerced to 2-D at `axis`.
 func softmax(_ x: OnnxTensor, axis: Int, legacy: Bool, log: Bool) throws -> OnnxTensor {
     let a = try normalizeAxis(axis, rank: x.rank)
-    let outer: Int, n: Int, inner: Int
+    let outer: Int
+    let n: Int
+    let inner: Int
     if legacy {
-        outer = x.shape[..<a].reduce(1, *); n = x.shape[a...].reduce(1, *); inner = 1
+        outer = x.shape[..<a].reduce(1, *)
+        n = x.shape[a...].reduce(1, *)
+        inner = 1
     } else {
-        outer = x.shape[..<a].reduce(1, *); n = x.shape[a]; inner = x.shape[(a + 1)...].reduce(1, *)
+        outer = x.shape[..<a].reduce(1, *)
+        n = x.shape[a]
+        inner = x.shape[(a + 1)...].reduce(1, *)
     }
     func run<T: BinaryFloatingPoint & Comparable>(_ v: [T], exp: (T) -> T, logf: (T) -> T) -> [T] {
         var out = v
@@ -106,14 +116,17 @@ func softmax(_ x: OnnxTensor, axis: Int, legacy: Bool, log: Bool) throws -> Onnx
     }
     switch x.storage {
     case .float(let v): return OnnxTensor(shape: x.shape, storage: .float(run(v, exp: expf, logf: logf)))
-    case .double(let v): return OnnxTensor(shape: x.shape, storage: .double(run(v, exp: Foundation.exp, logf: Foundation.log)))
+    case .double(let v):
+        return OnnxTensor(shape: x.shape, storage: .double(run(v, exp: Foundation.exp, logf: Foundation.log)))
     default: throw OnnxError("Softmax takes float or double, got \(x.elementType)")
     }
 }
 
 func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool) throws -> OnnxTensor {
     let a = try normalizeAxis(axis, rank: x.rank)
-    let outer = x.shape[..<a].reduce(1, *), n = x.shape[a], inner = x.shape[(a + 1)...].reduce(1, *)
+    let outer = x.shape[..<a].reduce(1, *)
+    let n = x.shape[a]
+    let inner = x.shape[(a + 1)...].reduce(1, *)
     guard n > 0 else { throw OnnxError("ArgMax over an empty axis") }
     var shape = x.shape
     if keepDims { shape[a] = 1 } else { shape.remove(at: a) }
@@ -125,7 +138,8 @@ func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool) throws
                     let base = o * n * inner + i
                     var best = 0
                     for k in 1..<max(n, 1) {
-                        let value = p[base + k * inner], current = p[base + best * inner]
+                        let value = p[base + k * inner]
+                        let current = p[base + best * inner]
                         if value > current || (selectLast && value == current) { best = k }
                     }
                     out[o * inner + i] = Int64(best)
@@ -145,7 +159,9 @@ func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool) throws
 
 enum ReductionOps {
     static func register(_ r: inout [String: KernelFactory]) {
-        for (name, kind, axesInputFrom) in [("ReduceSum", ReduceKind.sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18)] {
+        for (name, kind, axesInputFrom) in [
+            ("ReduceSum", ReduceKind.sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18),
+        ] {
             r[name] = { c in
                 try c.require(inputs: 1...2)
                 let keepDims = try c.attributes.int("keepdims", default: 1) != 0
@@ -165,7 +181,9 @@ enum ReductionOps {
                 let legacy = c.opset < 13
                 let axis = try c.attributes.int("axis", default: legacy ? 1 : -1)
                 try c.attributes.checkAllUsed()
-                return FunctionKernel { inputs in [try softmax(try input(inputs, 0, name), axis: axis, legacy: legacy, log: log)] }
+                return FunctionKernel { inputs in
+                    [try softmax(try input(inputs, 0, name), axis: axis, legacy: legacy, log: log)]
+                }
             }
         }
         r["ArgMax"] = { c in
@@ -174,7 +192,9 @@ enum ReductionOps {
             let keepDims = try c.attributes.int("keepdims", default: 1) != 0
             let selectLast = try c.attributes.int("select_last_index", default: 0) != 0
             try c.attributes.checkAllUsed()
-            return FunctionKernel { inputs in [try argMax(try input(inputs, 0, "ArgMax"), axis: axis, keepDims: keepDims, selectLast: selectLast)] }
+            return FunctionKernel { inputs in
+                [try argMax(try input(inputs, 0, "ArgMax"), axis: axis, keepDims: keepDims, selectLast: selectLast)]
+            }
         }
     }
 }

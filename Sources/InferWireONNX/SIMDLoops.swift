@@ -38,7 +38,8 @@ enum SIMDLoops {
             a.withUnsafeBufferPointer { pa in
                 b.withUnsafeBufferPointer { pb in
                     guard total > 0, width > 0 else { return }
-                    let sa = UnsafeRawPointer(pa.baseAddress!), sb = UnsafeRawPointer(pb.baseAddress!)
+                    let sa = UnsafeRawPointer(pa.baseAddress!)
+                    let sb = UnsafeRawPointer(pb.baseAddress!)
                     let dst = UnsafeMutableRawPointer(out.baseAddress!)
                     var row = 0
                     while row < total {
@@ -46,7 +47,8 @@ enum SIMDLoops {
                         while j + 8 <= width {
                             let x = sa.loadUnaligned(fromByteOffset: (row + j) * 4, as: Vector.self)
                             let y = sb.loadUnaligned(fromByteOffset: j * 4, as: Vector.self)
-                            dst.storeBytes(of: swapped ? vector(y, x) : vector(x, y), toByteOffset: (row + j) * 4, as: Vector.self)
+                            dst.storeBytes(
+                                of: swapped ? vector(y, x) : vector(x, y), toByteOffset: (row + j) * 4, as: Vector.self)
                             j += 8
                         }
                         while j < width {

@@ -42,7 +42,9 @@ func concatenate(_ parts: [OnnxTensor], axis: Int) throws -> OnnxTensor {
     let a = try normalizeAxis(axis, rank: rank)
     for p in parts {
         guard p.rank == rank, p.elementType == first.elementType else {
-            throw OnnxError("Concat inputs must share rank and type: \(first.shape) \(first.elementType) vs \(p.shape) \(p.elementType)")
+            throw OnnxError(
+                "Concat inputs must share rank and type: \(first.shape) \(first.elementType) vs \(p.shape) \(p.elementType)"
+            )
         }
         for d in 0..<rank where d != a && p.shape[d] != first.shape[d] {
             throw OnnxError("Concat inputs differ outside axis \(axis): \(first.shape) vs \(p.shape)")
@@ -94,7 +96,9 @@ func reshapeTarget(_ requested: [Int], input: [Int], allowZero: Bool) throws -> 
         var known = shape
         known[i] = 1
         let knownCount = try checkedCount(known, "Reshape target")
-        guard knownCount > 0, total % knownCount == 0 else { throw OnnxError("Reshape: cannot reshape \(input) to \(requested)") }
+        guard knownCount > 0, total % knownCount == 0 else {
+            throw OnnxError("Reshape: cannot reshape \(input) to \(requested)")
+        }
         shape[i] = total / knownCount
     }
     guard try checkedCount(shape, "Reshape target") == total else {
@@ -125,7 +129,9 @@ enum ShapeOps {
             return FunctionKernel { inputs in
                 var x = try input(inputs, 0, "Flatten")
                 let a = axis < 0 ? axis + x.rank : axis
-                guard a >= 0, a <= x.rank else { throw OnnxError("Flatten: axis \(axis) out of range for rank \(x.rank)") }
+                guard a >= 0, a <= x.rank else {
+                    throw OnnxError("Flatten: axis \(axis) out of range for rank \(x.rank)")
+                }
                 x.shape = [x.shape[..<a].reduce(1, *), x.shape[a...].reduce(1, *)]
                 return [x]
             }
@@ -139,7 +145,9 @@ enum ShapeOps {
                 let given = try attrAxes ?? (inputs.count > 1 ? try inputs[1]?.integers("Squeeze axes") : nil)
                 if let given {
                     let axes = Set(try given.map { a throws(OnnxError) in try normalizeAxis(a, rank: x.rank) })
-                    for a in axes where x.shape[a] != 1 { throw OnnxError("Squeeze: dimension \(a) of \(x.shape) is not 1") }
+                    for a in axes where x.shape[a] != 1 {
+                        throw OnnxError("Squeeze: dimension \(a) of \(x.shape) is not 1")
+                    }
                     x.shape = x.shape.enumerated().filter { !axes.contains($0.offset) }.map(\.element)
                 } else {
                     x.shape = x.shape.filter { $0 != 1 }
@@ -171,8 +179,14 @@ enum ShapeOps {
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "Transpose")
                 let p = perm ?? Array((0..<x.rank).reversed())
-                guard p.sorted() == Array(0..<x.rank) else { throw OnnxError("Transpose: perm \(p) does not fit rank \(x.rank)") }
-                return [OnnxTensor(shape: p.map { x.shape[$0] }, storage: try x.storage.transformed(Permute(shape: x.shape, perm: p)))]
+                guard p.sorted() == Array(0..<x.rank) else {
+                    throw OnnxError("Transpose: perm \(p) does not fit rank \(x.rank)")
+                }
+                return [
+                    OnnxTensor(
+                        shape: p.map { x.shape[$0] },
+                        storage: try x.storage.transformed(Permute(shape: x.shape, perm: p)))
+                ]
             }
         }
         r["Concat"] = { c in
@@ -194,7 +208,9 @@ enum ShapeOps {
                 let dim = data.shape[a]
                 let indices = try indexTensor.integers("Gather indices").map { i in
                     let j = i < 0 ? i + dim : i
-                    guard j >= 0, j < dim else { throw OnnxError("Gather: index \(i) out of range for dimension of size \(dim)") }
+                    guard j >= 0, j < dim else {
+                        throw OnnxError("Gather: index \(i) out of range for dimension of size \(dim)")
+                    }
                     return j
                 }
                 let shapeOut = Array(data.shape[..<a]) + indexTensor.shape + Array(data.shape[(a + 1)...])
@@ -222,7 +238,9 @@ enum ShapeOps {
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in
                 let data = try input(inputs, 0, "Slice")
-                func optional(_ i: Int) throws -> [Int]? { i < inputs.count ? try inputs[i]?.integers("Slice input \(i)") : nil }
+                func optional(_ i: Int) throws -> [Int]? {
+                    i < inputs.count ? try inputs[i]?.integers("Slice input \(i)") : nil
+                }
                 let starts = try attrStarts ?? (try input(inputs, 1, "Slice")).integers("Slice starts")
                 let ends = try attrEnds ?? (try input(inputs, 2, "Slice")).integers("Slice ends")
                 let axes = try attrAxes ?? optional(3) ?? Array(0..<starts.count)
@@ -244,14 +262,17 @@ enum ShapeOps {
                         let w = min(max(v, -n - 1), n + 1)
                         return min(max(w < 0 ? w + n : w, low), high)
                     }
-                    let start = s > 0 ? clampIndex(starts[k], low: 0, high: n) : clampIndex(starts[k], low: 0, high: n - 1)
+                    let start =
+                        s > 0 ? clampIndex(starts[k], low: 0, high: n) : clampIndex(starts[k], low: 0, high: n - 1)
                     let end = s > 0 ? clampIndex(ends[k], low: 0, high: n) : clampIndex(ends[k], low: -1, high: n - 1)
                     begin[a] = start
                     step[a] = s
                     shape[a] = s > 0 ? max(0, (end - start + s - 1) / s) : max(0, (start - end - s - 1) / -s)
                 }
                 var strides = [Int](repeating: 1, count: data.rank)
-                for i in stride(from: data.rank - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * data.shape[i + 1] }
+                for i in stride(from: data.rank - 2, through: 0, by: -1) {
+                    strides[i] = strides[i + 1] * data.shape[i + 1]
+                }
                 let total = shape.reduce(1, *)
                 var flat: [Int] = []
                 flat.reserveCapacity(total)
@@ -290,14 +311,23 @@ enum ShapeOps {
         r["Constant"] = { c in
             try c.require(inputs: 0...0)
             let value: OnnxTensor
-            if let t = try c.attributes.tensor("value") { value = t }
-            else if let f = try c.attributes.float("value_float") { value = OnnxTensor(shape: [], floats: [f]) }
-            else if let fs = try c.attributes.floats("value_floats") { value = OnnxTensor(shape: [fs.count], floats: fs) }
-            else if let i = try c.attributes.int("value_int") { value = OnnxTensor(shape: [], int64s: [Int64(i)]) }
-            else if let ints = try c.attributes.int64s("value_ints") { value = OnnxTensor(shape: [ints.count], int64s: ints) }
-            else if let s = try c.attributes.string("value_string") { value = OnnxTensor(shape: [], storage: .string([s])) }
-            else if let ss = try c.attributes.strings("value_strings") { value = OnnxTensor(shape: [ss.count], storage: .string(ss)) }
-            else { throw c.error("has no supported value attribute") }
+            if let t = try c.attributes.tensor("value") {
+                value = t
+            } else if let f = try c.attributes.float("value_float") {
+                value = OnnxTensor(shape: [], floats: [f])
+            } else if let fs = try c.attributes.floats("value_floats") {
+                value = OnnxTensor(shape: [fs.count], floats: fs)
+            } else if let i = try c.attributes.int("value_int") {
+                value = OnnxTensor(shape: [], int64s: [Int64(i)])
+            } else if let ints = try c.attributes.int64s("value_ints") {
+                value = OnnxTensor(shape: [ints.count], int64s: ints)
+            } else if let s = try c.attributes.string("value_string") {
+                value = OnnxTensor(shape: [], storage: .string([s]))
+            } else if let ss = try c.attributes.strings("value_strings") {
+                value = OnnxTensor(shape: [ss.count], storage: .string(ss))
+            } else {
+                throw c.error("has no supported value attribute")
+            }
             try c.attributes.checkAllUsed()
             return FunctionKernel { _ in [value] }
         }

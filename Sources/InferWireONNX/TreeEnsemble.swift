@@ -38,7 +38,9 @@ struct TreeForest: Sendable {
         let missing = try c.attributes.int64s("nodes_missing_value_tracks_true") ?? []
         _ = try c.attributes.floats("nodes_hitrates")  // statistics only
         let n = treeIDs.count
-        guard [nodeIDs.count, features.count, modes.count, values.count, trues.count, falses.count].allSatisfy({ $0 == n }),
+        guard
+            [nodeIDs.count, features.count, modes.count, values.count, trues.count, falses.count].allSatisfy({ $0 == n }
+            ),
             missing.isEmpty || missing.count == n
         else { throw c.error("the nodes_* attributes have different lengths") }
 
@@ -48,26 +50,35 @@ struct TreeForest: Sendable {
                 throw c.error("tree \(treeIDs[i]) declares node \(nodeIDs[i]) twice")
             }
         }
-        let modeMap: [String: Mode] = ["BRANCH_LEQ": .leq, "BRANCH_LT": .lt, "BRANCH_GTE": .gte, "BRANCH_GT": .gt,
-                                       "BRANCH_EQ": .eq, "BRANCH_NEQ": .neq, "LEAF": .leaf]
+        let modeMap: [String: Mode] = [
+            "BRANCH_LEQ": .leq, "BRANCH_LT": .lt, "BRANCH_GTE": .gte, "BRANCH_GT": .gt,
+            "BRANCH_EQ": .eq, "BRANCH_NEQ": .neq, "LEAF": .leaf,
+        ]
         var isChild = Set<Int>()
         for i in 0..<n {
             guard let m = modeMap[modes[i]] else { throw c.error("node mode '\(modes[i])' is not supported") }
             self.mode.append(m)
-            guard let feature = Int32(exactly: features[i]) else { throw c.error("feature id \(features[i]) is out of range") }
+            guard let feature = Int32(exactly: features[i]) else {
+                throw c.error("feature id \(features[i]) is out of range")
+            }
             self.feature.append(feature)
             self.threshold.append(values[i])
             self.missingTracksTrue.append(missing.isEmpty ? false : missing[i] != 0)
             if m == .leaf {
-                self.trueChild.append(-1); self.falseChild.append(-1)
+                self.trueChild.append(-1)
+                self.falseChild.append(-1)
             } else {
-                guard features[i] >= 0 else { throw c.error("node \(nodeIDs[i]) of tree \(treeIDs[i]) has a negative feature id") }
+                guard features[i] >= 0 else {
+                    throw c.error("node \(nodeIDs[i]) of tree \(treeIDs[i]) has a negative feature id")
+                }
                 self.maxFeature = max(self.maxFeature, Int(features[i]))
                 guard let t = index[treeIDs[i]]?[trues[i]], let f = index[treeIDs[i]]?[falses[i]] else {
                     throw c.error("node \(nodeIDs[i]) of tree \(treeIDs[i]) points to a missing child")
                 }
-                self.trueChild.append(Int32(t)); self.falseChild.append(Int32(f))
-                isChild.insert(t); isChild.insert(f)
+                self.trueChild.append(Int32(t))
+                self.falseChild.append(Int32(f))
+                isChild.insert(t)
+                isChild.insert(f)
             }
         }
         var seenTrees = Set<Int64>()
@@ -79,7 +90,8 @@ struct TreeForest: Sendable {
         let leafNodes = try required(try c.attributes.int64s("\(leafPrefix)_nodeids"), "\(leafPrefix)_nodeids")
         let leafIDs = try required(try c.attributes.int64s("\(leafPrefix)_ids"), "\(leafPrefix)_ids")
         let weights = try required(try c.attributes.floats("\(leafPrefix)_weights"), "\(leafPrefix)_weights")
-        guard leafNodes.count == leafTrees.count, leafIDs.count == leafTrees.count, weights.count == leafTrees.count else {
+        guard leafNodes.count == leafTrees.count, leafIDs.count == leafTrees.count, weights.count == leafTrees.count
+        else {
             throw c.error("the \(leafPrefix)_* attributes have different lengths")
         }
         var perNode = [[(Int32, Float)]](repeating: [], count: n)
@@ -87,13 +99,18 @@ struct TreeForest: Sendable {
             guard let node = index[leafTrees[i]]?[leafNodes[i]] else {
                 throw c.error("\(leafPrefix) weight for missing node \(leafNodes[i]) of tree \(leafTrees[i])")
             }
-            guard let id = Int32(exactly: leafIDs[i]), id >= 0 else { throw c.error("\(leafPrefix) id \(leafIDs[i]) is out of range") }
+            guard let id = Int32(exactly: leafIDs[i]), id >= 0 else {
+                throw c.error("\(leafPrefix) id \(leafIDs[i]) is out of range")
+            }
             perNode[node].append((id, weights[i]))
         }
         for list in perNode {
             self.leafStart.append(Int32(self.leafTargets.count))
             self.leafCount.append(Int32(list.count))
-            for (target, weight) in list { self.leafTargets.append(target); self.leafWeights.append(weight) }
+            for (target, weight) in list {
+                self.leafTargets.append(target)
+                self.leafWeights.append(weight)
+            }
         }
         self.leafIDs = Set(leafIDs.map { Int($0) })
         // Every tree needs a root: a node no other node points to.
@@ -106,9 +123,14 @@ struct TreeForest: Sendable {
         for root in self.roots {
             var stack = [Int(root)]
             while let i = stack.popLast() {
-                guard !reached[i] else { throw c.error("tree \(treeIDs[i]) reaches node \(nodeIDs[i]) twice (a cycle or a shared node)") }
+                guard !reached[i] else {
+                    throw c.error("tree \(treeIDs[i]) reaches node \(nodeIDs[i]) twice (a cycle or a shared node)")
+                }
                 reached[i] = true
-                if self.mode[i] != .leaf { stack.append(Int(self.trueChild[i])); stack.append(Int(self.falseChild[i])) }
+                if self.mode[i] != .leaf {
+                    stack.append(Int(self.trueChild[i]))
+                    stack.append(Int(self.falseChild[i]))
+                }
             }
         }
         self.pack()
@@ -140,7 +162,8 @@ struct TreeForest: Sendable {
         self.packed = (0..<self.mode.count).map { i in
             self.mode[i] == .leaf
                 ? PackedNode(threshold: 0, feature: 0, a: Int32(i), b: Int32(i))
-                : PackedNode(threshold: self.threshold[i], feature: self.feature[i], a: self.trueChild[i], b: self.falseChild[i])
+                : PackedNode(
+                    threshold: self.threshold[i], feature: self.feature[i], a: self.trueChild[i], b: self.falseChild[i])
         }
         self.packedModes = self.mode
         self.allLessOrEqual = zip(self.mode, self.missingTracksTrue).allSatisfy { ($0 == .leaf || $0 == .leq) && !$1 }
@@ -149,7 +172,9 @@ struct TreeForest: Sendable {
             var depth = 0
             var frontier = [Int(root)]
             while true {
-                let next = frontier.filter { self.mode[$0] != .leaf }.flatMap { [Int(self.trueChild[$0]), Int(self.falseChild[$0])] }
+                let next = frontier.filter { self.mode[$0] != .leaf }.flatMap {
+                    [Int(self.trueChild[$0]), Int(self.falseChild[$0])]
+                }
                 if next.isEmpty { return depth }
                 depth += 1
                 frontier = next
@@ -157,11 +182,18 @@ struct TreeForest: Sendable {
         }
     }
 
-    enum Aggregate: String { case sum = "SUM", average = "AVERAGE", min = "MIN", max = "MAX" }
+    enum Aggregate: String {
+        case sum = "SUM"
+        case average = "AVERAGE"
+        case min = "MIN"
+        case max = "MAX"
+    }
 
     /// Raw per-target scores for every row; `hasScore` marks targets some leaf reached.
     /// Each row adds its trees' weights in tree order, as onnxruntime does.
-    func scores(_ x: [Float], rows: Int, columns: Int, targets: Int, aggregate: Aggregate) -> (scores: [Float], hasScore: [Bool]) {
+    func scores(_ x: [Float], rows: Int, columns: Int, targets: Int, aggregate: Aggregate) -> (
+        scores: [Float], hasScore: [Bool]
+    ) {
         var scores = [Float](repeating: 0, count: rows * targets)
         var has = [Bool](repeating: false, count: rows * targets)
         x.withUnsafeBufferPointer { px in
@@ -174,9 +206,11 @@ struct TreeForest: Sendable {
                                     // Adds leaf `i`'s weights to row `r`'s scores.
                                     @inline(__always) func add(_ i: Int, _ r: Int) {
                                         let base = r * targets
-                                        let start = Int(self.leafStart[i]), end = start + Int(self.leafCount[i])
+                                        let start = Int(self.leafStart[i])
+                                        let end = start + Int(self.leafCount[i])
                                         for k in start..<end {
-                                            let t = base + Int(leafTargets[k]), w = leafWeights[k]
+                                            let t = base + Int(leafTargets[k])
+                                            let w = leafWeights[k]
                                             switch aggregate {
                                             case .sum, .average: out[t] += w
                                             case .min: out[t] = seen[t] ? Swift.min(out[t], w) : w
@@ -196,9 +230,15 @@ struct TreeForest: Sendable {
                                             let x2 = lanes > 2 ? x0 + 2 * columns : x0
                                             let x3 = lanes > 3 ? x0 + 3 * columns : x0
                                             for (t, root) in self.roots.enumerated() {
-                                                var i0 = Int(root), i1 = i0, i2 = i0, i3 = i0
+                                                var i0 = Int(root)
+                                                var i1 = i0
+                                                var i2 = i0
+                                                var i3 = i0
                                                 for _ in 0..<self.depths[t] {
-                                                    let n0 = nodes[i0], n1 = nodes[i1], n2 = nodes[i2], n3 = nodes[i3]
+                                                    let n0 = nodes[i0]
+                                                    let n1 = nodes[i1]
+                                                    let n2 = nodes[i2]
+                                                    let n3 = nodes[i3]
                                                     i0 = Int(x0[Int(n0.feature)] <= n0.threshold ? n0.a : n0.b)
                                                     i1 = Int(x1[Int(n1.feature)] <= n1.threshold ? n1.a : n1.b)
                                                     i2 = Int(x2[Int(n2.feature)] <= n2.threshold ? n2.a : n2.b)
@@ -235,7 +275,9 @@ struct TreeForest: Sendable {
 
     /// The leaf a row reaches, for trees with any node mode or missing-value rule.
     @inline(__always)
-    func leaf(root: Int32, row: UnsafePointer<Float>, nodes: UnsafeBufferPointer<PackedNode>, modes: UnsafeBufferPointer<Mode>) -> Int {
+    func leaf(
+        root: Int32, row: UnsafePointer<Float>, nodes: UnsafeBufferPointer<PackedNode>, modes: UnsafeBufferPointer<Mode>
+    ) -> Int {
         var i = Int(root)
         while true {
             let m = modes[i]
@@ -268,18 +310,28 @@ enum TreeEnsemble {
             let forest = try TreeForest(&c, leafPrefix: "target")
             let targets = try c.attributes.int("n_targets", default: (forest.leafIDs.max() ?? 0) + 1)
             let aggregateName = try c.attributes.string("aggregate_function", default: "SUM")
-            guard let aggregate = TreeForest.Aggregate(rawValue: aggregateName) else { throw c.error("aggregate_function '\(aggregateName)' is not supported") }
+            guard let aggregate = TreeForest.Aggregate(rawValue: aggregateName) else {
+                throw c.error("aggregate_function '\(aggregateName)' is not supported")
+            }
             let baseValues = try c.attributes.floats("base_values") ?? []
             let transform = try PostTransform(&c)
             try c.attributes.checkAllUsed()
-            guard targets > 0, targets <= max(1, forest.leafIDs.count) * 1024, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < targets }) else {
+            guard targets > 0, targets <= max(1, forest.leafIDs.count) * 1024,
+                forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < targets })
+            else {
                 throw c.error("n_targets \(targets) does not fit the target ids")
             }
-            guard baseValues.isEmpty || baseValues.count == targets else { throw c.error("base_values has \(baseValues.count) values for \(targets) targets") }
+            guard baseValues.isEmpty || baseValues.count == targets else {
+                throw c.error("base_values has \(baseValues.count) values for \(targets) targets")
+            }
             return FunctionKernel { inputs in
-                let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleRegressor"), "TreeEnsembleRegressor")
-                guard forest.maxFeature < columns else { throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)") }
-                var (scores, has) = forest.scores(x, rows: rows, columns: columns, targets: targets, aggregate: aggregate)
+                let (x, rows, columns) = try featureRows(
+                    try input(inputs, 0, "TreeEnsembleRegressor"), "TreeEnsembleRegressor")
+                guard forest.maxFeature < columns else {
+                    throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)")
+                }
+                var (scores, has) = forest.scores(
+                    x, rows: rows, columns: columns, targets: targets, aggregate: aggregate)
                 scores.withUnsafeMutableBufferPointer { p in
                     for r in 0..<rows {
                         // As onnxruntime does: a target no leaf reached stays 0, without its base value.
@@ -298,7 +350,9 @@ enum TreeEnsemble {
             let transform = try PostTransform(&c)
             try c.attributes.checkAllUsed()
             let classes = labels.count
-            guard classes > 0, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < classes }) else { throw c.error("class ids exceed the \(classes) class labels") }
+            guard classes > 0, forest.leafIDs.allSatisfy({ $0 >= 0 && $0 < classes }) else {
+                throw c.error("class ids exceed the \(classes) class labels")
+            }
             guard baseValues.isEmpty || baseValues.count == classes || (classes == 2 && baseValues.count == 1) else {
                 throw c.error("base_values has \(baseValues.count) values for \(classes) classes")
             }
@@ -306,8 +360,11 @@ enum TreeEnsemble {
             let binaryCase = classes == 2 && forest.leafIDs.count == 1
             let allPositive = forest.leafWeights.allSatisfy { $0 >= 0 }
             return FunctionKernel { inputs in
-                let (x, rows, columns) = try featureRows(try input(inputs, 0, "TreeEnsembleClassifier"), "TreeEnsembleClassifier")
-                guard forest.maxFeature < columns else { throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)") }
+                let (x, rows, columns) = try featureRows(
+                    try input(inputs, 0, "TreeEnsembleClassifier"), "TreeEnsembleClassifier")
+                guard forest.maxFeature < columns else {
+                    throw OnnxError("the trees read feature \(forest.maxFeature); X has \(columns)")
+                }
                 let (raw, has) = forest.scores(x, rows: rows, columns: columns, targets: classes, aggregate: .sum)
                 var out = [Float](repeating: 0, count: rows * classes)
                 var winners = [Int](repeating: 0, count: rows)
@@ -329,7 +386,8 @@ enum TreeEnsemble {
                     }
                     // Two classes: onnxruntime's rules, which differ by how many classes
                     // carry weights and whether any weight is negative.
-                    var s0 = raw[base], s1 = raw[base + 1]
+                    var s0 = raw[base]
+                    var s1 = raw[base + 1]
                     let has0 = has[base]
                     let has1 = has[base + 1]
                     var additional = -1

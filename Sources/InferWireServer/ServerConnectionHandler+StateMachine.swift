@@ -120,7 +120,8 @@ extension ServerConnectionHandler {
 
         mutating func prefaceReceived(_ preface: Preface) -> OnPreface {
             guard preface.minVersion <= Preface.currentVersion, Preface.currentVersion <= preface.maxVersion else {
-                let message = "client speaks protocol versions \(preface.minVersion)–\(preface.maxVersion); this server speaks \(Preface.currentVersion)"
+                let message =
+                    "client speaks protocol versions \(preface.minVersion)–\(preface.maxVersion); this server speaks \(Preface.currentVersion)"
                 return .close(self.fail(code: .failedPrecondition, message: message))
             }
             self.phase = .open
@@ -141,17 +142,24 @@ extension ServerConnectionHandler {
         /// Whether a REQUEST (or an oversized REQUEST's header) may start work.
         mutating func requestReceived(_ header: FrameHeader) -> OnRequestHeader {
             let id = header.requestID
-            guard id != 0 else { return .close(self.fail(code: .invalidArgument, message: "request id 0 is reserved for the connection")) }
+            guard id != 0 else {
+                return .close(self.fail(code: .invalidArgument, message: "request id 0 is reserved for the connection"))
+            }
             // Responses are matched by id, so a reused one would corrupt the peer's matching.
             guard self.inFlight[id] == nil else {
                 return .close(self.fail(code: .invalidArgument, message: "request id \(id) is already in flight"))
             }
             guard self.phase == .open else {
-                return .reject(InferWireError(code: .unavailable, message: "connection is draining (GOAWAY sent); retry on a new connection"))
+                return .reject(
+                    InferWireError(
+                        code: .unavailable, message: "connection is draining (GOAWAY sent); retry on a new connection"))
             }
             self.highestRequestID = max(self.highestRequestID, id)
             guard self.occupied < self.maxConcurrentRequests else {
-                return .reject(InferWireError(code: .resourceExhausted, message: "more than \(self.maxConcurrentRequests) requests in flight on this connection"))
+                return .reject(
+                    InferWireError(
+                        code: .resourceExhausted,
+                        message: "more than \(self.maxConcurrentRequests) requests in flight on this connection"))
             }
             return .admit
         }
@@ -172,10 +180,12 @@ extension ServerConnectionHandler {
             self.nextToken &+= 1
             let cancellation = RequestCancellation()
             self.inFlight[header.requestID] = InFlight(
-                token: self.nextToken, method: header.method, compressResponse: header.flags.contains(.compressResponse),
+                token: self.nextToken, method: header.method,
+                compressResponse: header.flags.contains(.compressResponse),
                 cancellation: cancellation)
             let request = ReadyRequest(
-                method: header.method, id: header.requestID, token: self.nextToken, payload: payload, deadline: deadline,
+                method: header.method, id: header.requestID, token: self.nextToken, payload: payload,
+                deadline: deadline,
                 cancellation: cancellation)
             self.requestsThisBurst += 1
             if self.readingBurst && self.requestsThisBurst == 1 {
@@ -334,7 +344,9 @@ extension ServerConnectionHandler {
         /// Returns true when the connection has nothing left to do and must close now: it is
         /// draining (or its input ended) and every admitted request has been answered.
         mutating func closeIfDrained() -> Bool {
-            guard self.phase == .draining || self.inputClosed, self.inFlight.isEmpty, self.phase != .closed else { return false }
+            guard self.phase == .draining || self.inputClosed, self.inFlight.isEmpty, self.phase != .closed else {
+                return false
+            }
             self.phase = .closed
             self.needsFlush = false
             return true

@@ -46,7 +46,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.dispatcher = dispatcher
         self.limits = limits
         self.logger = logger
-        self.frames = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true))
+        self.frames = NIOSingleStepByteToMessageProcessor(
+            FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true))
         self.state = StateMachine(maxConcurrentRequests: limits.maxConcurrentRequests)
     }
 
@@ -92,7 +93,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         let action = self.state.readComplete()
-        if let request = action.dispatch { self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context) }
+        if let request = action.dispatch {
+            self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context)
+        }
         if self.state.burstEnded() { context.flush() }
         context.fireChannelReadComplete()
     }
@@ -103,7 +106,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let inbox = self.inbox
         let (id, token) = (request.id, request.token)
         self.dispatcher.handle(
-            method: request.method, payload: request.payload, deadline: request.deadline, cancellation: request.cancellation,
+            method: request.method, payload: request.payload, deadline: request.deadline,
+            cancellation: request.cancellation,
             mayRunInPlace: mayRunInPlace
         ) { result in
             if loop.inEventLoop {
@@ -185,15 +189,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.receiveRequest(frame, context: context)
         case .cancel:
             if case .answerCancelled(let method) = self.state.cancelReceived(header.requestID) {
-                self.writeError(id: header.requestID, method: method, InferWireError(code: .cancelled, message: "cancelled by the client"), context: context)
+                self.writeError(
+                    id: header.requestID, method: method,
+                    InferWireError(code: .cancelled, message: "cancelled by the client"), context: context)
                 self.closeIfDrained(context: context)
             }
         case .ping:
             guard header.payloadLength <= 64 else {
-                self.goAwayAndClose(self.state.fail(code: .invalidArgument, message: "PING payload is \(header.payloadLength) bytes; at most 64"), context: context)
+                self.goAwayAndClose(
+                    self.state.fail(
+                        code: .invalidArgument, message: "PING payload is \(header.payloadLength) bytes; at most 64"),
+                    context: context)
                 return
             }
-            let pong = Frame.encode(FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator)
+            let pong = Frame.encode(
+                FrameHeader(payloadLength: 0, type: .pong), payload: frame.payload, allocator: context.channel.allocator
+            )
             self.write(pong, context: context)
         case .pong:
             break
@@ -201,7 +212,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.state.goAwayReceived()
             self.closeIfDrained(context: context)
         default:
-            let message = header.type.isKnown
+            let message =
+                header.type.isKnown
                 ? "a client may not send \(header.type) frames"
                 : "unknown frame type \(header.type)"
             self.goAwayAndClose(self.state.fail(code: .invalidArgument, message: message), context: context)
@@ -225,16 +237,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func receiveRequest(_ frame: Frame, context: ChannelHandlerContext) {
         let header = frame.header
         // The deadline counts from arrival, before any work on the payload.
-        let deadline = header.timeoutMicros == 0 ? nil : ContinuousClock.now + .microseconds(Int64(header.timeoutMicros))
+        let deadline =
+            header.timeoutMicros == 0 ? nil : ContinuousClock.now + .microseconds(Int64(header.timeoutMicros))
         guard self.admit(header, context: context) else { return }
 
         var payload = frame.payload
         if header.flags.contains(.compressed) {
             do {
-                payload = try PayloadCompression.decompress(payload, limit: self.limits.maxFrameSize, allocator: context.channel.allocator)
+                payload = try PayloadCompression.decompress(
+                    payload, limit: self.limits.maxFrameSize, allocator: context.channel.allocator)
             } catch {
                 let code: InferWireError.Code = error.kind == .tooLarge ? .resourceExhausted : .invalidArgument
-                self.writeError(id: header.requestID, method: header.method, InferWireError(code: code, message: error.message), context: context)
+                self.writeError(
+                    id: header.requestID, method: header.method, InferWireError(code: code, message: error.message),
+                    context: context)
                 return
             }
         }
@@ -250,14 +266,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func receiveOversized(_ header: FrameHeader, context: ChannelHandlerContext) {
-        let message = "\(header.type) frame of \(header.payloadLength) bytes exceeds the \(self.limits.maxFrameSize)-byte limit"
+        let message =
+            "\(header.type) frame of \(header.payloadLength) bytes exceeds the \(self.limits.maxFrameSize)-byte limit"
         guard header.type == .request else {
             self.goAwayAndClose(self.state.fail(code: .resourceExhausted, message: message), context: context)
             return
         }
         // The decoder skips the payload unbuffered; the connection stays usable.
         guard self.admit(header, context: context) else { return }
-        self.writeError(id: header.requestID, method: header.method, InferWireError(code: .resourceExhausted, message: message), context: context)
+        self.writeError(
+            id: header.requestID, method: header.method, InferWireError(code: .resourceExhausted, message: message),
+            context: context)
     }
 
     /// Delivers every result posted since the last drain, then flushes once.
@@ -278,12 +297,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         switch result {
         case .success(let bytes):
             guard bytes.count <= self.limits.maxFrameSize else {
-                let error = InferWireError(code: .resourceExhausted, message: "response of \(bytes.count) bytes exceeds the \(self.limits.maxFrameSize)-byte frame limit")
+                let error = InferWireError(
+                    code: .resourceExhausted,
+                    message: "response of \(bytes.count) bytes exceeds the \(self.limits.maxFrameSize)-byte frame limit"
+                )
                 self.writeError(id: id, method: method, error, context: context)
                 break
             }
             let header = FrameHeader(payloadLength: 0, type: .response, method: method, requestID: id)
-            self.write(Frame.encode(header, bytes: bytes, compress: compressResponse, allocator: context.channel.allocator), context: context)
+            self.write(
+                Frame.encode(header, bytes: bytes, compress: compressResponse, allocator: context.channel.allocator),
+                context: context)
         case .failure(let error):
             self.writeError(id: id, method: method, error, context: context)
         }
@@ -322,7 +346,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         goAway.code = fatal.code.wire
         goAway.message = fatal.message
         let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
-        let frame = Frame.encode(FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
+        let frame = Frame.encode(
+            FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
         self.shutDown(context: context)
     }
@@ -330,7 +355,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func answerHTTP(context: ChannelHandlerContext) {
         self.state.httpReceived()
         let body = "This port speaks the InferWire binary protocol (see Protos/PROTOCOL.md), not HTTP.\n"
-        let response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        let response =
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+            + body
         self.logger.info("closing connection: peer sent an HTTP request")
         context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
         self.shutDown(context: context)
@@ -354,7 +381,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     // MARK: Writing
 
     private func writeError(id: UInt32, method: UInt16, _ error: InferWireError, context: ChannelHandlerContext) {
-        self.write(FrameHeader(payloadLength: 0, type: .error, method: method, requestID: id), message: error.status, context: context)
+        self.write(
+            FrameHeader(payloadLength: 0, type: .error, method: method, requestID: id), message: error.status,
+            context: context)
     }
 
     private func write(_ header: FrameHeader, message: some Message, context: ChannelHandlerContext) {
@@ -370,7 +399,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
 /// Results posted from execution threads for one connection's event loop.
 final class CompletionInbox: Sendable {
-    private let state = Mutex<(results: [(UInt32, UInt64, Result<[UInt8], InferWireError>)], scheduled: Bool)>(([], false))
+    private let state = Mutex<(results: [(UInt32, UInt64, Result<[UInt8], InferWireError>)], scheduled: Bool)>(
+        ([], false))
 
     /// Adds a result; true when the caller must schedule a drain (none is pending).
     func post(id: UInt32, token: UInt64, _ result: Result<[UInt8], InferWireError>) -> Bool {

@@ -45,7 +45,8 @@ public struct ClientHandshake: Sendable {
             return .established(hello)
         case .goAway:
             let goAway = Self.goAway(in: frame)
-            return .failed(code: goAway.code == .ok ? .unavailable : goAway.code, message: "server sent GOAWAY: \(goAway.message)")
+            return .failed(
+                code: goAway.code == .ok ? .unavailable : goAway.code, message: "server sent GOAWAY: \(goAway.message)")
         default:
             return nil
         }

@@ -56,11 +56,17 @@ public enum PayloadCompression {
             stream.avail_in = uInt(source.count)
             while true {
                 if output.writableBytes == 0 {
-                    if output.capacity >= limit { result = Z_BUF_ERROR; return }
+                    if output.capacity >= limit {
+                        result = Z_BUF_ERROR
+                        return
+                    }
                     output.reserveCapacity(min(limit, output.capacity * 2))
                 }
                 let room = min(output.writableBytes, limit - output.writerIndex)
-                if room == 0 { result = Z_BUF_ERROR; return }
+                if room == 0 {
+                    result = Z_BUF_ERROR
+                    return
+                }
                 output.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { target in
                     stream.next_out = target.baseAddress!.assumingMemoryBound(to: Bytef.self)
                     stream.avail_out = uInt(room)
@@ -69,7 +75,10 @@ public enum PayloadCompression {
                 }
                 if result == Z_STREAM_END { return }
                 if result != Z_OK { return }
-                if stream.avail_in == 0 && stream.avail_out != 0 { result = Z_DATA_ERROR; return }
+                if stream.avail_in == 0 && stream.avail_out != 0 {
+                    result = Z_DATA_ERROR
+                    return
+                }
             }
         }
         switch result {

@@ -101,10 +101,12 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
             message = "stream ended after \(buffer.readableBytes) of the \(Preface.size) preface bytes"
         case .awaitingFrame:
             if let header = FrameHeader.peek(from: buffer) {
-                message = "stream ended inside a \(header.type) frame: "
+                message =
+                    "stream ended inside a \(header.type) frame: "
                     + "\(buffer.readableBytes - FrameHeader.size) of \(header.payloadLength) payload bytes received"
             } else {
-                message = "stream ended inside a frame header: \(buffer.readableBytes) of \(FrameHeader.size) bytes received"
+                message =
+                    "stream ended inside a frame header: \(buffer.readableBytes) of \(FrameHeader.size) bytes received"
             }
         case .skipping(let remaining):
             message = "stream ended inside an oversized frame, \(remaining) payload bytes short"

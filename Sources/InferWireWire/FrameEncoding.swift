@@ -12,7 +12,9 @@ extension Frame {
         }
         var header = header
         header.flags.insert(.compressed)
-        return Frame.encode(header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator), allocator: allocator)
+        return Frame.encode(
+            header, payload: PayloadCompression.compress(allocator.buffer(bytes: bytes), allocator: allocator),
+            allocator: allocator)
     }
 
     /// Encodes a REQUEST frame with request id 0: the sender sets the id when it sends, as
@@ -31,7 +33,9 @@ extension Frame {
         if let timeout {
             let (seconds, attoseconds) = timeout.components
             let micros = seconds.multipliedReportingOverflow(by: 1_000_000)
-            let total = micros.overflow ? Int64.max : micros.partialValue.addingReportingOverflow(attoseconds / 1_000_000_000_000).partialValue
+            let total =
+                micros.overflow
+                ? Int64.max : micros.partialValue.addingReportingOverflow(attoseconds / 1_000_000_000_000).partialValue
             header.timeoutMicros = UInt32(clamping: max(1, total))
         }
         if compression { header.flags.insert(.compressResponse) }

@@ -66,13 +66,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Windows agree when within this fraction of their mean throughput.")
     var tolerance = 0.10
 
-    @Option(help: "Closed loop: measure each level until this many requests are answered, instead of until the windows settle.")
+    @Option(
+        help:
+            "Closed loop: measure each level until this many requests are answered, instead of until the windows settle."
+    )
     var requests: Int?
 
     @Flag(help: "Compress requests and responses.")
     var compress = false
 
-    @Option(name: .customLong("input"), help: "NAME=@FILE.npy, NAME=@FILE.json or NAME=JSON, once per input (default: random).")
+    @Option(
+        name: .customLong("input"),
+        help: "NAME=@FILE.npy, NAME=@FILE.json or NAME=JSON, once per input (default: random).")
     var inputs: [String] = []
 
     @Option(help: "Rows per request for random inputs when the batch dimension is dynamic.")
@@ -101,26 +106,41 @@ struct Bench: AsyncParsableCommand {
 
     func validate() throws {
         if self.version != nil && self.label != nil { throw ValidationError("give --version or --label, not both") }
-        guard self.connections >= 1, self.connections <= 1024 else { throw ValidationError("--connections must be 1…1024") }
+        guard self.connections >= 1, self.connections <= 1024 else {
+            throw ValidationError("--connections must be 1…1024")
+        }
         // Seconds: finite, at least a millisecond where zero makes no sense, at most a day.
         let day = 86_400.0
-        guard (0.001...day).contains(self.window), (0.001...day).contains(self.duration), (0...day).contains(self.warmup),
-              (0...day).contains(self.at), (0.001...day).contains(self.after) else {
-            throw ValidationError("--window, --duration and --after take 0.001…86400 seconds; --warmup and --at 0…86400")
+        guard (0.001...day).contains(self.window), (0.001...day).contains(self.duration),
+            (0...day).contains(self.warmup),
+            (0...day).contains(self.at), (0.001...day).contains(self.after)
+        else {
+            throw ValidationError(
+                "--window, --duration and --after take 0.001…86400 seconds; --warmup and --at 0…86400")
         }
         guard self.maxWindows >= 1, self.maxWindows <= 100_000, self.tolerance > 0, self.tolerance.isFinite else {
             throw ValidationError("--max-windows must be 1…100000 and --tolerance positive")
         }
         // Every window is kept for the report: bound how many one level can have.
-        let windows = self.during != nil ? (self.at + self.after) / self.window : self.rate != nil ? self.duration / self.window : 0
-        guard windows <= 100_000 else { throw ValidationError("that is \(Int(windows)) windows in one level; use a longer --window") }
+        let windows =
+            self.during != nil
+            ? (self.at + self.after) / self.window : self.rate != nil ? self.duration / self.window : 0
+        guard windows <= 100_000 else {
+            throw ValidationError("that is \(Int(windows)) windows in one level; use a longer --window")
+        }
         if let requests = self.requests {
             guard requests >= 1 else { throw ValidationError("--requests must be positive") }
-            guard self.rate == nil, self.during == nil else { throw ValidationError("--requests measures closed-loop levels; not with --rate or --during") }
+            guard self.rate == nil, self.during == nil else {
+                throw ValidationError("--requests measures closed-loop levels; not with --rate or --during")
+            }
             let top = self.concurrencyLevels.compactMap { $0 }.max() ?? 1
-            guard requests >= top else { throw ValidationError("--requests must be at least the largest --concurrency (\(top))") }
+            guard requests >= top else {
+                throw ValidationError("--requests must be at least the largest --concurrency (\(top))")
+            }
         }
-        guard self.batch >= 1, self.maxInFlight >= 1 else { throw ValidationError("--batch and --max-in-flight must be positive") }
+        guard self.batch >= 1, self.maxInFlight >= 1 else {
+            throw ValidationError("--batch and --max-in-flight must be positive")
+        }
         if let during = self.during {
             do { _ = try ManagementAction(parsing: during) } catch { throw ValidationError(error.message) }
         }
@@ -147,15 +167,22 @@ struct Bench: AsyncParsableCommand {
         let metadata = try await controls[0].1.modelMetadata(self.model, version: self.version, label: self.label)
         var request = Inferwire_V1_InferRequest()
         request.modelName = self.model
-        if let version = self.version { request.version.version = version } else if let label = self.label { request.version.label = label }
+        if let version = self.version {
+            request.version.version = version
+        } else if let label = self.label {
+            request.version.label = label
+        }
         request.inputs = try self.inputTensors(metadata).map(\.wire)
 
         let generator = try await LoadGenerator.connect(
-            servers: addresses.map { (host: $0.0, port: $0.1) }, connectionsPerServer: self.connections, request: request,
+            servers: addresses.map { (host: $0.0, port: $0.1) }, connectionsPerServer: self.connections,
+            request: request,
             compression: self.compress)
         let limit = generator.serverConcurrencyLimit
         if limit > 0, case .closed(let top) = levels.last!, top > limit * generator.connectionCount {
-            print("note: the server allows \(limit) requests in flight per connection; levels above \(limit * generator.connectionCount) are capped (use --connections)")
+            print(
+                "note: the server allows \(limit) requests in flight per connection; levels above \(limit * generator.connectionCount) are capped (use --connections)"
+            )
         }
 
         let model = self.model
@@ -166,7 +193,8 @@ struct Bench: AsyncParsableCommand {
                 for v in stats {
                     all["\(server)/\(v.version)"] = .init(
                         requests: v.requestCount, executions: v.executionCount,
-                        queueMicros: UInt64(max(0, v.queueTime.inMicroseconds)), computeMicros: UInt64(max(0, v.computeTime.inMicroseconds)))
+                        queueMicros: UInt64(max(0, v.queueTime.inMicroseconds)),
+                        computeMicros: UInt64(max(0, v.computeTime.inMicroseconds)))
                 }
             }
             return all
@@ -182,9 +210,14 @@ struct Bench: AsyncParsableCommand {
         let action = try self.during.map { try self.action($0, client: controls[0].1) }
 
         let target = self.version.map { "version \($0)" } ?? self.label.map { "label \($0)" } ?? ""
-        print("model \(self.model)\(target.isEmpty ? "" : " (\(target))"), \(generator.connectionCount) connection(s) to \(self.servers.joined(separator: ", "))"
-              + (self.rate != nil ? ", open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time" : ""))
-        print("level               req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  server queue/compute µs  gen cores  ended")
+        print(
+            "model \(self.model)\(target.isEmpty ? "" : " (\(target))"), \(generator.connectionCount) connection(s) to \(self.servers.joined(separator: ", "))"
+                + (self.rate != nil
+                    ? ", open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time"
+                    : ""))
+        print(
+            "level               req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  server queue/compute µs  gen cores  ended"
+        )
         var results: [LevelResult] = []
         for (i, level) in levels.enumerated() {
             let r = try await runner.run(level, action: i == 0 ? action : nil)
@@ -197,18 +230,23 @@ struct Bench: AsyncParsableCommand {
         self.printNotes(results)
 
         let report = BenchReport(
-            model: self.model, target: target, servers: self.servers, connections: generator.connectionCount, compression: self.compress,
+            model: self.model, target: target, servers: self.servers, connections: generator.connectionCount,
+            compression: self.compress,
             startedAt: ISO8601DateFormatter().string(from: Date()), levels: results)
         try self.write(report)
     }
 
     /// --concurrency split at commas; nil where an entry is not a number.
-    var concurrencyLevels: [Int?] { self.concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) } }
+    var concurrencyLevels: [Int?] {
+        self.concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
 
     func levels() throws -> [LoadLevel] {
         if let rate = self.rate {
             let parts = rate.split(separator: ":").map { Double($0) }
-            guard parts.allSatisfy({ $0 != nil }) else { throw ValidationError("--rate takes R or FROM:TO:STEP, e.g. 1000:20000:1000") }
+            guard parts.allSatisfy({ $0 != nil }) else {
+                throw ValidationError("--rate takes R or FROM:TO:STEP, e.g. 1000:20000:1000")
+            }
             let numbers = parts.compactMap { $0 }
             let rates: [Double]
             switch numbers.count {
@@ -217,7 +255,9 @@ struct Bench: AsyncParsableCommand {
                 rates = Array(stride(from: numbers[0], through: numbers[1], by: numbers[2]))
             default: throw ValidationError("--rate takes R or FROM:TO:STEP (at most 1000 steps), e.g. 1000:20000:1000")
             }
-            guard rates.allSatisfy({ $0 > 0 && $0 <= 10_000_000 }) else { throw ValidationError("--rate must be within 0…10,000,000 req/s") }
+            guard rates.allSatisfy({ $0 > 0 && $0 <= 10_000_000 }) else {
+                throw ValidationError("--rate must be within 0…10,000,000 req/s")
+            }
             return rates.map { .open(rate: $0, poisson: self.poisson) }
         }
         let levels = self.concurrencyLevels
@@ -231,7 +271,9 @@ struct Bench: AsyncParsableCommand {
     func inputTensors(_ metadata: ModelMetadata) throws -> [Tensor] {
         var given: [String: Tensor] = [:]
         for argument in self.inputs {
-            guard let equals = argument.firstIndex(of: "=") else { throw ValidationError("--input must be NAME=@FILE or NAME=JSON, got '\(argument)'") }
+            guard let equals = argument.firstIndex(of: "=") else {
+                throw ValidationError("--input must be NAME=@FILE or NAME=JSON, got '\(argument)'")
+            }
             let name = String(argument[..<equals])
             let value = argument[argument.index(after: equals)...]
             if value.hasPrefix("@") {
@@ -242,14 +284,20 @@ struct Bench: AsyncParsableCommand {
                 if path.hasSuffix(".npy") {
                     let tensor = try NumpyFile.tensor(name: name, contents: contents)
                     guard let spec = metadata.inputs.first(where: { $0.name == name }) else {
-                        throw InferWireError(code: .invalidArgument, message: "model '\(metadata.name)' has no input '\(name)'")
+                        throw InferWireError(
+                            code: .invalidArgument, message: "model '\(metadata.name)' has no input '\(name)'")
                     }
                     guard tensor.dataType == spec.dataType else {
-                        throw InferWireError(code: .invalidArgument, message: "--input \(name): \(path) holds \(tensor.dataType.name), the model takes \(spec.dataType.name)")
+                        throw InferWireError(
+                            code: .invalidArgument,
+                            message:
+                                "--input \(name): \(path) holds \(tensor.dataType.name), the model takes \(spec.dataType.name)"
+                        )
                     }
                     given[name] = tensor
                 } else {
-                    given[name] = try parseInput("\(name)=\(String(decoding: contents, as: UTF8.self))", metadata: metadata)
+                    given[name] = try parseInput(
+                        "\(name)=\(String(decoding: contents, as: UTF8.self))", metadata: metadata)
                 }
             } else {
                 given[name] = try parseInput(argument, metadata: metadata)
@@ -273,29 +321,49 @@ struct Bench: AsyncParsableCommand {
 
     func row(_ r: LevelResult) -> String {
         let server = r.server.map { String(format: "%.1f / %.1f", $0.queueMicros, $0.computeMicros) } ?? "–"
-        return String(format: "%-15@ %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %8llu  %23@  %9.2f  %@",
-                      r.label as NSString, r.throughput, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max,
-                      r.errorCount, server as NSString, r.generatorCores, r.ending as NSString)
+        return String(
+            format: "%-15@ %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %8llu  %23@  %9.2f  %@",
+            r.label as NSString, r.throughput, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999,
+            r.latency.max,
+            r.errorCount, server as NSString, r.generatorCores, r.ending as NSString)
     }
 
     func printNotes(_ results: [LevelResult]) {
         for r in results {
             if !r.errors.isEmpty {
-                print("\(r.label): errors " + r.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                print(
+                    "\(r.label): errors "
+                        + r.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             }
             if r.versions.count > 1 {
-                print("\(r.label): answered by " + r.versions.sorted { $0.key < $1.key }.map { "v\($0.key) \($0.value)" }.joined(separator: ", "))
+                print(
+                    "\(r.label): answered by "
+                        + r.versions.sorted { $0.key < $1.key }.map { "v\($0.key) \($0.value)" }.joined(separator: ", ")
+                )
             }
             if r.generatorBound && r.mode == "closed" {
-                print("\(r.label): the generator used \(String(format: "%.2f", r.generatorCores)) cores on \(r.generatorLoops) event loop(s): it may be the bottleneck (add --connections)")
+                print(
+                    "\(r.label): the generator used \(String(format: "%.2f", r.generatorCores)) cores on \(r.generatorLoops) event loop(s): it may be the bottleneck (add --connections)"
+                )
             }
             if r.mode == "open" && !r.stable {
-                print("\(r.label): the generator fell behind the asked rate (\(r.late) late, \(r.skipped) not sent of \(r.due)): these figures understate the load")
+                print(
+                    "\(r.label): the generator fell behind the asked rate (\(r.late) late, \(r.skipped) not sent of \(r.due)): these figures understate the load"
+                )
             }
             for e in r.events {
-                print(String(format: "%@ at %.1f s (took %.1f ms): %@", e.action as NSString, e.at, e.tookMicros / 1000, e.outcome as NSString))
-                print(String(format: "  %.1f s before: %llu requests, %llu errors, p99 %.1f µs", e.before.seconds, e.before.requests, e.before.errors, e.before.p99))
-                print(String(format: "  %.1f s after:  %llu requests, %llu errors, p99 %.1f µs", e.after.seconds, e.after.requests, e.after.errors, e.after.p99))
+                print(
+                    String(
+                        format: "%@ at %.1f s (took %.1f ms): %@", e.action as NSString, e.at, e.tookMicros / 1000,
+                        e.outcome as NSString))
+                print(
+                    String(
+                        format: "  %.1f s before: %llu requests, %llu errors, p99 %.1f µs", e.before.seconds,
+                        e.before.requests, e.before.errors, e.before.p99))
+                print(
+                    String(
+                        format: "  %.1f s after:  %llu requests, %llu errors, p99 %.1f µs", e.after.seconds,
+                        e.after.requests, e.after.errors, e.after.p99))
             }
         }
     }
@@ -307,7 +375,9 @@ struct Bench: AsyncParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         }
         if let csv = self.csv { try report.csv.write(toFile: csv, atomically: true, encoding: .utf8) }
-        if let path = self.report { try HTMLReport.render(report).write(toFile: path, atomically: true, encoding: .utf8) }
+        if let path = self.report {
+            try HTMLReport.render(report).write(toFile: path, atomically: true, encoding: .utf8)
+        }
     }
 }
 
@@ -326,8 +396,10 @@ final class ProgressLine: Sendable {
 
     func update(level: LoadLevel, window: WindowSample) {
         guard self.enabled else { return }
-        var line = String(format: "[%@] %@%.0f req/s  p50 %.1f µs  p99 %.1f µs  errors %llu",
-                          level.label as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput, window.p50, window.p99, window.errors)
+        var line = String(
+            format: "[%@] %@%.0f req/s  p50 %.1f µs  p99 %.1f µs  errors %llu",
+            level.label as NSString, window.warmup ? "warm-up " as NSString : "" as NSString, window.throughput,
+            window.p50, window.p99, window.errors)
         if let server = window.server, server.requests > 0 {
             line += String(format: "  server %.1f + %.1f µs", server.queueMicros, server.computeMicros)
         }

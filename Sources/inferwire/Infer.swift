@@ -45,7 +45,9 @@ struct Infer: AsyncParsableCommand {
 
     func validate() throws {
         if self.version != nil && self.label != nil { throw ValidationError("give --version or --label, not both") }
-        if self.random == !self.inputs.isEmpty { throw ValidationError("give --input NAME=JSON (one per input) or --random") }
+        if self.random == !self.inputs.isEmpty {
+            throw ValidationError("give --input NAME=JSON (one per input) or --random")
+        }
     }
 
     func run() async throws {
@@ -56,13 +58,17 @@ struct Infer: AsyncParsableCommand {
             let result: Result<InferResult, any Error>
             do {
                 let timeout = self.timeoutMs.map { Duration.milliseconds($0) }
-                let metadata = try await client.modelMetadata(self.model, version: self.version, label: self.label, timeout: timeout)
-                let tensors = try self.random
+                let metadata = try await client.modelMetadata(
+                    self.model, version: self.version, label: self.label, timeout: timeout)
+                let tensors =
+                    try self.random
                     ? metadata.inputs.map { try randomTensor($0) }
                     : self.inputs.map { try parseInput($0, metadata: metadata) }
-                result = .success(try await client.infer(
-                    model: self.model, version: self.version, label: self.label, inputs: tensors, outputs: self.outputs,
-                    timeout: timeout))
+                result = .success(
+                    try await client.infer(
+                        model: self.model, version: self.version, label: self.label, inputs: tensors,
+                        outputs: self.outputs,
+                        timeout: timeout))
             } catch {
                 result = .failure(error)
             }
@@ -89,24 +95,34 @@ func parseInput(_ argument: String, metadata: ModelMetadata) throws -> Tensor {
     }
     let name = String(argument[..<equals])
     guard let spec = metadata.inputs.first(where: { $0.name == name }) else {
-        throw InferWireError(code: .invalidArgument, message: "model '\(metadata.name)' has no input '\(name)' (inputs: \(metadata.inputs.map(\.name).joined(separator: ", ")))")
+        throw InferWireError(
+            code: .invalidArgument,
+            message:
+                "model '\(metadata.name)' has no input '\(name)' (inputs: \(metadata.inputs.map(\.name).joined(separator: ", ")))"
+        )
     }
     let json: Any
     do {
-        json = try JSONSerialization.jsonObject(with: Data(argument[argument.index(after: equals)...].utf8), options: [.fragmentsAllowed])
+        json = try JSONSerialization.jsonObject(
+            with: Data(argument[argument.index(after: equals)...].utf8), options: [.fragmentsAllowed])
     } catch {
-        throw InferWireError(code: .invalidArgument, message: "--input \(name): not JSON: \(error.localizedDescription)")
+        throw InferWireError(
+            code: .invalidArgument, message: "--input \(name): not JSON: \(error.localizedDescription)")
     }
     var shape: [Int] = []
     var leaves: [Any] = []
     func walk(_ value: Any, depth: Int) throws {
         if let array = value as? [Any] {
-            if depth == shape.count { shape.append(array.count) } else if shape[depth] != array.count {
+            if depth == shape.count {
+                shape.append(array.count)
+            } else if shape[depth] != array.count {
                 throw InferWireError(code: .invalidArgument, message: "--input \(name): ragged array")
             }
             for element in array { try walk(element, depth: depth + 1) }
         } else {
-            guard depth == shape.count else { throw InferWireError(code: .invalidArgument, message: "--input \(name): ragged array") }
+            guard depth == shape.count else {
+                throw InferWireError(code: .invalidArgument, message: "--input \(name): ragged array")
+            }
             leaves.append(value)
         }
     }
@@ -131,7 +147,9 @@ func makeTensor(name: String, dataType: DataType, shape: [Int], leaves: [Any]) t
     case .int16: return Tensor(name: name, values: try numbers().map { Int16($0) }, shape: shape)
     case .int8: return Tensor(name: name, values: try numbers().map { Int8($0) }, shape: shape)
     case .uint8: return Tensor(name: name, values: try numbers().map { UInt8($0) }, shape: shape)
-    case .bool: return Tensor(name: name, values: leaves.map { ($0 as? Bool) ?? (($0 as? NSNumber)?.boolValue ?? false) }, shape: shape)
+    case .bool:
+        return Tensor(
+            name: name, values: leaves.map { ($0 as? Bool) ?? (($0 as? NSNumber)?.boolValue ?? false) }, shape: shape)
     case .bytes:
         var data = Data()
         for leaf in leaves {
@@ -141,7 +159,8 @@ func makeTensor(name: String, dataType: DataType, shape: [Int], leaves: [Any]) t
         }
         return Tensor(name: name, dataType: .bytes, shape: shape, data: data)
     default:
-        throw InferWireError(code: .unimplemented, message: "input '\(name)': \(dataType.name) is not supported by this command")
+        throw InferWireError(
+            code: .unimplemented, message: "input '\(name)': \(dataType.name) is not supported by this command")
     }
 }
 
@@ -183,7 +202,9 @@ func renderJSON(_ result: InferResult) -> String {
                 var offset = 0
                 let bytes = [UInt8](tensor.data)
                 while offset + 4 <= bytes.count {
-                    let length = Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(bytes[offset + 3]) << 24
+                    let length =
+                        Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(
+                            bytes[offset + 3]) << 24
                     offset += 4
                     let end = min(bytes.count, offset + length)
                     strings.append(quote(String(decoding: bytes[offset..<end], as: UTF8.self)))
@@ -199,6 +220,7 @@ func renderJSON(_ result: InferResult) -> String {
             + "\"shape\": [\(tensor.shape.map(String.init).joined(separator: ", "))], "
             + "\"data\": [\(values(tensor).joined(separator: ", "))]}"
     }
-    return "{\n  \"model_name\": \(quote(result.modelName)),\n  \"model_version\": \(result.modelVersion),\n  \"outputs\": [\n"
+    return
+        "{\n  \"model_name\": \(quote(result.modelName)),\n  \"model_version\": \(result.modelVersion),\n  \"outputs\": [\n"
         + outputs.joined(separator: ",\n") + "\n  ]\n}"
 }

@@ -7,7 +7,10 @@ import InferWireCore
 struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and change which model versions serve: load, unload, canary traffic, promote, rollback.",
-        subcommands: [List.self, Status.self, Load.self, Unload.self, Traffic.self, Shadow.self, Promote.self, Rollback.self, History.self])
+        subcommands: [
+            List.self, Status.self, Load.self, Unload.self, Traffic.self, Shadow.self, Promote.self, Rollback.self,
+            History.self,
+        ])
 
     struct Server: ParsableArguments {
         @Option(help: "Server address, HOST:PORT.")
@@ -52,7 +55,9 @@ struct Models: AsyncParsableCommand {
         @Argument var version: Int64
         func run() async throws {
             let status = try await self.server.run { try await $0.loadModel(self.model, version: self.version) }
-            print("\(self.model) version \(status.version): \(status.state)\(status.reason.isEmpty ? "" : " (\(status.reason))")")
+            print(
+                "\(self.model) version \(status.version): \(status.state)\(status.reason.isEmpty ? "" : " (\(status.reason))")"
+            )
             if status.state == .failed { throw ExitCode(Int32(InferWireError.Code.failedPrecondition.rawValue)) }
         }
     }
@@ -69,26 +74,32 @@ struct Models: AsyncParsableCommand {
     }
 
     struct Traffic: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Send a share of unlabelled requests to a canary version (--canary 0 clears it).")
+        static let configuration = CommandConfiguration(
+            abstract: "Send a share of unlabelled requests to a canary version (--canary 0 clears it).")
         @OptionGroup var server: Server
         @Argument var model: String
         @Option(help: "Canary version; 0 clears the canary.") var canary: Int64
         @Option(help: "Share of unlabelled requests, 0-100.") var percent: UInt32 = 10
         @Flag(help: "Route by the request's routing key instead of at random.") var sticky = false
         func run() async throws {
-            let rollout = try await self.server.run { try await $0.setTraffic(self.model, canary: self.canary, percent: self.percent, sticky: self.sticky) }
+            let rollout = try await self.server.run {
+                try await $0.setTraffic(self.model, canary: self.canary, percent: self.percent, sticky: self.sticky)
+            }
             print("\(self.model): \(render(rollout))")
         }
     }
 
     struct Shadow: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Mirror a share of stable's traffic to a version and compare its answers (--version 0 stops).")
+        static let configuration = CommandConfiguration(
+            abstract: "Mirror a share of stable's traffic to a version and compare its answers (--version 0 stops).")
         @OptionGroup var server: Server
         @Argument var model: String
         @Option(help: "Shadow version; 0 stops shadowing.") var version: Int64
         @Option(help: "Share of stable's unlabelled requests mirrored, 0-100.") var percent: UInt32 = 10
         func run() async throws {
-            let rollout = try await self.server.run { try await $0.setShadow(self.model, version: self.version, percent: self.percent) }
+            let rollout = try await self.server.run {
+                try await $0.setShadow(self.model, version: self.version, percent: self.percent)
+            }
             print("\(self.model): \(render(rollout))")
         }
     }
@@ -103,7 +114,8 @@ struct Models: AsyncParsableCommand {
     }
 
     struct Rollback: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Withdraw the canary, or restore the previous stable version.")
+        static let configuration = CommandConfiguration(
+            abstract: "Withdraw the canary, or restore the previous stable version.")
         @OptionGroup var server: Server
         @Argument var model: String
         func run() async throws {
@@ -130,11 +142,16 @@ func render(_ rollout: Rollout) -> String { rollout.description }
 func render(_ model: ModelStatus) -> String {
     var lines = ["\(model.name): \(render(model.rollout))"]
     if let s = model.shadow {
-        lines.append("  shadow version \(s.version): \(s.compared) compared, \(s.differing) differing, max |Δ| \(s.maxAbsDifference), mean |Δ| \(s.meanAbsDifference), \(s.shadowFailures) shadow failures")
+        lines.append(
+            "  shadow version \(s.version): \(s.compared) compared, \(s.differing) differing, max |Δ| \(s.maxAbsDifference), mean |Δ| \(s.meanAbsDifference), \(s.shadowFailures) shadow failures"
+        )
     }
     for v in model.versions {
-        lines.append("  version \(v.version): \(v.state)" + (v.reason.isEmpty ? "" : " — \(v.reason)")
-            + (v.state == .ready ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanCompute.inMicroseconds) µs" : ""))
+        lines.append(
+            "  version \(v.version): \(v.state)" + (v.reason.isEmpty ? "" : " — \(v.reason)")
+                + (v.state == .ready
+                    ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanCompute.inMicroseconds) µs"
+                    : ""))
     }
     return lines.joined(separator: "\n")
 }

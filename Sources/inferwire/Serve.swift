@@ -1,8 +1,8 @@
 import ArgumentParser
 import InferWireCore
 import InferWireEngine
-import InferWireProto
 import InferWireONNX
+import InferWireProto
 import InferWireServer
 import Logging
 import NIOPosix
@@ -78,7 +78,8 @@ struct Serve: AsyncParsableCommand {
         } catch {
             logger.warning("\(error.message); ONNX models cannot load")
         }
-        let repository = ModelRepository(directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()])
+        let repository = ModelRepository(
+            directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()])
         let manager = ModelManager(
             repository: repository,
             configuration: .init(statePath: self.repository + "/.inferwire-state.json"),
@@ -89,7 +90,8 @@ struct Serve: AsyncParsableCommand {
         }
         let dispatcher = RequestDispatcher(
             registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime))
-        let group: MultiThreadedEventLoopGroup = self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
+        let group: MultiThreadedEventLoopGroup =
+            self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         let server = InferWireServer(
             configuration: .init(
                 host: self.host, port: self.port,
@@ -101,8 +103,10 @@ struct Serve: AsyncParsableCommand {
         // The manager's owned work: management operations, grace-period unloads, polls in
         // poll mode, and guard checks that roll back canaries doing worse than stable.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: ModelManagerService(
-                manager: manager, pollInterval: self.mode == "poll" ? .seconds(self.pollInterval) : nil, guardInterval: .seconds(1)))
+            .init(
+                service: ModelManagerService(
+                    manager: manager, pollInterval: self.mode == "poll" ? .seconds(self.pollInterval) : nil,
+                    guardInterval: .seconds(1)))
         ]
         // The server last, so that it stops first on shutdown.
         services.append(.init(service: server))

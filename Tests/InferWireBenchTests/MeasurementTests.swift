@@ -1,8 +1,9 @@
 import Foundation
 import Histogram
 import InferWireCore
-@testable import InferWireBench
 import Testing
+
+@testable import InferWireBench
 
 @Suite("Load generator measurements")
 struct MeasurementTests {
@@ -56,13 +57,17 @@ struct MeasurementTests {
     func emptySummary() throws {
         let summary = LatencySummary(makeLatencyHistogram())
         #expect(summary.count == 0)
-        #expect([summary.p50, summary.p90, summary.p95, summary.p99, summary.p999, summary.max, summary.mean].allSatisfy { $0 == 0 })
+        #expect(
+            [summary.p50, summary.p90, summary.p95, summary.p99, summary.p999, summary.max, summary.mean].allSatisfy {
+                $0 == 0
+            })
         _ = try JSONEncoder().encode(summary)
     }
 
     @Test("window tallies merge counts, errors, versions and histograms")
     func merge() {
-        var a = WindowTally(), b = WindowTally()
+        var a = WindowTally()
+        var b = WindowTally()
         _ = a.histogram.record(1000)
         a.ok = 1
         a.errors["UNAVAILABLE"] = 2
@@ -118,24 +123,35 @@ func sampleReport() -> BenchReport {
     tally.errors["UNAVAILABLE"] = 1
     let windows = [
         WindowSample(start: 0, seconds: 1, warmup: true, tally: tally),
-        WindowSample(start: 1, seconds: 1, warmup: false, tally: tally, server: ServerTimes(requests: 3, executions: 1, queueMicros: 20, computeMicros: 80)),
+        WindowSample(
+            start: 1, seconds: 1, warmup: false, tally: tally,
+            server: ServerTimes(requests: 3, executions: 1, queueMicros: 20, computeMicros: 80)),
         WindowSample(start: 2, seconds: 1.02, warmup: false, tally: WindowTally()),
     ]
     let event = ActionEvent(
-        action: "promote fraud", at: 1.5, tookMicros: 850, succeeded: true, outcome: "stable 2 <was 1> & \"done\" \u{1B}[0m",
+        action: "promote fraud", at: 1.5, tookMicros: 850, succeeded: true,
+        outcome: "stable 2 <was 1> & \"done\" \u{1B}[0m",
         before: Span(seconds: 1, tally: tally), after: Span(seconds: 1, tally: WindowTally()))
     let closed = LevelResult(
         mode: "closed", concurrency: 8, askedRate: 0, requests: 10, errors: ["UNAVAILABLE": 1], throughput: 1234.5,
-        latency: LatencySummary(histogram), windows: windows, stable: true, stopReason: "stable", versions: ["1": 6, "2": 3],
+        latency: LatencySummary(histogram), windows: windows, stable: true, stopReason: "stable",
+        versions: ["1": 6, "2": 3],
         server: ServerTimes(requests: 9, executions: 3, queueMicros: 12.25, computeMicros: 40.5), generatorCores: 0.31,
         generatorLoops: 1, events: [event])
     let open = LevelResult(
         mode: "open", concurrency: 0, askedRate: 5000, requests: 4990, errors: [:], throughput: 4987.65,
-        latency: LatencySummary(tally.histogram), windows: windows.map { var w = $0; w.start += 4; return w }, stable: false,
-        stopReason: "duration", versions: ["2": 4990], due: 5000, late: 120, skipped: 3, server: nil, generatorCores: 0.97,
+        latency: LatencySummary(tally.histogram),
+        windows: windows.map {
+            var w = $0
+            w.start += 4
+            return w
+        }, stable: false,
+        stopReason: "duration", versions: ["2": 4990], due: 5000, late: 120, skipped: 3, server: nil,
+        generatorCores: 0.97,
         generatorLoops: 1)
-    return BenchReport(model: "fraud", target: "label stable", servers: ["127.0.0.1:8500"], connections: 2, compression: false,
-                       startedAt: "2026-11-26T12:00:00Z", levels: [closed, open])
+    return BenchReport(
+        model: "fraud", target: "label stable", servers: ["127.0.0.1:8500"], connections: 2, compression: false,
+        startedAt: "2026-11-26T12:00:00Z", levels: [closed, open])
 }
 
 @Suite("Open-loop schedule")
@@ -170,9 +186,11 @@ struct ManagementActionTests {
         #expect(try ManagementAction(parsing: "rollback fraud") == .rollback(model: "fraud"))
         #expect(try ManagementAction(parsing: "load mlp 3") == .load(model: "mlp", version: 3))
         #expect(try ManagementAction(parsing: "unload  mlp 1") == .unload(model: "mlp", version: 1))
-        #expect(try ManagementAction(parsing: "traffic fraud 2 25") == .traffic(model: "fraud", version: 2, percent: 25))
+        #expect(
+            try ManagementAction(parsing: "traffic fraud 2 25") == .traffic(model: "fraud", version: 2, percent: 25))
         #expect(try ManagementAction(parsing: "traffic fraud 0 0") == .traffic(model: "fraud", version: 0, percent: 0))
-        #expect(try ManagementAction(parsing: "shadow fraud 2 100") == .shadow(model: "fraud", version: 2, percent: 100))
+        #expect(
+            try ManagementAction(parsing: "shadow fraud 2 100") == .shadow(model: "fraud", version: 2, percent: 100))
     }
 
     @Test("malformed actions are refused with the reason")

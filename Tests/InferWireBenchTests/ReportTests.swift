@@ -1,12 +1,14 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
-@testable import InferWireBench
 import InferWireCore
 import InferWireProto
 import NIOCore
 import Testing
+
+@testable import InferWireBench
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 /// Collects what the tests check from the report's markup.
 final class ReportScanner: NSObject, XMLParserDelegate {
@@ -19,16 +21,23 @@ final class ReportScanner: NSObject, XMLParserDelegate {
     private var inJSON = false
     private var text = ""
 
-    func parser(_ parser: XMLParser, didStartElement element: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement element: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         if element == "svg" { self.svgCount += 1 }
-        for (name, value) in attributes where ["src", "href", "xlink:href"].contains(name) { self.externalReferences.append(value) }
+        for (name, value) in attributes where ["src", "href", "xlink:href"].contains(name) {
+            self.externalReferences.append(value)
+        }
         if element == "td", let field = attributes["data-field"] {
             if let level = attributes["data-level"] { self.currentKey = "level\(level)/\(field)" }
             if let event = attributes["data-event"] { self.currentKey = "event\(event)/\(field)" }
             self.text = ""
         }
         if element == "script" {
-            if attributes["type"] != "application/json" { self.externalReferences.append("script of type \(attributes["type"] ?? "none")") }
+            if attributes["type"] != "application/json" {
+                self.externalReferences.append("script of type \(attributes["type"] ?? "none")")
+            }
             self.inJSON = true
             self.text = ""
         }
@@ -55,7 +64,9 @@ struct ReportTests {
         let scanner = ReportScanner()
         parser.delegate = scanner
         let ok = parser.parse()
-        #expect(ok, "the report is not well-formed: \(parser.parserError.map { "\($0)" } ?? "?") at line \(parser.lineNumber)")
+        #expect(
+            ok,
+            "the report is not well-formed: \(parser.parserError.map { "\($0)" } ?? "?") at line \(parser.lineNumber)")
         return scanner
     }
 
@@ -112,9 +123,12 @@ struct ReportTests {
     @Test("a single level with no answers still renders")
     func empty() throws {
         var report = sampleReport()
-        report.levels = [LevelResult(
-            mode: "closed", concurrency: 1, askedRate: 0, requests: 0, errors: ["UNAVAILABLE": 5], throughput: 0,
-            latency: LatencySummary(makeLatencyHistogram()), windows: [], stable: false, stopReason: "window limit", versions: [:])]
+        report.levels = [
+            LevelResult(
+                mode: "closed", concurrency: 1, askedRate: 0, requests: 0, errors: ["UNAVAILABLE": 5], throughput: 0,
+                latency: LatencySummary(makeLatencyHistogram()), windows: [], stable: false, stopReason: "window limit",
+                versions: [:])
+        ]
         let scanner = try scan(HTMLReport.render(report))
         #expect(scanner.cells["level0/errors"] == "5")
     }
@@ -139,7 +153,8 @@ struct NumpyFileTests {
     func float32() throws {
         let values: [Float] = [1.5, -2, 3.25, 0, 7, 8]
         let data = values.withUnsafeBytes { Array($0) }
-        let tensor = try NumpyFile.tensor(name: "X", contents: npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: data))
+        let tensor = try NumpyFile.tensor(
+            name: "X", contents: npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: data))
         #expect(tensor.shape == [2, 3])
         #expect(tensor.dataType == .fp32)
         #expect(tensor.values(as: Float.self) == values)
@@ -149,10 +164,17 @@ struct NumpyFileTests {
     func otherForms() throws {
         let values: [Int64] = [5, -6, 7]
         let vector = try NumpyFile.tensor(
-            name: "I", contents: npy("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", data: values.withUnsafeBytes { Array($0) }, version: 2))
+            name: "I",
+            contents: npy(
+                "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", data: values.withUnsafeBytes { Array($0) },
+                version: 2))
         #expect(vector.shape == [3])
         #expect(vector.values(as: Int64.self) == values)
-        let scalar = try NumpyFile.tensor(name: "S", contents: npy("{'descr': '<f8', 'fortran_order': False, 'shape': (), }", data: [Double(2.5)].withUnsafeBytes { Array($0) }))
+        let scalar = try NumpyFile.tensor(
+            name: "S",
+            contents: npy(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (), }",
+                data: [Double(2.5)].withUnsafeBytes { Array($0) }))
         #expect(scalar.shape == [])
         #expect(scalar.values(as: Double.self) == [2.5])
     }
@@ -169,12 +191,26 @@ struct NumpyFileTests {
             }
         }
         #expect(reason(Data("not numpy at all".utf8))?.contains("magic") == true)
-        #expect(reason(npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", data: [0, 0, 0, 0]))?.contains("dtype") == true)
-        #expect(reason(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: [0, 0, 0, 0]))?.contains("needs more") == true)
+        #expect(
+            reason(npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", data: [0, 0, 0, 0]))?.contains(
+                "dtype") == true)
+        #expect(
+            reason(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: [0, 0, 0, 0]))?.contains(
+                "needs more") == true)
         // A shape whose product overflows must not be trusted.
-        #expect(reason(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", data: [0, 0, 0, 0])) != nil)
-        #expect(reason(npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data: Array(repeating: 0, count: 16)))?.contains("Fortran") == true)
-        #expect(reason(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", data: Array(repeating: 0, count: 8)))?.contains("holds") == true)
+        #expect(
+            reason(
+                npy(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", data: [0, 0, 0, 0])
+            ) != nil)
+        #expect(
+            reason(
+                npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data: Array(repeating: 0, count: 16)))?
+                .contains("Fortran") == true)
+        #expect(
+            reason(
+                npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", data: Array(repeating: 0, count: 8)))?
+                .contains("holds") == true)
         var truncated = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", data: [])
         truncated.removeLast(20)
         #expect(reason(truncated)?.contains("truncated") == true)

@@ -84,7 +84,9 @@ struct DomainTypeTests {
         #expect(config.inputs == [TensorSpec(name: "X", dataType: .fp32, shape: [4])])
         #expect(config.parameters["model_filename"] == "a.onnx")
         #expect(config.instances == 3)
-        #expect(config.dynamicBatching == .init(preferredBatchSizes: [4, 8], maxQueueDelay: .microseconds(250), maxQueueSize: 0))
+        #expect(
+            config.dynamicBatching
+                == .init(preferredBatchSizes: [4, 8], maxQueueDelay: .microseconds(250), maxQueueSize: 0))
         #expect(config.versionPolicy == .specific([1, 3]))
         #expect(config.versionPolicy.select(from: [3, 1, 2, 4]) == [1, 3])
         #expect(config.rollout.newVersionRole == .stable)

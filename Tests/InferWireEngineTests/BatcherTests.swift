@@ -74,7 +74,8 @@ struct Harness {
     /// - Parameter inPlaceExecutionLimit: defaults to an hour, so that whether a lone request
     ///   runs in place never depends on how fast this machine happens to be.
     init(
-        batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1, preferred: [Int32] = [],
+        batching: Bool = true, delayMicros: Int64 = 0, queueSize: Int32 = 0, instances: Int32 = 1,
+        preferred: [Int32] = [],
         gate: Gate? = nil, inPlaceExecutionLimit: Duration = .seconds(3600)
     ) {
         var config = Inferwire_V1_ModelConfig()
@@ -101,10 +102,13 @@ struct Harness {
         var request = Inferwire_V1_InferRequest()
         request.modelName = "rows"
         request.priority = priority
-        request.inputs = [Tensor(name: "X", values: rows.flatMap { $0 }, shape: [rows.count, rows.first?.count ?? 0]).wire]
+        request.inputs = [
+            Tensor(name: "X", values: rows.flatMap { $0 }, shape: [rows.count, rows.first?.count ?? 0]).wire
+        ]
         let answer = Answer()
         self.dispatcher.handle(
-            method: 6, payload: try! request.serializedBytes(), deadline: deadline, cancellation: cancellation, mayRunInPlace: true
+            method: 6, payload: try! request.serializedBytes(), deadline: deadline, cancellation: cancellation,
+            mayRunInPlace: true
         ) { answer.set($0) }
         return answer
     }
@@ -123,7 +127,9 @@ struct Harness {
 
 /// One request's eventual answer.
 final class Answer: Sendable {
-    private let state = Mutex<(Result<[UInt8], InferWireError>?, CheckedContinuation<Result<[UInt8], InferWireError>, Never>?)>((nil, nil))
+    private let state = Mutex<
+        (Result<[UInt8], InferWireError>?, CheckedContinuation<Result<[UInt8], InferWireError>, Never>?)
+    >((nil, nil))
 
     func set(_ result: Result<[UInt8], InferWireError>) {
         let waiter = self.state.withLock { s -> CheckedContinuation<Result<[UInt8], InferWireError>, Never>? in
@@ -177,7 +183,8 @@ struct BatcherTests {
         for _ in 0..<200 {
             let rows = Int.random(in: 1...5, using: &generator)
             let values = (0..<(rows * 2)).map { _ in Float.random(in: 0...100, using: &generator) }
-            expected.append((harness.send(stride(from: 0, to: values.count, by: 2).map { Array(values[$0..<($0 + 2)]) }), values))
+            expected.append(
+                (harness.send(stride(from: 0, to: values.count, by: 2).map { Array(values[$0..<($0 + 2)]) }), values))
         }
         gate.open()
         #expect(try await first.outputs == [2, 2])
@@ -193,10 +200,15 @@ struct BatcherTests {
 
     @Test("batching on and off give the same outputs")
     func onOff() async throws {
-        let on = Harness(batching: true, instances: 1), off = Harness(batching: false, instances: 1)
-        defer { on.dispatcher.stopExecution(); off.dispatcher.stopExecution() }
+        let on = Harness(batching: true, instances: 1)
+        let off = Harness(batching: false, instances: 1)
+        defer {
+            on.dispatcher.stopExecution()
+            off.dispatcher.stopExecution()
+        }
         let inputs = (0..<50).map { i in [[Float(i), Float(i) / 3]] }
-        let a = inputs.map { on.send($0) }, b = inputs.map { off.send($0) }
+        let a = inputs.map { on.send($0) }
+        let b = inputs.map { off.send($0) }
         for (x, y) in zip(a, b) { #expect(try await x.outputs == y.outputs) }
     }
 
@@ -326,7 +338,8 @@ struct BatcherTests {
         let gate = Gate()
         let harness = Harness(batching: false, instances: 2, gate: gate)
         defer { harness.dispatcher.stopExecution() }
-        let first = harness.send([[1, 1]]), second = harness.send([[2, 2]])
+        let first = harness.send([[1, 1]])
+        let second = harness.send([[2, 2]])
         // Both are inside the model at once: the second instance did not wait for the first.
         #expect(gate.waitForStart())
         #expect(gate.waitForStart())

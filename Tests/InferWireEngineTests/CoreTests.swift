@@ -8,7 +8,8 @@ import Testing
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// The repository root, found from this file's path.
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
 
 @Suite("Tensors from the wire")
 struct TensorTests {
@@ -30,14 +31,18 @@ struct TensorTests {
 
     @Test("a byte count that does not match the shape is INVALID_ARGUMENT")
     func rawMismatch() {
-        let error = #expect(throws: InferWireError.self) { try Tensor(wire: self.wire(.fp32, [2, 2], raw: [UInt8](repeating: 0, count: 15))) }
+        let error = #expect(throws: InferWireError.self) {
+            try Tensor(wire: self.wire(.fp32, [2, 2], raw: [UInt8](repeating: 0, count: 15)))
+        }
         #expect(error?.code == .invalidArgument)
         #expect(error?.message.contains("15 bytes") == true)
     }
 
     @Test("a shape whose element count overflows is rejected before any allocation")
     func overflow() {
-        let error = #expect(throws: InferWireError.self) { try Tensor(wire: self.wire(.fp64, [Int64.max, 4], raw: [])) }
+        let error = #expect(throws: InferWireError.self) {
+            try Tensor(wire: self.wire(.fp64, [Int64.max, 4], raw: []))
+        }
         #expect(error?.code == .invalidArgument)
     }
 
@@ -85,14 +90,23 @@ struct RepositoryTests {
         func model(_ name: String, _ config: String, versions: [String] = ["1"]) throws {
             try FileManager.default.createDirectory(atPath: "\(root)/\(name)", withIntermediateDirectories: true)
             for version in versions {
-                try FileManager.default.createDirectory(atPath: "\(root)/\(name)/\(version)", withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(
+                    atPath: "\(root)/\(name)/\(version)", withIntermediateDirectories: true)
             }
             try config.write(toFile: "\(root)/\(name)/config.pbtxt", atomically: true, encoding: .utf8)
         }
-        try model("good", #"platform: "identity" input { name: "a" datatype: INT32 shape: [2] } output { name: "b" datatype: INT32 shape: [2] }"#)
+        try model(
+            "good",
+            #"platform: "identity" input { name: "a" datatype: INT32 shape: [2] } output { name: "b" datatype: INT32 shape: [2] }"#
+        )
         try model("syntax", "platform: identity {{{")
-        try model("unknown_platform", #"platform: "tensorflow" input { name: "a" datatype: INT32 } output { name: "b" datatype: INT32 }"#)
-        try model("mismatch", #"platform: "identity" input { name: "a" datatype: INT32 shape: [2] } output { name: "b" datatype: FP32 shape: [2] }"#)
+        try model(
+            "unknown_platform",
+            #"platform: "tensorflow" input { name: "a" datatype: INT32 } output { name: "b" datatype: INT32 }"#)
+        try model(
+            "mismatch",
+            #"platform: "identity" input { name: "a" datatype: INT32 shape: [2] } output { name: "b" datatype: FP32 shape: [2] }"#
+        )
         try model("no_versions", #"platform: "identity""#, versions: [])
         try model("misnamed", #"name: "other" platform: "identity""#)
 
@@ -118,7 +132,8 @@ struct RoutingTests {
         let config = try repository.readConfig(model: "identity")
         let v1 = try repository.load(model: "identity", version: 1, config: config)
         let v3 = try repository.load(model: "identity", version: 3, config: config)
-        self.registry = ModelRegistry(contents: .init(models: [v1, v3], failures: [.init(model: "identity", version: 2, reason: "corrupt file")]))
+        self.registry = ModelRegistry(
+            contents: .init(models: [v1, v3], failures: [.init(model: "identity", version: 2, reason: "corrupt file")]))
     }
 
     func selector(version: Int64? = nil, label: String? = nil) -> Inferwire_V1_VersionSelector {
@@ -139,13 +154,24 @@ struct RoutingTests {
     func errors() {
         let snapshot = self.registry.snapshot()
         func code(_ body: () throws(InferWireError) -> LoadedModel) -> InferWireError.Code? {
-            do { _ = try body(); return nil } catch { return error.code }
+            do {
+                _ = try body()
+                return nil
+            } catch { return error.code }
         }
         #expect(code { () throws(InferWireError) in try snapshot.resolve("nope", nil) } == .notFound)
-        #expect(code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(version: 9)) } == .notFound)
-        #expect(code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(version: 2)) } == .unavailable)
-        #expect(code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(label: "canary")) } == .notFound)
-        #expect(code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(label: "blue")) } == .invalidArgument)
+        #expect(
+            code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(version: 9)) }
+                == .notFound)
+        #expect(
+            code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(version: 2)) }
+                == .unavailable)
+        #expect(
+            code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(label: "canary")) }
+                == .notFound)
+        #expect(
+            code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(label: "blue")) }
+                == .invalidArgument)
     }
 }
 
@@ -154,7 +180,8 @@ struct BuiltinModelTests {
     @Test("add_sub returns the elementwise sum and difference")
     func addSub() throws {
         let repository = ModelRepository(directory: packageRoot + "/examples/models")
-        let model = try repository.load(model: "add_sub", version: 1, config: try repository.readConfig(model: "add_sub"))
+        let model = try repository.load(
+            model: "add_sub", version: 1, config: try repository.readConfig(model: "add_sub"))
         let outputs = try model.model.execute([
             Tensor(name: "INPUT0", values: [1, 2, 3, 4] as [Float], shape: [1, 4]),
             Tensor(name: "INPUT1", values: [0.5, 0.5, 10, -1] as [Float], shape: [1, 4]),

@@ -71,19 +71,28 @@ final class GatedStore: RolloutStore {
 
 @Suite("Model manager's owned work and persistence")
 struct ManagerWorkTests {
-    func makeManager(_ repo: borrowing TemporaryRepository, store: any RolloutStore = InMemoryRolloutStore(), clock: any Clock<Duration> = ContinuousClock()) async throws -> ModelManager {
-        let manager = ModelManager(repository: ModelRepository(directory: repo.root), configuration: .init(store: store, clock: clock), logger: quiet)
+    func makeManager(
+        _ repo: borrowing TemporaryRepository, store: any RolloutStore = InMemoryRolloutStore(),
+        clock: any Clock<Duration> = ContinuousClock()
+    ) async throws -> ModelManager {
+        let manager = ModelManager(
+            repository: ModelRepository(directory: repo.root), configuration: .init(store: store, clock: clock),
+            logger: quiet)
         try await manager.start()
         return manager
     }
 
-    func call(_ dispatcher: RequestDispatcher, _ method: Inferwire_V1_Method, _ payload: [UInt8]) async -> Result<[UInt8], InferWireError> {
+    func call(_ dispatcher: RequestDispatcher, _ method: Inferwire_V1_Method, _ payload: [UInt8]) async -> Result<
+        [UInt8], InferWireError
+    > {
         let answer = Answer()
         dispatcher.handle(method: UInt16(method.rawValue), payload: payload, deadline: nil) { answer.set($0) }
         return await answer.value
     }
 
-    @Test("a management change is answered UNAVAILABLE at once when the manager's work is not running, and runs when it is")
+    @Test(
+        "a management change is answered UNAVAILABLE at once when the manager's work is not running, and runs when it is"
+    )
     func unavailableWithoutWork() async throws {
         let repo = try TemporaryRepository(versions: [1, 2])
         let manager = try await self.makeManager(repo)
@@ -110,7 +119,11 @@ struct ManagerWorkTests {
         // After shutdown: refused again.
         request.percent = 20
         let late = await self.call(dispatcher, .setTraffic, try request.serializedBytes())
-        if case .failure(let error) = late { #expect(error.code == .unavailable) } else { Issue.record("answered after shutdown") }
+        if case .failure(let error) = late {
+            #expect(error.code == .unavailable)
+        } else {
+            Issue.record("answered after shutdown")
+        }
         #expect(try manager.status("echo").rollout.canaryPercent == 10)
     }
 
@@ -218,7 +231,8 @@ struct ManagerWorkTests {
             let answered = Atomic<Bool>(false)
             let answer = Answer()
             // Were the save on this thread, handle would not return while the store holds it.
-            dispatcher.handle(method: UInt16(Inferwire_V1_Method.setTraffic.rawValue), payload: payload, deadline: nil) {
+            dispatcher.handle(method: UInt16(Inferwire_V1_Method.setTraffic.rawValue), payload: payload, deadline: nil)
+            {
                 answered.store(true, ordering: .relaxed)
                 answer.set($0)
             }
@@ -240,13 +254,18 @@ struct ManagerWorkTests {
         let store = FileRolloutStore(path: path, logger: quiet)
         #expect(await store.load() == nil)
 
-        let entry = RolloutHistoryEntry(unixMillis: 5, action: "promote", detail: "version 2 stable (was 1)", actor: "api", model: "echo")
-        let state = PersistedRollouts(models: ["echo": PersistedRollout(stable: 2, canaryPercent: 0, previousStable: 1, history: [entry])])
+        let entry = RolloutHistoryEntry(
+            unixMillis: 5, action: "promote", detail: "version 2 stable (was 1)", actor: "api", model: "echo")
+        let state = PersistedRollouts(models: [
+            "echo": PersistedRollout(stable: 2, canaryPercent: 0, previousStable: 1, history: [entry])
+        ])
         await store.save(state)
         #expect(await store.load() == state)
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
+        let json =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
         #expect(json?["format"] as? Int == 1)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["state.json"])  // no temporary file left
+        // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["state.json"])
 
         // As earlier versions wrote it.
         try #"""
@@ -262,7 +281,9 @@ struct ManagerWorkTests {
 
         try "{ not json".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(await store.load() == nil)
-        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("state.json.corrupt-") }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter {
+            $0.hasPrefix("state.json.corrupt-")
+        }
         #expect(aside.count == 1)
     }
 

@@ -12,20 +12,23 @@ struct TemporaryRepository: ~Copyable {
     init(versions: [Int64]) throws {
         self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-manager-\(UUID())").path
         try FileManager.default.createDirectory(atPath: "\(self.root)/echo", withIntermediateDirectories: true)
-        try #"platform: "identity" max_batch_size: 8 version_policy { all { } } input { name: "X" datatype: FP32 shape: [2] } output { name: "Y" datatype: FP32 shape: [2] }"#
+        try
+            #"platform: "identity" max_batch_size: 8 version_policy { all { } } input { name: "X" datatype: FP32 shape: [2] } output { name: "Y" datatype: FP32 shape: [2] }"#
             .write(toFile: "\(self.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
         for version in versions { try self.addVersion(version) }
     }
 
     func addVersion(_ version: Int64) throws {
-        try FileManager.default.createDirectory(atPath: "\(self.root)/echo/\(version)", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: "\(self.root)/echo/\(version)", withIntermediateDirectories: true)
     }
 
     var statePath: String { self.root + "/.inferwire-state.json" }
 
     func manager() async throws -> ModelManager {
         let manager = ModelManager(
-            repository: ModelRepository(directory: self.root), configuration: .init(statePath: self.statePath), logger: quiet)
+            repository: ModelRepository(directory: self.root), configuration: .init(statePath: self.statePath),
+            logger: quiet)
         try await manager.start()
         return manager
     }
@@ -54,7 +57,15 @@ struct ModelManagerTests {
         var rollout = try await manager.setTraffic("echo", canary: 3, percent: 100, sticky: false)
         #expect(rollout.canaryVersion == 3)
         #expect(try self.version(manager) == 3)
-        #expect(try manager.registry.snapshot().resolve("echo", { var s = Inferwire_V1_VersionSelector(); s.label = "stable"; return s }()).version == 2)
+        #expect(
+            try manager.registry.snapshot().resolve(
+                "echo",
+                {
+                    var s = Inferwire_V1_VersionSelector()
+                    s.label = "stable"
+                    return s
+                }()
+            ).version == 2)
 
         rollout = try await manager.promote("echo")
         #expect(rollout.stableVersion == 3)
@@ -117,7 +128,9 @@ struct ModelManagerTests {
         let manager = try await repo.manager()
         defer { manager.stopAll() }
         #expect(try self.version(manager) == 2)
-        let kept = try FileManager.default.contentsOfDirectory(atPath: repo.root).filter { $0.hasPrefix(".inferwire-state.json.corrupt-") }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: repo.root).filter {
+            $0.hasPrefix(".inferwire-state.json.corrupt-")
+        }
         #expect(kept.count == 1)
         #expect(try String(contentsOfFile: repo.root + "/" + kept[0], encoding: .utf8) == "{ not json")
     }
@@ -128,13 +141,16 @@ struct ModelManagerTests {
         let manager = try await repo.manager()
         defer { manager.stopAll() }
         // The directory's config names a platform this repository cannot run.
-        try #"platform: "tensorflow""#.write(toFile: "\(repo.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
+        try #"platform: "tensorflow""#.write(
+            toFile: "\(repo.root)/echo/config.pbtxt", atomically: true, encoding: .utf8)
         try repo.addVersion(2)
         let status = try await manager.load("echo", version: 2)
         #expect(status.state == .failed)
         #expect(status.reason.contains("platform 'tensorflow' is not available"))
         #expect(try self.version(manager) == 1)
-        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 2, percent: 10, sticky: false) }
+        await #expect(throws: InferWireError.self) {
+            try await manager.setTraffic("echo", canary: 2, percent: 10, sticky: false)
+        }
     }
 
     @Test("stable and canary versions cannot be unloaded; others drain and leave routing")
@@ -157,8 +173,12 @@ struct ModelManagerTests {
         let repo = try TemporaryRepository(versions: [1])
         let manager = try await repo.manager()
         defer { manager.stopAll() }
-        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 7, percent: 10, sticky: false) }
-        await #expect(throws: InferWireError.self) { try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false) }
+        await #expect(throws: InferWireError.self) {
+            try await manager.setTraffic("echo", canary: 7, percent: 10, sticky: false)
+        }
+        await #expect(throws: InferWireError.self) {
+            try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
+        }
         await #expect(throws: InferWireError.self) { try await manager.promote("echo") }
         await #expect(throws: InferWireError.self) { try await manager.rollback("echo") }
     }
@@ -182,7 +202,11 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         var isLightweight: Bool { true }
         func execute(_ inputs: [Tensor]) throws -> [Tensor] {
             Thread.sleep(forTimeInterval: 0.003)
-            return [Tensor(name: self.signature.outputs[0].name, dataType: inputs[0].dataType, shape: inputs[0].shape, data: inputs[0].data)]
+            return [
+                Tensor(
+                    name: self.signature.outputs[0].name, dataType: inputs[0].dataType, shape: inputs[0].shape,
+                    data: inputs[0].data)
+            ]
         }
     }
 
@@ -191,7 +215,11 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         let signature: ModelSignature
         var isLightweight: Bool { true }
         func execute(_ inputs: [Tensor]) throws -> [Tensor] {
-            [Tensor(name: self.signature.outputs[0].name, values: inputs[0].values(as: Float.self)!.map { $0 * 2 }, shape: inputs[0].shape)]
+            [
+                Tensor(
+                    name: self.signature.outputs[0].name, values: inputs[0].values(as: Float.self)!.map { $0 * 2 },
+                    shape: inputs[0].shape)
+            ]
         }
     }
 
@@ -199,9 +227,15 @@ struct FaultyWhenMarkedLoader: ModelLoader {
         var identity = configuration
         identity.platform = "identity"
         let model = try IdentityModelLoader().load(configuration: identity, versionDirectory: versionDirectory)
-        if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") { return BrokenModel(signature: model.signature) }
-        if FileManager.default.fileExists(atPath: versionDirectory + "/DOUBLE") { return DoublingModel(signature: model.signature) }
-        if FileManager.default.fileExists(atPath: versionDirectory + "/SLOW") { return SlowModel(signature: model.signature) }
+        if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") {
+            return BrokenModel(signature: model.signature)
+        }
+        if FileManager.default.fileExists(atPath: versionDirectory + "/DOUBLE") {
+            return DoublingModel(signature: model.signature)
+        }
+        if FileManager.default.fileExists(atPath: versionDirectory + "/SLOW") {
+            return SlowModel(signature: model.signature)
+        }
         return model
     }
 }
@@ -215,7 +249,10 @@ final class GuardedModel {
 
     init(marker: String?, guard: String) async throws {
         self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
-        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(self.root)/m/\(version)", withIntermediateDirectories: true) }
+        for version in [1, 2] {
+            try FileManager.default.createDirectory(
+                atPath: "\(self.root)/m/\(version)", withIntermediateDirectories: true)
+        }
         if let marker { FileManager.default.createFile(atPath: "\(self.root)/m/1/\(marker)", contents: Data()) }
         try """
         platform: "faulty_when_marked"
@@ -224,7 +261,8 @@ final class GuardedModel {
         output { name: "Y" datatype: FP32 shape: [2] }
         rollout { guard { \(`guard`) } }
         """.write(toFile: "\(self.root)/m/config.pbtxt", atomically: true, encoding: .utf8)
-        self.manager = ModelManager(repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        self.manager = ModelManager(
+            repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
         try await self.manager.start()
         self.dispatcher = RequestDispatcher(registry: self.manager.registry, manager: self.manager)
         _ = try await self.manager.setTraffic("m", canary: 1, percent: 50, sticky: false)
@@ -249,7 +287,8 @@ final class GuardedModel {
 struct GuardedRolloutTests {
     @Test("a canary whose error rate breaches the guard is rolled back automatically, with the reason recorded")
     func autoRollback() async throws {
-        let model = try await GuardedModel(marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20")
+        let model = try await GuardedModel(
+            marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20")
         try model.send(200)
         #expect(await model.manager.checkGuards() == ["m"])
         let status = try model.manager.status("m")
@@ -282,7 +321,9 @@ struct GuardedRolloutTests {
 struct ShadowTests {
     func setUp(marker: String?) async throws -> (ModelManager, RequestDispatcher, String) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-shadow-\(UUID())").path
-        for version in [1, 2] { try FileManager.default.createDirectory(atPath: "\(root)/m/\(version)", withIntermediateDirectories: true) }
+        for version in [1, 2] {
+            try FileManager.default.createDirectory(atPath: "\(root)/m/\(version)", withIntermediateDirectories: true)
+        }
         // Version 2 is stable; version 1 is the candidate that shadows it.
         if let marker { FileManager.default.createFile(atPath: "\(root)/m/1/\(marker)", contents: Data()) }
         try """
@@ -291,7 +332,8 @@ struct ShadowTests {
         input { name: "X" datatype: FP32 shape: [2] }
         output { name: "Y" datatype: FP32 shape: [2] }
         """.write(toFile: "\(root)/m/config.pbtxt", atomically: true, encoding: .utf8)
-        let manager = ModelManager(repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+        let manager = ModelManager(
+            repository: ModelRepository(directory: root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
         try await manager.start()
         return (manager, RequestDispatcher(registry: manager.registry, manager: manager), root)
     }
@@ -313,7 +355,10 @@ struct ShadowTests {
     @Test("a shadow that answers the same is compared on every mirrored request and never seen by callers")
     func identicalShadow() async throws {
         let (manager, dispatcher, root) = try await self.setUp(marker: nil)
-        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        defer {
+            manager.stopAll()
+            try? FileManager.default.removeItem(atPath: root)
+        }
         _ = try await manager.setShadow("m", version: 1, percent: 100)
         let versions = try await self.run(dispatcher, count: 50)
         #expect(Set(versions) == [2])
@@ -326,7 +371,10 @@ struct ShadowTests {
     @Test("a shadow whose answers differ is reported with the size of the difference")
     func differingShadow() async throws {
         let (manager, dispatcher, root) = try await self.setUp(marker: "DOUBLE")
-        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        defer {
+            manager.stopAll()
+            try? FileManager.default.removeItem(atPath: root)
+        }
         _ = try await manager.setShadow("m", version: 1, percent: 100)
         let versions = try await self.run(dispatcher, count: 20)
         #expect(Set(versions) == [2])
@@ -340,7 +388,10 @@ struct ShadowTests {
     @Test("shadow failures are counted and do not reach callers")
     func failingShadow() async throws {
         let (manager, dispatcher, root) = try await self.setUp(marker: "FAULTY")
-        defer { manager.stopAll(); try? FileManager.default.removeItem(atPath: root) }
+        defer {
+            manager.stopAll()
+            try? FileManager.default.removeItem(atPath: root)
+        }
         _ = try await manager.setShadow("m", version: 1, percent: 100)
         #expect(Set(try await self.run(dispatcher, count: 10)) == [2])
         let report = try await self.waitForComparisons(manager, 10)

@@ -9,7 +9,8 @@ private let t0 = Date(timeIntervalSince1970: 1_700_000_000)
 
 /// Model `m` with versions 1–3 ready and version 3 stable (as start-up leaves it).
 private func started(settings: Inferwire_V1_RolloutSettings = .init(), historyLimit: Int = 200) throws -> RolloutState {
-    var state = RolloutState(model: "m", phases: [1: .ready, 2: .ready, 3: .ready], settings: settings, historyLimit: historyLimit)
+    var state = RolloutState(
+        model: "m", phases: [1: .ready, 2: .ready, 3: .ready], settings: settings, historyLimit: historyLimit)
     _ = try state.apply(.restore(nil), by: .startup, at: t0)
     return state
 }
@@ -44,10 +45,13 @@ struct RolloutStateTests {
 
     @Test("restoring applies saved versions that are ready and ignores the rest, keeping the saved history")
     func restoreSaved() throws {
-        let old = RolloutHistoryEntry(unixMillis: 1, action: "promote", detail: "version 1 stable (was 2)", actor: "api", model: "m")
+        let old = RolloutHistoryEntry(
+            unixMillis: 1, action: "promote", detail: "version 1 stable (was 2)", actor: "api", model: "m")
         var state = RolloutState(model: "m", phases: [1: .ready, 2: .ready, 3: .failed(reason: "bad")])
         _ = try state.apply(
-            .restore(PersistedRollout(stable: 1, canary: 2, canaryPercent: 250, sticky: true, previousStable: 3, history: [old])),
+            .restore(
+                PersistedRollout(
+                    stable: 1, canary: 2, canaryPercent: 250, sticky: true, previousStable: 3, history: [old])),
             by: .startup, at: t0)
         #expect(state.stable == 1)
         #expect(state.canary == 2)
@@ -67,7 +71,10 @@ struct RolloutStateTests {
     func persistedForm() throws {
         var state = try started()
         _ = try state.apply(.setTraffic(canary: 2, percent: 25, sticky: true), by: .api, at: t0)
-        #expect(state.persisted == PersistedRollout(stable: 3, canary: 2, canaryPercent: 25, sticky: true, previousStable: nil, history: state.history))
+        #expect(
+            state.persisted
+                == PersistedRollout(
+                    stable: 3, canary: 2, canaryPercent: 25, sticky: true, previousStable: nil, history: state.history))
         #expect(state.wire.canaryPercent == 25)
         #expect(state.wire.stableVersion == 3)
     }
@@ -129,11 +136,14 @@ struct RolloutStateTests {
         _ = try state.apply(.setShadow(version: 1, percent: 10), by: .api, at: t0)
         let before = state
         for (version, role) in [(3, "stable"), (2, "the canary"), (1, "the shadow")] as [(Int64, String)] {
-            let error = try #require(failure { () throws(InferWireError) in _ = try state.apply(.versionDraining(version), by: .api, at: t0) })
+            let error = try #require(
+                failure { () throws(InferWireError) in _ = try state.apply(.versionDraining(version), by: .api, at: t0)
+                })
             #expect(error.code == .failedPrecondition)
             #expect(error.message.contains("is \(role)"))
         }
-        let missing = try #require(failure { () throws(InferWireError) in _ = try state.apply(.versionDraining(9), by: .api, at: t0) })
+        let missing = try #require(
+            failure { () throws(InferWireError) in _ = try state.apply(.versionDraining(9), by: .api, at: t0) })
         #expect(missing.message.contains("version 9 is not loaded"))
         #expect(state == before)
     }
@@ -160,17 +170,27 @@ struct RolloutStateTests {
         _ = try state.apply(.versionLoading(4), by: .api, at: t0)
         let before = state
         let cases: [(RolloutEvent, InferWireError.Code, String)] = [
-            (.setTraffic(canary: 9, percent: 10, sticky: false), .failedPrecondition, "version 9 is not loaded and ready"),
-            (.setTraffic(canary: 4, percent: 10, sticky: false), .failedPrecondition, "version 4 is not loaded and ready"),
+            (
+                .setTraffic(canary: 9, percent: 10, sticky: false), .failedPrecondition,
+                "version 9 is not loaded and ready"
+            ),
+            (
+                .setTraffic(canary: 4, percent: 10, sticky: false), .failedPrecondition,
+                "version 4 is not loaded and ready"
+            ),
             (.setTraffic(canary: 3, percent: 10, sticky: false), .failedPrecondition, "version 3 is already stable"),
-            (.setTraffic(canary: 2, percent: 101, sticky: false), .invalidArgument, "percent must be 0 to 100, got 101"),
+            (
+                .setTraffic(canary: 2, percent: 101, sticky: false), .invalidArgument,
+                "percent must be 0 to 100, got 101"
+            ),
             (.setTraffic(canary: 2, percent: -1, sticky: false), .invalidArgument, "got -1"),
             (.setShadow(version: 9, percent: 10), .failedPrecondition, "version 9 is not loaded and ready"),
             (.setShadow(version: 3, percent: 10), .failedPrecondition, "already stable"),
             (.setShadow(version: 2, percent: 200), .invalidArgument, "got 200"),
         ]
         for (event, code, message) in cases {
-            let error = try #require(failure { () throws(InferWireError) in _ = try state.apply(event, by: .api, at: t0) })
+            let error = try #require(
+                failure { () throws(InferWireError) in _ = try state.apply(event, by: .api, at: t0) })
             #expect(error.code == code, "\(event)")
             #expect(error.message.contains(message), "\(event): \(error.message)")
         }
@@ -182,7 +202,10 @@ struct RolloutStateTests {
         var state = try started()
         _ = try state.apply(.setShadow(version: 1, percent: 20), by: .api, at: t0)
         #expect((state.shadow, state.shadowPercent) == (1, 20))
-        #expect(state.history.last.map { ($0.action, $0.detail) } ?? ("", "") == ("shadow", "version 1 shadows 20% of stable's traffic"))
+        #expect(
+            state.history.last.map { ($0.action, $0.detail) } ?? ("", "") == (
+                "shadow", "version 1 shadows 20% of stable's traffic"
+            ))
         #expect(state.wire.shadowVersion == 1)
         _ = try state.apply(.setShadow(version: 0, percent: 0), by: .api, at: t0)
         #expect(state.shadow == nil)
@@ -205,7 +228,11 @@ struct RolloutStateTests {
         #expect(state.promotions == 1)
         let entry = try #require(state.history.last)
         #expect((entry.action, entry.detail) == ("promote", "version 2 stable (was 3)"))
-        #expect(effects == [.publishRouting, .log(entry), .persist, .scheduleGraceUnload(version: 3, delay: .seconds(30), promotion: 1)])
+        #expect(
+            effects == [
+                .publishRouting, .log(entry), .persist,
+                .scheduleGraceUnload(version: 3, delay: .seconds(30), promotion: 1),
+            ])
     }
 
     @Test("the grace period is 600 s unless the settings say otherwise")
@@ -219,7 +246,8 @@ struct RolloutStateTests {
     @Test("promote without a canary is refused")
     func promoteWithoutCanary() throws {
         var state = try started()
-        let error = try #require(failure { () throws(InferWireError) in _ = try state.apply(.promote, by: .api, at: t0) })
+        let error = try #require(
+            failure { () throws(InferWireError) in _ = try state.apply(.promote, by: .api, at: t0) })
         #expect(error.code == .failedPrecondition)
         #expect(error.message == "model 'm' has no canary to promote")
         #expect(state.promotions == 0)
@@ -235,20 +263,25 @@ struct RolloutStateTests {
         _ = try state.apply(.rollback(reason: ""), by: .api, at: t0)
         #expect(state.canary == nil)
         #expect(state.stable == 2)
-        #expect(state.history.last.map { ($0.action, $0.detail) } ?? ("", "") == ("rollback", "canary version 1 withdrawn"))
+        #expect(
+            state.history.last.map { ($0.action, $0.detail) } ?? ("", "") == ("rollback", "canary version 1 withdrawn"))
 
         let effects = try state.apply(.rollback(reason: "bad answers"), by: .api, at: t0)
         #expect(state.stable == 3)
         #expect(state.previousStable == 2)
         let entry = try #require(state.history.last)
-        #expect((entry.action, entry.detail, entry.actor) == ("rollback", "version 3 stable again (was 2): bad answers", "api"))
+        #expect(
+            (entry.action, entry.detail, entry.actor) == (
+                "rollback", "version 3 stable again (was 2): bad answers", "api"
+            ))
         #expect(effects == [.publishRouting, .log(entry), .persist])
     }
 
     @Test("rollback with no canary and no previous stable version is refused")
     func rollbackWithNothing() throws {
         var state = try started()
-        let error = try #require(failure { () throws(InferWireError) in _ = try state.apply(.rollback(reason: ""), by: .api, at: t0) })
+        let error = try #require(
+            failure { () throws(InferWireError) in _ = try state.apply(.rollback(reason: ""), by: .api, at: t0) })
         #expect(error.code == .failedPrecondition)
         #expect(error.message.contains("no canary and no previous stable version"))
 
@@ -256,14 +289,17 @@ struct RolloutStateTests {
         _ = try state.apply(.setTraffic(canary: 2, percent: 10, sticky: false), by: .api, at: t0)
         _ = try state.apply(.promote, by: .api, at: t0)
         _ = try state.apply(.versionDraining(3), by: .graceTimer, at: t0)
-        #expect(failure { () throws(InferWireError) in _ = try state.apply(.rollback(reason: ""), by: .api, at: t0) } != nil)
+        #expect(
+            failure { () throws(InferWireError) in _ = try state.apply(.rollback(reason: ""), by: .api, at: t0) } != nil
+        )
     }
 
     @Test("a guard rollback withdraws the canary and records auto-rollback by the guard with the reason")
     func guardRollback() throws {
         var state = try started()
         _ = try state.apply(.setTraffic(canary: 2, percent: 50, sticky: false), by: .api, at: t0)
-        let effects = try state.apply(.guardRollback(reason: "canary error rate 50.0% vs stable 0.0%"), by: .guard, at: t0)
+        let effects = try state.apply(
+            .guardRollback(reason: "canary error rate 50.0% vs stable 0.0%"), by: .guard, at: t0)
         #expect(state.canary == nil)
         #expect(state.stable == 3)
         let entry = try #require(state.history.last)
@@ -273,7 +309,9 @@ struct RolloutStateTests {
         #expect(effects == [.publishRouting, .log(entry), .persist])
 
         // With no canary left there is nothing for the guard to undo; stable stays.
-        let error = try #require(failure { () throws(InferWireError) in _ = try state.apply(.guardRollback(reason: "x"), by: .guard, at: t0) })
+        let error = try #require(
+            failure { () throws(InferWireError) in _ = try state.apply(.guardRollback(reason: "x"), by: .guard, at: t0)
+            })
         #expect(error.code == .failedPrecondition)
         #expect(state.stable == 3)
     }
@@ -286,7 +324,8 @@ struct RolloutStateTests {
         _ = try state.apply(.setTraffic(canary: 2, percent: 10, sticky: false), by: .api, at: t0)
         _ = try state.apply(.promote, by: .api, at: t0)
         let before = state
-        #expect(try state.apply(.graceExpired(version: 3, promotion: 1), by: .graceTimer, at: t0) == [.unload(version: 3)])
+        #expect(
+            try state.apply(.graceExpired(version: 3, promotion: 1), by: .graceTimer, at: t0) == [.unload(version: 3)])
         #expect(state == before)  // the unload itself is a later event
     }
 
@@ -299,7 +338,8 @@ struct RolloutStateTests {
         _ = try state.apply(.promote, by: .api, at: t0)  // promotion 2: 2 → previous
         #expect(try state.apply(.graceExpired(version: 3, promotion: 1), by: .graceTimer, at: t0) == [])
         #expect(try state.apply(.graceExpired(version: 2, promotion: 1), by: .graceTimer, at: t0) == [])
-        #expect(try state.apply(.graceExpired(version: 2, promotion: 2), by: .graceTimer, at: t0) == [.unload(version: 2)])
+        #expect(
+            try state.apply(.graceExpired(version: 2, promotion: 2), by: .graceTimer, at: t0) == [.unload(version: 2)])
 
         _ = try state.apply(.rollback(reason: ""), by: .api, at: t0)  // 2 stable again, 1 previous
         #expect(try state.apply(.graceExpired(version: 2, promotion: 2), by: .graceTimer, at: t0) == [])
@@ -314,7 +354,10 @@ struct RolloutStateTests {
         _ = try state.apply(.versionReady(4), by: .poller, at: t0)
         _ = try state.apply(.versionFound(4, settings: settings), by: .poller, at: t0)
         #expect((state.canary, state.canaryPercent) == (4, 10))  // canary with 10% unless set
-        #expect(state.history.last.map { ($0.action, $0.detail, $0.actor) } ?? ("", "", "") == ("traffic", "canary version 4 at 10%", "poller"))
+        #expect(
+            state.history.last.map { ($0.action, $0.detail, $0.actor) } ?? ("", "", "") == (
+                "traffic", "canary version 4 at 10%", "poller"
+            ))
 
         settings.canaryPercent = 25
         _ = try state.apply(.versionReady(5), by: .poller, at: t0)
@@ -347,7 +390,10 @@ struct RolloutStateTests {
         #expect(state.canary == nil)
         #expect(state.history.last?.detail == "version 1 is the first and stable")
         _ = try state.apply(.versionLoading(2), by: .poller, at: t0)
-        #expect(failure { () throws(InferWireError) in _ = try state.apply(.versionFound(2, settings: .init()), by: .poller, at: t0) }?.code == .failedPrecondition)
+        #expect(
+            failure { () throws(InferWireError) in
+                _ = try state.apply(.versionFound(2, settings: .init()), by: .poller, at: t0)
+            }?.code == .failedPrecondition)
     }
 
     // MARK: History and actors
@@ -355,20 +401,29 @@ struct RolloutStateTests {
     @Test("history keeps the newest entries up to its limit")
     func historyLimit() throws {
         var state = try started(historyLimit: 3)
-        for percent in 1...5 { _ = try state.apply(.setTraffic(canary: 2, percent: percent, sticky: false), by: .api, at: t0) }
+        for percent in 1...5 {
+            _ = try state.apply(.setTraffic(canary: 2, percent: percent, sticky: false), by: .api, at: t0)
+        }
         #expect(state.history.count == 3)
-        #expect(state.history.map(\.detail) == ["canary version 2 at 3%", "canary version 2 at 4%", "canary version 2 at 5%"])
+        #expect(
+            state.history.map(\.detail) == [
+                "canary version 2 at 3%", "canary version 2 at 4%", "canary version 2 at 5%",
+            ])
     }
 
     @Test("actors print the words history and logs have always used")
     func actorNames() {
-        #expect([RolloutActor.api, .guard, .poller, .startup, .graceTimer].map(\.name) == ["api", "guard", "poller", "startup", "grace-period"])
+        #expect(
+            [RolloutActor.api, .guard, .poller, .startup, .graceTimer].map(\.name) == [
+                "api", "guard", "poller", "startup", "grace-period",
+            ])
     }
 }
 
 @Suite("Canary guard")
 struct CanaryGuardTests {
-    func makeGuard(errorRate: Double = 0, p99Ratio: Double = 0, window: UInt32 = 0, minimum: UInt32 = 0) -> CanaryGuard {
+    func makeGuard(errorRate: Double = 0, p99Ratio: Double = 0, window: UInt32 = 0, minimum: UInt32 = 0) -> CanaryGuard
+    {
         var settings = Inferwire_V1_RolloutGuard()
         settings.maxErrorRateIncrease = errorRate
         settings.maxP99Ratio = p99Ratio
@@ -377,15 +432,25 @@ struct CanaryGuardTests {
         return CanaryGuard(settings: settings)
     }
 
-    @Test("a canary whose error rate exceeds stable's by more than the limit is rolled back, with both rates in the reason")
+    @Test(
+        "a canary whose error rate exceeds stable's by more than the limit is rolled back, with both rates in the reason"
+    )
     func errorRate() throws {
         let canaryGuard = self.makeGuard(errorRate: 0.05, window: 30, minimum: 20)
-        let reason = try #require(canaryGuard.verdict(
-            canary: .init(requests: 100, failures: 10, p99Micros: 100), stable: .init(requests: 100, failures: 2, p99Micros: 100)))
+        let reason = try #require(
+            canaryGuard.verdict(
+                canary: .init(requests: 100, failures: 10, p99Micros: 100),
+                stable: .init(requests: 100, failures: 2, p99Micros: 100)))
         #expect(reason == "canary error rate 10.0% vs stable 2.0% over 30s (limit +5.0 points)")
         // 6 points above stable: over; 5 points: at the limit, kept.
-        #expect(canaryGuard.verdict(canary: .init(requests: 100, failures: 7, p99Micros: 0), stable: .init(requests: 100, failures: 1, p99Micros: 0)) != nil)
-        #expect(canaryGuard.verdict(canary: .init(requests: 100, failures: 5, p99Micros: 0), stable: .init(requests: 100, failures: 1, p99Micros: 0)) == nil)
+        #expect(
+            canaryGuard.verdict(
+                canary: .init(requests: 100, failures: 7, p99Micros: 0),
+                stable: .init(requests: 100, failures: 1, p99Micros: 0)) != nil)
+        #expect(
+            canaryGuard.verdict(
+                canary: .init(requests: 100, failures: 5, p99Micros: 0),
+                stable: .init(requests: 100, failures: 1, p99Micros: 0)) == nil)
     }
 
     @Test("no verdict before the canary has served the minimum number of requests (50 unless set)")
@@ -398,19 +463,32 @@ struct CanaryGuardTests {
         #expect(self.makeGuard(errorRate: 0.01, minimum: 10).verdict(canary: allFailed, stable: healthy) != nil)
     }
 
-    @Test("a canary whose p99 exceeds the ratio times stable's is rolled back; a stable version with no latency yet judges nothing")
+    @Test(
+        "a canary whose p99 exceeds the ratio times stable's is rolled back; a stable version with no latency yet judges nothing"
+    )
     func p99() throws {
         let canaryGuard = self.makeGuard(p99Ratio: 4, window: 10, minimum: 20)
-        let reason = try #require(canaryGuard.verdict(
-            canary: .init(requests: 60, failures: 0, p99Micros: 4096), stable: .init(requests: 60, failures: 0, p99Micros: 512)))
+        let reason = try #require(
+            canaryGuard.verdict(
+                canary: .init(requests: 60, failures: 0, p99Micros: 4096),
+                stable: .init(requests: 60, failures: 0, p99Micros: 512)))
         #expect(reason == "canary p99 ≤4096 µs vs stable ≤512 µs over 10s (limit 4.0×)")
-        #expect(canaryGuard.verdict(canary: .init(requests: 60, failures: 0, p99Micros: 2048), stable: .init(requests: 60, failures: 0, p99Micros: 512)) == nil)
-        #expect(canaryGuard.verdict(canary: .init(requests: 60, failures: 0, p99Micros: 4096), stable: .init(requests: 0, failures: 0, p99Micros: 0)) == nil)
+        #expect(
+            canaryGuard.verdict(
+                canary: .init(requests: 60, failures: 0, p99Micros: 2048),
+                stable: .init(requests: 60, failures: 0, p99Micros: 512)) == nil)
+        #expect(
+            canaryGuard.verdict(
+                canary: .init(requests: 60, failures: 0, p99Micros: 4096),
+                stable: .init(requests: 0, failures: 0, p99Micros: 0)) == nil)
     }
 
     @Test("thresholds left at 0 are not checked")
     func unchecked() {
         let canaryGuard = self.makeGuard(minimum: 1)
-        #expect(canaryGuard.verdict(canary: .init(requests: 100, failures: 100, p99Micros: 1 << 20), stable: .init(requests: 100, failures: 0, p99Micros: 1)) == nil)
+        #expect(
+            canaryGuard.verdict(
+                canary: .init(requests: 100, failures: 100, p99Micros: 1 << 20),
+                stable: .init(requests: 100, failures: 0, p99Micros: 1)) == nil)
     }
 }

@@ -15,7 +15,8 @@ struct BLASTests {
         for features in Self.allCombinations {
             let core = BLAS.coreType(for: features)
             if features.isSuperset(of: [.avx, .avx2, .fma]) {
-                #expect(core == "Haswell" || core == "SkylakeX", "features \(features.names) chose \(core ?? "detection")")
+                #expect(
+                    core == "Haswell" || core == "SkylakeX", "features \(features.names) chose \(core ?? "detection")")
             }
             if features.isSuperset(of: Features.avx512Skylake.union([.avx, .avx2, .fma])) {
                 #expect(core == "SkylakeX", "features \(features.names) chose \(core ?? "detection")")
@@ -38,7 +39,8 @@ struct BLASTests {
 
     @Test("cpuinfo flags parse into features, ignoring the ones the choice does not use")
     func parsesFlags() {
-        let skylake = Features(cpuinfoFlags: " fpu vme sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni")
+        let skylake = Features(
+            cpuinfoFlags: " fpu vme sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni")
         #expect(skylake == Features.avx512Skylake.union([.avx, .avx2, .fma]))
         #expect(BLAS.coreType(for: skylake) == "SkylakeX")
         let haswell = Features(cpuinfoFlags: "fpu sse4_2 avx avx2 fma bmi2")
@@ -63,7 +65,9 @@ struct BLASTests {
             #expect(report.kernel.lowercased() == chosen.lowercased())
         }
         if features.isSuperset(of: [.avx, .avx2, .fma]) {
-            let generic = ["prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine", "northwood"]
+            let generic = [
+                "prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine", "northwood",
+            ]
             #expect(!generic.contains(report.kernel.lowercased()), "AVX2 CPU runs \(report.kernel)")
         }
         #expect(report.facts["blas.kernel"] == report.kernel)

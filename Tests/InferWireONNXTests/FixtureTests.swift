@@ -15,13 +15,21 @@ struct Fixture: Sendable, CustomStringConvertible {
         var data: [JSONScalar]
     }
     enum JSONScalar: Decodable, Sendable {
-        case number(Double), string(String), bool(Bool), null
+        case number(Double)
+        case string(String)
+        case bool(Bool)
+        case null
         init(from decoder: any Swift.Decoder) throws {
             let c = try decoder.singleValueContainer()
-            if c.decodeNil() { self = .null }
-            else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-            else if let d = try? c.decode(Double.self) { self = .number(d) }
-            else { self = .string(try c.decode(String.self)) }
+            if c.decodeNil() {
+                self = .null
+            } else if let b = try? c.decode(Bool.self) {
+                self = .bool(b)
+            } else if let d = try? c.decode(Double.self) {
+                self = .number(d)
+            } else {
+                self = .string(try c.decode(String.self))
+            }
         }
         var double: Double {
             switch self {
@@ -45,7 +53,8 @@ struct Fixture: Sendable, CustomStringConvertible {
     var description: String { self.name }
 
     func load() throws -> File {
-        try JSONDecoder().decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(self.name)/cases.json")))
+        try JSONDecoder().decode(
+            File.self, from: Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(self.name)/cases.json")))
     }
 
     func model() throws -> any InferenceModel {
@@ -82,7 +91,9 @@ func strings(_ tensor: Tensor) -> [String] {
     let bytes = [UInt8](tensor.data)
     var offset = 0
     while offset + 4 <= bytes.count {
-        let n = Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(bytes[offset + 3]) << 24
+        let n =
+            Int(bytes[offset]) | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]) << 16 | Int(bytes[offset + 3])
+            << 24
         result.append(String(decoding: bytes[(offset + 4)..<(offset + 4 + n)], as: UTF8.self))
         offset += 4 + n
     }
@@ -108,18 +119,29 @@ struct FixtureTests {
             let outputs = try model.execute(inputs)
             for (spec, output) in zip(model.signature.outputs, outputs) {
                 let expected = try #require(testCase.outputs[spec.name], "case \(index): no expected '\(spec.name)'")
-                #expect(output.shape == expected.shape, "case \(index) '\(spec.name)': shape \(output.shape) vs \(expected.shape)")
+                #expect(
+                    output.shape == expected.shape,
+                    "case \(index) '\(spec.name)': shape \(output.shape) vs \(expected.shape)")
                 switch output.dataType {
                 case .fp32, .fp64:
-                    let ours = output.dataType == .fp32 ? output.values(as: Float.self)!.map(Double.init) : output.values(as: Double.self)!
+                    let ours =
+                        output.dataType == .fp32
+                        ? output.values(as: Float.self)!.map(Double.init) : output.values(as: Double.self)!
                     let theirs = expected.data.map(\.double)
                     #expect(ours.count == theirs.count)
                     let worst = zip(ours, theirs).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
-                    #expect(worst <= file.tolerance, "case \(index) '\(spec.name)': worst relative difference \(worst); ours \(ours.prefix(12)), onnxruntime's \(theirs.prefix(12))")
+                    #expect(
+                        worst <= file.tolerance,
+                        "case \(index) '\(spec.name)': worst relative difference \(worst); ours \(ours.prefix(12)), onnxruntime's \(theirs.prefix(12))"
+                    )
                 case .int64:
-                    #expect(output.values(as: Int64.self)! == expected.data.map { Int64($0.double) }, "case \(index) '\(spec.name)'")
+                    #expect(
+                        output.values(as: Int64.self)! == expected.data.map { Int64($0.double) },
+                        "case \(index) '\(spec.name)'")
                 case .bytes:
-                    #expect(strings(output) == expected.data.map { if case .string(let s) = $0 { s } else { "" } }, "case \(index) '\(spec.name)'")
+                    #expect(
+                        strings(output) == expected.data.map { if case .string(let s) = $0 { s } else { "" } },
+                        "case \(index) '\(spec.name)'")
                 default:
                     Issue.record("unchecked output type \(output.dataType)")
                 }

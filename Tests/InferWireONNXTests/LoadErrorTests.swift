@@ -155,9 +155,11 @@ struct LoadErrorTests {
             a.ints = values
             return a
         }
-        for attributes in [[ints("kernel_shape", [2, 2]), ints("strides", [0, 1])],
-                           [ints("kernel_shape", [-3, 2])],
-                           [ints("kernel_shape", [2, 2]), ints("pads", [Int64.max, 0, 0, 0])]] {
+        for attributes in [
+            [ints("kernel_shape", [2, 2]), ints("strides", [0, 1])],
+            [ints("kernel_shape", [-3, 2])],
+            [ints("kernel_shape", [2, 2]), ints("pads", [Int64.max, 0, 0, 0])],
+        ] {
             let message = loadError(try singleNodeModel(op: "MaxPool", attributes: attributes).serializedData())
             #expect(message?.contains("kernel_shape, strides and dilations must be") == true)
         }
@@ -165,7 +167,9 @@ struct LoadErrorTests {
         to.name = "to"
         to.type = .int
         to.i = Int64.max
-        #expect(loadError(try singleNodeModel(op: "Cast", attributes: [to]).serializedData())?.contains("casting to type") == true)
+        #expect(
+            loadError(try singleNodeModel(op: "Cast", attributes: [to]).serializedData())?.contains("casting to type")
+                == true)
     }
 
     @Test("constant folding that would allocate a huge tensor fails the load")
@@ -187,20 +191,33 @@ struct LoadErrorTests {
 
     @Test("a tree ensemble whose nodes form a cycle is refused at load")
     func treeCycle() throws {
-        func attr(_ name: String, ints: [Int64]? = nil, floats: [Float]? = nil, strings: [String]? = nil) -> Onnx_AttributeProto {
+        func attr(_ name: String, ints: [Int64]? = nil, floats: [Float]? = nil, strings: [String]? = nil)
+            -> Onnx_AttributeProto
+        {
             var a = Onnx_AttributeProto()
             a.name = name
-            if let ints { a.type = .ints; a.ints = ints }
-            if let floats { a.type = .floats; a.floats = floats }
-            if let strings { a.type = .strings; a.strings = strings.map { Data($0.utf8) } }
+            if let ints {
+                a.type = .ints
+                a.ints = ints
+            }
+            if let floats {
+                a.type = .floats
+                a.floats = floats
+            }
+            if let strings {
+                a.type = .strings
+                a.strings = strings.map { Data($0.utf8) }
+            }
             return a
         }
         // Node 1 points back to node 0, so the root is referenced as a child.
         let attributes = [
-            attr("nodes_treeids", ints: [0, 0, 0]), attr("nodes_nodeids", ints: [0, 1, 2]), attr("nodes_featureids", ints: [0, 0, 0]),
+            attr("nodes_treeids", ints: [0, 0, 0]), attr("nodes_nodeids", ints: [0, 1, 2]),
+            attr("nodes_featureids", ints: [0, 0, 0]),
             attr("nodes_modes", strings: ["BRANCH_LT", "BRANCH_LT", "LEAF"]), attr("nodes_values", floats: [0, 0, 0]),
             attr("nodes_truenodeids", ints: [1, 0, 0]), attr("nodes_falsenodeids", ints: [2, 2, 0]),
-            attr("target_treeids", ints: [0]), attr("target_nodeids", ints: [2]), attr("target_ids", ints: [0]), attr("target_weights", floats: [1]),
+            attr("target_treeids", ints: [0]), attr("target_nodeids", ints: [2]), attr("target_ids", ints: [0]),
+            attr("target_weights", floats: [1]),
         ]
         var model = singleNodeModel(op: "TreeEnsembleRegressor", domain: "ai.onnx.ml", attributes: attributes)
         var ml = Onnx_OperatorSetIdProto()
@@ -228,7 +245,9 @@ struct LoadErrorTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-onnx-\(UUID())")
         defer { try? FileManager.default.removeItem(at: directory) }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "\(fixtures)/logistic_regression/model.onnx", toPath: directory.appendingPathComponent("model.onnx").path)
+        try FileManager.default.copyItem(
+            atPath: "\(fixtures)/logistic_regression/model.onnx",
+            toPath: directory.appendingPathComponent("model.onnx").path)
         var config = Inferwire_V1_ModelConfig()
         config.name = "m"
         config.platform = "onnx"
@@ -238,6 +257,8 @@ struct LoadErrorTests {
         input.shape = [8]
         config.input = [input]
         config.maxBatchSize = 8
-        #expect(throws: InferWireError.self) { try OnnxModelLoader().load(config: config, versionDirectory: directory.path) }
+        #expect(throws: InferWireError.self) {
+            try OnnxModelLoader().load(config: config, versionDirectory: directory.path)
+        }
     }
 }

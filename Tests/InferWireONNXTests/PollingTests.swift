@@ -13,7 +13,8 @@ struct PollingTests {
     func makeRepository(role: String, grace: Int = 0) throws -> String {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-poll-\(UUID())").path
         try FileManager.default.createDirectory(atPath: root + "/fraud/1", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "\(fixtures)/scaler_logistic_pipeline/model.onnx", toPath: root + "/fraud/1/model.onnx")
+        try FileManager.default.copyItem(
+            atPath: "\(fixtures)/scaler_logistic_pipeline/model.onnx", toPath: root + "/fraud/1/model.onnx")
         try """
         platform: "onnx"
         max_batch_size: 8
@@ -65,7 +66,8 @@ struct PollingTests {
         let manager = try await self.manager(root, clock: clock)
         defer { manager.stopAll() }
         try FileManager.default.createDirectory(atPath: root + "/fraud/2", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "\(fixtures)/scaler_logistic_pipeline_v2/model.onnx", toPath: root + "/fraud/2/model.onnx")
+        try FileManager.default.copyItem(
+            atPath: "\(fixtures)/scaler_logistic_pipeline_v2/model.onnx", toPath: root + "/fraud/2/model.onnx")
         // The manager's owned work runs the grace timer; time moves only when the test says.
         try await withRunning(manager) {
             await manager.poll()

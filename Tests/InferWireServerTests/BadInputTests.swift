@@ -45,7 +45,8 @@ struct BadInputTests {
                 whole.writeRepeatingByte(0x42, count: 5000)
                 try await connection.send(whole)
                 #expect(try await connection.readFrame(ofType: .error)?.status?.code == .resourceExhausted)
-                try await connection.sendRequest(id: 9, inferRequest("add_sub", addSubInputs([1, 1, 1, 1], [2, 2, 2, 2])))
+                try await connection.sendRequest(
+                    id: 9, inferRequest("add_sub", addSubInputs([1, 1, 1, 1], [2, 2, 2, 2])))
                 let answer = try #require(try await connection.readFrame())
                 #expect(answer.header.type == .response)
                 #expect(answer.header.requestID == 9)
@@ -93,7 +94,10 @@ struct BadInputTests {
         try await withServer { port in
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: FrameType(rawValue: 0x09)), bytes: [1, 2, 3], allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: FrameType(rawValue: 0x09)), bytes: [1, 2, 3],
+                        allocator: ByteBufferAllocator()))
                 let goAway = try #require(try await connection.readFrame(ofType: .goAway)?.goAway)
                 #expect(goAway.code == .invalidArgument)
                 #expect(goAway.message == "unknown frame type 0x9")
@@ -109,7 +113,9 @@ struct BadInputTests {
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
                 try await connection.sendRequest(id: 1, delayRequest(ms: 300))
-                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .goAway), payload: nil, allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .goAway), payload: nil, allocator: ByteBufferAllocator()))
                 var big = ByteBuffer()
                 FrameHeader(payloadLength: 5000, type: .request, method: 6, requestID: 2).write(to: &big)
                 big.writeRepeatingByte(0, count: 5000)
@@ -155,8 +161,10 @@ struct BadInputTests {
                 try await connection.sendPreface()
                 try await connection.sendRequest(id: 1, delayRequest(ms: 150))
                 // Field 1, wire type 2, length 100: runs past the end.
-                try await connection.send(Frame.encode(
-                    FrameHeader(payloadLength: 0, type: .request, method: 6, requestID: 2), bytes: [0x0A, 100, 0x41], allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .request, method: 6, requestID: 2),
+                        bytes: [0x0A, 100, 0x41], allocator: ByteBufferAllocator()))
                 var seen: [UInt32: Frame] = [:]
                 while seen.count < 2, let frame = try await connection.readFrame() {
                     if frame.header.requestID != 0 { seen[frame.header.requestID] = frame }
@@ -173,8 +181,10 @@ struct BadInputTests {
         try await withServer { port in
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                try await connection.send(Frame.encode(
-                    FrameHeader(payloadLength: 0, type: .request, method: 999, requestID: 4), payload: nil, allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .request, method: 999, requestID: 4), payload: nil,
+                        allocator: ByteBufferAllocator()))
                 let frame = try #require(try await connection.readFrame(ofType: .error))
                 #expect(frame.header.requestID == 4)
                 #expect(frame.header.method == 999)
@@ -206,13 +216,18 @@ struct BadInputTests {
         try await withServer(limits: .init(maxFrameSize: 64 * 1024)) { port in
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                let bomb = PayloadCompression.compress(ByteBuffer(repeating: 0, count: 4 << 20), allocator: ByteBufferAllocator())
+                let bomb = PayloadCompression.compress(
+                    ByteBuffer(repeating: 0, count: 4 << 20), allocator: ByteBufferAllocator())
                 #expect(bomb.readableBytes < 64 * 1024)
-                try await connection.send(Frame.encode(
-                    FrameHeader(payloadLength: 0, type: .request, flags: .compressed, method: 6, requestID: 1), payload: bomb, allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .request, flags: .compressed, method: 6, requestID: 1),
+                        payload: bomb, allocator: ByteBufferAllocator()))
                 #expect(try await connection.readFrame(ofType: .error)?.status?.code == .resourceExhausted)
-                try await connection.send(Frame.encode(
-                    FrameHeader(payloadLength: 0, type: .request, flags: .compressed, method: 6, requestID: 2), bytes: [1, 2, 3, 4], allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .request, flags: .compressed, method: 6, requestID: 2),
+                        bytes: [1, 2, 3, 4], allocator: ByteBufferAllocator()))
                 #expect(try await connection.readFrame(ofType: .error)?.status?.code == .invalidArgument)
             }
         }
@@ -240,7 +255,8 @@ struct BadInputTests {
                 try await withRawConnection(port: port) { connection in
                     try await connection.sendPreface()
                     try await connection.sendRequest(id: 1, delayRequest(ms: 50))
-                    try await connection.sendRequest(id: 2, inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])))
+                    try await connection.sendRequest(
+                        id: 2, inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])))
                 }
             }
             try await self.expectServerStillServes(port: port)
@@ -263,7 +279,10 @@ struct BadInputTests {
                 try await connection.sendPreface()
                 for id in UInt32(1)...3 { try await connection.sendRequest(id: id, countedRequest(ms: 300)) }
                 for id in UInt32(2)...3 {
-                    try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .cancel, requestID: id), payload: nil, allocator: ByteBufferAllocator()))
+                    try await connection.send(
+                        Frame.encode(
+                            FrameHeader(payloadLength: 0, type: .cancel, requestID: id), payload: nil,
+                            allocator: ByteBufferAllocator()))
                 }
                 var answers: [UInt32: Frame] = [:]
                 while answers.count < 3, let frame = try await connection.readFrame() {
@@ -295,7 +314,10 @@ struct BadInputTests {
         try await withServer { port in
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .ping), bytes: [1, 2, 3, 4, 5, 6, 7, 8], allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .ping), bytes: [1, 2, 3, 4, 5, 6, 7, 8],
+                        allocator: ByteBufferAllocator()))
                 let pong = try #require(try await connection.readFrame(ofType: .pong))
                 #expect(Array(pong.payload.readableBytesView) == [1, 2, 3, 4, 5, 6, 7, 8])
             }

@@ -34,7 +34,8 @@ struct ConnectionHandlerTests {
         self.channel = EmbeddedChannel()
         try self.channel.pipeline.syncOperations.addHandler(self.counter)
         try self.channel.pipeline.syncOperations.addHandler(
-            ServerConnectionHandler(dispatcher: dispatcher, limits: .init(maxFrameSize: 1 << 20, maxConcurrentRequests: 8), logger: quiet))
+            ServerConnectionHandler(
+                dispatcher: dispatcher, limits: .init(maxFrameSize: 1 << 20, maxConcurrentRequests: 8), logger: quiet))
         try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
@@ -57,7 +58,9 @@ struct ConnectionHandlerTests {
 
     func frame(_ type: FrameType, id: UInt32 = 0, method: UInt16 = 0, _ message: (any Message)? = nil) -> ByteBuffer {
         let bytes: [UInt8] = (try? message?.serializedBytes()) ?? []
-        return Frame.encode(FrameHeader(payloadLength: 0, type: type, method: method, requestID: id), bytes: bytes, allocator: ByteBufferAllocator())
+        return Frame.encode(
+            FrameHeader(payloadLength: 0, type: type, method: method, requestID: id), bytes: bytes,
+            allocator: ByteBufferAllocator())
     }
 
     func addSub(id: UInt32) -> ByteBuffer {
@@ -141,7 +144,9 @@ struct ConnectionHandlerTests {
         #expect(!self.channel.isActive)
     }
 
-    @Test("graceful shutdown sends GOAWAY, refuses a later request with UNAVAILABLE, answers the admitted one, then closes")
+    @Test(
+        "graceful shutdown sends GOAWAY, refuses a later request with UNAVAILABLE, answers the admitted one, then closes"
+    )
     func shutdown() throws {
         try self.open()
         // Request 1 is admitted and held until the burst ends; shutdown comes meanwhile.

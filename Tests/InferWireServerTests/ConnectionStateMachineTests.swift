@@ -25,7 +25,9 @@ struct ConnectionStateMachineTests {
     @discardableResult
     func start(_ machine: inout Machine, _ id: UInt32, flags: FrameFlags = []) -> UInt64 {
         guard case .admit = machine.requestReceived(self.request(id, flags: flags)) else { fatalError("not admitted") }
-        guard case .dispatch(let ready) = machine.requestReady(self.request(id, flags: flags), payload: [], deadline: nil) else {
+        guard
+            case .dispatch(let ready) = machine.requestReady(self.request(id, flags: flags), payload: [], deadline: nil)
+        else {
             fatalError("not dispatched")
         }
         return ready.token
@@ -143,7 +145,10 @@ struct ConnectionStateMachineTests {
         _ = machine.requestReady(self.request(2), payload: [], deadline: nil)
         let outcome6 = machine.requestReceived(self.request(3))
         #expect(outcome6.isAdmit)
-        guard case .dispatchBoth(let held, let current) = machine.requestReady(self.request(3), payload: [], deadline: nil) else {
+        guard
+            case .dispatchBoth(let held, let current) = machine.requestReady(
+                self.request(3), payload: [], deadline: nil)
+        else {
             Issue.record("a second request did not release the held one")
             return
         }
@@ -262,7 +267,10 @@ struct ConnectionStateMachineTests {
         _ = machine.requestReceived(self.request(1))
         _ = machine.requestReady(self.request(1), payload: [], deadline: nil)
         _ = machine.requestReceived(self.request(2))
-        guard case .dispatchBoth(let first, let second) = machine.requestReady(self.request(2), payload: [], deadline: nil) else {
+        guard
+            case .dispatchBoth(let first, let second) = machine.requestReady(
+                self.request(2), payload: [], deadline: nil)
+        else {
             Issue.record("two requests in a burst were not both dispatched")
             return
         }

@@ -16,7 +16,8 @@ struct EndToEndTests {
     func addSub() async throws {
         try await withServer { port in
             let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
-            let result = try await client.infer(model: "add_sub", inputs: addSubInputs([1, 2, 3, 4], [10, 20, 30, 40]))
+            let result = try await client.infer(
+                model: "add_sub", inputs: addSubInputs([1, 2, 3, 4], [10, 20, 30, 40]))
             #expect(result.modelVersion == 1)
             #expect(result["OUTPUT0"]?.values(as: Float.self) == [11, 22, 33, 44])
             #expect(result["OUTPUT1"]?.values(as: Float.self) == [-9, -18, -27, -36])
@@ -89,7 +90,8 @@ struct EndToEndTests {
                 try await connection.sendPreface()
                 try await connection.sendRequest(id: 1, delayRequest(ms: 400))
                 try await connection.sendRequest(id: 2, delayRequest(ms: 0))
-                try await connection.sendRequest(id: 3, inferRequest("add_sub", addSubInputs([1, 1, 1, 1], [1, 1, 1, 1])))
+                try await connection.sendRequest(
+                    id: 3, inferRequest("add_sub", addSubInputs([1, 1, 1, 1], [1, 1, 1, 1])))
                 var order: [UInt32] = []
                 while order.count < 3, let frame = try await connection.readFrame() {
                     if frame.header.type == .response { order.append(frame.header.requestID) }
@@ -105,12 +107,19 @@ struct EndToEndTests {
         try await withServer { port in
             let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
             async let slow = client.infer(delayRequest(ms: 200))
-            await #expect { try await client.infer(model: "nope", inputs: []) } throws: { ($0 as? InferWireError)?.code == .notFound }
-            await #expect { try await client.infer(model: "failing", inputs: [Tensor(name: "X", values: [1] as [Float], shape: [1])]) } throws: {
+            await #expect { try await client.infer(model: "nope", inputs: []) } throws: {
+                ($0 as? InferWireError)?.code == .notFound
+            }
+            await #expect {
+                try await client.infer(
+                    model: "failing", inputs: [Tensor(name: "X", values: [1] as [Float], shape: [1])])
+            } throws: {
                 let error = $0 as? InferWireError
                 return error?.code == .internal && error?.message.contains("model 'failing' version 1 failed") == true
             }
-            #expect(try await slow.outputs[0].rawContents == Data(withUnsafeBytes(of: Int32(200).littleEndian) { Data($0) }))
+            #expect(
+                try await slow.outputs[0].rawContents == Data(withUnsafeBytes(of: Int32(200).littleEndian) { Data($0) })
+            )
             #expect(try await client.serverLive())
             await client.close()
         }
@@ -130,19 +139,35 @@ struct EndToEndTests {
             }
             // Wrong dtype.
             await expectInvalid(
-                inferRequest("add_sub", [Tensor(name: "INPUT0", values: [1, 2, 3, 4] as [Int32], shape: [1, 4]), addSubInputs([0, 0, 0, 0], [0, 0, 0, 0])[1]]),
+                inferRequest(
+                    "add_sub",
+                    [
+                        Tensor(name: "INPUT0", values: [1, 2, 3, 4] as [Int32], shape: [1, 4]),
+                        addSubInputs([0, 0, 0, 0], [0, 0, 0, 0])[1],
+                    ]),
                 "must be FP32, got INT32")
             // Wrong shape.
             await expectInvalid(
-                inferRequest("add_sub", [Tensor(name: "INPUT0", values: [1, 2, 3] as [Float], shape: [1, 3]), Tensor(name: "INPUT1", values: [1, 2, 3] as [Float], shape: [1, 3])]),
+                inferRequest(
+                    "add_sub",
+                    [
+                        Tensor(name: "INPUT0", values: [1, 2, 3] as [Float], shape: [1, 3]),
+                        Tensor(name: "INPUT1", values: [1, 2, 3] as [Float], shape: [1, 3]),
+                    ]),
                 "has shape [1, 3]")
             // Byte count not matching shape × dtype.
             var short = inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4]))
             short.inputs[0].rawContents.removeLast()
             await expectInvalid(short, "raw_contents has 15 bytes")
             // Missing and unknown inputs, unknown outputs, batch too large.
-            await expectInvalid(inferRequest("add_sub", [addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])[0]]), "needs input 'INPUT1'")
-            await expectInvalid(inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4]) + [Tensor(name: "EXTRA", values: [1] as [Float], shape: [1])]), "has no input 'EXTRA'")
+            await expectInvalid(
+                inferRequest("add_sub", [addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])[0]]), "needs input 'INPUT1'")
+            await expectInvalid(
+                inferRequest(
+                    "add_sub",
+                    addSubInputs([1, 2, 3, 4], [1, 2, 3, 4]) + [
+                        Tensor(name: "EXTRA", values: [1] as [Float], shape: [1])
+                    ]), "has no input 'EXTRA'")
             var unknownOutput = inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4]))
             unknownOutput.outputNames = ["OUTPUT9"]
             await expectInvalid(unknownOutput, "has no output 'OUTPUT9'")
@@ -160,7 +185,8 @@ struct EndToEndTests {
     @Test("compressed requests and responses round-trip, and the response really is compressed")
     func compression() async throws {
         try await withServer { port in
-            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port, configuration: .init(compression: true))
+            let client = try await InferWireClient.connect(
+                host: "127.0.0.1", port: port, configuration: .init(compression: true))
             let a = (0..<(64 * 4)).map { Float($0 % 7) }
             let result = try await client.infer(model: "add_sub", inputs: addSubInputs(a, a))
             #expect(result["OUTPUT0"]?.values(as: Float.self) == a.map { $0 * 2 })
@@ -168,12 +194,16 @@ struct EndToEndTests {
 
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
-                try await connection.sendRequest(id: 5, inferRequest("add_sub", addSubInputs(a, a)), flags: .compressResponse)
+                try await connection.sendRequest(
+                    id: 5, inferRequest("add_sub", addSubInputs(a, a)), flags: .compressResponse)
                 let frame = try #require(try await connection.readFrame(ofType: .response))
                 #expect(frame.header.flags.contains(.compressed))
-                let inflated = try PayloadCompression.decompress(frame.payload, limit: 1 << 20, allocator: ByteBufferAllocator())
+                let inflated = try PayloadCompression.decompress(
+                    frame.payload, limit: 1 << 20, allocator: ByteBufferAllocator())
                 let response = try Inferwire_V1_InferResponse(serializedBytes: [UInt8](buffer: inflated))
-                #expect(try Tensor(wire: response.outputs[1]).values(as: Float.self) == [Float](repeating: 0, count: a.count))
+                #expect(
+                    try Tensor(wire: response.outputs[1]).values(as: Float.self)
+                        == [Float](repeating: 0, count: a.count))
             }
         }
     }
@@ -196,7 +226,8 @@ struct EndToEndTests {
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
                 // 1 µs: gone before the model can start.
-                try await connection.sendRequest(id: 1, inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])), timeoutMicros: 1)
+                try await connection.sendRequest(
+                    id: 1, inferRequest("add_sub", addSubInputs([1, 2, 3, 4], [1, 2, 3, 4])), timeoutMicros: 1)
                 let frame = try #require(try await connection.readFrame(ofType: .error))
                 #expect(frame.status?.code == .deadlineExceeded)
             }
@@ -217,7 +248,10 @@ struct EndToEndTests {
             try await withRawConnection(port: port) { connection in
                 try await connection.sendPreface()
                 try await connection.sendRequest(id: 9, delayRequest(ms: 2000))
-                try await connection.send(Frame.encode(FrameHeader(payloadLength: 0, type: .cancel, requestID: 9), payload: nil, allocator: ByteBufferAllocator()))
+                try await connection.send(
+                    Frame.encode(
+                        FrameHeader(payloadLength: 0, type: .cancel, requestID: 9), payload: nil,
+                        allocator: ByteBufferAllocator()))
                 let frame = try #require(try await connection.readFrame(ofType: .error))
                 #expect(frame.header.requestID == 9)
                 #expect(frame.status?.code == .cancelled)
@@ -234,7 +268,9 @@ struct EndToEndTests {
                 for i in 0..<10 {
                     group.addTask {
                         let result = try await client.infer(delayRequest(ms: Int32(i % 3) * 10))
-                        #expect(result.outputs[0].rawContents == Data(withUnsafeBytes(of: (Int32(i % 3) * 10).littleEndian) { Data($0) }))
+                        #expect(
+                            result.outputs[0].rawContents
+                                == Data(withUnsafeBytes(of: (Int32(i % 3) * 10).littleEndian) { Data($0) }))
                     }
                 }
                 try await group.waitForAll()
@@ -265,7 +301,9 @@ struct ClientErrorTests {
     @Test("a refused connection says so in words, not in NIO's debug description")
     func refused() async throws {
         // A port that was just free: bind it, note it, close it.
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+            host: "127.0.0.1", port: 0
+        ).get()
         let port = channel.localAddress!.port!
         try await channel.close()
         do {
@@ -274,7 +312,10 @@ struct ClientErrorTests {
             Issue.record("connected to a closed port")
         } catch let error as InferWireError {
             #expect(error.code == .unavailable)
-            #expect(error.message == "cannot connect to 127.0.0.1:\(port): connection refused: nothing is listening there (is the server running, on that port?)")
+            #expect(
+                error.message
+                    == "cannot connect to 127.0.0.1:\(port): connection refused: nothing is listening there (is the server running, on that port?)"
+            )
             #expect(!error.message.contains("SingleConnectionFailure"))
             #expect(error.cause != nil)
         }

@@ -11,7 +11,8 @@ import Testing
 @Suite("Load generator over TCP", .timeLimit(.minutes(2)))
 struct LoadGeneratorTests {
     static let quick = MeasurementSettings(
-        warmup: .milliseconds(200), window: .milliseconds(250), maxWindows: 6, rule: StabilityRule(windows: 3, tolerance: 0.5),
+        warmup: .milliseconds(200), window: .milliseconds(250), maxWindows: 6,
+        rule: StabilityRule(windows: 3, tolerance: 0.5),
         openDuration: .seconds(1))
 
     func addSubRequest() -> Inferwire_V1_InferRequest {
@@ -22,14 +23,16 @@ struct LoadGeneratorTests {
     func counters(_ client: InferWireClient, _ model: String) -> @Sendable () async -> [String: ServerTimes.Counters]? {
         {
             guard let stats = try? await client.modelStatistics(model) else { return nil }
-            return Dictionary(uniqueKeysWithValues: stats.map {
-                (
-                    "\($0.version)",
-                    ServerTimes.Counters(
-                        requests: $0.requestCount, executions: $0.executionCount,
-                        queueMicros: UInt64($0.queueTime.inMicroseconds), computeMicros: UInt64($0.computeTime.inMicroseconds))
-                )
-            })
+            return Dictionary(
+                uniqueKeysWithValues: stats.map {
+                    (
+                        "\($0.version)",
+                        ServerTimes.Counters(
+                            requests: $0.requestCount, executions: $0.executionCount,
+                            queueMicros: UInt64($0.queueTime.inMicroseconds),
+                            computeMicros: UInt64($0.computeTime.inMicroseconds))
+                    )
+                })
         }
     }
 
@@ -38,8 +41,10 @@ struct LoadGeneratorTests {
         try await withServer { port in
             let control = try await InferWireClient.connect(host: "127.0.0.1", port: port)
             let generator = try await LoadGenerator.connect(
-                servers: [("127.0.0.1", port)], connectionsPerServer: 2, request: self.addSubRequest(), compression: false)
-            let runner = LevelRunner(generator: generator, settings: Self.quick, serverCounters: self.counters(control, "add_sub"))
+                servers: [("127.0.0.1", port)], connectionsPerServer: 2, request: self.addSubRequest(),
+                compression: false)
+            let runner = LevelRunner(
+                generator: generator, settings: Self.quick, serverCounters: self.counters(control, "add_sub"))
             let result = try await runner.run(.closed(concurrency: 8))
             await generator.close()
             await control.close()
@@ -48,7 +53,9 @@ struct LoadGeneratorTests {
             #expect(result.requests > 100)
             #expect(result.versions == ["1": result.requests])
             #expect(result.latency.count == result.requests)
-            #expect(result.latency.p50 > 0 && result.latency.p50 <= result.latency.p99 && result.latency.p99 <= result.latency.max)
+            #expect(
+                result.latency.p50 > 0 && result.latency.p50 <= result.latency.p99
+                    && result.latency.p99 <= result.latency.max)
             #expect(result.windows.first?.warmup == true)
             #expect(result.windows.filter { !$0.warmup }.count >= 3)
             #expect(result.stopReason == (result.stable ? "stable" : "window limit"))
@@ -70,7 +77,8 @@ struct LoadGeneratorTests {
     func openLoop() async throws {
         try await withServer { port in
             let generator = try await LoadGenerator.connect(
-                servers: [("127.0.0.1", port)], connectionsPerServer: 2, request: self.addSubRequest(), compression: true)
+                servers: [("127.0.0.1", port)], connectionsPerServer: 2, request: self.addSubRequest(),
+                compression: true)
             let runner = LevelRunner(generator: generator, settings: Self.quick)
             let result = try await runner.run(.open(rate: 400, poisson: false))
             await generator.close()
@@ -90,7 +98,8 @@ struct LoadGeneratorTests {
     func serverLimit() async throws {
         try await withServer(limits: .init(maxConcurrentRequests: 3)) { port in
             let generator = try await LoadGenerator.connect(
-                servers: [("127.0.0.1", port)], connectionsPerServer: 1, request: delayRequest(ms: 2), compression: false)
+                servers: [("127.0.0.1", port)], connectionsPerServer: 1, request: delayRequest(ms: 2),
+                compression: false)
             #expect(generator.serverConcurrencyLimit == 3)
             let runner = LevelRunner(generator: generator, settings: Self.quick)
             let result = try await runner.run(.closed(concurrency: 16))
@@ -106,7 +115,8 @@ struct LoadGeneratorTests {
         try await withServer { port in
             let generator = try await LoadGenerator.connect(
                 servers: [("127.0.0.1", port)], connectionsPerServer: 1,
-                request: inferRequest("failing", [Tensor(name: "X", values: [Float(1)], shape: [1])]), compression: false)
+                request: inferRequest("failing", [Tensor(name: "X", values: [Float(1)], shape: [1])]),
+                compression: false)
             let runner = LevelRunner(generator: generator, settings: Self.quick)
             let result = try await runner.run(.closed(concurrency: 4))
             await generator.close()
@@ -176,7 +186,8 @@ struct RequestCountTests {
     func windowLimit() async throws {
         try await withServer { port in
             let generator = try await LoadGenerator.connect(
-                servers: [("127.0.0.1", port)], connectionsPerServer: 1, request: delayRequest(ms: 5), compression: false)
+                servers: [("127.0.0.1", port)], connectionsPerServer: 1, request: delayRequest(ms: 5),
+                compression: false)
             var settings = LoadGeneratorTests.quick
             settings.requestCount = 1_000_000
             settings.maxWindows = 2

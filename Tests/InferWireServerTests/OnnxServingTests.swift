@@ -8,7 +8,9 @@ import Testing
 @Suite("Serving ONNX models", .timeLimit(.minutes(1)))
 struct OnnxServingTests {
     /// The fraud example's version 1 is the scaler_logistic_pipeline fixture: same file.
-    func fixtureCase(_ name: String, _ index: Int) throws -> (x: [Float], shape: [Int], labels: [Int64], probabilities: [Float]) {
+    func fixtureCase(_ name: String, _ index: Int) throws -> (
+        x: [Float], shape: [Int], labels: [Int64], probabilities: [Float]
+    ) {
         let url = URL(fileURLWithPath: packageRoot + "/Tests/InferWireONNXTests/Fixtures/\(name)/cases.json")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         let testCase = (json["cases"] as! [[String: Any]])[index]
@@ -17,7 +19,8 @@ struct OnnxServingTests {
         return (
             (x["data"] as! [Double]).map(Float.init), x["shape"] as! [Int],
             ((outputs["label"] as! [String: Any])["data"] as! [Double]).map { Int64($0) },
-            ((outputs["probabilities"] as! [String: Any])["data"] as! [Double]).map(Float.init))
+            ((outputs["probabilities"] as! [String: Any])["data"] as! [Double]).map(Float.init)
+        )
     }
 
     @Test("the fraud example answers with onnxruntime's labels and probabilities")
@@ -40,7 +43,10 @@ struct OnnxServingTests {
             #expect(zip(probabilities, expected.probabilities).allSatisfy { abs($0 - $1) <= 1e-5 * (1 + abs($1)) })
 
             // No version named: the stable (highest) one answers.
-            #expect(try await client.infer(model: "fraud", inputs: [Tensor(name: "X", values: expected.x, shape: expected.shape)]).modelVersion == 2)
+            #expect(
+                try await client.infer(
+                    model: "fraud", inputs: [Tensor(name: "X", values: expected.x, shape: expected.shape)]
+                ).modelVersion == 2)
             await client.close()
         }
     }
@@ -53,7 +59,8 @@ struct OnnxServingTests {
             #expect(metadata.platform == "onnx")
             #expect(metadata.inputs[0].shape == [-1, 8])
             let rows = (0..<3 * 8).map { Float($0 % 5) - 2 }
-            let result = try await client.infer(model: "forest", inputs: [Tensor(name: "X", values: rows, shape: [3, 8])])
+            let result = try await client.infer(
+                model: "forest", inputs: [Tensor(name: "X", values: rows, shape: [3, 8])])
             #expect(result["label"]?.shape == [3])
             #expect(result["probabilities"]?.shape == [3, 2])
             await client.close()
@@ -64,10 +71,17 @@ struct OnnxServingTests {
     func badInputs() async throws {
         try await withServer { port in
             let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
-            await #expect { try await client.infer(model: "fraud", inputs: [Tensor(name: "X", values: [Double](repeating: 0, count: 8), shape: [1, 8])]) } throws: {
+            await #expect {
+                try await client.infer(
+                    model: "fraud",
+                    inputs: [Tensor(name: "X", values: [Double](repeating: 0, count: 8), shape: [1, 8])])
+            } throws: {
                 ($0 as? InferWireError)?.code == .invalidArgument
             }
-            await #expect { try await client.infer(model: "fraud", inputs: [Tensor(name: "X", values: [Float](repeating: 0, count: 7), shape: [1, 7])]) } throws: {
+            await #expect {
+                try await client.infer(
+                    model: "fraud", inputs: [Tensor(name: "X", values: [Float](repeating: 0, count: 7), shape: [1, 7])])
+            } throws: {
                 let error = $0 as? InferWireError
                 return error?.code == .invalidArgument && error?.message.contains("[-1, 8]") == true
             }
@@ -87,12 +101,15 @@ struct BatchingOverTCPTests {
             // Each row alone first: the reference answers.
             var alone: [[Float]] = []
             for row in rows {
-                alone.append(try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])["probabilities"]!.values(as: Float.self)!)
+                alone.append(
+                    try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])[
+                        "probabilities"]!.values(as: Float.self)!)
             }
             let together = try await withThrowingTaskGroup(of: (Int, [Float]).self) { group in
                 for (i, row) in rows.enumerated() {
                     group.addTask {
-                        let result = try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])
+                        let result = try await client.infer(
+                            model: "mlp", inputs: [Tensor(name: "X", values: row, shape: [1, 32])])
                         return (i, result["probabilities"]!.values(as: Float.self)!)
                     }
                 }
@@ -108,7 +125,9 @@ struct BatchingOverTCPTests {
             #expect(stats.first?.requestCount == 80)
             #expect((stats.first?.executionCount ?? .max) <= 80)
             #expect((stats.first?.computeTime ?? .zero) > .zero)
-            await #expect { try await client.modelStatistics("nope") } throws: { ($0 as? InferWireError)?.code == .notFound }
+            await #expect { try await client.modelStatistics("nope") } throws: {
+                ($0 as? InferWireError)?.code == .notFound
+            }
             await client.close()
         }
     }

@@ -15,7 +15,8 @@ func withManagedServer<T: Sendable>(
     repository root: String, _ body: @Sendable (_ port: Int, _ manager: ModelManager) async throws -> T
 ) async throws -> T {
     let manager = ModelManager(
-        repository: ModelRepository(directory: root), configuration: .init(statePath: root + "/.inferwire-state.json"), logger: quiet)
+        repository: ModelRepository(directory: root), configuration: .init(statePath: root + "/.inferwire-state.json"),
+        logger: quiet)
     try await manager.start()
     // The manager's owned work runs the management operations; it stops after the server.
     return try await withServer(
@@ -72,7 +73,10 @@ struct RolloutTests {
                                     $0.versions[result.modelVersion, default: 0] += 1
                                 }
                             } catch {
-                                tally.counts.withLock { $0.failed += 1; $0.errors.append("\(error)") }
+                                tally.counts.withLock {
+                                    $0.failed += 1
+                                    $0.errors.append("\(error)")
+                                }
                             }
                             i += 1
                         }
@@ -115,7 +119,8 @@ struct RolloutTests {
             _ = try await client.setTraffic("echo", canary: 3, percent: 50)
             var seen: [Int64: Int] = [:]
             for _ in 0..<400 {
-                let result = try await client.infer(model: "echo", inputs: [Tensor(name: "X", values: [1, 2, 3, 4] as [Float], shape: [1, 4])])
+                let result = try await client.infer(
+                    model: "echo", inputs: [Tensor(name: "X", values: [1, 2, 3, 4] as [Float], shape: [1, 4])])
                 seen[result.modelVersion, default: 0] += 1
             }
             // Binomial(400, 0.5): sd 10; ±5 sd.
@@ -123,23 +128,31 @@ struct RolloutTests {
             #expect(seen[3, default: 0] + seen[2, default: 0] == 400)
             let status = try await client.modelStatus("echo")
             #expect(status.versions.map(\.version) == [1, 2, 3])
-            await #expect { try await client.loadModel("nope", version: 1) } throws: { ($0 as? InferWireError)?.code == .notFound }
+            await #expect { try await client.loadModel("nope", version: 1) } throws: {
+                ($0 as? InferWireError)?.code == .notFound
+            }
             await client.close()
         }
     }
 
-    @Test("graceful shutdown ends the manager's service with a grace timer pending; changes after it are answered UNAVAILABLE")
+    @Test(
+        "graceful shutdown ends the manager's service with a grace timer pending; changes after it are answered UNAVAILABLE"
+    )
     func shutdownWithPendingGraceTimer() async throws {
         let root = try makeEchoRepository()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let clock = ManualClock()
-        let manager = ModelManager(repository: ModelRepository(directory: root), configuration: .init(clock: clock), logger: quiet)
+        let manager = ModelManager(
+            repository: ModelRepository(directory: root), configuration: .init(clock: clock), logger: quiet)
         try await manager.start()
         defer { manager.stopAll() }
         let dispatcher = RequestDispatcher(registry: manager.registry, manager: manager)
-        @Sendable func call(_ method: Inferwire_V1_Method, _ payload: [UInt8]) async -> Result<[UInt8], InferWireError> {
+        @Sendable func call(_ method: Inferwire_V1_Method, _ payload: [UInt8]) async -> Result<[UInt8], InferWireError>
+        {
             await withCheckedContinuation { continuation in
-                dispatcher.handle(method: UInt16(method.rawValue), payload: payload, deadline: nil) { continuation.resume(returning: $0) }
+                dispatcher.handle(method: UInt16(method.rawValue), payload: payload, deadline: nil) {
+                    continuation.resume(returning: $0)
+                }
             }
         }
         var traffic = Inferwire_V1_SetTrafficRequest()
@@ -149,7 +162,8 @@ struct RolloutTests {
         var promote = Inferwire_V1_PromoteRequest()
         promote.name = "echo"
 
-        let group = ServiceGroup(configuration: .init(services: [ModelManagerService(manager: manager, guardInterval: nil)], logger: quiet))
+        let group = ServiceGroup(
+            configuration: .init(services: [ModelManagerService(manager: manager, guardInterval: nil)], logger: quiet))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             while !manager.isRunning { await Task.yield() }

@@ -51,7 +51,9 @@ struct ShutdownTests {
             try await tasks.waitForAll()
 
             // Nothing listens any more.
-            await #expect(throws: InferWireError.self) { try await InferWireClient.connect(host: "127.0.0.1", port: port) }
+            await #expect(throws: InferWireError.self) {
+                try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            }
         }
     }
 }

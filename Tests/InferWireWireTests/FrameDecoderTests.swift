@@ -20,23 +20,30 @@ struct FrameDecoderTests {
 
     @Test("decodes frames however the bytes are split")
     func verifier() throws {
-        let request = FrameHeader(payloadLength: 5, type: .request, flags: .compressResponse, method: 6, requestID: 7, timeoutMicros: 1000)
+        let request = FrameHeader(
+            payloadLength: 5, type: .request, flags: .compressResponse, method: 6, requestID: 7, timeoutMicros: 1000)
         let ping = FrameHeader(payloadLength: 0, type: .ping)
         var input = self.frameBytes(request, "hello")
         var second = self.frameBytes(ping, "")
         input.writeBuffer(&second)
         // The verifier replays inputs through one decoder, so the once-only preface is tested below.
         try ByteToMessageDecoderVerifier.verifyDecoder(
-            inputOutputPairs: [(input, [
-                .frame(Frame(header: request, payload: self.allocator.buffer(string: "hello"))),
-                .frame(Frame(header: ping, payload: self.allocator.buffer(capacity: 0))),
-            ])],
+            inputOutputPairs: [
+                (
+                    input,
+                    [
+                        .frame(Frame(header: request, payload: self.allocator.buffer(string: "hello"))),
+                        .frame(Frame(header: ping, payload: self.allocator.buffer(capacity: 0))),
+                    ]
+                )
+            ],
             decoderFactory: { FrameDecoder(maxPayloadSize: 1024, expectPreface: false) })
     }
 
     @Test("decodes the preface and then frames when fed one byte at a time")
     func prefaceByteByByte() throws {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 1024, expectPreface: true)))
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 1024, expectPreface: true)))
         let request = FrameHeader(payloadLength: 2, type: .request, method: 6, requestID: 9)
         var input = self.prefaceBytes(Preface(minVersion: 1, maxVersion: 3))
         var frame = self.frameBytes(request, "hi")
@@ -46,7 +53,11 @@ struct FrameDecoderTests {
             try channel.writeInbound(byte)
             while let out = try channel.readInbound(as: InboundFrame.self) { outputs.append(out) }
         }
-        #expect(outputs == [.preface(Preface(minVersion: 1, maxVersion: 3)), .frame(Frame(header: request, payload: self.allocator.buffer(string: "hi")))])
+        #expect(
+            outputs == [
+                .preface(Preface(minVersion: 1, maxVersion: 3)),
+                .frame(Frame(header: request, payload: self.allocator.buffer(string: "hi"))),
+            ])
         #expect(try channel.finish().isClean)
     }
 
@@ -54,13 +65,19 @@ struct FrameDecoderTests {
     func clientSide() throws {
         let hello = FrameHeader(payloadLength: 3, type: .hello)
         try ByteToMessageDecoderVerifier.verifyDecoder(
-            inputOutputPairs: [(self.frameBytes(hello, "abc"), [.frame(Frame(header: hello, payload: self.allocator.buffer(string: "abc")))])],
+            inputOutputPairs: [
+                (
+                    self.frameBytes(hello, "abc"),
+                    [.frame(Frame(header: hello, payload: self.allocator.buffer(string: "abc")))]
+                )
+            ],
             decoderFactory: { FrameDecoder(maxPayloadSize: 1024, expectPreface: false) })
     }
 
     @Test("an oversized frame is reported from its header alone and its payload skipped unbuffered")
     func oversized() throws {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: false)))
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: false)))
         let big = FrameHeader(payloadLength: 1 << 30, type: .request, method: 6, requestID: 3)
         var headerOnly = self.allocator.buffer(capacity: 16)
         big.write(to: &headerOnly)
@@ -73,7 +90,8 @@ struct FrameDecoderTests {
         #expect(try channel.readInbound(as: InboundFrame.self) == nil)
 
         // A decoder skipping a huge payload then sees the next frame once the payload ends.
-        let channel2 = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: false)))
+        let channel2 = EmbeddedChannel(
+            handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: false)))
         let small = FrameHeader(payloadLength: 2, type: .request, method: 6, requestID: 4)
         let mid = FrameHeader(payloadLength: 40, type: .request, method: 6, requestID: 5)
         var bytes = self.allocator.buffer(capacity: 100)
@@ -83,7 +101,9 @@ struct FrameDecoderTests {
         bytes.writeBuffer(&next)
         try channel2.writeInbound(bytes)
         #expect(try channel2.readInbound(as: InboundFrame.self) == .oversized(mid))
-        #expect(try channel2.readInbound(as: InboundFrame.self) == .frame(Frame(header: small, payload: self.allocator.buffer(string: "ok"))))
+        #expect(
+            try channel2.readInbound(as: InboundFrame.self)
+                == .frame(Frame(header: small, payload: self.allocator.buffer(string: "ok"))))
         // The first stream ends with most of the gigabyte unsent: truncated.
         #expect(throws: FrameDecodingError.self) { try channel.finish() }
         #expect(try channel2.finish().isClean)
@@ -94,7 +114,9 @@ struct FrameDecoderTests {
         var decoder = FrameDecoder(maxPayloadSize: 16, expectPreface: false)
         var buffer = ByteBuffer()
         FrameHeader(payloadLength: 1000, type: .request, requestID: 1).write(to: &buffer)
-        #expect(try decoder.decode(buffer: &buffer) == .oversized(FrameHeader(payloadLength: 1000, type: .request, requestID: 1)))
+        #expect(
+            try decoder.decode(buffer: &buffer)
+                == .oversized(FrameHeader(payloadLength: 1000, type: .request, requestID: 1)))
         for _ in 0..<9 {
             var chunk = ByteBuffer(repeating: 7, count: 100)
             #expect(try decoder.decode(buffer: &chunk) == nil)
@@ -104,13 +126,16 @@ struct FrameDecoderTests {
         var tail = ByteBuffer(repeating: 7, count: 100)
         FrameHeader(payloadLength: 1, type: .ping).write(to: &tail)
         tail.writeInteger(UInt8(5))
-        #expect(try decoder.decode(buffer: &tail) == .frame(Frame(header: FrameHeader(payloadLength: 1, type: .ping), payload: ByteBuffer(bytes: [5]))))
+        #expect(
+            try decoder.decode(buffer: &tail)
+                == .frame(Frame(header: FrameHeader(payloadLength: 1, type: .ping), payload: ByteBuffer(bytes: [5]))))
         #expect(tail.readableBytes == 0)
     }
 
     @Test("a stream that is not InferWire fails the preface")
     func badPreface() throws {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: true)))
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: true)))
         #expect(throws: FrameDecodingError.self) {
             try channel.writeInbound(self.allocator.buffer(bytes: [0x00, 0x01, 0x02, 0x03, 0, 0, 0, 0]))
         }
@@ -118,7 +143,8 @@ struct FrameDecoderTests {
 
     @Test("an HTTP request line is recognised")
     func http() throws {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: true)))
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(FrameDecoder(maxPayloadSize: 16, expectPreface: true)))
         try channel.writeInbound(self.allocator.buffer(string: "GE"))
         #expect(try channel.readInbound(as: InboundFrame.self) == nil)
         try channel.writeInbound(self.allocator.buffer(string: "T / HTTP/1.1\r\n\r\n"))
@@ -139,8 +165,11 @@ struct FrameDecoderTests {
     @Test("header fields round-trip big-endian at their documented offsets")
     func headerLayout() {
         var buffer = self.allocator.buffer(capacity: 16)
-        FrameHeader(payloadLength: 0x0102_0304, type: .response, flags: .compressed, method: 0x0506, requestID: 0x0708_090A, timeoutMicros: 0x0B0C_0D0E)
-            .write(to: &buffer)
+        FrameHeader(
+            payloadLength: 0x0102_0304, type: .response, flags: .compressed, method: 0x0506, requestID: 0x0708_090A,
+            timeoutMicros: 0x0B0C_0D0E
+        )
+        .write(to: &buffer)
         #expect(Array(buffer.readableBytesView) == [1, 2, 3, 4, 0x03, 0x01, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
     }
 }
@@ -170,11 +199,13 @@ struct CompressionTests {
     @Test("bytes that are not zlib are rejected")
     func corrupt() throws {
         let error = #expect(throws: PayloadCompression.Error.self) {
-            try PayloadCompression.decompress(self.allocator.buffer(string: "definitely not zlib"), limit: 1024, allocator: self.allocator)
+            try PayloadCompression.decompress(
+                self.allocator.buffer(string: "definitely not zlib"), limit: 1024, allocator: self.allocator)
         }
         #expect(error?.kind == .corrupt)
         // A valid stream cut short is corrupt too, not silently short.
-        var cut = PayloadCompression.compress(self.allocator.buffer(repeating: 7, count: 5000), allocator: self.allocator)
+        var cut = PayloadCompression.compress(
+            self.allocator.buffer(repeating: 7, count: 5000), allocator: self.allocator)
         cut.moveWriterIndex(to: cut.writerIndex - 3)
         #expect(throws: PayloadCompression.Error.self) {
             try PayloadCompression.decompress(cut, limit: 1 << 20, allocator: self.allocator)

@@ -1,7 +1,7 @@
 import InferWireProto
-import SwiftProtobuf
 import InferWireWire
 import NIOCore
+import SwiftProtobuf
 import Testing
 
 @Suite("One frame encoder and one client handshake")
@@ -10,7 +10,8 @@ struct FrameEncodingTests {
 
     @Test("a request frame carries its method, deadline and flags, with id 0 until it is sent")
     func requestFrame() throws {
-        var frame = Frame.request(method: 6, payload: [1, 2, 3], timeout: .milliseconds(250), compression: false, allocator: self.allocator)
+        var frame = Frame.request(
+            method: 6, payload: [1, 2, 3], timeout: .milliseconds(250), compression: false, allocator: self.allocator)
         let header = try #require(FrameHeader.peek(from: frame))
         #expect(header.type == .request)
         #expect(header.method == 6)
@@ -25,9 +26,11 @@ struct FrameEncodingTests {
 
     @Test("deadlines beyond the header's range are clamped, and a sub-microsecond one is not sent as none")
     func deadlines() {
-        let long = Frame.request(method: 6, payload: [], timeout: .seconds(10_000), compression: false, allocator: self.allocator)
+        let long = Frame.request(
+            method: 6, payload: [], timeout: .seconds(10_000), compression: false, allocator: self.allocator)
         #expect(FrameHeader.peek(from: long)?.timeoutMicros == UInt32.max)
-        let tiny = Frame.request(method: 6, payload: [], timeout: .nanoseconds(10), compression: false, allocator: self.allocator)
+        let tiny = Frame.request(
+            method: 6, payload: [], timeout: .nanoseconds(10), compression: false, allocator: self.allocator)
         #expect(FrameHeader.peek(from: tiny)?.timeoutMicros == 1)
         let none = Frame.request(method: 6, payload: [], timeout: nil, compression: false, allocator: self.allocator)
         #expect(FrameHeader.peek(from: none)?.timeoutMicros == 0)
@@ -35,10 +38,13 @@ struct FrameEncodingTests {
 
     @Test("with compression, small payloads go as they are and large ones deflated, and answers are asked compressed")
     func compression() throws {
-        let small = Frame.request(method: 6, payload: [UInt8](repeating: 7, count: 100), timeout: nil, compression: true, allocator: self.allocator)
+        let small = Frame.request(
+            method: 6, payload: [UInt8](repeating: 7, count: 100), timeout: nil, compression: true,
+            allocator: self.allocator)
         #expect(FrameHeader.peek(from: small)?.flags == [.compressResponse])
         let payload = [UInt8](repeating: 7, count: 4096)
-        let large = Frame.request(method: 6, payload: payload, timeout: nil, compression: true, allocator: self.allocator)
+        let large = Frame.request(
+            method: 6, payload: payload, timeout: nil, compression: true, allocator: self.allocator)
         let header = try #require(FrameHeader.peek(from: large))
         #expect(header.flags == [.compressed, .compressResponse])
         #expect(Int(header.payloadLength) < payload.count)
@@ -46,13 +52,16 @@ struct FrameEncodingTests {
         let inflated = try PayloadCompression.decompress(body, limit: 1 << 20, allocator: self.allocator)
         #expect([UInt8](buffer: inflated) == payload)
         // A response encoded with compress set follows the same threshold.
-        let response = Frame.encode(FrameHeader(payloadLength: 0, type: .response), bytes: payload, compress: true, allocator: self.allocator)
+        let response = Frame.encode(
+            FrameHeader(payloadLength: 0, type: .response), bytes: payload, compress: true, allocator: self.allocator)
         #expect(FrameHeader.peek(from: response)?.flags == [.compressed])
     }
 
     func frame(_ type: FrameType, _ message: (any SwiftProtobuf.Message)? = nil, raw: [UInt8]? = nil) -> Frame {
         let bytes: [UInt8] = raw ?? ((try? message?.serializedBytes()) ?? [])
-        return Frame(header: FrameHeader(payloadLength: UInt32(bytes.count), type: type), payload: self.allocator.buffer(bytes: bytes))
+        return Frame(
+            header: FrameHeader(payloadLength: UInt32(bytes.count), type: type),
+            payload: self.allocator.buffer(bytes: bytes))
     }
 
     @Test("the client sends its preface once and the server's HELLO establishes the connection")

@@ -14,7 +14,8 @@ import Synchronization
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
 let packageRoot = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .path
 
 /// `DELAY_MS` INT32 [1] → `OUT` INT32 [1]: holds an execution thread for the given
 /// milliseconds, then echoes the input. It makes completion order controllable, so
@@ -58,7 +59,9 @@ struct FailingModel: InferenceModel {
 
 /// The example repository plus the test models (and any extra ones).
 func makeRegistry(extraModels: [LoadedModel] = []) throws -> ModelRegistry {
-    var contents = try ModelRepository(directory: packageRoot + "/examples/models", loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]).loadAll(logger: quiet)
+    var contents = try ModelRepository(
+        directory: packageRoot + "/examples/models", loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()]
+    ).loadAll(logger: quiet)
     var config = Inferwire_V1_ModelConfig()
     config.platform = "test"
     // Enough instances that sleeping requests never queue behind each other.
@@ -76,7 +79,8 @@ func withServer<T: Sendable>(
     extraModels: [LoadedModel] = [],
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
-    try await withServer(dispatcher: RequestDispatcher(registry: try makeRegistry(extraModels: extraModels)), limits: limits, body)
+    try await withServer(
+        dispatcher: RequestDispatcher(registry: try makeRegistry(extraModels: extraModels)), limits: limits, body)
 }
 
 /// Runs a server for `dispatcher` on a free loopback port for the duration of `body`,
@@ -136,9 +140,12 @@ struct RawConnection: ~Copyable {
         flags: FrameFlags = [], timeoutMicros: UInt32 = 0
     ) async throws {
         let bytes: [UInt8] = try message.serializedBytes()
-        try await self.send(Frame.encode(
-            FrameHeader(payloadLength: 0, type: .request, flags: flags, method: UInt16(method.rawValue), requestID: id, timeoutMicros: timeoutMicros),
-            bytes: bytes, allocator: ByteBufferAllocator()))
+        try await self.send(
+            Frame.encode(
+                FrameHeader(
+                    payloadLength: 0, type: .request, flags: flags, method: UInt16(method.rawValue), requestID: id,
+                    timeoutMicros: timeoutMicros),
+                bytes: bytes, allocator: ByteBufferAllocator()))
     }
 
     /// The next whole frame, or nil when the server closed the connection.
@@ -197,7 +204,8 @@ func withRawConnection<T: Sendable>(
             }
         }
     return try await channel.executeThenClose { inbound, outbound in
-        var connection = RawConnection(iterator: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
+        var connection = RawConnection(
+            iterator: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
         return try await body(&connection)
     }
 }
@@ -234,5 +242,8 @@ func delayRequest(ms: Int32) -> Inferwire_V1_InferRequest {
 }
 
 func addSubInputs(_ a: [Float], _ b: [Float]) -> [Tensor] {
-    [Tensor(name: "INPUT0", values: a, shape: [a.count / 4, 4]), Tensor(name: "INPUT1", values: b, shape: [b.count / 4, 4])]
+    [
+        Tensor(name: "INPUT0", values: a, shape: [a.count / 4, 4]),
+        Tensor(name: "INPUT1", values: b, shape: [b.count / 4, 4]),
+    ]
 }
