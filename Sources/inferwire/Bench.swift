@@ -160,10 +160,22 @@ struct Bench: AsyncParsableCommand {
         let addresses = try self.servers.map { try parseAddress($0) }
         // Control connections (metadata, statistics, actions) are separate from the load.
         var controls: [(String, InferWireClient)] = []
-        for (server, address) in zip(self.servers, addresses) {
-            controls.append((server, try await InferWireClient.connect(host: address.0, port: address.1)))
+        do {
+            for (server, address) in zip(self.servers, addresses) {
+                controls.append((server, try await InferWireClient.connect(host: address.0, port: address.1)))
+            }
+            try await self.measure(levels: levels, addresses: addresses, controls: controls)
+        } catch {
+            for (_, client) in controls { await client.close() }
+            throw error
         }
-        defer { for (_, client) in controls { Task { await client.close() } } }
+        for (_, client) in controls { await client.close() }
+    }
+
+    /// Runs every level against the servers, with `controls` for metadata, statistics and actions.
+    func measure(
+        levels: [LoadLevel], addresses: [(String, Int)], controls: [(String, InferWireClient)]
+    ) async throws {
         let metadata = try await controls[0].1.modelMetadata(self.model, version: self.version, label: self.label)
         var request = Inferwire_V1_InferRequest()
         request.modelName = self.model

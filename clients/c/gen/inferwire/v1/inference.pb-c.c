@@ -232,6 +232,12 @@ void   inferwire__v1__server_metadata_request__free_unpacked
   assert(message->base.descriptor == &inferwire__v1__server_metadata_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   inferwire__v1__server_metadata_response__runtime_entry__init
+                     (Inferwire__V1__ServerMetadataResponse__RuntimeEntry         *message)
+{
+  static const Inferwire__V1__ServerMetadataResponse__RuntimeEntry init_value = INFERWIRE__V1__SERVER_METADATA_RESPONSE__RUNTIME_ENTRY__INIT;
+  *message = init_value;
+}
 void   inferwire__v1__server_metadata_response__init
                      (Inferwire__V1__ServerMetadataResponse         *message)
 {
@@ -920,7 +926,58 @@ const ProtobufCMessageDescriptor inferwire__v1__server_metadata_request__descrip
   (ProtobufCMessageInit) inferwire__v1__server_metadata_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__server_metadata_response__field_descriptors[4] =
+static const ProtobufCFieldDescriptor inferwire__v1__server_metadata_response__runtime_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__ServerMetadataResponse__RuntimeEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__ServerMetadataResponse__RuntimeEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__server_metadata_response__runtime_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange inferwire__v1__server_metadata_response__runtime_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__server_metadata_response__runtime_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.ServerMetadataResponse.RuntimeEntry",
+  "RuntimeEntry",
+  "Inferwire__V1__ServerMetadataResponse__RuntimeEntry",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__ServerMetadataResponse__RuntimeEntry),
+  2,
+  inferwire__v1__server_metadata_response__runtime_entry__field_descriptors,
+  inferwire__v1__server_metadata_response__runtime_entry__field_indices_by_name,
+  1,  inferwire__v1__server_metadata_response__runtime_entry__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__server_metadata_response__runtime_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__server_metadata_response__field_descriptors[5] =
 {
   {
     "name",
@@ -970,17 +1027,30 @@ static const ProtobufCFieldDescriptor inferwire__v1__server_metadata_response__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "runtime",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Inferwire__V1__ServerMetadataResponse, n_runtime),
+    offsetof(Inferwire__V1__ServerMetadataResponse, runtime),
+    &inferwire__v1__server_metadata_response__runtime_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__server_metadata_response__field_indices_by_name[] = {
   3,   /* field[3] = extensions */
   0,   /* field[0] = name */
   2,   /* field[2] = protocol_versions */
+  4,   /* field[4] = runtime */
   1,   /* field[1] = version */
 };
 static const ProtobufCIntRange inferwire__v1__server_metadata_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__server_metadata_response__descriptor =
 {
@@ -990,7 +1060,7 @@ const ProtobufCMessageDescriptor inferwire__v1__server_metadata_response__descri
   "Inferwire__V1__ServerMetadataResponse",
   "inferwire.v1",
   sizeof(Inferwire__V1__ServerMetadataResponse),
-  4,
+  5,
   inferwire__v1__server_metadata_response__field_descriptors,
   inferwire__v1__server_metadata_response__field_indices_by_name,
   1,  inferwire__v1__server_metadata_response__number_ranges,

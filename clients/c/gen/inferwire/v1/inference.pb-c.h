@@ -22,6 +22,7 @@ typedef struct Inferwire__V1__ServerReadyRequest Inferwire__V1__ServerReadyReque
 typedef struct Inferwire__V1__ServerReadyResponse Inferwire__V1__ServerReadyResponse;
 typedef struct Inferwire__V1__ServerMetadataRequest Inferwire__V1__ServerMetadataRequest;
 typedef struct Inferwire__V1__ServerMetadataResponse Inferwire__V1__ServerMetadataResponse;
+typedef struct Inferwire__V1__ServerMetadataResponse__RuntimeEntry Inferwire__V1__ServerMetadataResponse__RuntimeEntry;
 typedef struct Inferwire__V1__VersionSelector Inferwire__V1__VersionSelector;
 typedef struct Inferwire__V1__ModelReadyRequest Inferwire__V1__ModelReadyRequest;
 typedef struct Inferwire__V1__ModelReadyResponse Inferwire__V1__ModelReadyResponse;
@@ -95,6 +96,17 @@ struct  Inferwire__V1__ServerMetadataRequest
      }
 
 
+struct  Inferwire__V1__ServerMetadataResponse__RuntimeEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define INFERWIRE__V1__SERVER_METADATA_RESPONSE__RUNTIME_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__server_metadata_response__runtime_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Inferwire__V1__ServerMetadataResponse
 {
   ProtobufCMessage base;
@@ -107,10 +119,17 @@ struct  Inferwire__V1__ServerMetadataResponse
   uint32_t *protocol_versions;
   size_t n_extensions;
   char **extensions;
+  /*
+   * Facts about how this server computes, for operators comparing hosts, e.g.
+   * "blas.kernel": "SkylakeX", "blas.library", "cpu.features". Keys are stable;
+   * values are for people and may change between releases.
+   */
+  size_t n_runtime;
+  Inferwire__V1__ServerMetadataResponse__RuntimeEntry **runtime;
 };
 #define INFERWIRE__V1__SERVER_METADATA_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__server_metadata_response__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0,NULL }
 
 
 typedef enum {
@@ -481,6 +500,9 @@ Inferwire__V1__ServerMetadataRequest *
 void   inferwire__v1__server_metadata_request__free_unpacked
                      (Inferwire__V1__ServerMetadataRequest *message,
                       ProtobufCAllocator *allocator);
+/* Inferwire__V1__ServerMetadataResponse__RuntimeEntry methods */
+void   inferwire__v1__server_metadata_response__runtime_entry__init
+                     (Inferwire__V1__ServerMetadataResponse__RuntimeEntry         *message);
 /* Inferwire__V1__ServerMetadataResponse methods */
 void   inferwire__v1__server_metadata_response__init
                      (Inferwire__V1__ServerMetadataResponse         *message);
@@ -735,6 +757,9 @@ typedef void (*Inferwire__V1__ServerReadyResponse_Closure)
 typedef void (*Inferwire__V1__ServerMetadataRequest_Closure)
                  (const Inferwire__V1__ServerMetadataRequest *message,
                   void *closure_data);
+typedef void (*Inferwire__V1__ServerMetadataResponse__RuntimeEntry_Closure)
+                 (const Inferwire__V1__ServerMetadataResponse__RuntimeEntry *message,
+                  void *closure_data);
 typedef void (*Inferwire__V1__ServerMetadataResponse_Closure)
                  (const Inferwire__V1__ServerMetadataResponse *message,
                   void *closure_data);
@@ -793,6 +818,7 @@ extern const ProtobufCMessageDescriptor inferwire__v1__server_ready_request__des
 extern const ProtobufCMessageDescriptor inferwire__v1__server_ready_response__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__server_metadata_request__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__server_metadata_response__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__server_metadata_response__runtime_entry__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__version_selector__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__model_ready_request__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__model_ready_response__descriptor;

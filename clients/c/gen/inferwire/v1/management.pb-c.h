@@ -161,12 +161,12 @@ struct  Inferwire__V1__HistoryEntry
   int64_t unix_millis;
   char *model;
   /*
-   * load, unload, traffic, promote, rollback, auto-rollback, failed-load, restore
+   * load, unload, traffic, shadow, promote, rollback, auto-rollback, failed-load, restore
    */
   char *action;
   char *detail;
   /*
-   * Who asked: "api", "startup", "guard".
+   * Who asked: "api", "startup", "poller", "guard", "grace-period".
    */
   char *actor;
 };

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from . import tensor_pb2 as inferwire_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinferwire/v1/inference.proto\x12\x0cinferwire.v1\x1a\x19inferwire/v1/tensor.proto\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"f\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x19\n\x11protocol_versions\x18\x03 \x03(\r\x12\x12\n\nextensions\x18\x04 \x03(\t\"A\n\x0fVersionSelector\x12\x11\n\x07version\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"Q\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\"4\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x03\"T\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\"\xc7\x01\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x10\n\x08platform\x18\x04 \x01(\t\x12(\n\x06inputs\x18\x05 \x03(\x0b\x32\x18.inferwire.v1.TensorSpec\x12)\n\x07outputs\x18\x06 \x03(\x0b\x32\x18.inferwire.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05\"q\n\tParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x42\x07\n\x05value\"\xe5\x02\n\x0cInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\x12\n\n\x02id\x18\x03 \x01(\t\x12$\n\x06inputs\x18\x04 \x03(\x0b\x32\x14.inferwire.v1.Tensor\x12\x14\n\x0coutput_names\x18\x05 \x03(\t\x12>\n\nparameters\x18\x06 \x03(\x0b\x32*.inferwire.v1.InferRequest.ParametersEntry\x12(\n\x08priority\x18\x07 \x01(\x0e\x32\x16.inferwire.v1.Priority\x12\x13\n\x0brouting_key\x18\x08 \x01(\t\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.inferwire.v1.Parameter:\x02\x38\x01\"\xfa\x01\n\rInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\n\n\x02id\x18\x03 \x01(\t\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.inferwire.v1.Tensor\x12?\n\nparameters\x18\x05 \x03(\x0b\x32+.inferwire.v1.InferResponse.ParametersEntry\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.inferwire.v1.Parameter:\x02\x38\x01\"&\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf0\x02\n\x11VersionStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x15\n\rrequest_count\x18\x03 \x01(\x04\x12\x15\n\rfailure_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12O\n\x11\x62\x61tch_size_counts\x18\x06 \x03(\x0b\x32\x34.inferwire.v1.VersionStatistics.BatchSizeCountsEntry\x12\x15\n\rqueue_time_us\x18\x07 \x01(\x04\x12\x17\n\x0f\x63ompute_time_us\x18\x08 \x01(\x04\x12\x1c\n\x14queue_time_histogram\x18\t \x03(\x04\x12\x1e\n\x16\x63ompute_time_histogram\x18\n \x03(\x04\x1a\x36\n\x14\x42\x61tchSizeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"L\n\x17ModelStatisticsResponse\x12\x31\n\x08versions\x18\x01 \x03(\x0b\x32\x1f.inferwire.v1.VersionStatistics* \n\x08Priority\x12\n\n\x06NORMAL\x10\x00\x12\x08\n\x04HIGH\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinferwire/v1/inference.proto\x12\x0cinferwire.v1\x1a\x19inferwire/v1/tensor.proto\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"\xda\x01\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x19\n\x11protocol_versions\x18\x03 \x03(\r\x12\x12\n\nextensions\x18\x04 \x03(\t\x12\x42\n\x07runtime\x18\x05 \x03(\x0b\x32\x31.inferwire.v1.ServerMetadataResponse.RuntimeEntry\x1a.\n\x0cRuntimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0fVersionSelector\x12\x11\n\x07version\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"Q\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\"4\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x03\"T\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\"\xc7\x01\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x10\n\x08platform\x18\x04 \x01(\t\x12(\n\x06inputs\x18\x05 \x03(\x0b\x32\x18.inferwire.v1.TensorSpec\x12)\n\x07outputs\x18\x06 \x03(\x0b\x32\x18.inferwire.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05\"q\n\tParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x42\x07\n\x05value\"\xe5\x02\n\x0cInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1d.inferwire.v1.VersionSelector\x12\n\n\x02id\x18\x03 \x01(\t\x12$\n\x06inputs\x18\x04 \x03(\x0b\x32\x14.inferwire.v1.Tensor\x12\x14\n\x0coutput_names\x18\x05 \x03(\t\x12>\n\nparameters\x18\x06 \x03(\x0b\x32*.inferwire.v1.InferRequest.ParametersEntry\x12(\n\x08priority\x18\x07 \x01(\x0e\x32\x16.inferwire.v1.Priority\x12\x13\n\x0brouting_key\x18\x08 \x01(\t\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.inferwire.v1.Parameter:\x02\x38\x01\"\xfa\x01\n\rInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\n\n\x02id\x18\x03 \x01(\t\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.inferwire.v1.Tensor\x12?\n\nparameters\x18\x05 \x03(\x0b\x32+.inferwire.v1.InferResponse.ParametersEntry\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.inferwire.v1.Parameter:\x02\x38\x01\"&\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf0\x02\n\x11VersionStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x15\n\rrequest_count\x18\x03 \x01(\x04\x12\x15\n\rfailure_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12O\n\x11\x62\x61tch_size_counts\x18\x06 \x03(\x0b\x32\x34.inferwire.v1.VersionStatistics.BatchSizeCountsEntry\x12\x15\n\rqueue_time_us\x18\x07 \x01(\x04\x12\x17\n\x0f\x63ompute_time_us\x18\x08 \x01(\x04\x12\x1c\n\x14queue_time_histogram\x18\t \x03(\x04\x12\x1e\n\x16\x63ompute_time_histogram\x18\n \x03(\x04\x1a\x36\n\x14\x42\x61tchSizeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"L\n\x17ModelStatisticsResponse\x12\x31\n\x08versions\x18\x01 \x03(\x0b\x32\x1f.inferwire.v1.VersionStatistics* \n\x08Priority\x12\n\n\x06NORMAL\x10\x00\x12\x08\n\x04HIGH\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inferwire.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SERVERMETADATARESPONSE_RUNTIMEENTRY']._loaded_options = None
+  _globals['_SERVERMETADATARESPONSE_RUNTIMEENTRY']._serialized_options = b'8\001'
   _globals['_INFERREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_INFERREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_INFERRESPONSE_PARAMETERSENTRY']._loaded_options = None
   _globals['_INFERRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._loaded_options = None
   _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=2028
-  _globals['_PRIORITY']._serialized_end=2060
+  _globals['_PRIORITY']._serialized_start=2145
+  _globals['_PRIORITY']._serialized_end=2177
   _globals['_SERVERLIVEREQUEST']._serialized_start=73
   _globals['_SERVERLIVEREQUEST']._serialized_end=92
   _globals['_SERVERLIVERESPONSE']._serialized_start=94
@@ -50,34 +52,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVERREADYRESPONSE']._serialized_end=188
   _globals['_SERVERMETADATAREQUEST']._serialized_start=190
   _globals['_SERVERMETADATAREQUEST']._serialized_end=213
-  _globals['_SERVERMETADATARESPONSE']._serialized_start=215
-  _globals['_SERVERMETADATARESPONSE']._serialized_end=317
-  _globals['_VERSIONSELECTOR']._serialized_start=319
-  _globals['_VERSIONSELECTOR']._serialized_end=384
-  _globals['_MODELREADYREQUEST']._serialized_start=386
-  _globals['_MODELREADYREQUEST']._serialized_end=467
-  _globals['_MODELREADYRESPONSE']._serialized_start=469
-  _globals['_MODELREADYRESPONSE']._serialized_end=521
-  _globals['_MODELMETADATAREQUEST']._serialized_start=523
-  _globals['_MODELMETADATAREQUEST']._serialized_end=607
-  _globals['_MODELMETADATARESPONSE']._serialized_start=610
-  _globals['_MODELMETADATARESPONSE']._serialized_end=809
-  _globals['_PARAMETER']._serialized_start=811
-  _globals['_PARAMETER']._serialized_end=924
-  _globals['_INFERREQUEST']._serialized_start=927
-  _globals['_INFERREQUEST']._serialized_end=1284
-  _globals['_INFERREQUEST_PARAMETERSENTRY']._serialized_start=1210
-  _globals['_INFERREQUEST_PARAMETERSENTRY']._serialized_end=1284
-  _globals['_INFERRESPONSE']._serialized_start=1287
-  _globals['_INFERRESPONSE']._serialized_end=1537
-  _globals['_INFERRESPONSE_PARAMETERSENTRY']._serialized_start=1210
-  _globals['_INFERRESPONSE_PARAMETERSENTRY']._serialized_end=1284
-  _globals['_MODELSTATISTICSREQUEST']._serialized_start=1539
-  _globals['_MODELSTATISTICSREQUEST']._serialized_end=1577
-  _globals['_VERSIONSTATISTICS']._serialized_start=1580
-  _globals['_VERSIONSTATISTICS']._serialized_end=1948
-  _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._serialized_start=1894
-  _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._serialized_end=1948
-  _globals['_MODELSTATISTICSRESPONSE']._serialized_start=1950
-  _globals['_MODELSTATISTICSRESPONSE']._serialized_end=2026
+  _globals['_SERVERMETADATARESPONSE']._serialized_start=216
+  _globals['_SERVERMETADATARESPONSE']._serialized_end=434
+  _globals['_SERVERMETADATARESPONSE_RUNTIMEENTRY']._serialized_start=388
+  _globals['_SERVERMETADATARESPONSE_RUNTIMEENTRY']._serialized_end=434
+  _globals['_VERSIONSELECTOR']._serialized_start=436
+  _globals['_VERSIONSELECTOR']._serialized_end=501
+  _globals['_MODELREADYREQUEST']._serialized_start=503
+  _globals['_MODELREADYREQUEST']._serialized_end=584
+  _globals['_MODELREADYRESPONSE']._serialized_start=586
+  _globals['_MODELREADYRESPONSE']._serialized_end=638
+  _globals['_MODELMETADATAREQUEST']._serialized_start=640
+  _globals['_MODELMETADATAREQUEST']._serialized_end=724
+  _globals['_MODELMETADATARESPONSE']._serialized_start=727
+  _globals['_MODELMETADATARESPONSE']._serialized_end=926
+  _globals['_PARAMETER']._serialized_start=928
+  _globals['_PARAMETER']._serialized_end=1041
+  _globals['_INFERREQUEST']._serialized_start=1044
+  _globals['_INFERREQUEST']._serialized_end=1401
+  _globals['_INFERREQUEST_PARAMETERSENTRY']._serialized_start=1327
+  _globals['_INFERREQUEST_PARAMETERSENTRY']._serialized_end=1401
+  _globals['_INFERRESPONSE']._serialized_start=1404
+  _globals['_INFERRESPONSE']._serialized_end=1654
+  _globals['_INFERRESPONSE_PARAMETERSENTRY']._serialized_start=1327
+  _globals['_INFERRESPONSE_PARAMETERSENTRY']._serialized_end=1401
+  _globals['_MODELSTATISTICSREQUEST']._serialized_start=1656
+  _globals['_MODELSTATISTICSREQUEST']._serialized_end=1694
+  _globals['_VERSIONSTATISTICS']._serialized_start=1697
+  _globals['_VERSIONSTATISTICS']._serialized_end=2065
+  _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._serialized_start=2011
+  _globals['_VERSIONSTATISTICS_BATCHSIZECOUNTSENTRY']._serialized_end=2065
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_start=2067
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_end=2143
 # @@protoc_insertion_point(module_scope)

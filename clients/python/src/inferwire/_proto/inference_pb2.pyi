@@ -40,16 +40,25 @@ class ServerMetadataRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerMetadataResponse(_message.Message):
-    __slots__ = ("name", "version", "protocol_versions", "extensions")
+    __slots__ = ("name", "version", "protocol_versions", "extensions", "runtime")
+    class RuntimeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     extensions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., extensions: _Optional[_Iterable[str]] = ...) -> None: ...
+    runtime: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., extensions: _Optional[_Iterable[str]] = ..., runtime: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class VersionSelector(_message.Message):
     __slots__ = ("version", "label")
