@@ -153,7 +153,7 @@ let package = Package(
         .executableTarget(
             name: "inferwire-onnxbench",
             dependencies: [
-                "InferWireONNX", "InferWireCore", "InferWireEngine", "InferWireProto",
+                "InferWireONNX", "InferWireCore", "InferWireProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/OnnxBench",

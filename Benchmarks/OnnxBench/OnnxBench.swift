@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import InferWireCore
-import InferWireEngine
 import InferWireONNX
 import InferWireProto
 
