@@ -10,6 +10,17 @@ SERVER=${INFERWIRE_SERVER:-/tmp/inferwire-server}
 MODELS=${INFERWIRE_MODELS:-"$HERE/../../../examples/models"}
 TMP=$(mktemp -d)
 cp -r "$MODELS" "$TMP/models"
+# mlp_held: the mlp, but a request waits up to a second in its queue for others to batch
+# with. Requests to it stay queued whatever the machine's speed, so deadlines and
+# cancellation can be tested without racing the model.
+mkdir -p "$TMP/models/mlp_held/1"
+cp "$TMP/models/mlp/1/model.onnx" "$TMP/models/mlp_held/1/model.onnx"
+cat >"$TMP/models/mlp_held/config.pbtxt" <<'CONFIG'
+name: "mlp_held"
+platform: "onnx"
+max_batch_size: 64
+dynamic_batching { max_queue_delay_us: 1000000 }
+CONFIG
 "$SERVER" serve --repository "$TMP/models" --host 127.0.0.1 --port 0 2>"$TMP/server.log" &
 SPID=$!
 cleanup() { kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null; rm -rf "$TMP"; }
