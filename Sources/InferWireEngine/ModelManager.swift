@@ -484,3 +484,17 @@ public final class ModelManager: Sendable {
         return status
     }
 }
+
+extension ModelManager {
+    /// Runs the manager's owned work for the duration of `body`, then cancels it and waits
+    /// for it, as a service group's shutdown would: for tests and tools without a
+    /// `ServiceGroup`.
+    package func whileRunning<T>(_ body: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.run(pollInterval: nil, guardInterval: nil) }
+            while !self.isRunning { await Task.yield() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+}

@@ -6,17 +6,6 @@ import Logging
 import Synchronization
 import Testing
 
-/// Runs `manager`'s owned work (timers, handed-over operations) for the duration of `body`,
-/// then cancels it and waits for it, as a service group's shutdown would.
-func withRunning<T>(_ manager: ModelManager, _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { await manager.run(pollInterval: nil, guardInterval: nil) }
-        while !manager.isRunning { await Task.yield() }
-        defer { group.cancelAll() }
-        return try await body()
-    }
-}
-
 /// A store whose saves can be held at the door, to see what queues behind a slow write.
 final class GatedStore: RolloutStore {
     private struct State {
@@ -112,7 +101,7 @@ struct ManagerWorkTests {
         status.name = "echo"
         _ = try await self.call(dispatcher, .modelStatus, try status.serializedBytes()).get()
 
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             let bytes = try await self.call(dispatcher, .setTraffic, try request.serializedBytes()).get()
             #expect(try Inferwire_V1_SetTrafficResponse(serializedBytes: bytes).rollout.canaryVersion == 1)
         }
@@ -133,7 +122,7 @@ struct ManagerWorkTests {
         let clock = ManualClock()
         let manager = try await self.makeManager(repo, clock: clock)
         defer { manager.stopAll() }
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             _ = try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
             _ = try await manager.promote("echo")
             await clock.waitForSleepers(1)
@@ -154,7 +143,7 @@ struct ManagerWorkTests {
         let clock = ManualClock()
         let manager = try await self.makeManager(repo, clock: clock)
         defer { manager.stopAll() }
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             _ = try await manager.setTraffic("echo", canary: 2, percent: 10, sticky: false)
             _ = try await manager.promote("echo")  // 3 → previous, grace timer 1
             await clock.waitForSleepers(1)
@@ -179,7 +168,7 @@ struct ManagerWorkTests {
         let clock = ManualClock()
         let manager = try await self.makeManager(repo, clock: clock)
         defer { manager.stopAll() }
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             _ = try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
             _ = try await manager.promote("echo")
             await clock.waitForSleepers(1)
@@ -226,7 +215,7 @@ struct ManagerWorkTests {
         request.canaryVersion = 1
         request.percent = 10
         let payload: [UInt8] = try request.serializedBytes()
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             store.hold()
             let answered = Atomic<Bool>(false)
             let answer = Answer()

@@ -69,7 +69,7 @@ struct PollingTests {
         try FileManager.default.copyItem(
             atPath: "\(fixtures)/scaler_logistic_pipeline_v2/model.onnx", toPath: root + "/fraud/2/model.onnx")
         // The manager's owned work runs the grace timer; time moves only when the test says.
-        try await withRunning(manager) {
+        try await manager.whileRunning {
             await manager.poll()
             let rollout = try manager.status("fraud").rollout
             #expect(rollout.stableVersion == 2)
@@ -88,15 +88,5 @@ struct PollingTests {
             #expect(try manager.status("fraud").rollout.previousStableVersion == 0)
             #expect(try manager.history("fraud").contains { $0.actor == "grace-period" })
         }
-    }
-}
-
-/// Runs `manager`'s owned work (timers, handed-over operations) for the duration of `body`.
-func withRunning<T>(_ manager: ModelManager, _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { await manager.run(pollInterval: nil, guardInterval: nil) }
-        while !manager.isRunning { await Task.yield() }
-        defer { group.cancelAll() }
-        return try await body()
     }
 }
