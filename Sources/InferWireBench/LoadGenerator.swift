@@ -1,5 +1,5 @@
-import InferWireCore
-public import InferWireProto
+public import InferWireCore
+package import InferWireProto
 import InferWireWire
 public import NIOCore
 import NIOPosix
@@ -60,9 +60,27 @@ struct LoadConnection: Sendable {
 public final class LoadGenerator: Sendable {
     let connections: [LoadConnection]
 
-    /// Opens `connectionsPerServer` connections to each server. Each sends `request`;
-    /// with `compression` the payload is zlib-compressed and compressed answers are asked for.
+    /// Opens `connectionsPerServer` connections to each server. Each sends the same inference
+    /// request: `inputs` to `model` (an exact `version`, a `label`, or neither to let the
+    /// server route); with `compression` the payload is zlib-compressed and compressed
+    /// answers are asked for.
     public static func connect(
+        servers: [(host: String, port: Int)], connectionsPerServer: Int,
+        model: String, version: Int64? = nil, label: String? = nil, inputs: [Tensor],
+        compression: Bool,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> LoadGenerator {
+        var request = Inferwire_V1_InferRequest()
+        request.modelName = model
+        if let version { request.version.version = version } else if let label { request.version.label = label }
+        request.inputs = inputs.map(\.wire)
+        return try await self.connect(
+            servers: servers, connectionsPerServer: connectionsPerServer, request: request, compression: compression,
+            group: group)
+    }
+
+    /// Opens the connections with a request message built by the caller.
+    package static func connect(
         servers: [(host: String, port: Int)], connectionsPerServer: Int, request: Inferwire_V1_InferRequest,
         compression: Bool,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton

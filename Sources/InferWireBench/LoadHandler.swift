@@ -1,6 +1,6 @@
 import Histogram
 import InferWireCore
-import InferWireProto
+package import InferWireProto
 import InferWireWire
 import NIOCore
 

@@ -1,6 +1,6 @@
 public import InferWireClient
 public import InferWireCore
-import InferWireProto
+package import InferWireProto
 
 /// A management call to run while load runs (`inferwire bench --during "promote fraud"`).
 public enum ManagementAction: Sendable, Equatable {

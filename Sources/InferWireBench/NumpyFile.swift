@@ -1,6 +1,6 @@
 import Foundation
 public import InferWireCore
-import InferWireProto
+package import InferWireProto
 
 /// Reads `.npy` files (NumPy's own array format, versions 1–3) into tensors.
 ///

@@ -177,18 +177,9 @@ struct Bench: AsyncParsableCommand {
         levels: [LoadLevel], addresses: [(String, Int)], controls: [(String, InferWireClient)]
     ) async throws {
         let metadata = try await controls[0].1.modelMetadata(self.model, version: self.version, label: self.label)
-        var request = Inferwire_V1_InferRequest()
-        request.modelName = self.model
-        if let version = self.version {
-            request.version.version = version
-        } else if let label = self.label {
-            request.version.label = label
-        }
-        request.inputs = try self.inputTensors(metadata).map(\.wire)
-
         let generator = try await LoadGenerator.connect(
             servers: addresses.map { (host: $0.0, port: $0.1) }, connectionsPerServer: self.connections,
-            request: request,
+            model: self.model, version: self.version, label: self.label, inputs: try self.inputTensors(metadata),
             compression: self.compress)
         let limit = generator.serverConcurrencyLimit
         if limit > 0, case .closed(let top) = levels.last!, top > limit * generator.connectionCount {
