@@ -163,12 +163,24 @@ public final class ModelManager: Sendable {
     public func load(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError)
         -> Inferwire_V1_VersionStatus
     {
+        try ModelRepository.validate(modelName: name)
+        try ModelRepository.validate(version: version)
         let config: Inferwire_V1_ModelConfig
         do {
             config = try self.repository.readConfig(model: name)
+        } catch let error as InferWireError {
+            throw error
         } catch {
+            throw InferWireError(code: .notFound, message: "model '\(name)': \(error)")
+        }
+        // Refused before any state changes: a version with no directory never shows as loading.
+        let onDisk = (try? self.repository.versions(model: name)) ?? []
+        guard onDisk.contains(version) else {
             throw InferWireError(
-                code: .notFound, message: "model '\(name)': \((error as? InferWireError)?.message ?? "\(error)")")
+                code: .notFound,
+                message:
+                    "model '\(name)' has no version \(version) (versions on disk: \(onDisk.map(String.init).joined(separator: ", ")))"
+            )
         }
         let already: Inferwire_V1_VersionStatus? = try self.state.withLock { records throws(InferWireError) in
             var record =

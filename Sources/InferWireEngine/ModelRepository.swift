@@ -125,8 +125,7 @@ public struct ModelRepository: Sendable {
                 let config = try self.readConfig(model: name)
                 let versions = try self.versions(model: name)
                 guard !versions.isEmpty else {
-                    throw InferWireError(
-                        code: .notFound, message: "no version directories (expected \(modelDirectory)/1/)")
+                    throw InferWireError(code: .notFound, message: "no version directories (expected \(name)/1/)")
                 }
                 for version in Self.select(versions, policy: config.hasVersionPolicy ? config.versionPolicy : nil) {
                     do {
@@ -152,11 +151,52 @@ public struct ModelRepository: Sendable {
         return contents
     }
 
+    /// The rule for model names: one path component of letters, digits, `_`, `-` and `.`,
+    /// starting with a letter or digit, at most 128 characters. A name never reaches the file
+    /// system without passing it, so no request can name a file outside the repository.
+    public static let modelNamePattern = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+
+    /// Throws INVALID_ARGUMENT unless `name` follows ``modelNamePattern``.
+    public static func validate(modelName name: String) throws(InferWireError) {
+        let utf8 = Array(name.utf8)
+        func allowed(_ c: UInt8, first: Bool) -> Bool {
+            switch c {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"):
+                return true
+            case UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."):
+                return !first
+            default:
+                return false
+            }
+        }
+        guard (1...128).contains(utf8.count),
+            utf8.enumerated().allSatisfy({ allowed($0.element, first: $0.offset == 0) })
+        else {
+            let shown = name.count > 64 ? String(name.prefix(64)) + "…" : name
+            throw InferWireError(
+                code: .invalidArgument,
+                message:
+                    "'\(shown)' is not a model name: use 1 to 128 letters, digits, '_', '-' or '.', starting with a letter or digit"
+            )
+        }
+    }
+
+    /// Throws INVALID_ARGUMENT for a version number below 1 (version directories are 1, 2, …).
+    public static func validate(version: Int64) throws(InferWireError) {
+        guard version >= 1 else {
+            throw InferWireError(code: .invalidArgument, message: "version must be 1 or more, got \(version)")
+        }
+    }
+
     /// Parses `<model>/config.pbtxt`. A model without one whose versions hold a
     /// `model.onnx` gets a config naming only the platform; the loader takes inputs and
-    /// outputs from the graph.
+    /// outputs from the graph. Messages name files relative to the repository: they may
+    /// reach clients.
     public func readConfig(model: String) throws -> Inferwire_V1_ModelConfig {
+        try Self.validate(modelName: model)
         let path = self.directory + "/" + model + "/config.pbtxt"
+        let shown = model + "/config.pbtxt"
         if !FileManager.default.fileExists(atPath: path) {
             let versions = (try? self.versions(model: model)) ?? []
             if versions.contains(where: {
@@ -170,19 +210,19 @@ public struct ModelRepository: Sendable {
         }
         guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
         else {
-            throw InferWireError(code: .notFound, message: "cannot read \(path)")
+            throw InferWireError(code: .notFound, message: "model '\(model)' is not in the repository (no \(shown))")
         }
         let config: Inferwire_V1_ModelConfig
         do {
             config = try Inferwire_V1_ModelConfig(textFormatString: text)
         } catch {
             throw InferWireError(
-                code: .invalidArgument, message: "\(path) is not a valid ModelConfig: \(error)", cause: error)
+                code: .invalidArgument, message: "\(shown) is not a valid ModelConfig: \(error)", cause: error)
         }
         guard config.name.isEmpty || config.name == model else {
             throw InferWireError(
                 code: .invalidArgument,
-                message: "\(path) names the model '\(config.name)'; it must match its directory '\(model)'")
+                message: "\(shown) names the model '\(config.name)'; it must match its directory '\(model)'")
         }
         return config
     }
@@ -203,6 +243,7 @@ public struct ModelRepository: Sendable {
 
     /// The version directories of a model, ascending.
     public func versions(model: String) throws -> [Int64] {
+        try Self.validate(modelName: model)
         let entries = try FileManager.default.contentsOfDirectory(atPath: self.directory + "/" + model)
         return entries.compactMap { entry in
             guard let version = Int64(entry), version > 0, String(version) == entry else { return nil }
@@ -215,8 +256,18 @@ public struct ModelRepository: Sendable {
         }.sorted()
     }
 
-    /// Loads one version with the loader its config's platform names.
+    /// Loads one version with the loader its config's platform names. The version's
+    /// directory must exist, whatever the platform.
     public func load(model: String, version: Int64, config: Inferwire_V1_ModelConfig) throws -> LoadedModel {
+        try Self.validate(version: version)
+        let versions = try self.versions(model: model)
+        guard versions.contains(version) else {
+            throw InferWireError(
+                code: .notFound,
+                message:
+                    "model '\(model)' has no version \(version) (versions on disk: \(versions.map(String.init).joined(separator: ", ")))"
+            )
+        }
         var config = config
         config.name = model
         guard let loader = self.loaders[config.platform] else {
