@@ -336,6 +336,11 @@ struct PreparedRequest: Sendable {
             }
             if signature.maxBatchSize > 0 {
                 let rows = tensor.shape[0]
+                guard rows >= 1 else {
+                    throw InferWireError(
+                        code: .invalidArgument,
+                        message: "input '\(spec.name)' has no rows; a request carries 1 to \(signature.maxBatchSize)")
+                }
                 guard rows <= signature.maxBatchSize else {
                     throw InferWireError(
                         code: .invalidArgument,

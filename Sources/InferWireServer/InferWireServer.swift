@@ -1,5 +1,6 @@
 import InferWireCore
 public import InferWireEngine
+import InferWireProto
 import InferWireWire
 public import Logging
 public import NIOCore
@@ -19,19 +20,40 @@ public final class InferWireServer: Service, Sendable {
         /// Per-connection limits, advertised to clients in HELLO.
         public var limits: Limits
 
-        /// What one connection may ask of the server.
+        /// What connections may ask of the server.
         public struct Limits: Sendable {
             /// Largest frame payload accepted, in bytes (also the cap on an inflated payload).
             public var maxFrameSize: Int
             /// Requests one connection may have in flight; more are answered RESOURCE_EXHAUSTED.
             public var maxConcurrentRequests: Int
+            /// Connections served at once; a connection beyond is sent GOAWAY and closed.
+            public var maxConnections: Int
+            /// Connections served at once from one client address.
+            public var maxConnectionsPerAddress: Int
+            /// How long a new connection has to send its preface; then it is closed.
+            public var handshakeTimeout: Duration
+            /// A connection with no request started or in flight for this long (to half as
+            /// long again: idleness is checked twice per period) is sent GOAWAY and closed;
+            /// nil, the default, keeps idle connections open. Off by default because the
+            /// clients do not reconnect by themselves yet: a long-lived client that sat idle
+            /// would see its next call fail with UNAVAILABLE.
+            public var idleTimeout: Duration?
 
-            public init(maxFrameSize: Int = 64 << 20, maxConcurrentRequests: Int = 1024) {
+            public init(
+                maxFrameSize: Int = 64 << 20, maxConcurrentRequests: Int = 1024, maxConnections: Int = 16_384,
+                maxConnectionsPerAddress: Int = 4096, handshakeTimeout: Duration = .seconds(10),
+                idleTimeout: Duration? = nil
+            ) {
                 self.maxFrameSize = maxFrameSize
                 self.maxConcurrentRequests = maxConcurrentRequests
+                self.maxConnections = maxConnections
+                self.maxConnectionsPerAddress = maxConnectionsPerAddress
+                self.handshakeTimeout = handshakeTimeout
+                self.idleTimeout = idleTimeout
             }
 
-            /// 64 MiB frames, 1024 requests in flight per connection.
+            /// 64 MiB frames, 1024 requests in flight per connection, 16,384 connections (4,096
+            /// per client address), 10 s to send the preface, no idle timeout.
             public static var defaults: Limits { Limits() }
         }
 
@@ -75,6 +97,9 @@ public final class InferWireServer: Service, Sendable {
         let dispatcher = self.dispatcher
         let limits = self.configuration.limits
         let logger = self.logger
+        let rejections = RateLimitedLog(logger: logger)
+        let limiter = ConnectionLimiter(
+            maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
         let listener = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -83,8 +108,17 @@ public final class InferWireServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: self.configuration.host, port: self.configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
-                    try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(dispatcher: dispatcher, limits: limits, logger: logger))
+                    let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                    switch limiter.open(from: address) {
+                    case .admit:
+                        channel.closeFuture.whenComplete { _ in limiter.close(from: address) }
+                        try channel.pipeline.syncOperations.addHandler(
+                            ServerConnectionHandler(
+                                dispatcher: dispatcher, limits: limits, logger: logger, rejections: rejections))
+                    case .reject(let reason):
+                        rejections.log("connection-limit", "refusing a connection from \(address): \(reason)")
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(reason: reason))
+                    }
                     return channel
                 }
             }
@@ -109,6 +143,29 @@ public final class InferWireServer: Service, Sendable {
             listener.channel.close(promise: nil)
         }
         logger.info("stopped")
+    }
+
+    /// Answers a connection over the limits with GOAWAY (RESOURCE_EXHAUSTED, the reason) and
+    /// closes it: a client reads why instead of seeing a bare reset.
+    final class RefusingHandler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let reason: String
+
+        init(reason: String) { self.reason = reason }
+
+        func channelActive(context: ChannelHandlerContext) {
+            var goAway = Inferwire_V1_GoAway()
+            goAway.code = InferWireError.Code.resourceExhausted.wire
+            goAway.message = self.reason
+            let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
+            let frame = Frame.encode(
+                FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
+            let channel = context.channel
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 
     /// Holds one connection's place in the task group until it closes, asks it to

@@ -63,6 +63,9 @@ extension ServerConnectionHandler {
         private var requestsThisBurst = 0
         private var needsFlush = false
         private var readPending = false
+        /// Requests started since the last idle check, and checks in a row that found none.
+        private var requestsSinceIdleCheck = 0
+        private var quietIdleChecks = 0
 
         init(maxConcurrentRequests: Int) {
             self.maxConcurrentRequests = maxConcurrentRequests
@@ -188,6 +191,7 @@ extension ServerConnectionHandler {
                 deadline: deadline,
                 cancellation: cancellation)
             self.requestsThisBurst += 1
+            self.requestsSinceIdleCheck &+= 1
             if self.readingBurst && self.requestsThisBurst == 1 {
                 self.heldRequest = request
                 return .hold
@@ -259,6 +263,39 @@ extension ServerConnectionHandler {
             return true
         }
 
+        // MARK: Timers
+
+        /// The handshake timer fired. Returns true when the peer never completed its
+        /// preface: the connection must close (no GOAWAY; the peer has not shown it speaks
+        /// the protocol).
+        mutating func handshakeTimedOut() -> Bool {
+            guard self.phase == .awaitingPreface else { return false }
+            self.phase = .closed
+            return true
+        }
+
+        enum OnIdleCheck: Equatable {
+            case none
+            /// Idle: send GOAWAY naming the last admitted request, then drain and close.
+            case goAway(lastRequestID: UInt32)
+        }
+
+        /// Runs every half idle timeout. Two checks in a row that find no request started
+        /// and none in flight make the connection idle, so it goes after one to one and a
+        /// half idle timeouts without work; a counter per request is all the request path pays.
+        mutating func idleCheck() -> OnIdleCheck {
+            guard self.phase == .open else { return .none }
+            guard self.requestsSinceIdleCheck == 0, self.inFlight.isEmpty, self.abandoned.isEmpty else {
+                self.requestsSinceIdleCheck = 0
+                self.quietIdleChecks = 0
+                return .none
+            }
+            self.quietIdleChecks += 1
+            guard self.quietIdleChecks >= 2 else { return .none }
+            self.phase = .draining
+            return .goAway(lastRequestID: self.highestRequestID)
+        }
+
         // MARK: Backpressure
 
         /// The pipeline asks for more input. Returns true to read now; false defers it until
@@ -301,9 +338,21 @@ extension ServerConnectionHandler {
             self.phase = .closed
         }
 
-        /// The peer sent GOAWAY: finish what it asked, then close.
-        mutating func goAwayReceived() {
+        /// The peer sent GOAWAY: answer it with ours (once), finish what it asked, then
+        /// close. Requests read after it, in the same read burst, are answered UNAVAILABLE
+        /// before the connection closes at the burst's end.
+        mutating func goAwayReceived() -> OnQuiesce {
+            guard self.phase == .open else { return .none }
             self.phase = .draining
+            return .sendGoAway(lastRequestID: self.highestRequestID)
+        }
+
+        /// The input ended. Returns the GOAWAY to send when it ended before a whole preface
+        /// arrived (a partial preface is reported by the decoder instead).
+        mutating func inputEndedBeforePreface() -> OnFatal? {
+            guard self.phase == .awaitingPreface else { return nil }
+            return self.fail(
+                code: .invalidArgument, message: "stream ended before the connection preface (0 of 8 bytes)")
         }
 
         enum OnQuiesce {

@@ -35,6 +35,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let dispatcher: RequestDispatcher
     private let limits: InferWireServer.Configuration.Limits
     private var logger: Logger
+    /// Where connections closed for bad behaviour are logged, at most a line per interval.
+    private let rejections: RateLimitedLog
+    private var handshakeTimer: Scheduled<Void>?
+    private var idleTimer: RepeatedTask?
     private let frames: NIOSingleStepByteToMessageProcessor<FrameDecoder>
     private var state: StateMachine
     private var context: ChannelHandlerContext?
@@ -42,10 +46,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// burst (a batch of N requests costs one task and one flush, not N).
     private let inbox = CompletionInbox()
 
-    init(dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger) {
+    init(
+        dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger,
+        rejections: RateLimitedLog
+    ) {
         self.dispatcher = dispatcher
         self.limits = limits
         self.logger = logger
+        self.rejections = rejections
         self.frames = NIOSingleStepByteToMessageProcessor(
             FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true))
         self.state = StateMachine(maxConcurrentRequests: limits.maxConcurrentRequests)
@@ -56,10 +64,40 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if let remote = context.channel.remoteAddress {
             self.logger[metadataKey: "peer"] = "\(remote)"
         }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.handshakeTimer = context.eventLoop.scheduleTask(
+            in: .nanoseconds(self.limits.handshakeTimeout.inNanoseconds)
+        ) {
+            handler.value.handshakeTimerFired()
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimers()
         self.context = nil
+    }
+
+    private func cancelTimers() {
+        self.handshakeTimer?.cancel()
+        self.handshakeTimer = nil
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+    }
+
+    private func handshakeTimerFired() {
+        guard self.state.handshakeTimedOut(), let context = self.context else { return }
+        self.rejections.log(
+            "handshake-timeout", "closing a connection that sent no preface within \(self.limits.handshakeTimeout)")
+        context.close(promise: nil)
+    }
+
+    private func idleTimerFired() {
+        guard case .goAway(let lastRequestID) = self.state.idleCheck(), let context = self.context else { return }
+        self.sendGoAway(
+            lastRequestID: lastRequestID,
+            message: "connection idle for \(self.limits.idleTimeout ?? .zero); open a new one when needed",
+            context: context)
+        self.closeIfDrained(context: context)
     }
 
     // MARK: Inbound
@@ -78,9 +116,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard self.state.isAcceptingInput else { return }
         switch inbound {
         case .preface(let preface):
+            self.handshakeTimer?.cancel()
+            self.handshakeTimer = nil
             switch self.state.prefaceReceived(preface) {
-            case .sendHello: self.sendHello(context: context)
-            case .close(let fatal): self.goAwayAndClose(fatal, context: context)
+            case .sendHello:
+                self.sendHello(context: context)
+                if let idle = self.limits.idleTimeout, idle > .zero {
+                    let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                    let half = TimeAmount.nanoseconds(max(1, idle.inNanoseconds / 2))
+                    self.idleTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: half, delay: half) { _ in
+                        handler.value.idleTimerFired()
+                    }
+                }
+            case .close(let fatal):
+                self.goAwayAndClose(fatal, context: context)
             }
         case .httpRequest:
             self.answerHTTP(context: context)
@@ -97,6 +146,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context)
         }
         if self.state.burstEnded() { context.flush() }
+        // A GOAWAY read in this burst drains the connection; it closes once nothing is left.
+        self.closeIfDrained(context: context)
         context.fireChannelReadComplete()
     }
 
@@ -119,6 +170,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.cancelTimers()
         let withdrawn = self.state.channelClosed()
         if withdrawn > 0 {
             self.logger.debug("peer closed with requests in flight", metadata: ["in_flight": "\(withdrawn)"])
@@ -138,6 +190,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                     try self.frames.finishProcessing(seenEOF: true) { self.handleInbound($0, context: context) }
                 } catch {
                     self.decodingFailed(error, context: context)
+                }
+                if let fatal = self.state.inputEndedBeforePreface() {
+                    self.goAwayAndClose(fatal, context: context)
+                    return
                 }
                 self.closeIfDrained(context: context)
             }
@@ -209,8 +265,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .pong:
             break
         case .goAway:
-            self.state.goAwayReceived()
-            self.closeIfDrained(context: context)
+            // Closing waits for the end of the read burst (channelReadComplete), so requests
+            // read after the GOAWAY are answered UNAVAILABLE first.
+            if case .sendGoAway(let lastRequestID) = self.state.goAwayReceived() {
+                self.sendGoAway(lastRequestID: lastRequestID, message: "client sent GOAWAY", context: context)
+            }
         default:
             let message =
                 header.type.isKnown
@@ -323,13 +382,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .close:
             context.close(promise: nil)
         case .sendGoAway(let lastRequestID):
-            var goAway = Inferwire_V1_GoAway()
-            goAway.lastRequestID = lastRequestID
-            goAway.code = InferWireError.Code.unavailable.wire
-            goAway.message = "server is shutting down"
-            self.write(FrameHeader(payloadLength: 0, type: .goAway), message: goAway, context: context)
+            self.sendGoAway(lastRequestID: lastRequestID, message: "server is shutting down", context: context)
             self.closeIfDrained(context: context)
         }
+    }
+
+    /// GOAWAY `UNAVAILABLE`: the connection drains; requests already read are answered.
+    private func sendGoAway(lastRequestID: UInt32, message: String, context: ChannelHandlerContext) {
+        var goAway = Inferwire_V1_GoAway()
+        goAway.lastRequestID = lastRequestID
+        goAway.code = InferWireError.Code.unavailable.wire
+        goAway.message = message
+        self.write(FrameHeader(payloadLength: 0, type: .goAway), message: goAway, context: context)
     }
 
     private func closeIfDrained(context: ChannelHandlerContext) {
@@ -340,7 +404,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// Sends GOAWAY with the reason and closes: the byte stream can no longer be trusted.
     private func goAwayAndClose(_ fatal: StateMachine.OnFatal, context: ChannelHandlerContext) {
-        self.logger.info("closing connection: \(fatal.message)")
+        self.rejections.log("protocol-error", "closing connection: \(fatal.message)")
         var goAway = Inferwire_V1_GoAway()
         goAway.lastRequestID = fatal.lastRequestID
         goAway.code = fatal.code.wire
@@ -358,7 +422,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let response =
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
             + body
-        self.logger.info("closing connection: peer sent an HTTP request")
+        self.rejections.log("http", "closing connection: peer sent an HTTP request")
         context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
         self.shutDown(context: context)
     }

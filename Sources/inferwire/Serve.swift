@@ -28,6 +28,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests one connection may have in flight.")
     var maxConcurrentRequests = InferWireServer.Configuration.Limits.defaults.maxConcurrentRequests
 
+    @Option(help: "Connections served at once; more are sent GOAWAY and closed.")
+    var maxConnections = InferWireServer.Configuration.Limits.defaults.maxConnections
+
+    @Option(help: "Connections served at once from one client address.")
+    var maxConnectionsPerAddress = InferWireServer.Configuration.Limits.defaults.maxConnectionsPerAddress
+
+    @Option(help: "Seconds a new connection has to send its preface before it is closed.")
+    var handshakeTimeout = 10.0
+
+    @Option(
+        help:
+            "Seconds without requests after which a connection is sent GOAWAY and closed; 0 (the default) keeps idle connections."
+    )
+    var idleTimeout = 0.0
+
     @Option(help: "I/O threads (default: one per core).")
     var threads: Int?
 
@@ -55,6 +70,15 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535") }
         if let threads = self.threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard self.maxConnections >= 1, self.maxConnectionsPerAddress >= 1 else {
+            throw ValidationError("--max-connections and --max-connections-per-address must be at least 1")
+        }
+        guard self.handshakeTimeout.isFinite, (0.001...3600).contains(self.handshakeTimeout) else {
+            throw ValidationError("--handshake-timeout must be between 0.001 and 3600 seconds")
+        }
+        guard self.idleTimeout.isFinite, self.idleTimeout == 0 || (0.01...86_400).contains(self.idleTimeout) else {
+            throw ValidationError("--idle-timeout must be 0 (off) or between 0.01 and 86400 seconds")
+        }
         guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
         guard ["explicit", "poll"].contains(self.mode) else { throw ValidationError("--mode must be explicit or poll") }
         guard self.pollInterval >= 1 else { throw ValidationError("--poll-interval must be at least 1") }
@@ -95,7 +119,11 @@ struct Serve: AsyncParsableCommand {
         let server = InferWireServer(
             configuration: .init(
                 host: self.host, port: self.port,
-                limits: .init(maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests)),
+                limits: .init(
+                    maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests,
+                    maxConnections: self.maxConnections, maxConnectionsPerAddress: self.maxConnectionsPerAddress,
+                    handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
+                    idleTimeout: self.idleTimeout == 0 ? nil : .milliseconds(Int64(self.idleTimeout * 1000)))),
             dispatcher: dispatcher,
             logger: logger,
             eventLoopGroup: group)

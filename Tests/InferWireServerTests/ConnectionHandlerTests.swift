@@ -28,6 +28,8 @@ final class ReadCounter: ChannelOutboundHandler {
 struct ConnectionHandlerTests {
     let channel: EmbeddedChannel
     let counter = ReadCounter()
+    static let handshakeTimeout = Duration.seconds(5)
+    static let idleTimeout = Duration.seconds(60)
 
     init() throws {
         let dispatcher = RequestDispatcher(registry: try makeRegistry())
@@ -35,7 +37,11 @@ struct ConnectionHandlerTests {
         try self.channel.pipeline.syncOperations.addHandler(self.counter)
         try self.channel.pipeline.syncOperations.addHandler(
             ServerConnectionHandler(
-                dispatcher: dispatcher, limits: .init(maxFrameSize: 1 << 20, maxConcurrentRequests: 8), logger: quiet))
+                dispatcher: dispatcher,
+                limits: .init(
+                    maxFrameSize: 1 << 20, maxConcurrentRequests: 8, handshakeTimeout: Self.handshakeTimeout,
+                    idleTimeout: Self.idleTimeout),
+                logger: quiet, rejections: RateLimitedLog(logger: quiet)))
         try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
@@ -166,6 +172,85 @@ struct ConnectionHandlerTests {
         // Drained: the output is shut and the connection lingers for the peer's FIN, then closes.
         self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.lingerTime)
         #expect(!self.channel.isActive)
+    }
+
+    @Test("a connection that sends no preface within the handshake timeout is closed")
+    func handshakeTimeout() throws {
+        self.channel.embeddedEventLoop.advanceTime(by: .nanoseconds(Self.handshakeTimeout.inNanoseconds - 1))
+        #expect(self.channel.isActive)
+        self.channel.embeddedEventLoop.advanceTime(by: .nanoseconds(1))
+        #expect(!self.channel.isActive)
+    }
+
+    @Test("a connection past its handshake is not closed by the handshake timer")
+    func handshakeDone() throws {
+        try self.open()
+        self.channel.embeddedEventLoop.advanceTime(by: .nanoseconds(Self.handshakeTimeout.inNanoseconds * 2))
+        #expect(self.channel.isActive)
+    }
+
+    @Test("a connection without requests for the idle timeout gets GOAWAY and closes; requests keep it open")
+    func idle() throws {
+        try self.open()
+        let half = TimeAmount.nanoseconds(Self.idleTimeout.inNanoseconds / 2)
+        // A request in every half period keeps the connection open.
+        for id in UInt32(1)...4 {
+            try self.burst(self.addSub(id: id))
+            #expect(try self.written().map(\.header.type) == [.response])
+            self.channel.embeddedEventLoop.advanceTime(by: half)
+            #expect(self.channel.isActive)
+        }
+        // Then one and a half idle timeouts without any: GOAWAY, and the connection closes.
+        self.channel.embeddedEventLoop.advanceTime(by: half)
+        self.channel.embeddedEventLoop.advanceTime(by: half)
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.goAway])
+        let goAway = try Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frames[0].payload))
+        #expect(goAway.code == .unavailable)
+        #expect(goAway.lastRequestID == 4)
+        self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.lingerTime)
+        #expect(!self.channel.isActive)
+    }
+
+    @Test(
+        "the client's GOAWAY is answered with the server's; a request after it gets UNAVAILABLE, then the connection closes"
+    )
+    func clientGoAway() throws {
+        try self.open()
+        try self.burst(self.frame(.goAway), self.addSub(id: 3))
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.goAway, .error])
+        let goAway = try Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frames[0].payload))
+        #expect(goAway.code == .unavailable)
+        #expect(frames[1].header.requestID == 3)
+        #expect(try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: frames[1].payload)).code == .unavailable)
+        self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.lingerTime)
+        #expect(!self.channel.isActive)
+    }
+
+    @Test("a connection that ends before sending any byte gets GOAWAY naming the missing preface")
+    func emptyStream() throws {
+        self.channel.pipeline.syncOperations.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.goAway])
+        let goAway = try Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frames[0].payload))
+        #expect(goAway.code == .invalidArgument)
+        #expect(goAway.message == "stream ended before the connection preface (0 of 8 bytes)")
+    }
+
+    @Test("a batch of zero rows is INVALID_ARGUMENT: a request carries 1 to max_batch_size rows")
+    func zeroRows() throws {
+        try self.open()
+        let empty = [
+            Tensor(name: "INPUT0", values: [Float](), shape: [0, 4]),
+            Tensor(name: "INPUT1", values: [Float](), shape: [0, 4]),
+        ]
+        try self.burst(self.frame(.request, id: 1, method: 6, inferRequest("add_sub", empty)))
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.error])
+        let status = try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: frames[0].payload))
+        #expect(status.code == .invalidArgument)
+        #expect(status.message == "input 'INPUT0' has no rows; a request carries 1 to 64")
     }
 
     @Test("HTTP sent to the port gets a 400 that says what the port speaks")

@@ -1,6 +1,8 @@
 import InferWireCore
 import InferWireEngine
 import InferWireWire
+import Logging
+import Synchronization
 import Testing
 
 @testable import InferWireServer
@@ -227,8 +229,16 @@ struct ConnectionStateMachineTests {
     func peerEnds() {
         var machine = self.open()
         let token = self.start(&machine, 1)
-        machine.goAwayReceived()
+        guard case .sendGoAway(let last) = machine.goAwayReceived() else {
+            Issue.record("the client's GOAWAY was not answered with ours")
+            return
+        }
+        #expect(last == 1)
         #expect(machine.phase == .draining)
+        guard case .none = machine.goAwayReceived() else {
+            Issue.record("a second GOAWAY from the client was answered again")
+            return
+        }
         let outcome19 = machine.closeIfDrained()
         #expect(!outcome19)
         _ = machine.resultReceived(id: 1, token: token)
@@ -321,5 +331,112 @@ extension ServerConnectionHandler.StateMachine.OnRequestHeader {
     var isAdmit: Bool {
         if case .admit = self { return true }
         return false
+    }
+}
+
+@Suite("Connection timers, limits and rejection logs")
+struct ConnectionHardeningTests {
+    typealias Machine = ServerConnectionHandler.StateMachine
+
+    @Test("the handshake timer closes only a connection still waiting for its preface")
+    func handshakeTimer() {
+        var waiting = Machine(maxConcurrentRequests: 1)
+        let closes = waiting.handshakeTimedOut()
+        #expect(closes)
+        #expect(waiting.phase == .closed)
+        var open = Machine(maxConcurrentRequests: 1)
+        _ = open.prefaceReceived(Preface())
+        let stays = open.handshakeTimedOut()
+        #expect(!stays)
+        #expect(open.phase == .open)
+    }
+
+    @Test("two idle checks in a row without requests make the connection idle; a request or work in flight resets them")
+    func idleChecks() {
+        var machine = Machine(maxConcurrentRequests: 4)
+        _ = machine.prefaceReceived(Preface())
+        let first = machine.idleCheck()
+        #expect(first == .none)
+        // A request between checks: the count starts again.
+        let header = FrameHeader(payloadLength: 0, type: .request, method: 6, requestID: 1)
+        _ = machine.requestReceived(header)
+        guard case .dispatch(let request) = machine.requestReady(header, payload: [], deadline: nil) else {
+            Issue.record("request not dispatched")
+            return
+        }
+        let busy = machine.idleCheck()
+        #expect(busy == .none)
+        // Still in flight: not idle however many checks pass.
+        for _ in 0..<3 {
+            let check = machine.idleCheck()
+            #expect(check == .none)
+        }
+        _ = machine.resultReceived(id: 1, token: request.token)
+        let quiet = machine.idleCheck()
+        #expect(quiet == .none)
+        let idle = machine.idleCheck()
+        #expect(idle == .goAway(lastRequestID: 1))
+        #expect(machine.phase == .draining)
+        let closes = machine.closeIfDrained()
+        #expect(closes)
+    }
+
+    @Test("connections are limited in all and per client address, and closing one frees its place")
+    func limits() {
+        var state = ConnectionLimiter.State(maxConnections: 3, maxPerAddress: 2)
+        #expect(state.open(from: "10.0.0.1") == .admit)
+        #expect(state.open(from: "10.0.0.1") == .admit)
+        guard case .reject(let perAddress) = state.open(from: "10.0.0.1") else {
+            Issue.record("a third connection from one address was admitted")
+            return
+        }
+        #expect(perAddress.contains("from 10.0.0.1 (limit 2)"))
+        #expect(state.open(from: "10.0.0.2") == .admit)
+        guard case .reject(let total) = state.open(from: "10.0.0.3") else {
+            Issue.record("a fourth connection was admitted under a limit of 3")
+            return
+        }
+        #expect(total.contains("limit 3"))
+        state.close(from: "10.0.0.1")
+        #expect(state.total == 2)
+        #expect(state.open(from: "10.0.0.3") == .admit)
+        // A close for an address never admitted changes nothing.
+        state.close(from: "10.9.9.9")
+        #expect(state.total == 3)
+    }
+
+    @Test("a flood of one kind of rejection logs one line per interval, then says how many were left out")
+    func rateLimitedLog() {
+        let lines = LineCollector()
+        let clock = Mutex(ContinuousClock.now)
+        let log = RateLimitedLog(
+            logger: Logger(label: "test") { _ in lines }, interval: .seconds(10), now: { clock.withLock { $0 } })
+        #expect(log.log("http", "peer sent HTTP"))
+        for _ in 0..<500 { log.log("http", "peer sent HTTP") }
+        // Another kind has its own allowance.
+        #expect(log.log("protocol-error", "bad frame"))
+        clock.withLock { $0 += .seconds(11) }
+        #expect(log.log("http", "peer sent HTTP"))
+        #expect(
+            lines.messages == [
+                "peer sent HTTP", "bad frame", "peer sent HTTP (and 500 more like it since the last such line)",
+            ])
+    }
+}
+
+/// A log handler that keeps every message.
+final class LineCollector: LogHandler, @unchecked Sendable {
+    private let lock = Mutex<[String]>([])
+    var messages: [String] { self.lock.withLock { $0 } }
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        self.lock.withLock { $0.append(event.message.description) }
     }
 }

@@ -1,0 +1,49 @@
+import Foundation
+import InferWireClient
+import InferWireCore
+import InferWireServer
+import Testing
+
+@Suite("Connection limits over TCP", .timeLimit(.minutes(1)))
+struct ConnectionLimitTests {
+    @Test("a connection beyond the per-address limit is told why and closed; a freed place is usable again")
+    func perAddress() async throws {
+        try await withServer(limits: .init(maxConnectionsPerAddress: 2)) { port in
+            let first = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            let second = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            do {
+                let third = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+                await third.close()
+                Issue.record("a third connection from one address was served")
+            } catch let error as InferWireError {
+                #expect(error.code == .resourceExhausted)
+                #expect(error.message.contains("too many connections from 127.0.0.1 (limit 2)"))
+            }
+            // The two admitted connections are unaffected.
+            #expect(try await first.serverLive())
+            #expect(try await second.serverLive())
+            await second.close()
+            // The server sees the close asynchronously; a new connection succeeds once it has.
+            var reconnected: InferWireClient?
+            for _ in 0..<200 where reconnected == nil {
+                reconnected = try? await InferWireClient.connect(host: "127.0.0.1", port: port)
+                if reconnected == nil { await Task.yield() }
+            }
+            let client = try #require(reconnected)
+            #expect(try await client.serverLive())
+            await client.close()
+            await first.close()
+        }
+    }
+
+    @Test("a client that connects and never sends its preface is closed after the handshake timeout")
+    func silentClient() async throws {
+        try await withServer(limits: .init(handshakeTimeout: .milliseconds(200))) { port in
+            try await withRawConnection(port: port) { connection in
+                // Nothing sent: the server closes the connection without a word.
+                let received = try await connection.readToEnd()
+                #expect(received.isEmpty)
+            }
+        }
+    }
+}
