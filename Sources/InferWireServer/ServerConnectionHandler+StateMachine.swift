@@ -122,6 +122,11 @@ extension ServerConnectionHandler {
         }
 
         mutating func prefaceReceived(_ preface: Preface) -> OnPreface {
+            guard preface.minVersion <= preface.maxVersion else {
+                let message =
+                    "preface range is inverted: lowest version \(preface.minVersion) is above highest \(preface.maxVersion)"
+                return .close(self.fail(code: .invalidArgument, message: message))
+            }
             guard preface.minVersion <= Preface.currentVersion, Preface.currentVersion <= preface.maxVersion else {
                 let message =
                     "client speaks protocol versions \(preface.minVersion)–\(preface.maxVersion); this server speaks \(Preface.currentVersion)"

@@ -82,6 +82,10 @@ public enum PayloadCompression {
             }
         }
         switch result {
+        case Z_STREAM_END where stream.avail_in > 0:
+            throw Error(
+                kind: .corrupt,
+                message: "compressed payload has \(stream.avail_in) bytes after the end of its zlib stream")
         case Z_STREAM_END:
             return output
         case Z_BUF_ERROR where output.readableBytes >= limit:

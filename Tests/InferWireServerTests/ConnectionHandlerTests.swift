@@ -253,6 +253,66 @@ struct ConnectionHandlerTests {
         #expect(status.message == "input 'INPUT0' has no rows; a request carries 1 to 64")
     }
 
+    @Test("an inverted preface range is INVALID_ARGUMENT, not a version mismatch")
+    func invertedPreface() throws {
+        var preface = ByteBuffer()
+        Preface(minVersion: 2, maxVersion: 1).write(to: &preface)
+        try self.burst(preface)
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.goAway])
+        let goAway = try Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frames[0].payload))
+        #expect(goAway.code == .invalidArgument)
+        #expect(goAway.message == "preface range is inverted: lowest version 2 is above highest 1")
+    }
+
+    @Test("header fields a frame type does not use are ignored, and so are CANCEL's payload and CANCEL of id 0")
+    func unusedFields() throws {
+        try self.open()
+        var token = ByteBuffer()
+        token.writeInteger(UInt64(7))
+        let ping = FrameHeader(
+            payloadLength: 0, type: .ping, flags: [.compressResponse], method: 9, requestID: 5, timeoutMicros: 3)
+        var cancelPayload = ByteBuffer()
+        cancelPayload.writeString("ignored")
+        try self.burst(
+            Frame.encode(ping, payload: token, allocator: ByteBufferAllocator()),
+            Frame.encode(
+                FrameHeader(payloadLength: 0, type: .cancel, requestID: 0), payload: cancelPayload,
+                allocator: ByteBufferAllocator()),
+            Frame.encode(
+                FrameHeader(payloadLength: 0, type: .cancel, requestID: 42), payload: cancelPayload,
+                allocator: ByteBufferAllocator()),
+            self.addSub(id: 1))
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.pong, .response])
+        #expect(frames[0].header.requestID == 0 && frames[0].header.method == 0)
+        #expect(self.channel.isActive)
+    }
+
+    @Test("when several errors apply to a request, the one PROTOCOL.md ranks first is the answer")
+    func precedence() throws {
+        try self.open()
+        // An unknown method with a payload that parses as nothing: UNIMPLEMENTED, not INVALID_ARGUMENT.
+        try self.burst(
+            Frame.encode(
+                FrameHeader(payloadLength: 0, type: .request, method: 999, requestID: 1), bytes: [0xFF, 0xFF],
+                allocator: ByteBufferAllocator()))
+        // Over the frame limit while draining (request 3 keeps the connection open):
+        // UNAVAILABLE, not RESOURCE_EXHAUSTED.
+        self.read(self.addSub(id: 3))
+        self.channel.pipeline.syncOperations.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        var oversized = ByteBuffer()
+        FrameHeader(payloadLength: 2 << 20, type: .request, method: 6, requestID: 2).write(to: &oversized)
+        self.read(oversized)
+        self.channel.pipeline.syncOperations.fireChannelReadComplete()
+        let frames = try self.written()
+        #expect(frames.map(\.header.type) == [.error, .goAway, .error, .response])
+        #expect(try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: frames[0].payload)).code == .unimplemented)
+        #expect(frames[2].header.requestID == 2)
+        #expect(try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: frames[2].payload)).code == .unavailable)
+        #expect(frames[3].header.requestID == 3)
+    }
+
     @Test("HTTP sent to the port gets a 400 that says what the port speaks")
     func http() throws {
         try self.burst(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))

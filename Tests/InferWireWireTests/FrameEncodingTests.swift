@@ -105,3 +105,21 @@ struct FrameEncodingTests {
         #expect(!second.isEstablished)
     }
 }
+
+@Suite("Compressed payloads, exactly")
+struct CompressionEdgeTests {
+    let allocator = ByteBufferAllocator()
+
+    @Test("bytes after the end of the zlib stream make the payload invalid, named with their count")
+    func trailingBytes() {
+        var compressed = PayloadCompression.compress(ByteBuffer(repeating: 7, count: 1000), allocator: self.allocator)
+        compressed.writeBytes([1, 2, 3])
+        do {
+            _ = try PayloadCompression.decompress(compressed, limit: 1 << 20, allocator: self.allocator)
+            Issue.record("a stream with trailing bytes inflated")
+        } catch {
+            #expect(error.kind == .corrupt)
+            #expect(error.message == "compressed payload has 3 bytes after the end of its zlib stream")
+        }
+    }
+}
