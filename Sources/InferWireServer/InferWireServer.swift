@@ -95,8 +95,19 @@ public final class InferWireServer: Service, Sendable {
 
     public func run() async throws {
         let dispatcher = self.dispatcher
-        let limits = self.configuration.limits
+        var limits = self.configuration.limits
         let logger = self.logger
+        if let openFiles = OpenFileLimit.raiseToHardLimit() {
+            let ceiling = OpenFileLimit.connectionCeiling(
+                openFiles: openFiles, inUse: OpenFileLimit.openDescriptors() ?? 32)
+            if ceiling < limits.maxConnections {
+                logger.notice(
+                    "serving at most \(ceiling) connections, not \(limits.maxConnections): the open-file limit is \(openFiles) (raise it with ulimit -n)"
+                )
+                limits.maxConnections = ceiling
+                limits.maxConnectionsPerAddress = min(limits.maxConnectionsPerAddress, ceiling)
+            }
+        }
         let rejections = RateLimitedLog(logger: logger)
         let limiter = ConnectionLimiter(
             maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
