@@ -20,6 +20,11 @@ public struct OnnxModelLoader: ModelLoader {
     public func load(configuration config: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
         // Messages name the file relative to the version directory: they may reach clients.
         let file = config.parameters["model_filename"] ?? "model.onnx"
+        guard !file.isEmpty, !file.contains("/"), file != ".", file != ".." else {
+            throw InferWireError(
+                code: .invalidArgument,
+                message: "model_filename must name a file in the version directory, got '\(file)'")
+        }
         guard let data = FileManager.default.contents(atPath: versionDirectory + "/" + file) else {
             throw InferWireError(code: .notFound, message: "cannot read \(file) in the version directory")
         }

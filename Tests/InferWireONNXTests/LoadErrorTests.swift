@@ -261,4 +261,21 @@ struct LoadErrorTests {
             try OnnxModelLoader().load(config: config, versionDirectory: directory.path)
         }
     }
+
+    @Test("model_filename names a file in the version directory: a path elsewhere is refused unread")
+    func modelFilenameStaysInside() throws {
+        for name in ["../model.onnx", "/etc/passwd", "..", "", "sub/model.onnx"] {
+            var config = Inferwire_V1_ModelConfig()
+            config.name = "m"
+            config.platform = "onnx"
+            config.parameters["model_filename"] = name
+            do {
+                _ = try OnnxModelLoader().load(config: config, versionDirectory: "\(fixtures)/logistic_regression")
+                Issue.record("model_filename '\(name)' was accepted")
+            } catch let error as InferWireError {
+                #expect(error.code == .invalidArgument, "\(name)")
+                #expect(error.message.hasPrefix("model_filename must name a file in the version directory"))
+            }
+        }
+    }
 }
