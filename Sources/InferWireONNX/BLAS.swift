@@ -23,8 +23,8 @@ public enum BLAS {
         public var configuration: String
         /// The kernel family it runs, e.g. `SkylakeX` (`openblas_get_corename`).
         public var kernel: String
-        /// Why that kernel: `cpu-features (avx512)`, `OPENBLAS_CORETYPE` from the
-        /// environment, or `library detection`.
+        /// Why that kernel: `cpu features: avx avx2 …`, `OPENBLAS_CORETYPE=… from the
+        /// environment`, or `library detection`.
         public var choice: String
         /// The features read from the CPU.
         public var cpuFeatures: CPUFeatures
@@ -143,7 +143,7 @@ public enum BLAS {
         } else if let core = self.coreType(for: features) {
             // Read by OpenBLAS's constructor when the library loads, so it must be set first.
             setenv("OPENBLAS_CORETYPE", core, 1)
-            choice = "cpu features (\(features.names.joined(separator: " ")))"
+            choice = "cpu features: \(features.names.joined(separator: " "))"
         } else {
             choice = "library detection"
         }
