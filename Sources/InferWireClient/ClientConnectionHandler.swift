@@ -245,7 +245,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.failConnection(
-            InferWireError(code: .unavailable, message: "connection failed: \(error)", cause: error), context: context)
+            InferWireError(
+                code: .unavailable, message: "connection failed: \(ConnectFailure.describe(error))", cause: error),
+            context: context)
     }
 
     private func failConnection(_ error: InferWireError, context: ChannelHandlerContext) {

@@ -35,4 +35,19 @@ enum ConnectFailure {
         }
         return "\(error)"
     }
+
+    /// Words for why an established connection failed.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        }
+        if let error = error as? ChannelError {
+            switch error {
+            case .ioOnClosedChannel, .alreadyClosed, .outputClosed: return "the connection is closed"
+            case .eof: return "the server closed the connection"
+            default: break
+            }
+        }
+        return "\(error)"
+    }
 }

@@ -295,7 +295,7 @@ public final class InferWireClient: Sendable {
 
     private static func wrap(_ error: any Error) -> InferWireError {
         if let error = error as? InferWireError { return error }
-        return InferWireError(code: .unavailable, message: "\(error)", cause: error)
+        return InferWireError(code: .unavailable, message: ConnectFailure.describe(error), cause: error)
     }
 }
 

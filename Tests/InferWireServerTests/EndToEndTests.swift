@@ -1,5 +1,4 @@
 import Foundation
-import InferWireClient
 import InferWireCore
 import InferWireEngine
 import InferWireONNX
@@ -9,6 +8,8 @@ import InferWireWire
 import NIOCore
 import NIOPosix
 import Testing
+
+@testable import InferWireClient
 
 @Suite("Serving over TCP", .timeLimit(.minutes(1)))
 struct EndToEndTests {
@@ -319,5 +320,12 @@ struct ClientErrorTests {
             #expect(!error.message.contains("SingleConnectionFailure"))
             #expect(error.cause != nil)
         }
+    }
+
+    @Test("a failure on an established connection is described in words, not as NIO's debug output")
+    func established() {
+        #expect(ConnectFailure.describe(IOError(errnoCode: ECONNRESET, reason: "read")) == "connection reset by peer")
+        #expect(ConnectFailure.describe(ChannelError.eof) == "the server closed the connection")
+        #expect(ConnectFailure.describe(ChannelError.ioOnClosedChannel) == "the connection is closed")
     }
 }
