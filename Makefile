@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos format lint bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
+.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -29,6 +29,10 @@ format:
 ## Fail if any Swift source is unformatted or breaks a lint rule (make test runs this too).
 lint:
 	scripts/format --lint
+
+## Build the libFuzzer harnesses (Fuzz/) and run each for FUZZ_SECONDS (default 30) from its seeds.
+fuzz: deps
+	scripts/fuzz
 
 ## Regenerate Sources/InferWireProto from Protos/.
 protos: deps

@@ -218,3 +218,19 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer harnesses, built only by `make fuzz` (scripts/fuzz sets INFERWIRE_FUZZ and the
+// sanitizer flags): each executable holds one LLVMFuzzerTestOneInput.
+if Context.environment["INFERWIRE_FUZZ"] != nil {
+    let harnesses: [(String, [Target.Dependency])] = [
+        ("FuzzFrameDecoder", ["InferWireWire", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzRequest", ["InferWireEngine", "InferWireCore", "InferWireProto"]),
+        ("FuzzOnnxLoader", ["InferWireONNX"]),
+        ("FuzzModelConfig", ["InferWireCore", "InferWireProto"]),
+    ]
+    for (name, dependencies) in harnesses {
+        package.targets.append(
+            .executableTarget(
+                name: name, dependencies: dependencies, path: "Fuzz/\(name)", swiftSettings: swiftSettings))
+    }
+}

@@ -96,3 +96,15 @@ struct ConfiguredModel: InferenceModel {
         return self.signature.outputs.map { spec in outputs.first { $0.name == spec.name }! }
     }
 }
+
+extension OnnxModelLoader {
+    /// Parses, plans and trial-runs a model from its bytes, as a load from a file does (the
+    /// fuzzing harness feeds it arbitrary bytes).
+    package static func model(from data: Data, name: String) throws -> any InferenceModel {
+        do {
+            return try OnnxModel(data: data, name: name)
+        } catch {
+            throw InferWireError(code: .invalidArgument, message: error.message, cause: error)
+        }
+    }
+}
