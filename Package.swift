@@ -228,9 +228,11 @@ if Context.environment["INFERWIRE_FUZZ"] != nil {
         ("FuzzOnnxLoader", ["InferWireONNX"]),
         ("FuzzModelConfig", ["InferWireCore", "InferWireProto"]),
     ]
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/FuzzSupport", swiftSettings: swiftSettings))
     for (name, dependencies) in harnesses {
         package.targets.append(
             .executableTarget(
-                name: name, dependencies: dependencies, path: "Fuzz/\(name)", swiftSettings: swiftSettings))
+                name: name, dependencies: ["FuzzSupport"] + dependencies, path: "Fuzz/\(name)",
+                swiftSettings: swiftSettings))
     }
 }
