@@ -100,11 +100,10 @@ public enum BLAS {
         }
     }
 
-    /// The loaded library's entry points; only valid after a successful ``load()``.
-    static var functions: Functions {
-        // Model loaders call `load()` before any plan runs, so this never traps in practice.
-        try! self.loaded.get()
-    }
+    /// The loaded library's entry points, read once: a GEMM pays a one-time-initialisation
+    /// check, not a copy of the report. Only used after a successful ``load()`` (every model
+    /// load calls it first), so the unwrap never traps.
+    static let functions: Functions = try! BLAS.loaded.get().functions
 
     struct Functions: Sendable {
         typealias SGEMM =
@@ -120,6 +119,10 @@ public enum BLAS {
 
         let sgemm: SGEMM
         let dgemm: DGEMM
+    }
+
+    private struct Library: Sendable {
+        let functions: Functions
         let report: Report
     }
 
@@ -131,11 +134,11 @@ public enum BLAS {
     /// Library names tried in order; Debian's alternatives point these at the installed build.
     static let candidates = ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"]
 
-    private static let loaded: Result<Functions, InferWireError> = Result { () throws(InferWireError) in
+    private static let loaded: Result<Library, InferWireError> = Result { () throws(InferWireError) in
         try BLAS.open()
     }
 
-    private static func open() throws(InferWireError) -> Functions {
+    private static func open() throws(InferWireError) -> Library {
         let features = CPUFeatures.current
         let choice: String
         if let preset = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], !preset.isEmpty {
@@ -179,6 +182,6 @@ public enum BLAS {
         let config = try symbol("openblas_get_config", as: Describe.self)().map { String(cString: $0) } ?? "unknown"
         let report = Report(
             library: library, configuration: config, kernel: corename, choice: choice, cpuFeatures: features)
-        return Functions(sgemm: sgemm, dgemm: dgemm, report: report)
+        return Library(functions: Functions(sgemm: sgemm, dgemm: dgemm), report: report)
     }
 }
