@@ -143,30 +143,6 @@ extension ModelConfiguration {
         func spec(_ s: Inferwire_V1_TensorSpec) -> TensorSpec {
             TensorSpec(name: s.name, dataType: DataType(s.datatype), shape: s.shape.map { Int(clamping: $0) })
         }
-        var policy = VersionPolicy.default
-        if wire.hasVersionPolicy {
-            switch wire.versionPolicy.policy {
-            case .latest(let latest)?: policy = .latest(count: max(1, Int(latest.numVersions)))
-            case .all?: policy = .all
-            case .specific(let specific)?: policy = .specific(specific.versions)
-            case nil: break
-            }
-        }
-        var rollout = RolloutSettings()
-        switch wire.rollout.newVersionRole {
-        case .stable: rollout.newVersionRole = .stable
-        case .none: rollout.newVersionRole = .none
-        default: rollout.newVersionRole = .canary
-        }
-        if wire.rollout.canaryPercent > 0 { rollout.canaryPercent = Int(min(wire.rollout.canaryPercent, 100)) }
-        if wire.rollout.rollbackGraceSeconds > 0 { rollout.rollbackGrace = .seconds(wire.rollout.rollbackGraceSeconds) }
-        if wire.rollout.hasGuard {
-            let g = wire.rollout.guard
-            rollout.guard = CanaryGuardSettings(
-                maxErrorRateIncrease: g.maxErrorRateIncrease, maxP99Ratio: g.maxP99Ratio,
-                window: .seconds(g.windowSeconds > 0 ? Int64(g.windowSeconds) : 30),
-                minRequests: g.minRequests > 0 ? Int(g.minRequests) : 50)
-        }
         self.init(
             name: wire.name, platform: wire.platform, maxBatchSize: Int(wire.maxBatchSize),
             inputs: wire.input.map(spec), outputs: wire.output.map(spec), parameters: wire.parameters,
@@ -177,6 +153,45 @@ extension ModelConfiguration {
                     maxQueueDelay: .microseconds(wire.dynamicBatching.maxQueueDelayUs),
                     maxQueueSize: Int(wire.dynamicBatching.maxQueueSize))
                 : nil,
-            versionPolicy: policy, rollout: rollout)
+            versionPolicy: VersionPolicy(wire.hasVersionPolicy ? wire.versionPolicy : nil),
+            rollout: RolloutSettings(wire.rollout))
+    }
+}
+
+// The one place the wire's "0 means the default" rules are applied.
+
+extension ModelConfiguration.VersionPolicy {
+    /// The policy a `VersionPolicy` message names; nil (or an empty message) is the default.
+    package init(_ wire: Inferwire_V1_VersionPolicy?) {
+        switch wire?.policy {
+        case .latest(let latest)?: self = .latest(count: max(1, Int(latest.numVersions)))
+        case .all?: self = .all
+        case .specific(let specific)?: self = .specific(specific.versions)
+        case nil: self = .default
+        }
+    }
+}
+
+extension ModelConfiguration.RolloutSettings {
+    /// The settings a `RolloutSettings` message gives, unset fields at their defaults.
+    package init(_ wire: Inferwire_V1_RolloutSettings) {
+        self.init()
+        switch wire.newVersionRole {
+        case .stable: self.newVersionRole = .stable
+        case .none: self.newVersionRole = .none
+        default: self.newVersionRole = .canary
+        }
+        if wire.canaryPercent > 0 { self.canaryPercent = Int(min(wire.canaryPercent, 100)) }
+        if wire.rollbackGraceSeconds > 0 { self.rollbackGrace = .seconds(wire.rollbackGraceSeconds) }
+        if wire.hasGuard { self.guard = ModelConfiguration.CanaryGuardSettings(wire.guard) }
+    }
+}
+
+extension ModelConfiguration.CanaryGuardSettings {
+    /// The guard a `RolloutGuard` message describes, unset fields at their defaults.
+    package init(_ wire: Inferwire_V1_RolloutGuard) {
+        self.init(maxErrorRateIncrease: wire.maxErrorRateIncrease, maxP99Ratio: wire.maxP99Ratio)
+        if wire.windowSeconds > 0 { self.window = .seconds(Int64(wire.windowSeconds)) }
+        if wire.minRequests > 0 { self.minRequests = Int(wire.minRequests) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import InferWireCore
 public import InferWireProto
 
 /// Decides whether a canary does worse than its stable version by more than a model's
@@ -26,11 +27,13 @@ public struct CanaryGuard: Sendable {
         self.settings = settings
     }
 
-    /// Seconds of history compared (30 unless set).
-    public var windowSeconds: Int { self.settings.windowSeconds > 0 ? Int(self.settings.windowSeconds) : 30 }
+    /// Seconds of history compared (``ModelConfiguration/CanaryGuardSettings/window``).
+    public var windowSeconds: Int {
+        Int(ModelConfiguration.CanaryGuardSettings(self.settings).window.components.seconds)
+    }
 
-    /// Canary requests needed in the window before judging (50 unless set).
-    public var minimumRequests: UInt64 { self.settings.minRequests > 0 ? UInt64(self.settings.minRequests) : 50 }
+    /// Canary requests needed in the window before judging.
+    public var minimumRequests: UInt64 { UInt64(ModelConfiguration.CanaryGuardSettings(self.settings).minRequests) }
 
     /// Why the canary should be rolled back, or nil when it may stay.
     public func verdict(canary: WindowSummary, stable: WindowSummary) -> String? {

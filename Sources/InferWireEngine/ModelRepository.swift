@@ -229,16 +229,7 @@ public struct ModelRepository: Sendable {
 
     /// The versions a policy serves out of those on disk (ascending). No policy: the latest.
     public static func select(_ versions: [Int64], policy: Inferwire_V1_VersionPolicy?) -> [Int64] {
-        switch policy?.policy {
-        case .all?:
-            return versions
-        case .specific(let specific)?:
-            return versions.filter { specific.versions.contains($0) }
-        case .latest(let latest)?:
-            return Array(versions.suffix(max(1, Int(latest.numVersions))))
-        case nil:
-            return Array(versions.suffix(1))
-        }
+        ModelConfiguration.VersionPolicy(policy).select(from: versions)
     }
 
     /// The version directories of a model, ascending.

@@ -296,7 +296,7 @@ public struct RolloutState: Sendable, Equatable {
                     .persist
                 ]
             default:
-                let percent = settings.canaryPercent > 0 ? Int(min(settings.canaryPercent, 100)) : 10
+                let percent = ModelConfiguration.RolloutSettings(settings).canaryPercent
                 self.canary = version
                 self.canaryPercent = percent
                 return self.record("traffic", "canary version \(version) at \(percent)%", actor, time) + [.persist]
@@ -344,7 +344,7 @@ public struct RolloutState: Sendable, Equatable {
 
     /// Seconds an old stable version stays loaded after a promotion.
     public var rollbackGrace: Duration {
-        .seconds(self.settings.rollbackGraceSeconds > 0 ? self.settings.rollbackGraceSeconds : 600)
+        ModelConfiguration.RolloutSettings(self.settings).rollbackGrace
     }
 
     // MARK: Helpers
