@@ -163,8 +163,6 @@ public final class ModelManager: Sendable {
     public func load(_ name: String, version: Int64, actor: RolloutActor = .api) async throws(InferWireError)
         -> Inferwire_V1_VersionStatus
     {
-        try ModelRepository.validate(modelName: name)
-        try ModelRepository.validate(version: version)
         let config: Inferwire_V1_ModelConfig
         do {
             config = try self.repository.readConfig(model: name)
@@ -174,14 +172,7 @@ public final class ModelManager: Sendable {
             throw InferWireError(code: .notFound, message: "model '\(name)': \(error)")
         }
         // Refused before any state changes: a version with no directory never shows as loading.
-        let onDisk = (try? self.repository.versions(model: name)) ?? []
-        guard onDisk.contains(version) else {
-            throw InferWireError(
-                code: .notFound,
-                message:
-                    "model '\(name)' has no version \(version) (versions on disk: \(onDisk.map(String.init).joined(separator: ", ")))"
-            )
-        }
+        try self.repository.checkVersionOnDisk(model: name, version: version)
         let already: Inferwire_V1_VersionStatus? = try self.state.withLock { records throws(InferWireError) in
             var record =
                 records[name]

@@ -247,18 +247,31 @@ public struct ModelRepository: Sendable {
         }.sorted()
     }
 
-    /// Loads one version with the loader its config's platform names. The version's
-    /// directory must exist, whatever the platform.
-    public func load(model: String, version: Int64, config: Inferwire_V1_ModelConfig) throws -> LoadedModel {
+    /// Throws INVALID_ARGUMENT for a bad name or a version below 1, and NOT_FOUND when the
+    /// version has no directory, whatever the platform (the built-ins included).
+    public func checkVersionOnDisk(model: String, version: Int64) throws(InferWireError) {
         try Self.validate(version: version)
-        let versions = try self.versions(model: model)
-        guard versions.contains(version) else {
+        let onDisk: [Int64]
+        do {
+            onDisk = try self.versions(model: model)
+        } catch let error as InferWireError {
+            throw error
+        } catch {
+            throw InferWireError(code: .notFound, message: "model '\(model)' is not in the repository")
+        }
+        guard onDisk.contains(version) else {
             throw InferWireError(
                 code: .notFound,
                 message:
-                    "model '\(model)' has no version \(version) (versions on disk: \(versions.map(String.init).joined(separator: ", ")))"
+                    "model '\(model)' has no version \(version) (versions on disk: \(onDisk.map(String.init).joined(separator: ", ")))"
             )
         }
+    }
+
+    /// Loads one version with the loader its config's platform names. The version's
+    /// directory must exist, whatever the platform.
+    public func load(model: String, version: Int64, config: Inferwire_V1_ModelConfig) throws -> LoadedModel {
+        try self.checkVersionOnDisk(model: model, version: version)
         var config = config
         config.name = model
         guard let loader = self.loaders[config.platform] else {

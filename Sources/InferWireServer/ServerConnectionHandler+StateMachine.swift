@@ -352,14 +352,6 @@ extension ServerConnectionHandler {
             return .sendGoAway(lastRequestID: self.highestRequestID)
         }
 
-        /// The input ended. Returns the GOAWAY to send when it ended before a whole preface
-        /// arrived (a partial preface is reported by the decoder instead).
-        mutating func inputEndedBeforePreface() -> OnFatal? {
-            guard self.phase == .awaitingPreface else { return nil }
-            return self.fail(
-                code: .invalidArgument, message: "stream ended before the connection preface (0 of 8 bytes)")
-        }
-
         enum OnQuiesce {
             case none
             /// No handshake yet: close at once.

@@ -191,10 +191,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 } catch {
                     self.decodingFailed(error, context: context)
                 }
-                if let fatal = self.state.inputEndedBeforePreface() {
-                    self.goAwayAndClose(fatal, context: context)
-                    return
-                }
                 self.closeIfDrained(context: context)
             }
         } else {

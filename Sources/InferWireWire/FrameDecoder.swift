@@ -94,11 +94,11 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> InboundFrame? {
         if let frame = try self.decode(buffer: &buffer) { return frame }
-        guard buffer.readableBytes > 0 || self.isMidFrame else { return nil }
+        guard buffer.readableBytes > 0 || self.isMidFrame || self.isAwaitingPreface else { return nil }
         let message: String
         switch self.state {
         case .awaitingPreface:
-            message = "stream ended after \(buffer.readableBytes) of the \(Preface.size) preface bytes"
+            message = "stream ended before the connection preface (\(buffer.readableBytes) of \(Preface.size) bytes)"
         case .awaitingFrame:
             if let header = FrameHeader.peek(from: buffer) {
                 message =
@@ -113,6 +113,12 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
         buffer.moveReaderIndex(to: buffer.writerIndex)
         throw FrameDecodingError(kind: .truncated, message: message)
+    }
+
+    /// A stream that ends before its preface, even with no byte at all, is truncated.
+    private var isAwaitingPreface: Bool {
+        if case .awaitingPreface = self.state { return true }
+        return false
     }
 
     private var isMidFrame: Bool {
