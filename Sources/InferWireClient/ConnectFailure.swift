@@ -30,10 +30,10 @@ enum ConnectFailure {
             case EHOSTUNREACH, ENETUNREACH:
                 return "the host is unreachable from here; check the address and the network"
             case EADDRNOTAVAIL: return "the address is not usable from this machine"
-            default: return String(cString: strerror(error.errnoCode)).lowercased()
+            default: break
             }
         }
-        return "\(error)"
+        return self.describe(error)
     }
 
     /// Words for why an established connection failed.

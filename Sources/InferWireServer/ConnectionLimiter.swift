@@ -57,7 +57,4 @@ final class ConnectionLimiter: Sendable {
     func close(from address: String) {
         self.state.withLock { $0.close(from: address) }
     }
-
-    /// Connections open now.
-    var open: Int { self.state.withLock { $0.total } }
 }
