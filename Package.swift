@@ -24,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // zlib, for compressed frame payloads.
@@ -75,11 +79,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // The TCP server: NIO transport, per-connection protocol state, graceful shutdown.
+        // Who a connection is: bearer tokens from a token file (stored hashed), JWTs verified
+        // with jwt-kit against a JWKS file, TLS client certificates by common name.
+        .target(
+            name: "InferWireAuth",
+            dependencies: [
+                "InferWireCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The TCP server: NIO transport, TLS, per-connection protocol state, graceful shutdown.
         .target(
             name: "InferWireServer",
             dependencies: [
-                "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                "InferWireAuth", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -94,6 +112,7 @@ let package = Package(
             name: "InferWireClient",
             dependencies: [
                 "InferWireWire", "InferWireProto", "InferWireCore",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -118,7 +137,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
+                "InferWireWire",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -204,7 +224,8 @@ let package = Package(
         .testTarget(
             name: "InferWireServerTests",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
+                "InferWireWire",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -213,6 +234,9 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -254,6 +254,8 @@ public struct HistoryEntry: Sendable, Hashable {
     public var detail: String
     /// Who did it: `api`, `guard`, `poller`, `startup`, …
     public var actor: String
+    /// For `api`: the authenticated principal that asked; empty without authentication.
+    public var principal: String
 
     package init(_ wire: Inferwire_V1_HistoryEntry) {
         self.unixMillis = wire.unixMillis
@@ -261,5 +263,6 @@ public struct HistoryEntry: Sendable, Hashable {
         self.action = wire.action
         self.detail = wire.detail
         self.actor = wire.actor
+        self.principal = wire.principal
     }
 }

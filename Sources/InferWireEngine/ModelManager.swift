@@ -396,8 +396,9 @@ public final class ModelManager: Sendable {
             case .publishRouting, .persist:
                 break
             case .log(let entry):
-                self.logger.info(
-                    "\(entry.action): \(entry.detail)", metadata: ["model": "\(name)", "actor": "\(entry.actor)"])
+                var metadata: Logger.Metadata = ["model": "\(name)", "actor": "\(entry.actor)"]
+                if !entry.principal.isEmpty { metadata["principal"] = "\(entry.principal)" }
+                self.logger.info("\(entry.action): \(entry.detail)", metadata: metadata)
             case .scheduleGraceUnload(let version, let delay, let promotion):
                 guard self.work.isRunning else {
                     self.logger.debug(

@@ -99,6 +99,8 @@ public final class RequestDispatcher: Sendable {
     ///   - mayRunInPlace: the caller has no other request at hand to batch with this one, so a
     ///     queued model may run it on the calling thread when its instance is idle
     ///     (``ModelScheduler/runIfIdle(_:deadline:cancellation:respond:)``).
+    ///   - principal: who asks; a method outside its roles, or a model outside its scope, is
+    ///     answered PERMISSION_DENIED (``Principal/anonymous`` may do everything).
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
     public func handle(
@@ -107,9 +109,11 @@ public final class RequestDispatcher: Sendable {
         deadline: ContinuousClock.Instant?,
         cancellation: RequestCancellation? = nil,
         mayRunInPlace: Bool = false,
+        principal: Principal = .anonymous,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) {
         do {
+            try Authorization.check(method: method, principal: principal)
             switch Method(rawValue: Int(method)) {
             case .serverLive?:
                 _ = try Self.decode(Inferwire_V1_ServerLiveRequest.self, payload)
@@ -132,6 +136,7 @@ public final class RequestDispatcher: Sendable {
                 respond(.success(try Self.encode(response)))
             case .modelReady?:
                 let request = try Self.decode(Inferwire_V1_ModelReadyRequest.self, payload)
+                try Authorization.check(model: request.name, principal: principal)
                 var response = Inferwire_V1_ModelReadyResponse()
                 if let model = try? self.registry.snapshot().resolve(
                     request.name, request.hasVersion ? request.version : nil)
@@ -142,17 +147,27 @@ public final class RequestDispatcher: Sendable {
                 respond(.success(try Self.encode(response)))
             case .modelMetadata?:
                 let request = try Self.decode(Inferwire_V1_ModelMetadataRequest.self, payload)
+                try Authorization.check(model: request.name, principal: principal)
                 let snapshot = self.registry.snapshot()
                 let model = try snapshot.resolve(request.name, request.hasVersion ? request.version : nil)
                 respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
             case .infer?:
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
+                try Authorization.check(model: request.modelName, principal: principal)
                 try self.infer(
                     request, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace,
                     respond: respond)
             case .modelStatistics?:
                 let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
-                respond(.success(try Self.encode(try self.statistics(model: request.name))))
+                var statistics: Inferwire_V1_ModelStatisticsResponse
+                if request.name.isEmpty {
+                    statistics = try self.statistics(model: "")
+                    statistics.versions.removeAll { !principal.models.contains($0.name) }
+                } else {
+                    try Authorization.check(model: request.name, principal: principal)
+                    statistics = try self.statistics(model: request.name)
+                }
+                respond(.success(try Self.encode(statistics)))
             default:
                 guard method >= 100 && method < 200 else {
                     throw InferWireError(code: .unimplemented, message: "method \(method) is not implemented")
@@ -161,7 +176,8 @@ public final class RequestDispatcher: Sendable {
                     throw InferWireError(
                         code: .unimplemented, message: "the management service is switched off on this server")
                 }
-                try ManagementService(manager: manager).handle(method: method, payload: payload, respond: respond)
+                try ManagementService(manager: manager, principal: principal).handle(
+                    method: method, payload: payload, respond: respond)
             }
         } catch let error as InferWireError {
             respond(.failure(error))

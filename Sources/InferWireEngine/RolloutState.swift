@@ -14,6 +14,8 @@ public enum RolloutActor: Sendable, Hashable {
     case startup
     /// The timer that unloads an old stable version after the rollback grace period.
     case graceTimer
+    /// A management call by an authenticated principal.
+    case principal(String)
 
     /// The word history entries and logs record.
     public var name: String {
@@ -23,7 +25,13 @@ public enum RolloutActor: Sendable, Hashable {
         case .poller: "poller"
         case .startup: "startup"
         case .graceTimer: "grace-period"
+        case .principal: "api"
         }
+    }
+
+    /// The authenticated principal behind a management call; empty for every other actor.
+    public var principal: String {
+        if case .principal(let name) = self { name } else { "" }
     }
 }
 
@@ -60,13 +68,32 @@ public struct RolloutHistoryEntry: Sendable, Hashable, Codable {
     public var detail: String
     public var actor: String
     public var model: String
+    /// The authenticated principal behind an "api" change; empty otherwise.
+    public var principal: String
 
-    public init(unixMillis: Int64, action: String, detail: String, actor: String, model: String) {
+    public init(unixMillis: Int64, action: String, detail: String, actor: String, model: String, principal: String = "")
+    {
         self.unixMillis = unixMillis
         self.action = action
         self.detail = detail
         self.actor = actor
         self.model = model
+        self.principal = principal
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case unixMillis, action, detail, actor, model, principal
+    }
+
+    public init(from decoder: any Swift.Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.unixMillis = try container.decode(Int64.self, forKey: .unixMillis)
+        self.action = try container.decode(String.self, forKey: .action)
+        self.detail = try container.decode(String.self, forKey: .detail)
+        self.actor = try container.decode(String.self, forKey: .actor)
+        self.model = try container.decode(String.self, forKey: .model)
+        // State files written before principals were recorded have none.
+        self.principal = try container.decodeIfPresent(String.self, forKey: .principal) ?? ""
     }
 
     /// The entry as the management service sends it.
@@ -77,6 +104,7 @@ public struct RolloutHistoryEntry: Sendable, Hashable, Codable {
         entry.detail = self.detail
         entry.actor = self.actor
         entry.model = self.model
+        entry.principal = self.principal
         return entry
     }
 }
@@ -374,7 +402,7 @@ public struct RolloutState: Sendable, Equatable {
     {
         let entry = RolloutHistoryEntry(
             unixMillis: Int64(time.timeIntervalSince1970 * 1000), action: action, detail: detail, actor: actor.name,
-            model: self.model)
+            model: self.model, principal: actor.principal)
         self.history.append(entry)
         if self.history.count > self.historyLimit { self.history.removeFirst(self.history.count - self.historyLimit) }
         return [.publishRouting, .log(entry)]

@@ -170,9 +170,86 @@ public nonisolated struct Inferwire_V1_Hello: Sendable {
   /// The server reads COMPRESSED request payloads and honours COMPRESS_RESPONSE.
   public var compression: Bool = false
 
+  /// Requests are answered UNAUTHENTICATED until the connection authenticates: with an
+  /// AUTH frame, or by the TLS client certificate it presented (PROTOCOL.md section 1b).
+  public var authenticationRequired: Bool = false
+
+  /// Set when the TLS client certificate alone authenticated the connection: who it is.
+  public var principal: Inferwire_V1_Principal {
+    get {_principal ?? Inferwire_V1_Principal()}
+    set {_principal = newValue}
+  }
+  /// Returns true if `principal` has been explicitly set.
+  public var hasPrincipal: Bool {self._principal != nil}
+  /// Clears the value of `principal`. Subsequent reads from it will return its default value.
+  public mutating func clearPrincipal() {self._principal = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _principal: Inferwire_V1_Principal? = nil
+}
+
+/// The payload of an AUTH frame from the client: the credentials for this connection.
+public nonisolated struct Inferwire_V1_Authenticate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A bearer token: one listed in the server's token file, or a JWT (three base64url
+  /// parts separated by dots).
+  public var bearerToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Who a connection acts as, and what it may do.
+public nonisolated struct Inferwire_V1_Principal: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token file's name for the token, the JWT's `sub`, or the certificate's
+  /// subject common name.
+  public var name: String = String()
+
+  /// Some of "infer", "manage", "admin".
+  public var roles: [String] = []
+
+  /// Model names, or prefixes ending in "*", this principal may reach; empty: every model.
+  public var models: [String] = []
+
+  /// When the credentials stop being accepted (Unix seconds); 0: they do not expire.
+  public var expiresUnixSeconds: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The payload of an AUTH frame from the server: the credentials were accepted.
+public nonisolated struct Inferwire_V1_Authenticated: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var principal: Inferwire_V1_Principal {
+    get {_principal ?? Inferwire_V1_Principal()}
+    set {_principal = newValue}
+  }
+  /// Returns true if `principal` has been explicitly set.
+  public var hasPrincipal: Bool {self._principal != nil}
+  /// Clears the value of `principal`. Subsequent reads from it will return its default value.
+  public mutating func clearPrincipal() {self._principal = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _principal: Inferwire_V1_Principal? = nil
 }
 
 /// The payload of a GOAWAY frame: the sender will accept no new requests on
@@ -208,7 +285,7 @@ nonisolated extension Inferwire_V1_Method: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}max_frame_size\0\u{3}max_concurrent_requests\0\u{3}server_name\0\u{3}server_version\0\u{1}compression\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}max_frame_size\0\u{3}max_concurrent_requests\0\u{3}server_name\0\u{3}server_version\0\u{1}compression\0\u{3}authentication_required\0\u{1}principal\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -222,12 +299,18 @@ nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularStringField(value: &self.serverName) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.serverVersion) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.compression) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.authenticationRequired) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._principal) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.version != 0 {
       try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
     }
@@ -246,6 +329,12 @@ nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._
     if self.compression != false {
       try visitor.visitSingularBoolField(value: self.compression, fieldNumber: 6)
     }
+    if self.authenticationRequired != false {
+      try visitor.visitSingularBoolField(value: self.authenticationRequired, fieldNumber: 7)
+    }
+    try { if let v = self._principal {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -256,6 +345,117 @@ nonisolated extension Inferwire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.serverName != rhs.serverName {return false}
     if lhs.serverVersion != rhs.serverVersion {return false}
     if lhs.compression != rhs.compression {return false}
+    if lhs.authenticationRequired != rhs.authenticationRequired {return false}
+    if lhs._principal != rhs._principal {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_Authenticate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Authenticate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bearer_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.bearerToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.bearerToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.bearerToken, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_Authenticate, rhs: Inferwire_V1_Authenticate) -> Bool {
+    if lhs.bearerToken != rhs.bearerToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_Principal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Principal"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}roles\0\u{1}models\0\u{3}expires_unix_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.models) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.expiresUnixSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.roles.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.roles, fieldNumber: 2)
+    }
+    if !self.models.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.models, fieldNumber: 3)
+    }
+    if self.expiresUnixSeconds != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresUnixSeconds, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_Principal, rhs: Inferwire_V1_Principal) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.roles != rhs.roles {return false}
+    if lhs.models != rhs.models {return false}
+    if lhs.expiresUnixSeconds != rhs.expiresUnixSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_Authenticated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Authenticated"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}principal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._principal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._principal {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_Authenticated, rhs: Inferwire_V1_Authenticated) -> Bool {
+    if lhs._principal != rhs._principal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -206,6 +206,10 @@ public nonisolated struct Inferwire_V1_HistoryEntry: Sendable {
   /// Who asked: "api", "startup", "poller", "guard", "grace-period".
   public var actor: String = String()
 
+  /// For "api": the authenticated principal that asked; empty when the server has no
+  /// authentication configured.
+  public var principal: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -733,7 +737,7 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Inferwire_V1_HistoryEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HistoryEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}unix_millis\0\u{1}model\0\u{1}action\0\u{1}detail\0\u{1}actor\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}unix_millis\0\u{1}model\0\u{1}action\0\u{1}detail\0\u{1}actor\0\u{1}principal\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -746,6 +750,7 @@ nonisolated extension Inferwire_V1_HistoryEntry: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.detail) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.actor) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.principal) }()
       default: break
       }
     }
@@ -767,6 +772,9 @@ nonisolated extension Inferwire_V1_HistoryEntry: SwiftProtobuf.Message, SwiftPro
     if !self.actor.isEmpty {
       try visitor.visitSingularStringField(value: self.actor, fieldNumber: 5)
     }
+    if !self.principal.isEmpty {
+      try visitor.visitSingularStringField(value: self.principal, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -776,6 +784,7 @@ nonisolated extension Inferwire_V1_HistoryEntry: SwiftProtobuf.Message, SwiftPro
     if lhs.action != rhs.action {return false}
     if lhs.detail != rhs.detail {return false}
     if lhs.actor != rhs.actor {return false}
+    if lhs.principal != rhs.principal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
