@@ -23,7 +23,7 @@ func withInProcessServer(
     let group: MultiThreadedEventLoopGroup =
         ioThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    let server = InferWireServer(
+    let server = try InferWireServer(
         configuration: .init(host: "127.0.0.1", port: 0, limits: limits), dispatcher: dispatcher, logger: logger,
         eventLoopGroup: group, onListening: { continuation.yield($0.port!) })
     let services = ServiceGroup(configuration: .init(services: services + [server], logger: logger))

@@ -214,7 +214,7 @@ final class LoadHandler: ChannelInboundHandler {
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
         switch self.handshake.receive(frame) {
-        case .established(let hello)?:
+        case .established(let hello, _)?:
             self.hello = hello
             self.helloPromise.succeed(hello)
             return

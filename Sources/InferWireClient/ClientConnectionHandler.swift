@@ -24,8 +24,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         var timer: Scheduled<Void>?
     }
 
-    private let helloPromise: EventLoopPromise<Inferwire_V1_Hello>
-    private var handshake = ClientHandshake()
+    private let helloPromise: EventLoopPromise<(Inferwire_V1_Hello, Inferwire_V1_Principal?)>
+    private var handshake: ClientHandshake
     private var hello: Inferwire_V1_Hello? { self.handshake.hello }
     private var pending: [UInt32: Pending] = [:]
     /// Calls waiting for a free slot under the server's concurrency limit.
@@ -38,8 +38,9 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var refusal: InferWireError?
     private var context: ChannelHandlerContext?
 
-    init(helloPromise: EventLoopPromise<Inferwire_V1_Hello>) {
+    init(helloPromise: EventLoopPromise<(Inferwire_V1_Hello, Inferwire_V1_Principal?)>, bearerToken: String?) {
         self.helloPromise = helloPromise
+        self.handshake = ClientHandshake(bearerToken: bearerToken)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -170,8 +171,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {
         switch self.handshake.receive(frame) {
-        case .established(let hello)?:
-            self.helloPromise.succeed(hello)
+        case .established(let hello, let principal)?:
+            self.helloPromise.succeed((hello, principal))
             return
         case .failed(let code, let message)?:
             let error = InferWireError(code: .init(code), message: message)
@@ -192,7 +193,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             var error = InferWireError(code: .init(goAway.code), message: "server sent GOAWAY: \(goAway.message)")
             if goAway.code == .ok { error.code = .unavailable }
             self.refusal = error
-            if self.hello == nil { self.helloPromise.fail(error) }
+            if !self.handshake.isEstablished { self.helloPromise.fail(error) }
             while let call = self.queued.popFirst() {
                 call.timer?.cancel()
                 call.promise.fail(InferWireError(code: .unavailable, message: "not sent: \(error.message)"))
@@ -232,7 +233,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             self.refusal.map { InferWireError(code: .unavailable, message: "connection closed after \($0.message)") }
             ?? InferWireError(code: .unavailable, message: "connection closed by the server")
         self.refusal = self.refusal ?? error
-        if self.hello == nil { self.helloPromise.fail(error) }
+        if !self.handshake.isEstablished { self.helloPromise.fail(error) }
         while let call = self.queued.popFirst() {
             call.timer?.cancel()
             call.promise.fail(error)
@@ -244,10 +245,15 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.failConnection(
-            InferWireError(
-                code: .unavailable, message: "connection failed: \(ConnectFailure.describe(error))", cause: error),
-            context: context)
+        let failure: InferWireError
+        if let tls = ConnectFailure.describeTLS(error) {
+            failure = InferWireError(code: .unavailable, message: tls, cause: error)
+        } else {
+            failure = InferWireError(
+                code: .unavailable, message: "connection failed: \(ConnectFailure.describe(error))", cause: error)
+        }
+        if !self.handshake.isEstablished { self.helloPromise.fail(failure) }
+        self.failConnection(failure, context: context)
     }
 
     private func failConnection(_ error: InferWireError, context: ChannelHandlerContext) {

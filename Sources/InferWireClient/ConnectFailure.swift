@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 #if canImport(Glibc)
     import Glibc
@@ -34,6 +35,53 @@ enum ConnectFailure {
             }
         }
         return self.describe(error)
+    }
+
+    /// Words for a failed TLS handshake, naming the likely cause; nil when `error` is not one.
+    static func describeTLS(_ error: any Error) -> String? {
+        if let error = error as? NIOSSLExtraError {
+            if error == .failedToValidateHostname {
+                return "TLS handshake failed: the server's certificate is not for this host: \(error)"
+            }
+            return "TLS handshake failed: \(error)"
+        }
+        let detail: String
+        if let error = error as? NIOSSLError {
+            switch error {
+            case .handshakeFailed(let cause): detail = "\(cause)"
+            case .uncleanShutdown:
+                return "TLS handshake failed: the server closed the connection during the handshake"
+            default: detail = "\(error)"
+            }
+        } else if let error = error as? BoringSSLError {
+            // With TLS 1.3 the server judges the client's certificate after the client finished
+            // its handshake: the refusal arrives as the first record read.
+            detail = "\(error)"
+        } else {
+            return nil
+        }
+        let upper = detail.uppercased()
+        if upper.contains("CERTIFICATE_REQUIRED") {
+            return "TLS handshake failed: the server requires a client certificate (mutual TLS)"
+        }
+        if upper.contains("ALERT_UNKNOWN_CA") || upper.contains("ALERT_BAD_CERTIFICATE")
+            || upper.contains("ALERT_CERTIFICATE_")
+        {
+            return "TLS handshake failed: the server did not accept the client certificate: \(detail)"
+        }
+        if upper.contains("WRONG_VERSION_NUMBER") || upper.contains("UNEXPECTED_RECORD")
+            || upper.contains("PACKET_LENGTH_TOO_LONG") || upper.contains("UNKNOWN_PROTOCOL")
+        {
+            return "TLS handshake failed: the server does not speak TLS on this port (connect without TLS?)"
+        }
+        if upper.contains("CERTIFICATE_VERIFY_FAILED") {
+            return
+                "TLS handshake failed: the server's certificate does not verify (untrusted CA, expired, or not for this host): \(detail)"
+        }
+        if upper.contains("HANDSHAKE_FAILURE") {
+            return "TLS handshake failed: the server refused the handshake: \(detail)"
+        }
+        return "TLS handshake failed: \(detail)"
     }
 
     /// Words for why an established connection failed.

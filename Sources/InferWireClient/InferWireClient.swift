@@ -3,6 +3,7 @@ package import InferWireProto
 import InferWireWire
 public import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// An InferWire connection. One client multiplexes any number of concurrent calls
@@ -30,23 +31,95 @@ public final class InferWireClient: Sendable {
         public var compression: Bool
         /// Largest response payload this client accepts, in bytes.
         public var maxFrameSize: Int
+        /// TLS to the server; nil: plaintext.
+        public var tls: TLS?
+        /// Credentials presented once per connection (PROTOCOL.md section 1b): a token from the
+        /// server's token file, or a JWT.
+        public var bearerToken: String?
 
         public init(
             connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
-            compression: Bool = false, maxFrameSize: Int = 64 << 20
+            compression: Bool = false, maxFrameSize: Int = 64 << 20, tls: TLS? = nil, bearerToken: String? = nil
         ) {
             self.connectTimeout = connectTimeout
             self.defaultTimeout = defaultTimeout
             self.compression = compression
             self.maxFrameSize = maxFrameSize
+            self.tls = tls
+            self.bearerToken = bearerToken
         }
 
-        /// 5 s connect timeout, no default deadline, no compression, 64 MiB frames.
+        /// 5 s connect timeout, no default deadline, no compression, 64 MiB frames, plaintext,
+        /// no credentials.
         public static var defaults: Configuration { Configuration() }
+
+        /// How the client speaks TLS. The server's certificate chain and host name are
+        /// always verified.
+        public struct TLS: Sendable, Hashable {
+            /// PEM file of the CAs to trust; nil: the system's trust store.
+            public var caFile: String?
+            /// A client certificate chain (PEM) for servers that require one (mutual TLS).
+            public var certificateChainFile: String?
+            public var privateKeyFile: String?
+            /// The name the server's certificate must carry; nil: the host connected to.
+            public var serverName: String?
+
+            public init(
+                caFile: String? = nil, certificateChainFile: String? = nil, privateKeyFile: String? = nil,
+                serverName: String? = nil
+            ) {
+                self.caFile = caFile
+                self.certificateChainFile = certificateChainFile
+                self.privateKeyFile = privateKeyFile
+                self.serverName = serverName
+            }
+
+            /// The system's trust store, no client certificate.
+            public static var system: TLS { TLS() }
+
+            /// A NIOSSL client context; reads the files.
+            package func makeContext() throws(InferWireError) -> NIOSSLContext {
+                do {
+                    var configuration = TLSConfiguration.makeClientConfiguration()
+                    configuration.minimumTLSVersion = .tlsv12
+                    configuration.applicationProtocols = ["inferwire/1"]
+                    if let caFile = self.caFile {
+                        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                    }
+                    if let chain = self.certificateChainFile {
+                        configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(chain).map {
+                            .certificate($0)
+                        }
+                        guard let key = self.privateKeyFile else {
+                            throw InferWireError(
+                                code: .invalidArgument, message: "a TLS client certificate needs its private key")
+                        }
+                        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                    }
+                    return try NIOSSLContext(configuration: configuration)
+                } catch let error as InferWireError {
+                    throw error
+                } catch {
+                    throw InferWireError(
+                        code: .invalidArgument, message: "cannot set up TLS: \(error)", cause: error)
+                }
+            }
+
+            /// The SNI and verification name for `host`: nil for an IP address (NIOSSL then
+            /// verifies the certificate against the address connected to).
+            package func serverHostname(for host: String) -> String? {
+                let name = self.serverName ?? host
+                let isAddress = (try? SocketAddress(ipAddress: name, port: 0)) != nil
+                return isAddress ? nil : name
+            }
+        }
     }
 
     /// The limits and identity the server announced.
     public let hello: ServerHello
+    /// Who the connection acts as, when the server authenticated it (a bearer token, or a
+    /// client certificate it knows); nil on a server without authentication.
+    public let principal: Principal?
     public let configuration: Configuration
     private let channel: any Channel
     private let handler: NIOLoopBound<ClientConnectionHandler>
@@ -54,11 +127,12 @@ public final class InferWireClient: Sendable {
 
     private init(
         channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: ServerHello,
-        configuration: Configuration
+        principal: Principal?, configuration: Configuration
     ) {
         self.channel = channel
         self.handler = handler
         self.hello = hello
+        self.principal = principal
         self.configuration = configuration
     }
 
@@ -68,8 +142,11 @@ public final class InferWireClient: Sendable {
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> InferWireClient {
         let loop = eventLoopGroup.next()
-        let helloPromise = loop.makePromise(of: Inferwire_V1_Hello.self)
+        let helloPromise = loop.makePromise(of: (Inferwire_V1_Hello, Inferwire_V1_Principal?).self)
         let maxFrameSize = configuration.maxFrameSize
+        let bearerToken = configuration.bearerToken
+        let tlsContext = try configuration.tls.map { tls throws(InferWireError) in try tls.makeContext() }
+        let serverHostname = configuration.tls?.serverHostname(for: host)
         let connectTimeout = TimeAmount.nanoseconds(configuration.connectTimeout.inNanoseconds)
         let channel: any Channel
         do {
@@ -78,10 +155,14 @@ public final class InferWireClient: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxFrameSize, expectPreface: false)))
                         try channel.pipeline.syncOperations.addHandler(
-                            ClientConnectionHandler(helloPromise: helloPromise))
+                            ClientConnectionHandler(helloPromise: helloPromise, bearerToken: bearerToken))
                     }
                 }
                 .connect(host: host, port: port).get()
@@ -99,8 +180,9 @@ public final class InferWireClient: Sendable {
                     code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
         }
         let hello: Inferwire_V1_Hello
+        let principal: Inferwire_V1_Principal?
         do {
-            hello = try await helloPromise.futureResult.get()
+            (hello, principal) = try await helloPromise.futureResult.get()
             timeout.cancel()
         } catch {
             timeout.cancel()
@@ -112,7 +194,8 @@ public final class InferWireClient: Sendable {
                 try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
         }.get()
         return InferWireClient(
-            channel: channel, handler: handler, hello: ServerHello(hello), configuration: configuration)
+            channel: channel, handler: handler, hello: ServerHello(hello), principal: principal.map(Principal.init),
+            configuration: configuration)
     }
 
     /// Closes the connection; calls still waiting fail with UNAVAILABLE.

@@ -1,3 +1,4 @@
+public import InferWireAuth
 import InferWireCore
 public import InferWireEngine
 import InferWireProto
@@ -5,6 +6,7 @@ import InferWireWire
 public import Logging
 public import NIOCore
 import NIOPosix
+import NIOSSL
 public import ServiceLifecycle
 
 /// The InferWire TCP server: a `Service` that listens, serves connections, and on
@@ -57,10 +59,48 @@ public final class InferWireServer: Service, Sendable {
             public static var defaults: Limits { Limits() }
         }
 
-        public init(host: String = "127.0.0.1", port: Int = 8500, limits: Limits = .defaults) {
+        /// TLS on this listener; nil: plaintext.
+        public var tls: TLS?
+        /// The methods this listener serves; the others are answered UNIMPLEMENTED.
+        public var services: Services
+
+        /// Which methods a listener serves (PROTOCOL.md section 1c). SERVER_LIVE,
+        /// SERVER_READY and SERVER_METADATA are served on every listener.
+        public struct Services: OptionSet, Sendable, Hashable {
+            public let rawValue: UInt8
+            public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+            /// INFER, MODEL_READY, MODEL_METADATA, MODEL_STATISTICS.
+            public static let inference = Services(rawValue: 1 << 0)
+            /// The management methods, 100–199.
+            public static let management = Services(rawValue: 1 << 1)
+            public static let all: Services = [.inference, .management]
+
+            /// Why this listener does not answer `method`; nil when it does.
+            func refusal(method: UInt16) -> InferWireError? {
+                if method >= 100 && method < 200 {
+                    guard !self.contains(.management) else { return nil }
+                    return InferWireError(
+                        code: .unimplemented,
+                        message: "management methods are served on the management listener, not this one")
+                }
+                if (4...7).contains(method) && !self.contains(.inference) {
+                    return InferWireError(
+                        code: .unimplemented, message: "inference is served on the inference listener, not this one")
+                }
+                return nil
+            }
+        }
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 8500, limits: Limits = .defaults, tls: TLS? = nil,
+            services: Services = .all
+        ) {
             self.host = host
             self.port = port
             self.limits = limits
+            self.tls = tls
+            self.services = services
         }
 
         /// 127.0.0.1:8500 with default limits.
@@ -69,6 +109,8 @@ public final class InferWireServer: Service, Sendable {
 
     private let configuration: Configuration
     private let dispatcher: RequestDispatcher
+    private let tlsContexts: TLSContextStore?
+    private let credentialChecks: CredentialChecks?
     private let logger: Logger
     private let group: any EventLoopGroup
     private let onListening: (@Sendable (SocketAddress) -> Void)?
@@ -77,15 +119,21 @@ public final class InferWireServer: Service, Sendable {
     ///   - configuration: where to listen and the limits to enforce.
     ///   - dispatcher: what answers requests.
     ///   - logger: where connection-level events are logged.
+    ///   - authenticator: who connections are; nil serves every connection as
+    ///     ``InferWireCore/Principal/anonymous``.
     ///   - eventLoopGroup: the I/O threads; one per core by default.
     ///   - onListening: called once with the bound address (the real port when `port` is 0).
+    /// - Throws: when the TLS files do not load.
     public init(
         configuration: Configuration,
         dispatcher: RequestDispatcher,
         logger: Logger,
+        authenticator: Authenticator? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         onListening: (@Sendable (SocketAddress) -> Void)? = nil
-    ) {
+    ) throws(InferWireError) {
+        self.tlsContexts = try configuration.tls.map { tls throws(InferWireError) in try TLSContextStore(files: tls) }
+        self.credentialChecks = authenticator.map { CredentialChecks(authenticator: $0) }
         self.configuration = configuration
         self.dispatcher = dispatcher
         self.logger = logger
@@ -93,8 +141,18 @@ public final class InferWireServer: Service, Sendable {
         self.onListening = onListening
     }
 
+    /// Rereads the TLS certificate, key and client CA (new connections use them); on
+    /// failure the current ones stay and the error is thrown. Credentials are reloaded
+    /// through the ``InferWireAuth/Authenticator``.
+    public func reloadTLS() throws(InferWireError) {
+        try self.tlsContexts?.reload()
+    }
+
     public func run() async throws {
         let dispatcher = self.dispatcher
+        let tlsContexts = self.tlsContexts
+        let credentialChecks = self.credentialChecks
+        let services = self.configuration.services
         var limits = self.configuration.limits
         let logger = self.logger
         if let openFiles = OpenFileLimit.raiseToHardLimit() {
@@ -120,15 +178,20 @@ public final class InferWireServer: Service, Sendable {
             .bind(host: self.configuration.host, port: self.configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tlsContexts {
+                        try pipeline.addHandler(TLSSniffingHandler(contexts: tlsContexts, rejections: rejections))
+                    }
                     switch limiter.open(from: address) {
                     case .admit:
                         channel.closeFuture.whenComplete { _ in limiter.close(from: address) }
-                        try channel.pipeline.syncOperations.addHandler(
+                        try pipeline.addHandler(
                             ServerConnectionHandler(
-                                dispatcher: dispatcher, limits: limits, logger: logger, rejections: rejections))
+                                dispatcher: dispatcher, limits: limits, logger: logger, rejections: rejections,
+                                credentialChecks: credentialChecks, services: services))
                     case .reject(let reason):
                         rejections.log("connection-limit", "refusing a connection from \(address): \(reason)")
-                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(reason: reason))
+                        try pipeline.addHandler(RefusingHandler(reason: reason, waitsForTLS: tlsContexts != nil))
                     }
                     return channel
                 }
@@ -137,11 +200,21 @@ public final class InferWireServer: Service, Sendable {
         guard let address = listener.channel.localAddress else {
             throw InferWireError(code: .internal, message: "listening socket has no local address")
         }
-        logger.info("listening on \(address.ipAddress ?? self.configuration.host):\(address.port ?? 0)")
+        // Tools read the port from "listening on HOST:PORT"; the management listener words it apart.
+        let listening = services == .management ? "management listening on" : "listening on"
+        let security = [tlsContexts != nil ? "TLS" : nil, credentialChecks != nil ? "authentication required" : nil]
+            .compactMap { $0 }
+        logger.info(
+            "\(listening) \(address.ipAddress ?? self.configuration.host):\(address.port ?? 0)\(security.isEmpty ? "" : " (\(security.joined(separator: ", ")))")"
+        )
         self.onListening?(address)
 
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { connections in
+                if let credentialChecks {
+                    connections.addTask { await credentialChecks.run() }
+                }
+                defer { credentialChecks?.finish() }
                 try await listener.executeThenClose { inbound in
                     for try await connection in inbound {
                         connections.addTask { await Self.serve(connection) }
@@ -154,29 +227,6 @@ public final class InferWireServer: Service, Sendable {
             listener.channel.close(promise: nil)
         }
         logger.info("stopped")
-    }
-
-    /// Answers a connection over the limits with GOAWAY (RESOURCE_EXHAUSTED, the reason) and
-    /// closes it: a client reads why instead of seeing a bare reset.
-    final class RefusingHandler: ChannelInboundHandler {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
-        let reason: String
-
-        init(reason: String) { self.reason = reason }
-
-        func channelActive(context: ChannelHandlerContext) {
-            var goAway = Inferwire_V1_GoAway()
-            goAway.code = InferWireError.Code.resourceExhausted.wire
-            goAway.message = self.reason
-            let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
-            let frame = Frame.encode(
-                FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
-            let channel = context.channel
-            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 
     /// Holds one connection's place in the task group until it closes, asks it to

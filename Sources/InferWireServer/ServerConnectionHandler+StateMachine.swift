@@ -67,8 +67,24 @@ extension ServerConnectionHandler {
         private var requestsSinceIdleCheck = 0
         private var quietIdleChecks = 0
 
-        init(maxConcurrentRequests: Int) {
+        /// Where the connection stands with authentication (PROTOCOL.md section 1b).
+        enum Credentials: Equatable {
+            /// The server requires none: every request acts as ``Principal/anonymous``.
+            case notRequired
+            /// Required, and not presented yet.
+            case awaiting
+            /// An AUTH frame is being checked; input is held until it is decided.
+            case verifying
+            case authenticated(Principal)
+            /// The principal's credentials expired; a fresh AUTH is needed.
+            case expired(Principal)
+        }
+
+        private(set) var credentials: Credentials
+
+        init(maxConcurrentRequests: Int, authenticationRequired: Bool = false) {
             self.maxConcurrentRequests = maxConcurrentRequests
+            self.credentials = authenticationRequired ? .awaiting : .notRequired
         }
 
         /// Requests admitted and not yet answered, cancelled ones still running included.
@@ -134,6 +150,77 @@ extension ServerConnectionHandler {
             }
             self.phase = .open
             return .sendHello
+        }
+
+        // MARK: Authentication
+
+        /// Who the connection's requests act as; nil while it has no valid credentials.
+        var principal: Principal? {
+            switch self.credentials {
+            case .notRequired: .anonymous
+            case .authenticated(let principal): principal
+            case .awaiting, .verifying, .expired: nil
+            }
+        }
+
+        /// Whether frames must wait, unread, for an AUTH under check.
+        var isHoldingInput: Bool { self.credentials == .verifying }
+
+        /// Why a request cannot run for lack of credentials; nil when it may.
+        var missingCredentials: InferWireError? {
+            switch self.credentials {
+            case .notRequired, .authenticated: nil
+            case .awaiting, .verifying:
+                InferWireError(
+                    code: .unauthenticated,
+                    message:
+                        "this server requires authentication: send an AUTH frame with a bearer token after the preface (PROTOCOL.md section 1b)"
+                )
+            case .expired(let principal):
+                InferWireError(
+                    code: .unauthenticated,
+                    message:
+                        "the credentials of '\(principal.name)' expired at Unix time \(principal.expiresAt ?? 0); send a fresh AUTH frame"
+                )
+            }
+        }
+
+        enum OnAuth: Equatable {
+            /// No authentication on this server: answer with this principal at once.
+            case answer(Principal)
+            /// Check the credentials; hold every later frame until they are decided.
+            case verify
+        }
+
+        mutating func authReceived() -> OnAuth {
+            guard self.credentials != .notRequired else { return .answer(.anonymous) }
+            self.credentials = .verifying
+            return .verify
+        }
+
+        /// The credentials were accepted. Returns true when a read deferred while they were
+        /// checked must be issued now.
+        mutating func authSucceeded(_ principal: Principal) -> Bool {
+            guard self.credentials == .verifying else { return false }
+            self.credentials = .authenticated(principal)
+            guard self.readPending else { return false }
+            self.readPending = false
+            return true
+        }
+
+        /// The credentials were refused: the connection ends with GOAWAY UNAUTHENTICATED.
+        mutating func authFailed(_ error: InferWireError) -> OnFatal {
+            self.fail(code: .unauthenticated, message: error.message)
+        }
+
+        /// A verified TLS client certificate named a known principal.
+        mutating func certificateAuthenticated(_ principal: Principal) {
+            if self.credentials == .awaiting { self.credentials = .authenticated(principal) }
+        }
+
+        /// The expiry timer of `principal`'s credentials fired.
+        mutating func credentialsExpired(_ principal: Principal) {
+            if self.credentials == .authenticated(principal) { self.credentials = .expired(principal) }
         }
 
         // MARK: Requests
@@ -270,13 +357,31 @@ extension ServerConnectionHandler {
 
         // MARK: Timers
 
-        /// The handshake timer fired. Returns true when the peer never completed its
-        /// preface: the connection must close (no GOAWAY; the peer has not shown it speaks
-        /// the protocol).
-        mutating func handshakeTimedOut() -> Bool {
-            guard self.phase == .awaitingPreface else { return false }
-            self.phase = .closed
-            return true
+        enum OnHandshakeTimeout: Equatable {
+            case none
+            /// No complete preface: close without a frame (the peer has not shown it speaks
+            /// the protocol).
+            case close
+            /// Preface, but no accepted credentials: GOAWAY UNAUTHENTICATED, then close.
+            case unauthenticated(OnFatal)
+        }
+
+        /// The handshake timer fired: the preface, and credentials where required, are due.
+        mutating func handshakeTimedOut(after timeout: Duration) -> OnHandshakeTimeout {
+            if self.phase == .awaitingPreface {
+                self.phase = .closed
+                return .close
+            }
+            switch self.credentials {
+            case .awaiting, .verifying:
+                guard self.phase != .closed else { return .none }
+                return .unauthenticated(
+                    self.fail(
+                        code: .unauthenticated,
+                        message: "no accepted credentials within the \(timeout) handshake timeout"))
+            case .notRequired, .authenticated, .expired:
+                return .none
+            }
         }
 
         enum OnIdleCheck: Equatable {
@@ -306,14 +411,14 @@ extension ServerConnectionHandler {
         /// The pipeline asks for more input. Returns true to read now; false defers it until
         /// the socket can take output again, so a peer that does not read cannot grow memory.
         mutating func readRequested(writable: Bool) -> Bool {
-            if writable { return true }
+            if writable && !self.isHoldingInput { return true }
             self.readPending = true
             return false
         }
 
         /// Returns true when a deferred read must be issued now.
         mutating func writabilityChanged(writable: Bool) -> Bool {
-            guard writable, self.readPending else { return false }
+            guard writable, self.readPending, !self.isHoldingInput else { return false }
             self.readPending = false
             return true
         }
@@ -321,7 +426,7 @@ extension ServerConnectionHandler {
         // MARK: Closing
 
         /// Why and how to end a connection at once.
-        struct OnFatal {
+        struct OnFatal: Equatable {
             var code: InferWireError.Code
             var message: String
             var lastRequestID: UInt32

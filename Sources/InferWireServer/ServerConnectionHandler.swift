@@ -1,9 +1,13 @@
+import Foundation
+import InferWireAuth
 import InferWireCore
 import InferWireEngine
 import InferWireProto
 import InferWireWire
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// The server side of one InferWire connection, on its event loop.
@@ -45,18 +49,32 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Results completed on other threads, delivered to the event loop in one hop per
     /// burst (a batch of N requests costs one task and one flush, not N).
     private let inbox = CompletionInbox()
+    /// Where AUTH credentials are checked; nil when the server requires none.
+    private let credentialChecks: CredentialChecks?
+    /// Frames read while an AUTH was under check, acted on once it is decided.
+    private var heldFrames: [InboundFrame] = []
+    private var expiryTimer: Scheduled<Void>?
+    /// The methods this listener serves.
+    private let services: InferWireServer.Configuration.Services
+
+    /// The largest AUTH payload read: a bearer token, even a JWT with many claims, is far smaller.
+    static let maxAuthPayload = 16 * 1024
 
     init(
         dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger,
-        rejections: RateLimitedLog
+        rejections: RateLimitedLog, credentialChecks: CredentialChecks? = nil,
+        services: InferWireServer.Configuration.Services = .all
     ) {
         self.dispatcher = dispatcher
         self.limits = limits
         self.logger = logger
         self.rejections = rejections
+        self.credentialChecks = credentialChecks
+        self.services = services
         self.frames = NIOSingleStepByteToMessageProcessor(
             FrameDecoder(maxPayloadSize: limits.maxFrameSize, expectPreface: true))
-        self.state = StateMachine(maxConcurrentRequests: limits.maxConcurrentRequests)
+        self.state = StateMachine(
+            maxConcurrentRequests: limits.maxConcurrentRequests, authenticationRequired: credentialChecks != nil)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -82,13 +100,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.handshakeTimer = nil
         self.idleTimer?.cancel()
         self.idleTimer = nil
+        self.expiryTimer?.cancel()
+        self.expiryTimer = nil
     }
 
     private func handshakeTimerFired() {
-        guard self.state.handshakeTimedOut(), let context = self.context else { return }
-        self.rejections.log(
-            "handshake-timeout", "closing a connection that sent no preface within \(self.limits.handshakeTimeout)")
-        context.close(promise: nil)
+        guard let context = self.context else { return }
+        switch self.state.handshakeTimedOut(after: self.limits.handshakeTimeout) {
+        case .none:
+            break
+        case .close:
+            self.rejections.log(
+                "handshake-timeout", "closing a connection that sent no preface within \(self.limits.handshakeTimeout)")
+            context.close(promise: nil)
+        case .unauthenticated(let fatal):
+            self.goAwayAndClose(fatal, context: context)
+        }
     }
 
     private func idleTimerFired() {
@@ -114,10 +141,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func handleInbound(_ inbound: InboundFrame, context: ChannelHandlerContext) {
         // After GOAWAY-and-close, the rest of a read burst is not acted on.
         guard self.state.isAcceptingInput else { return }
+        // Frames behind an AUTH wait for its verdict, so they act as whoever it names.
+        guard !self.state.isHoldingInput else {
+            self.heldFrames.append(inbound)
+            return
+        }
         switch inbound {
         case .preface(let preface):
-            self.handshakeTimer?.cancel()
-            self.handshakeTimer = nil
+            // With authentication required, the handshake also waits for credentials.
+            if self.credentialChecks == nil {
+                self.handshakeTimer?.cancel()
+                self.handshakeTimer = nil
+            }
             switch self.state.prefaceReceived(preface) {
             case .sendHello:
                 self.sendHello(context: context)
@@ -141,6 +176,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        self.finishBurst(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Ends a burst of frames: dispatches a held lone request, flushes once, closes if drained.
+    private func finishBurst(context: ChannelHandlerContext) {
         let action = self.state.readComplete()
         if let request = action.dispatch {
             self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context)
@@ -148,10 +189,19 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if self.state.burstEnded() { context.flush() }
         // A GOAWAY read in this burst drains the connection; it closes once nothing is left.
         self.closeIfDrained(context: context)
-        context.fireChannelReadComplete()
     }
 
     private func dispatch(_ request: StateMachine.ReadyRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
+        guard let principal = self.state.principal else {
+            self.complete(
+                id: request.id, token: request.token,
+                .failure(self.state.missingCredentials ?? InferWireError(code: .unauthenticated, message: "")))
+            return
+        }
+        if let refusal = self.services.refusal(method: request.method) {
+            self.complete(id: request.id, token: request.token, .failure(refusal))
+            return
+        }
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let inbox = self.inbox
@@ -159,7 +209,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.dispatcher.handle(
             method: request.method, payload: request.payload, deadline: request.deadline,
             cancellation: request.cancellation,
-            mayRunInPlace: mayRunInPlace
+            mayRunInPlace: mayRunInPlace,
+            principal: principal
         ) { result in
             if loop.inEventLoop {
                 handler.value.complete(id: id, token: token, result)
@@ -179,7 +230,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
+        if case TLSUserEvent.handshakeCompleted = event {
+            self.tlsHandshakeCompleted(context: context)
+            context.fireUserInboundEventTriggered(event)
+        } else if event is ChannelShouldQuiesceEvent {
             self.quiesce(context: context)
         } else if case ChannelEvent.inputClosed = event {
             switch self.state.inputClosedByPeer() {
@@ -218,9 +272,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     // MARK: Frames
 
     private func decodingFailed(_ error: any Error, context: ChannelHandlerContext) {
-        let message = (error as? FrameDecodingError)?.message ?? "undecodable byte stream: \(error)"
+        let decoding = error as? FrameDecodingError
+        let message = decoding?.message ?? "undecodable byte stream: \(error)"
+        let code: InferWireError.Code = decoding?.kind == .tlsHandshake ? .failedPrecondition : .invalidArgument
         guard self.state.canSendGoAway else { return }
-        self.goAwayAndClose(self.state.fail(code: .invalidArgument, message: message), context: context)
+        self.goAwayAndClose(self.state.fail(code: code, message: message), context: context)
     }
 
     private func sendHello(context: ChannelHandlerContext) {
@@ -231,6 +287,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         hello.serverName = self.dispatcher.info.name
         hello.serverVersion = self.dispatcher.info.version
         hello.compression = true
+        hello.authenticationRequired = self.credentialChecks != nil
+        if self.credentialChecks != nil, let principal = self.state.principal {
+            hello.principal = principal.wire
+        }
         self.write(FrameHeader(payloadLength: 0, type: .hello), message: hello, context: context)
     }
 
@@ -260,6 +320,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.write(pong, context: context)
         case .pong:
             break
+        case .auth:
+            self.receiveAuth(frame, context: context)
         case .goAway:
             // Closing waits for the end of the read burst (channelReadComplete), so requests
             // read after the GOAWAY are answered UNAVAILABLE first.
@@ -478,6 +540,112 @@ final class CompletionInbox: Sendable {
             state.scheduled = false
             defer { state.results.removeAll(keepingCapacity: true) }
             return state.results
+        }
+    }
+}
+
+// MARK: Authentication
+
+extension ServerConnectionHandler {
+    /// AUTH: checks the credentials off the event loop, holding every later frame until the
+    /// verdict; accepted, the connection acts as the principal; refused, it ends.
+    fileprivate func receiveAuth(_ frame: Frame, context: ChannelHandlerContext) {
+        guard frame.payload.readableBytes <= Self.maxAuthPayload else {
+            self.goAwayAndClose(
+                self.state.fail(
+                    code: .invalidArgument,
+                    message: "AUTH payload is \(frame.payload.readableBytes) bytes; at most \(Self.maxAuthPayload)"),
+                context: context)
+            return
+        }
+        let request: Inferwire_V1_Authenticate
+        do {
+            request = try Inferwire_V1_Authenticate(serializedBytes: [UInt8](buffer: frame.payload))
+        } catch {
+            self.goAwayAndClose(
+                self.state.fail(code: .invalidArgument, message: "AUTH payload is not an Authenticate message"),
+                context: context)
+            return
+        }
+        switch self.state.authReceived() {
+        case .answer(let principal):
+            self.sendAuthenticated(principal, context: context)
+        case .verify:
+            guard let checks = self.credentialChecks else { return }
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            let submitted = checks.submit(token: request.bearerToken) { result in
+                loop.execute { handler.value.authDecided(result) }
+            }
+            if !submitted {
+                self.authDecided(.failure(InferWireError(code: .unavailable, message: "server is shutting down")))
+            }
+        }
+    }
+
+    /// The verdict on an AUTH, on the event loop: answer it, then act on the frames held behind it.
+    fileprivate func authDecided(_ result: Result<Principal, InferWireError>) {
+        guard let context = self.context, self.state.isAcceptingInput else { return }
+        switch result {
+        case .success(let principal):
+            let readNow = self.state.authSucceeded(principal)
+            self.handshakeTimer?.cancel()
+            self.handshakeTimer = nil
+            self.scheduleExpiry(of: principal, context: context)
+            self.logger.debug("authenticated", metadata: ["principal": "\(principal.name)"])
+            _ = self.state.readStarted()
+            self.sendAuthenticated(principal, context: context)
+            let held = self.heldFrames
+            self.heldFrames = []
+            for (index, frame) in held.enumerated() {
+                self.handleInbound(frame, context: context)
+                // Another AUTH among them holds the rest again.
+                if self.state.isHoldingInput {
+                    self.heldFrames = Array(held[(index + 1)...]) + self.heldFrames
+                    break
+                }
+            }
+            self.finishBurst(context: context)
+            if readNow { context.read() }
+        case .failure(let error):
+            self.heldFrames = []
+            self.rejections.log("authentication", "refusing credentials: \(error.message)")
+            let code: InferWireError.Code = error.code == .unavailable ? .unavailable : .unauthenticated
+            var fatal = self.state.authFailed(error)
+            fatal.code = code
+            self.goAwayAndClose(fatal, context: context)
+        }
+    }
+
+    private func sendAuthenticated(_ principal: Principal, context: ChannelHandlerContext) {
+        var answer = Inferwire_V1_Authenticated()
+        answer.principal = principal.wire
+        self.write(FrameHeader(payloadLength: 0, type: .auth), message: answer, context: context)
+    }
+
+    /// From the expiry of a principal's credentials on, its requests are answered UNAUTHENTICATED.
+    private func scheduleExpiry(of principal: Principal, context: ChannelHandlerContext) {
+        self.expiryTimer?.cancel()
+        self.expiryTimer = nil
+        guard let expiresAt = principal.expiresAt else { return }
+        let remaining = Double(expiresAt) - Date().timeIntervalSince1970
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.expiryTimer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, remaining) * 1000))) {
+            handler.value.state.credentialsExpired(principal)
+        }
+    }
+
+    /// A verified TLS client certificate whose common name the token file lists
+    /// authenticates the connection.
+    fileprivate func tlsHandshakeCompleted(context: ChannelHandlerContext) {
+        guard let checks = self.credentialChecks,
+            let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let certificate = tls.peerCertificate,
+            let commonName = TLSContextStore.commonName(of: certificate)
+        else { return }
+        if let principal = checks.authenticator.principal(forCertificateCommonName: commonName) {
+            self.state.certificateAuthenticated(principal)
+            self.logger.debug("authenticated by client certificate", metadata: ["principal": "\(principal.name)"])
         }
     }
 }

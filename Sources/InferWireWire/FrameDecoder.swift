@@ -20,6 +20,8 @@ public struct FrameDecodingError: Error, Hashable, Sendable, CustomStringConvert
         case badPreface
         /// The stream ended inside a frame header or payload.
         case truncated
+        /// The stream opened with a TLS handshake record: a TLS client on a plaintext port.
+        case tlsHandshake
     }
 
     public var kind: Kind
@@ -138,6 +140,15 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
             }
             if prefixLength < 4, Preface.httpMethodPrefixes.contains(where: { $0.starts(with: prefix) }) {
                 return nil
+            }
+            // A TLS record: content type 22 (handshake), then major version 3.
+            if prefix.first == 0x16 {
+                guard prefixLength >= 2 else { return nil }
+                if prefix[1] == 0x03 {
+                    throw FrameDecodingError(
+                        kind: .tlsHandshake,
+                        message: "this port speaks plaintext InferWire, not TLS: connect without TLS, or to a TLS port")
+                }
             }
             throw FrameDecodingError(
                 kind: .badPreface,

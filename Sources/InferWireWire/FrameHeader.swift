@@ -21,9 +21,11 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let pong = FrameType(rawValue: 0x07)
     /// Either way: the sender accepts no new requests on this connection.
     public static let goAway = FrameType(rawValue: 0x08)
+    /// Credentials from the client; the accepted principal from the server.
+    public static let auth = FrameType(rawValue: 0x09)
 
     /// Whether this version of the protocol defines the type.
-    public var isKnown: Bool { (0x01...0x08).contains(self.rawValue) }
+    public var isKnown: Bool { (0x01...0x09).contains(self.rawValue) }
 
     public var description: String {
         switch self {
@@ -35,6 +37,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .ping: "PING"
         case .pong: "PONG"
         case .goAway: "GOAWAY"
+        case .auth: "AUTH"
         default: "0x" + String(self.rawValue, radix: 16)
         }
     }

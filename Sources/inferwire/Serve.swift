@@ -1,4 +1,5 @@
 import ArgumentParser
+import InferWireAuth
 import InferWireCore
 import InferWireEngine
 import InferWireONNX
@@ -61,6 +62,42 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between repository scans in poll mode.")
     var pollInterval = 5
 
+    @Option(help: "TLS: the server's certificate chain (PEM). With --tls-key, every listener speaks TLS only.")
+    var tlsCert: String?
+
+    @Option(help: "TLS: the server's private key (PEM).")
+    var tlsKey: String?
+
+    @Option(help: "Mutual TLS: clients must present a certificate issued by this CA (PEM).")
+    var tlsClientCa: String?
+
+    @Option(
+        help:
+            "Require authentication; tokens (SHA-256 digests) and certificate common names with their roles, one per line (README: Security)."
+    )
+    var tokenFile: String?
+
+    @Option(help: "Require authentication; accept JWTs signed by a key in this JWKS file (HS256, RS256, ES256).")
+    var jwtKeys: String?
+
+    @Option(help: "The issuer (iss) every accepted JWT must name.")
+    var jwtIssuer: String?
+
+    @Option(help: "A value the audience (aud) of every accepted JWT must include.")
+    var jwtAudience: String?
+
+    @Option(help: "Serve management methods on this port only (its own listener), not on --port.")
+    var managementPort: Int?
+
+    @Option(help: "Address the management listener binds.")
+    var managementHost = "127.0.0.1"
+
+    @Flag(
+        help:
+            "Serve management on a non-loopback address without authentication (anyone reaching it can unload models)."
+    )
+    var insecure = false
+
     func validate() throws {
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -82,6 +119,40 @@ struct Serve: AsyncParsableCommand {
         guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
         guard ["explicit", "poll"].contains(self.mode) else { throw ValidationError("--mode must be explicit or poll") }
         guard self.pollInterval >= 1 else { throw ValidationError("--poll-interval must be at least 1") }
+        guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        guard self.tlsClientCa == nil || self.tlsCert != nil else {
+            throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key")
+        }
+        guard self.jwtKeys != nil || (self.jwtIssuer == nil && self.jwtAudience == nil) else {
+            throw ValidationError("--jwt-issuer and --jwt-audience need --jwt-keys")
+        }
+        if let port = self.managementPort {
+            guard (0...65535).contains(port) else {
+                throw ValidationError("--management-port must be between 0 and 65535")
+            }
+            guard !self.noManagement else { throw ValidationError("--management-port and --no-management conflict") }
+        }
+        if let exposure = self.unauthenticatedManagementExposure, !self.insecure {
+            throw ValidationError(
+                """
+                refusing to serve management on \(exposure) without authentication: anyone who reaches it could \
+                unload models or promote versions. Configure --token-file or --jwt-keys, serve management on a \
+                loopback --management-port, switch it off with --no-management, or pass --insecure to accept the risk.
+                """)
+        }
+    }
+
+    /// The non-loopback address management would be served on without authentication, if any.
+    var unauthenticatedManagementExposure: String? {
+        guard !self.noManagement, self.tokenFile == nil, self.jwtKeys == nil else { return nil }
+        let host = self.managementPort == nil ? self.host : self.managementHost
+        return Self.isLoopback(host) ? nil : host
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     func run() async throws {
@@ -116,17 +187,48 @@ struct Serve: AsyncParsableCommand {
             registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime))
         let group: MultiThreadedEventLoopGroup =
             self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
-        let server = InferWireServer(
+        var authenticator: Authenticator?
+        if self.tokenFile != nil || self.jwtKeys != nil {
+            authenticator = try await Authenticator(
+                configuration: .init(
+                    tokenFile: self.tokenFile, jwks: self.jwtKeys,
+                    jwtExpectations: .init(issuer: self.jwtIssuer, audience: self.jwtAudience)))
+            let sources = [
+                self.tokenFile.map { "token file \($0)" }, self.jwtKeys.map { "JWTs signed by keys in \($0)" },
+            ]
+            logger.info("authentication required: \(sources.compactMap { $0 }.joined(separator: ", "))")
+        } else if let exposure = self.unauthenticatedManagementExposure {
+            logger.warning("management is served on \(exposure) without authentication (--insecure)")
+        }
+        let tls = self.tlsCert.map {
+            InferWireServer.Configuration.TLS(
+                certificateChainPath: $0, privateKeyPath: self.tlsKey ?? "", clientCAPath: self.tlsClientCa)
+        }
+        let limits = InferWireServer.Configuration.Limits(
+            maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests,
+            maxConnections: self.maxConnections, maxConnectionsPerAddress: self.maxConnectionsPerAddress,
+            handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
+            idleTimeout: self.idleTimeout == 0 ? nil : .milliseconds(Int64(self.idleTimeout * 1000)))
+        let server = try InferWireServer(
             configuration: .init(
-                host: self.host, port: self.port,
-                limits: .init(
-                    maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests,
-                    maxConnections: self.maxConnections, maxConnectionsPerAddress: self.maxConnectionsPerAddress,
-                    handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
-                    idleTimeout: self.idleTimeout == 0 ? nil : .milliseconds(Int64(self.idleTimeout * 1000)))),
+                host: self.host, port: self.port, limits: limits, tls: tls,
+                services: self.managementPort == nil ? .all : .inference),
             dispatcher: dispatcher,
             logger: logger,
+            authenticator: authenticator,
             eventLoopGroup: group)
+        var servers = [server]
+        if let managementPort = self.managementPort {
+            var managementLogger = logger
+            managementLogger[metadataKey: "listener"] = "management"
+            servers.append(
+                try InferWireServer(
+                    configuration: .init(
+                        host: self.managementHost, port: managementPort, limits: limits, tls: tls,
+                        services: .management),
+                    dispatcher: dispatcher, logger: managementLogger, authenticator: authenticator,
+                    eventLoopGroup: group))
+        }
 
         // The manager's owned work: management operations, grace-period unloads, polls in
         // poll mode, and guard checks that roll back canaries doing worse than stable.
@@ -136,8 +238,12 @@ struct Serve: AsyncParsableCommand {
                     manager: manager, pollInterval: self.mode == "poll" ? .seconds(self.pollInterval) : nil,
                     guardInterval: .seconds(1)))
         ]
-        // The server last, so that it stops first on shutdown.
-        services.append(.init(service: server))
+        if tls != nil || authenticator != nil {
+            services.append(
+                .init(service: CredentialReloader(servers: servers, authenticator: authenticator, logger: logger)))
+        }
+        // The servers last, so that they stop first on shutdown.
+        services.append(contentsOf: servers.map { .init(service: $0) })
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -145,5 +251,34 @@ struct Serve: AsyncParsableCommand {
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(self.shutdownTimeout)
         try await ServiceGroup(configuration: groupConfiguration).run()
         dispatcher.stopExecution()
+    }
+}
+
+/// Rereads the TLS files and the credentials (token file, JWKS) on SIGHUP. Files that fail
+/// to load are logged and the previous ones stay in use.
+struct CredentialReloader: Service {
+    let servers: [InferWireServer]
+    let authenticator: Authenticator?
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            var failures: [String] = []
+            do throws(InferWireError) {
+                for server in self.servers { try server.reloadTLS() }
+            } catch {
+                failures.append(error.message)
+            }
+            do throws(InferWireError) {
+                try await self.authenticator?.reload()
+            } catch {
+                failures.append(error.message)
+            }
+            if failures.isEmpty {
+                self.logger.notice("SIGHUP: reloaded the TLS certificate and credentials")
+            } else {
+                self.logger.error("SIGHUP: kept the previous files: \(failures.joined(separator: "; "))")
+            }
+        }
     }
 }

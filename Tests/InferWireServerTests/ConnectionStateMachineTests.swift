@@ -341,14 +341,83 @@ struct ConnectionHardeningTests {
     @Test("the handshake timer closes only a connection still waiting for its preface")
     func handshakeTimer() {
         var waiting = Machine(maxConcurrentRequests: 1)
-        let closes = waiting.handshakeTimedOut()
-        #expect(closes)
+        let closes = waiting.handshakeTimedOut(after: .seconds(10))
+        #expect(closes == .close)
         #expect(waiting.phase == .closed)
         var open = Machine(maxConcurrentRequests: 1)
         _ = open.prefaceReceived(Preface())
-        let stays = open.handshakeTimedOut()
-        #expect(!stays)
+        let stays = open.handshakeTimedOut(after: .seconds(10))
+        #expect(stays == .none)
         #expect(open.phase == .open)
+    }
+
+    @Test("where authentication is required, the handshake timer also ends a connection without accepted credentials")
+    func handshakeTimerAwaitsCredentials() {
+        var machine = Machine(maxConcurrentRequests: 1, authenticationRequired: true)
+        _ = machine.prefaceReceived(Preface())
+        guard case .unauthenticated(let fatal) = machine.handshakeTimedOut(after: .seconds(10)) else {
+            Issue.record("no GOAWAY for a connection without credentials")
+            return
+        }
+        #expect(fatal.code == .unauthenticated)
+        #expect(fatal.message.contains("no accepted credentials within"))
+
+        var authenticated = Machine(maxConcurrentRequests: 1, authenticationRequired: true)
+        _ = authenticated.prefaceReceived(Preface())
+        _ = authenticated.authReceived()
+        _ = authenticated.authSucceeded(Principal(name: "svc", roles: .infer))
+        #expect(authenticated.handshakeTimedOut(after: .seconds(10)) == .none)
+    }
+
+    @Test("credentials: requests wait for them, input is held while an AUTH is checked, expiry needs a fresh AUTH")
+    func credentials() {
+        var open = Machine(maxConcurrentRequests: 1)
+        #expect(open.principal == .anonymous)
+        let answer = open.authReceived()
+        #expect(answer == .answer(.anonymous))
+        #expect(open.missingCredentials == nil)
+
+        var machine = Machine(maxConcurrentRequests: 1, authenticationRequired: true)
+        _ = machine.prefaceReceived(Preface())
+        #expect(machine.principal == nil)
+        #expect(machine.missingCredentials?.code == .unauthenticated)
+        #expect(machine.missingCredentials?.message.contains("send an AUTH frame") == true)
+        let verify = machine.authReceived()
+        #expect(verify == .verify)
+        #expect(machine.isHoldingInput)
+        // While the AUTH is checked, reads wait even on a writable socket, and resume after.
+        let readsWhileChecking = machine.readRequested(writable: true)
+        #expect(!readsWhileChecking)
+        let principal = Principal(name: "svc", roles: .infer, expiresAt: 1_900_000_000)
+        let deferredRead = machine.authSucceeded(principal)
+        #expect(deferredRead)
+        #expect(!machine.isHoldingInput)
+        #expect(machine.principal == principal)
+        let readsAfter = machine.readRequested(writable: true)
+        #expect(readsAfter)
+
+        machine.credentialsExpired(Principal(name: "other", roles: .infer))
+        #expect(machine.principal == principal)
+        machine.credentialsExpired(principal)
+        #expect(machine.principal == nil)
+        #expect(machine.missingCredentials?.message.contains("expired") == true)
+        let again = machine.authReceived()
+        #expect(again == .verify)
+        let noDeferredRead = machine.authSucceeded(Principal(name: "svc", roles: .infer))
+        #expect(!noDeferredRead)
+        #expect(machine.principal?.name == "svc")
+
+        var refused = Machine(maxConcurrentRequests: 1, authenticationRequired: true)
+        _ = refused.prefaceReceived(Preface())
+        _ = refused.authReceived()
+        let fatal = refused.authFailed(InferWireError(code: .unauthenticated, message: "JWT rejected: it expired"))
+        #expect(fatal.code == .unauthenticated)
+        #expect(fatal.message == "JWT rejected: it expired")
+        #expect(!refused.isAcceptingInput)
+
+        var byCertificate = Machine(maxConcurrentRequests: 1, authenticationRequired: true)
+        byCertificate.certificateAuthenticated(Principal(name: "ci-runner", roles: .manage))
+        #expect(byCertificate.principal?.name == "ci-runner")
     }
 
     @Test("two idle checks in a row without requests make the connection idle; a request or work in flight resets them")

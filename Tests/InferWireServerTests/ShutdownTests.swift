@@ -15,7 +15,7 @@ struct ShutdownTests {
     @Test("shutdown sends GOAWAY, finishes in-flight requests, refuses new ones, then returns")
     func drains() async throws {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let server = InferWireServer(
+        let server = try InferWireServer(
             configuration: .init(host: "127.0.0.1", port: 0),
             dispatcher: RequestDispatcher(registry: try makeRegistry()),
             logger: quiet,

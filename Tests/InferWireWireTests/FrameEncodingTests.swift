@@ -74,14 +74,64 @@ struct FrameEncodingTests {
         var hello = Inferwire_V1_Hello()
         hello.version = 1
         hello.maxConcurrentRequests = 9
-        guard case .established(let received)? = handshake.receive(self.frame(.hello, hello)) else {
+        guard case .established(let received, let principal)? = handshake.receive(self.frame(.hello, hello)) else {
             Issue.record("HELLO did not establish the connection")
             return
         }
         #expect(received.maxConcurrentRequests == 9)
+        #expect(principal == nil)
         #expect(handshake.isEstablished)
         // After HELLO, frames are the caller's, GOAWAY included.
         #expect(handshake.receive(self.frame(.goAway)) == nil)
+    }
+
+    @Test("with a bearer token, the AUTH frame follows the preface and the handshake waits for its answer")
+    func authenticatedHandshake() throws {
+        var handshake = ClientHandshake(bearerToken: "secret")
+        let sentBytes = handshake.preface(allocator: self.allocator)
+        var bytes = try #require(sentBytes)
+        bytes.moveReaderIndex(forwardBy: Preface.size)
+        let header = try #require(FrameHeader.peek(from: bytes))
+        bytes.moveReaderIndex(forwardBy: FrameHeader.size)
+        #expect(header.type == .auth)
+        #expect(header.requestID == 0)
+        let sent = try Inferwire_V1_Authenticate(serializedBytes: bytes.readBytes(length: Int(header.payloadLength))!)
+        #expect(sent.bearerToken == "secret")
+
+        var hello = Inferwire_V1_Hello()
+        hello.authenticationRequired = true
+        #expect(handshake.receive(self.frame(.hello, hello)) == nil)
+        #expect(!handshake.isEstablished)
+        var answer = Inferwire_V1_Authenticated()
+        answer.principal.name = "svc"
+        answer.principal.roles = ["infer"]
+        guard case .established(_, let principal)? = handshake.receive(self.frame(.auth, answer)) else {
+            Issue.record("the AUTH answer did not establish the connection")
+            return
+        }
+        #expect(principal?.name == "svc")
+        #expect(handshake.isEstablished)
+    }
+
+    @Test("without credentials, a server that requires them fails the handshake at HELLO")
+    func credentialsMissing() {
+        var handshake = ClientHandshake()
+        var hello = Inferwire_V1_Hello()
+        hello.authenticationRequired = true
+        guard case .failed(let code, let message)? = handshake.receive(self.frame(.hello, hello)) else {
+            Issue.record("HELLO requiring authentication did not fail a handshake without credentials")
+            return
+        }
+        #expect(code == .unauthenticated)
+        #expect(message.contains("requires authentication"))
+        // A client certificate the server knows is enough.
+        var byCertificate = ClientHandshake()
+        hello.principal.name = "ci-runner"
+        guard case .established(_, let principal)? = byCertificate.receive(self.frame(.hello, hello)) else {
+            Issue.record("HELLO naming a principal did not establish the connection")
+            return
+        }
+        #expect(principal?.name == "ci-runner")
     }
 
     @Test("a GOAWAY instead of HELLO, or an unreadable HELLO, fails the handshake with a reason")

@@ -1,4 +1,5 @@
 import Foundation
+import InferWireAuth
 import InferWireCore
 import InferWireEngine
 import InferWireONNX
@@ -90,16 +91,22 @@ func withServer<T: Sendable>(
 func withServer<T: Sendable>(
     dispatcher: RequestDispatcher,
     limits: InferWireServer.Configuration.Limits = .defaults,
+    tls: InferWireServer.Configuration.TLS? = nil,
+    authenticator: Authenticator? = nil,
+    listenerServices: InferWireServer.Configuration.Services = .all,
     services: [any Service] = [],
+    onServer: @Sendable (InferWireServer) -> Void = { _ in },
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     defer { dispatcher.stopExecution() }
-    let server = InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: 0, limits: limits),
+    let server = try InferWireServer(
+        configuration: .init(host: "127.0.0.1", port: 0, limits: limits, tls: tls, services: listenerServices),
         dispatcher: dispatcher,
         logger: quiet,
+        authenticator: authenticator,
         onListening: { continuation.yield($0.port!) })
+    onServer(server)
     let group = ServiceGroup(configuration: .init(services: services + [server], logger: quiet))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
