@@ -165,7 +165,7 @@ struct TLSTests {
         try await withServer(
             dispatcher: RequestDispatcher(registry: try makeRegistry()),
             tls: .init(certificateChainPath: live + "/cert.pem", privateKeyPath: live + "/key.pem"),
-            onServer: { box.server = $0 }
+            onServer: box.store
         ) { port in
             #expect(await self.connectError(port: port, self.clientConfiguration()) != nil)
             try install("server")
@@ -182,4 +182,6 @@ struct TLSTests {
 final class ServerBox: @unchecked Sendable {
     // Written once before the test body runs, read by it.
     var server: InferWireServer?
+
+    @Sendable func store(_ server: InferWireServer) { self.server = server }
 }
