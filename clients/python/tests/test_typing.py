@@ -30,7 +30,7 @@ def public_methods(cls: type) -> dict:
 
 def test_every_public_async_client_method_is_a_coroutine_function():
     methods = public_methods(inferwire.AsyncClient)
-    assert {"connect", "open", "close", "infer", "server_live", "history"} <= set(methods)
+    assert {"connect", "open", "close", "infer", "server_live", "history", "authenticate"} <= set(methods)
     not_coroutines = sorted(name for name, method in methods.items() if not inspect.iscoroutinefunction(method))
     assert not_coroutines == []
     assert inspect.iscoroutinefunction(inferwire.AsyncClient.__aenter__)
@@ -46,6 +46,14 @@ def test_async_client_mirrors_client():
         assert inspect.signature(asynchronous[name]) == inspect.signature(method), name
         assert asynchronous[name].__doc__ == method.__doc__, name
         assert not inspect.iscoroutinefunction(method), name
+
+
+def test_clients_take_the_same_connection_arguments():
+    blocking = inspect.signature(inferwire.Client.__init__)
+    assert inspect.signature(inferwire.AsyncClient.__init__) == blocking
+    connect = inspect.signature(inferwire.AsyncClient.connect)
+    assert list(connect.parameters.values()) == list(blocking.parameters.values())[1:]  # less self
+    assert {"tls", "tls_ca", "tls_cert", "tls_key", "server_hostname", "token"} <= set(blocking.parameters)
 
 
 def test_every_public_method_is_annotated():
@@ -123,7 +131,7 @@ def test_protocol_error_and_unknown_codes():
 
 
 USAGE = '''
-from typing import Any, Coroutine, List
+from typing import Any, Coroutine, List, Optional
 
 from typing_extensions import assert_type
 
@@ -135,6 +143,12 @@ def blocking(client: Client) -> None:
     assert_type(client.infer("m", {}), InferResult)
     assert_type(client.server_live(), bool)
     assert_type(client.history("m"), List[HistoryEntry])
+    assert_type(client.principal, Optional[Principal])
+    assert_type(client.authenticate("token"), Principal)
+    try:
+        Client("h", 1, tls=True, tls_ca="ca.pem", token="t")
+    except TLSHandshakeError as error:
+        unavailable: UnavailableError = error
 
 
 async def awaiting(client: AsyncClient) -> None:
@@ -143,6 +157,7 @@ async def awaiting(client: AsyncClient) -> None:
     assert_type(await client.infer("m", {}), InferResult)
     assert_type(await client.server_live(), bool)
     assert_type(await AsyncClient.connect("h", 1), AsyncClient)
+    assert_type(await client.authenticate("token"), Principal)
     # A forgotten await is a type error (--strict also fails if this ignore were not needed).
     result: InferResult = client.infer("m", {})  # type: ignore[assignment]
     try:

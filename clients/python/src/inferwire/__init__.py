@@ -7,7 +7,7 @@
 ...     result["OUTPUT0"]
 """
 
-from ._api import InferResult
+from ._api import InferResult, Principal
 from ._proto.inference_pb2 import Priority
 from ._proto.management_pb2 import VersionState
 from ._proto.status_pb2 import StatusCode
@@ -29,6 +29,7 @@ from .errors import (
     ProtocolError,
     RequestCancelledError,
     ResourceExhaustedError,
+    TLSHandshakeError,
     UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
@@ -43,6 +44,7 @@ __all__ = [
     "Client",
     "AsyncClient",
     "InferResult",
+    "Principal",
     "Priority",
     "VersionState",
     "StatusCode",
@@ -68,5 +70,6 @@ __all__ = [
     "DataLossError",
     "UnauthenticatedError",
     "ProtocolError",
+    "TLSHandshakeError",
     "error_for",
 ]

@@ -10,7 +10,10 @@ checkers see exactly what each call returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from datetime import datetime, timezone
+from typing import (
+    Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union,
+)
 
 import numpy as np
 from google.protobuf.message import Message
@@ -62,6 +65,48 @@ class InferResult(Mapping[str, NDArray[Any]]):
 
     def __len__(self) -> int:
         return len(self.outputs)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a connection acts as on the server, and what it may do (PROTOCOL.md section 1b).
+
+    ``name`` is the token file's name for the token, the JWT's ``sub``, or the client
+    certificate's common name. ``roles`` are some of ``"infer"``, ``"manage"``,
+    ``"admin"``. ``models`` are the model names, or prefixes ending in ``*``, the
+    principal may reach; empty means every model. ``expires_unix_seconds`` is when the
+    credentials stop being accepted (0: never); :attr:`expires` is the same as a
+    ``datetime``.
+    """
+
+    name: str
+    roles: Tuple[str, ...] = ()
+    models: Tuple[str, ...] = ()
+    expires_unix_seconds: int = 0
+
+    @classmethod
+    def from_proto(cls, message: frames_pb2.Principal) -> "Principal":
+        return cls(
+            name=message.name,
+            roles=tuple(message.roles),
+            models=tuple(message.models),
+            expires_unix_seconds=message.expires_unix_seconds,
+        )
+
+    @property
+    def expires(self) -> Optional[datetime]:
+        """When the credentials expire (UTC), or None if they do not."""
+        if not self.expires_unix_seconds:
+            return None
+        return datetime.fromtimestamp(self.expires_unix_seconds, tz=timezone.utc)
+
+    def may_reach(self, model: str) -> bool:
+        """Whether ``model`` is among :attr:`models` (by name or ``prefix*``); always true when that is empty."""
+        if not self.models:
+            return True
+        return any(
+            model.startswith(entry[:-1]) if entry.endswith("*") else model == entry for entry in self.models
+        )
 
 
 def _selector(version: Version) -> Optional[inference_pb2.VersionSelector]:

@@ -11,7 +11,8 @@ import zlib
 from typing import Optional
 
 from ._proto import frames_pb2, status_pb2
-from .errors import InferWireError, ProtocolError, ResourceExhaustedError, error_for
+from ._api import Principal
+from .errors import InferWireError, ProtocolError, ResourceExhaustedError, UnauthenticatedError, error_for
 
 MAGIC = b"IWIR"
 MIN_VERSION = 1
@@ -30,6 +31,7 @@ CANCEL = 0x05
 PING = 0x06
 PONG = 0x07
 GOAWAY = 0x08
+AUTH = 0x09
 
 FLAG_COMPRESSED = 0x01
 FLAG_COMPRESS_RESPONSE = 0x02
@@ -110,6 +112,73 @@ def parse_hello(payload: bytes) -> frames_pb2.Hello:
     return hello
 
 
+def check_hello(frame_type: int, payload: bytes) -> frames_pb2.Hello:
+    """The server's first frame, which must be HELLO; a GOAWAY there is the reason the connection failed."""
+    if frame_type == GOAWAY:
+        raise connect_goaway_error(payload)
+    if frame_type != HELLO:
+        raise ProtocolError(f"expected HELLO, got frame type {frame_type:#04x}")
+    hello = parse_hello(payload)
+    if not MIN_VERSION <= hello.version <= MAX_VERSION:
+        raise ProtocolError(f"server chose protocol version {hello.version}")
+    return hello
+
+
+def encode_auth(token: str) -> bytes:
+    """An AUTH frame presenting ``token`` as the connection's bearer token (PROTOCOL.md section 1b)."""
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if not token:
+        raise ValueError("token is empty")
+    return encode_frame(AUTH, frames_pb2.Authenticate(bearer_token=token).SerializeToString())
+
+
+def parse_authenticated(payload: bytes) -> Principal:
+    """The principal in the server's AUTH frame (an ``Authenticated`` message)."""
+    answer = frames_pb2.Authenticated()
+    try:
+        answer.ParseFromString(payload)
+    except Exception:  # noqa: BLE001 -- protobuf's DecodeError and friends
+        raise ProtocolError("AUTH frame with an unparseable Authenticated payload") from None
+    return Principal.from_proto(answer.principal)
+
+
+def auth_answer(frame_type: int, payload: bytes) -> Optional[Principal]:
+    """While connecting, after HELLO, a frame read waiting for the answer to the client's AUTH.
+
+    The principal for AUTH; raises for GOAWAY (the server's reason, e.g. UNAUTHENTICATED
+    with which check failed) and for answers to requests, of which none was sent yet;
+    None for frames to skip (the caller answers PING).
+    """
+    if frame_type == AUTH:
+        return parse_authenticated(payload)
+    if frame_type == GOAWAY:
+        raise connect_goaway_error(payload)
+    if frame_type in (RESPONSE, ERROR):
+        raise ProtocolError(f"expected the server's AUTH answer, got frame type {frame_type:#04x}")
+    return None
+
+
+def connection_principal(
+    hello: frames_pb2.Hello, authenticated: Optional[Principal], where: str
+) -> Optional[Principal]:
+    """Who the connection acts as once connected: the AUTH answer, else HELLO's (certificate) principal.
+
+    Raises ``UnauthenticatedError`` when the server requires authentication and the
+    connection has neither: every request would be refused.
+    """
+    if authenticated is not None:
+        return authenticated
+    if hello.HasField("principal"):
+        return Principal.from_proto(hello.principal)
+    if hello.authentication_required:
+        raise UnauthenticatedError(
+            f"the server at {where} requires authentication: pass token= (a token from its token file, "
+            f"or a JWT), or present a client certificate whose common name its token file lists"
+        )
+    return None
+
+
 def error_from_status(payload: bytes) -> InferWireError:
     """The exception carried by an ERROR frame's ``Status`` payload."""
     status = status_pb2.Status()
@@ -128,6 +197,12 @@ def parse_goaway(payload: bytes) -> frames_pb2.GoAway:
         goaway.code = StatusCode.UNAVAILABLE
         goaway.message = "GOAWAY with an unparseable payload"
     return goaway
+
+
+def connect_goaway_error(payload: bytes) -> InferWireError:
+    """A GOAWAY while connecting: the error for its code, with the server's message."""
+    goaway = parse_goaway(payload)
+    return error_for(goaway.code, goaway.message)
 
 
 def goaway_error(goaway: frames_pb2.GoAway) -> InferWireError:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections import deque
 from types import TracebackType
-from typing import Any, Dict, Generic, List, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Deque, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from numpy.typing import ArrayLike
 
 from . import _api as api
+from . import _tls
 from . import _wire as wire
-from ._api import Call, InferResult, ParameterValue, Version
+from ._api import Call, InferResult, ParameterValue, Principal, Version
 from ._proto import frames_pb2, inference_pb2, management_pb2
 from .client import Frame, decode_answer
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
@@ -31,6 +34,11 @@ class _Pending(Generic[T]):
         self.cancelled = False
 
 
+def _consume(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class AsyncClient:
     """An asyncio InferWire client; every call method is a coroutine.
 
@@ -40,6 +48,13 @@ class AsyncClient:
     ``timeout`` and ``compression`` are the per-call defaults, as for
     :class:`~inferwire.Client`, and every call method takes keyword-only
     ``timeout`` and ``compress`` to override them for the one call.
+
+    ``tls``, ``tls_ca``, ``tls_cert``, ``tls_key``, ``server_hostname`` and
+    ``token`` are as for :class:`~inferwire.Client`: TLS with verification on,
+    and a bearer token presented (and its principal, :attr:`principal`, known)
+    before ``connect`` returns. Bad arguments raise at construction; failures to
+    connect (:class:`~inferwire.TLSHandshakeError`,
+    :class:`~inferwire.UnauthenticatedError`, ...) when connecting.
     """
 
     def __init__(
@@ -50,15 +65,28 @@ class AsyncClient:
         timeout: Optional[float] = None,
         compression: bool = False,
         connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
         self.host, self.port = host, port
         self.timeout = timeout
         self.compression = compression
         self.connect_timeout = connect_timeout
+        self.server_hostname = server_hostname
         self.hello: Optional[frames_pb2.Hello] = None
+        #: Who the connection acts as: the answer to ``token``, or the client certificate's
+        #: principal from HELLO; None when the server has no authentication and no token was sent.
+        self.principal: Optional[Principal] = None
+        self._ssl = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
+        self._auth_frame = wire.encode_auth(token) if token is not None else None
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
         self._pending: Dict[int, _Pending[Any]] = {}
+        self._auth_waiters: Deque[asyncio.Future[Principal]] = deque()
         self._next_id = 0
         self._closed: Optional[InferWireError] = None
         self._slots: Optional[asyncio.Semaphore] = None
@@ -73,19 +101,52 @@ class AsyncClient:
         timeout: Optional[float] = None,
         compression: bool = False,
         connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> AsyncClient:
-        """Open a connection and wait for the server's HELLO."""
-        client = cls(host, port, timeout=timeout, compression=compression, connect_timeout=connect_timeout)
+        """Open a connection and wait for the server's HELLO (and its answer to ``token``)."""
+        client = cls(
+            host, port, timeout=timeout, compression=compression, connect_timeout=connect_timeout, tls=tls,
+            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, server_hostname=server_hostname, token=token,
+        )
         await client.open()
         return client
 
     async def open(self) -> None:
-        """Connect, send the preface, and read HELLO (``connect`` and ``async with`` call this)."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.connect_timeout)
+        """Connect, send the preface (and AUTH), read HELLO (and the AUTH answer).
+
+        ``connect`` and ``async with`` call this.
+        """
+        where = _tls.address(self.host, self.port)
+        if self._ssl is None:
+            opening = asyncio.open_connection(self.host, self.port)
+        else:
+            opening = asyncio.open_connection(
+                self.host, self.port, ssl=self._ssl, server_hostname=self.server_hostname or self.host,
+                ssl_handshake_timeout=self.connect_timeout,
+            )
+        try:
+            reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
+        except (ssl.SSLError, ConnectionResetError, ConnectionAbortedError) as exc:
+            if self._ssl is None:
+                raise
+            raise _tls.handshake_error(exc, where, timeout=self.connect_timeout) from exc
         self._reader, self._writer = reader, writer
         try:
-            writer.write(wire.PREFACE)
-            hello = await asyncio.wait_for(self._read_hello(), self.connect_timeout)
+            if self._ssl is not None:
+                _tls.check_alpn(writer.get_extra_info("ssl_object").selected_alpn_protocol(), where)
+            writer.write(wire.PREFACE + (self._auth_frame or b""))
+            try:
+                hello, principal = await asyncio.wait_for(self._handshake(), self.connect_timeout)
+            except ssl.SSLError as exc:
+                # In TLS 1.3 the server judges the client's certificate after the client's side of the
+                # handshake is done: a refusal arrives as an alert in place of HELLO.
+                raise _tls.handshake_error(exc, where, timeout=self.connect_timeout) from exc
+            self.principal = wire.connection_principal(hello, principal, where)
         except BaseException:
             writer.close()
             raise
@@ -97,6 +158,43 @@ class AsyncClient:
     def max_frame_size(self) -> int:
         """The largest frame payload the server accepts (from its HELLO)."""
         return (self.hello.max_frame_size if self.hello else 0) or wire.DEFAULT_MAX_FRAME_SIZE
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        """The TLS version in use (e.g. ``"TLSv1.3"``), or None on a plaintext connection."""
+        tls = self._writer.get_extra_info("ssl_object") if self._writer is not None else None
+        return tls.version() if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)) else None
+
+    async def authenticate(self, token: str, *, timeout: Optional[float] = None) -> Principal:
+        """Present new credentials on this connection and return the principal the server now acts as.
+
+        For example a fresh JWT before the one the connection was opened with expires
+        (after that, requests are answered ``UnauthenticatedError``). Requests sent
+        after this call are served as the new principal. Credentials the server
+        refuses end the connection: this raises ``UnauthenticatedError`` with the
+        server's reason, and later calls fail with ``UnavailableError``.
+        """
+        frame = wire.encode_auth(token)
+        writer = self._writer
+        if writer is None or self.hello is None:
+            raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
+        if self._closed is not None:
+            raise self._closed
+        timeout = self.timeout if timeout is None else timeout
+        waiter: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(_consume)  # an answer that comes after a timeout is not an unretrieved error
+        self._auth_waiters.append(waiter)  # AUTH answers come in the order the frames were written
+        try:
+            writer.write(frame)
+            await writer.drain()
+        except OSError as exc:
+            if waiter in self._auth_waiters:
+                self._auth_waiters.remove(waiter)
+            raise UnavailableError(f"could not send AUTH: {exc}") from exc
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"no answer to AUTH within {timeout} s") from None
 
     async def close(self) -> None:
         """Close the connection; calls still in flight fail with ``UnavailableError``."""
@@ -136,6 +234,13 @@ class AsyncClient:
             self._slots.release()
             if not entry.cancelled and not entry.future.done():
                 entry.future.set_exception(error)
+        self._fail_auth_waiters(error)
+
+    def _fail_auth_waiters(self, error: InferWireError) -> None:
+        waiters, self._auth_waiters = self._auth_waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     # -- inference service ------------------------------------------------------
 
@@ -283,20 +388,25 @@ class AsyncClient:
             raise UnavailableError("connection ended inside a frame") from None
         return frame_type, flags, method, request_id, payload
 
-    async def _read_hello(self) -> frames_pb2.Hello:
+    async def _handshake(self) -> Tuple[frames_pb2.Hello, Optional[Principal]]:
+        """HELLO, and the answer to the AUTH sent with the preface if one was."""
         frame = await self._read_frame()
         if frame is None:
             raise UnavailableError("server closed the connection before HELLO")
-        frame_type, _, _, _, payload = frame
-        if frame_type == wire.GOAWAY:
-            goaway = wire.parse_goaway(payload)
-            raise error_for(goaway.code, goaway.message)
-        if frame_type != wire.HELLO:
-            raise ProtocolError(f"expected HELLO, got frame type {frame_type:#04x}")
-        hello = wire.parse_hello(payload)
-        if not wire.MIN_VERSION <= hello.version <= wire.MAX_VERSION:
-            raise ProtocolError(f"server chose protocol version {hello.version}")
-        return hello
+        hello = wire.check_hello(frame[0], frame[4])
+        if self._auth_frame is None:
+            return hello, None
+        while True:
+            frame = await self._read_frame()
+            if frame is None:
+                raise UnavailableError("server closed the connection before answering AUTH")
+            frame_type, _, _, _, payload = frame
+            if frame_type == wire.PING:
+                assert self._writer is not None
+                self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+            principal = wire.auth_answer(frame_type, payload)
+            if principal is not None:
+                return hello, principal
 
     async def _read_loop(self) -> None:
         error: InferWireError = UnavailableError("server closed the connection")
@@ -328,11 +438,20 @@ class AsyncClient:
         elif frame_type == wire.PING:
             assert self._writer is not None  # the read loop starts once open() has connected
             self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+        elif frame_type == wire.AUTH:
+            principal = wire.parse_authenticated(payload)
+            self.principal = principal
+            if self._auth_waiters:
+                waiter = self._auth_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(principal)
         elif frame_type == wire.GOAWAY:
             goaway = wire.parse_goaway(payload)
             if self._closed is None:
                 self._closed = wire.goaway_error(goaway)
             if goaway.code != wire.StatusCode.UNAVAILABLE:
+                # e.g. UNAUTHENTICATED, saying which check the new credentials failed
+                self._fail_auth_waiters(error_for(goaway.code, goaway.message))
                 raise wire.goaway_error(goaway)
 
     # -- sending ----------------------------------------------------------------

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import socket
+import ssl
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
-from typing import Any, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from numpy.typing import ArrayLike
 
 from . import _api as api
+from . import _tls
 from . import _wire as wire
-from ._api import Call, InferResult, ParameterValue, Version
+from ._api import Call, InferResult, ParameterValue, Principal, Version
 from ._proto import frames_pb2, inference_pb2, management_pb2
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
 
@@ -35,6 +39,127 @@ class _Pending(Generic[T]):
         self.call = call
         self.future: Future[T] = Future()
         self.cancelled = False
+
+
+class _TLSStream(io.RawIOBase):
+    """TLS over a connected socket, through an ``ssl.SSLObject`` and memory BIOs.
+
+    OpenSSL does not allow one connection's ``SSL`` object to be used by two threads at
+    once, and an ``ssl.SSLSocket`` read by the reader thread while other threads send
+    would do exactly that. Here every use of the ``SSLObject`` holds ``_tls_lock``,
+    and only for the (short) encryption or decryption; the socket is read and written
+    outside it, so the reader thread keeps reading while senders block on a full
+    socket (TCP is the flow control: PROTOCOL.md section 2). Encrypted bytes are
+    queued in the order OpenSSL produced them and sent by whichever thread holds
+    ``_wire_lock``.
+    """
+
+    _CHUNK = 256 * 1024
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        super().__init__()
+        self._sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname)
+        self._tls_lock = threading.Lock()  # the SSLObject and its BIOs
+        self._frame_lock = threading.Lock()  # one sender at a time, so frames stay whole
+        self._wire_lock = threading.Lock()  # the socket's sending side; whoever holds it drains _queue
+        self._queue: Deque[bytes] = deque()
+
+    def handshake(self) -> None:
+        """Run the client side of the handshake (raises ``ssl`` errors and ``OSError``)."""
+        while True:
+            failure: Optional[ssl.SSLError] = None
+            done = False
+            with self._tls_lock:
+                try:
+                    self.tls.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    failure = exc
+                self._collect()  # our next flight, or the alert telling the server why we gave up
+            try:
+                self._flush(block=True)
+            except OSError:
+                if failure is None:
+                    raise
+            if failure is not None:
+                raise failure
+            if done:
+                return
+            self._fill()
+
+    def _collect(self) -> None:
+        """Queue what OpenSSL wrote (call with ``_tls_lock``, so the queue keeps its order)."""
+        if self._outgoing.pending:
+            self._queue.append(self._outgoing.read())
+
+    def _flush(self, *, block: bool) -> None:
+        """Send queued bytes unless another thread is at it (it sends ours too: it drains to empty)."""
+        while self._queue:
+            if not self._wire_lock.acquire(blocking=block):
+                return
+            try:
+                while self._queue:
+                    self._sock.sendall(self._queue.popleft())
+            finally:
+                self._wire_lock.release()
+            block = False  # bytes queued after our check are sent by the thread that queued them
+
+    def _fill(self) -> None:
+        data = self._sock.recv(self._CHUNK)
+        with self._tls_lock:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Decrypted bytes into ``buffer``; 0 at the end of the stream (reader thread only)."""
+        view = memoryview(buffer).cast("B")
+        while True:
+            with self._tls_lock:
+                try:
+                    data: Optional[bytes] = self.tls.read(len(view))
+                except ssl.SSLWantReadError:
+                    data = None
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    data = b""  # close_notify, or the TCP stream ended without one
+                self._collect()  # e.g. an answer to a key update
+            self._flush(block=False)
+            if data is not None:
+                view[: len(data)] = data
+                return len(data)
+            self._fill()
+
+    def sendall(self, data: bytes) -> None:
+        """Encrypt and send ``data`` whole, before any other thread's data."""
+        view = memoryview(data)
+        with self._frame_lock:
+            for start in range(0, len(view), self._CHUNK):
+                with self._tls_lock:
+                    self.tls.write(view[start:start + self._CHUNK])
+                    self._collect()
+                self._flush(block=True)
+
+    def close_notify(self) -> None:
+        """Tell the server the stream ends here (best effort, never blocks on the socket)."""
+        with self._tls_lock:
+            try:
+                self.tls.unwrap()
+            except (ssl.SSLError, ValueError):
+                pass  # SSLWantReadError: the server's close_notify is not awaited
+            self._collect()
+        try:
+            self._flush(block=False)
+        except OSError:
+            pass
 
 
 def decode_answer(call: Call[Any, T], frame_type: int, flags: int, payload: bytes, max_frame_size: int) -> T:
@@ -66,6 +191,24 @@ class Client:
 
     Every call method also takes keyword-only ``timeout`` and ``compress``,
     overriding those defaults for the one call (``None`` keeps the default).
+
+    **TLS**: ``tls=True`` connects with TLS, verifying the server's certificate
+    against the system's trust roots and the host name ``host`` (or
+    ``server_hostname``); ``tls_ca`` (a PEM file) trusts that CA instead,
+    ``tls_cert``/``tls_key`` (PEM files) present a client certificate, and either
+    implies ``tls=True``. ``tls=`` also takes an ``ssl.SSLContext``, used as given
+    (the client sets its ALPN protocols to ``inferwire/1``). A failed handshake
+    raises :class:`~inferwire.TLSHandshakeError` saying why.
+
+    **Authentication**: ``token`` is a bearer token (one from the server's token
+    file, or a JWT), sent in an AUTH frame right after the preface; the
+    constructor returns once the server accepted it, and :attr:`principal` says who
+    the connection acts as. Credentials the server refuses raise
+    :class:`~inferwire.UnauthenticatedError` with the server's reason. A server that
+    requires authentication, connected to without a token and without a client
+    certificate it knows, raises ``UnauthenticatedError`` too.
+
+    ``connect_timeout`` bounds connecting: TCP, the TLS handshake, HELLO, AUTH.
     """
 
     def __init__(
@@ -76,16 +219,50 @@ class Client:
         timeout: Optional[float] = None,
         compression: bool = False,
         connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None:
+        self.host, self.port = host, port
         self.timeout = timeout
         self.compression = compression
+        #: Who the connection acts as: the answer to ``token``, or the client certificate's
+        #: principal from HELLO; None when the server has no authentication and no token was sent.
+        self.principal: Optional[Principal] = None
         self._recv_limit = wire.DEFAULT_MAX_FRAME_SIZE
+        context = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
+        start = wire.PREFACE + (wire.encode_auth(token) if token is not None else b"")
+        where = _tls.address(host, port)
+        self._tls: Optional[_TLSStream] = None
         self._sock = socket.create_connection((host, port), timeout=connect_timeout)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._reader = self._sock.makefile("rb")
-            self._sock.sendall(wire.PREFACE)
-            self.hello = self._read_hello()
+            self._reader: io.BufferedIOBase
+            self._sendall: Callable[[bytes], None]
+            if context is None:
+                self._reader = self._sock.makefile("rb")
+                self._sendall = self._sock.sendall
+            else:
+                self._tls = _TLSStream(self._sock, context, server_hostname or host)
+                try:
+                    self._tls.handshake()
+                except (ssl.SSLError, OSError) as exc:
+                    raise _tls.handshake_error(exc, where, timeout=connect_timeout) from exc
+                _tls.check_alpn(self._tls.tls.selected_alpn_protocol(), where)
+                self._reader = io.BufferedReader(self._tls, buffer_size=64 * 1024)
+                self._sendall = self._tls.sendall
+            try:
+                self._sendall(start)
+                self.hello = self._read_hello()
+                authenticated = self._read_auth_answer() if token is not None else None
+            except ssl.SSLError as exc:
+                # In TLS 1.3 the server judges the client's certificate after the client's side of the
+                # handshake is done: a refusal arrives as an alert in place of HELLO.
+                raise _tls.handshake_error(exc, where, timeout=connect_timeout) from exc
+            self.principal = wire.connection_principal(self.hello, authenticated, where)
             self._recv_limit = self.max_frame_size
             self._sock.settimeout(None)
         except BaseException:
@@ -93,11 +270,13 @@ class Client:
             raise
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._auth_lock = threading.Lock()
         self._pending: Dict[int, _Pending[Any]] = {}
+        self._auth_waiters: Deque[Future[Principal]] = deque()
         self._next_id = 0
         self._closed: Optional[InferWireError] = None
         self._slots = threading.BoundedSemaphore(self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
-        self._thread = threading.Thread(target=self._read_loop, name=f"inferwire-reader-{host}:{port}", daemon=True)
+        self._thread = threading.Thread(target=self._read_loop, name=f"inferwire-reader-{where}", daemon=True)
         self._thread.start()
 
     # -- connection lifecycle ---------------------------------------------------
@@ -106,6 +285,11 @@ class Client:
     def max_frame_size(self) -> int:
         """The largest frame payload the server accepts (from its HELLO)."""
         return self.hello.max_frame_size or wire.DEFAULT_MAX_FRAME_SIZE
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        """The TLS version in use (e.g. ``"TLSv1.3"``), or None on a plaintext connection."""
+        return self._tls.tls.version() if self._tls is not None else None
 
     def _read_exact(self, n: int) -> Optional[bytes]:
         data = self._reader.read(n)
@@ -132,19 +316,54 @@ class Client:
         if frame is None:
             raise UnavailableError("server closed the connection before HELLO")
         frame_type, _, _, _, payload = frame
-        if frame_type == wire.GOAWAY:
-            goaway = wire.parse_goaway(payload)
-            raise error_for(goaway.code, goaway.message)
-        if frame_type != wire.HELLO:
-            raise ProtocolError(f"expected HELLO, got frame type {frame_type:#04x}")
-        hello = wire.parse_hello(payload)
-        if not wire.MIN_VERSION <= hello.version <= wire.MAX_VERSION:
-            raise ProtocolError(f"server chose protocol version {hello.version}")
-        return hello
+        return wire.check_hello(frame_type, payload)
+
+    def _read_auth_answer(self) -> Principal:
+        while True:
+            frame = self._read_frame()
+            if frame is None:
+                raise UnavailableError("server closed the connection before answering AUTH")
+            frame_type, _, _, _, payload = frame
+            if frame_type == wire.PING:
+                self._sendall(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+            principal = wire.auth_answer(frame_type, payload)
+            if principal is not None:
+                return principal
+
+    def authenticate(self, token: str, *, timeout: Optional[float] = None) -> Principal:
+        """Present new credentials on this connection and return the principal the server now acts as.
+
+        For example a fresh JWT before the one the connection was opened with expires
+        (after that, requests are answered ``UnauthenticatedError``). Requests sent
+        after this call are served as the new principal. Credentials the server
+        refuses end the connection: this raises ``UnauthenticatedError`` with the
+        server's reason, and later calls fail with ``UnavailableError``.
+        """
+        frame = wire.encode_auth(token)
+        timeout = self.timeout if timeout is None else timeout
+        waiter: Future[Principal] = Future()
+        with self._auth_lock:  # AUTH frames go out in the order of _auth_waiters, which their answers follow
+            with self._lock:
+                if self._closed is not None:
+                    raise self._closed
+                self._auth_waiters.append(waiter)
+            try:
+                self._send(frame)
+            except OSError as exc:
+                with self._lock:
+                    if waiter in self._auth_waiters:
+                        self._auth_waiters.remove(waiter)
+                raise UnavailableError(f"could not send AUTH: {exc}") from exc
+        try:
+            return waiter.result(timeout)
+        except FutureTimeout:
+            raise DeadlineExceededError(f"no answer to AUTH within {timeout} s") from None
 
     def close(self) -> None:
         """Close the connection; calls still in flight fail with ``UnavailableError``."""
         self._shutdown(UnavailableError("client closed the connection"))
+        if self._tls is not None:
+            self._tls.close_notify()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -170,10 +389,14 @@ class Client:
             if self._closed is None:
                 self._closed = error
             pending, self._pending = self._pending, {}
+            waiters = list(self._auth_waiters)
+            self._auth_waiters.clear()
         for entry in pending.values():
             self._slots.release()
             if not entry.cancelled:
                 entry.future.set_exception(error)
+        for waiter in waiters:
+            waiter.set_exception(error)
 
     # -- inference service ------------------------------------------------------
 
@@ -333,11 +556,23 @@ class Client:
                 entry.future.set_exception(exc)
         elif frame_type == wire.PING:
             self._send(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+        elif frame_type == wire.AUTH:
+            principal = wire.parse_authenticated(payload)
+            with self._lock:
+                self.principal = principal
+                waiter = self._auth_waiters.popleft() if self._auth_waiters else None
+            if waiter is not None:
+                waiter.set_result(principal)
         elif frame_type == wire.GOAWAY:
             goaway = wire.parse_goaway(payload)
             with self._lock:
                 if self._closed is None:
                     self._closed = wire.goaway_error(goaway)
+                waiters: List[Future[Principal]] = []
+                if goaway.code != wire.StatusCode.UNAVAILABLE:
+                    waiters, self._auth_waiters = list(self._auth_waiters), deque()
+            for waiter in waiters:  # e.g. UNAUTHENTICATED, saying which check the new credentials failed
+                waiter.set_exception(error_for(goaway.code, goaway.message))
             if goaway.code != wire.StatusCode.UNAVAILABLE:
                 raise wire.goaway_error(goaway)
         # PONG, HELLO again, and unknown frame types are ignored (section 9).
@@ -346,7 +581,7 @@ class Client:
 
     def _send(self, frame: bytes) -> None:
         with self._send_lock:
-            self._sock.sendall(frame)
+            self._sendall(frame)
 
     def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
         timeout = self.timeout if timeout is None else timeout

@@ -30,6 +30,7 @@ __all__ = [
     "DataLossError",
     "UnauthenticatedError",
     "ProtocolError",
+    "TLSHandshakeError",
     "error_for",
 ]
 
@@ -166,6 +167,16 @@ class UnauthenticatedError(InferWireError):
 
 class ProtocolError(UnavailableError):
     """The server sent bytes this client cannot make sense of; the connection is closed."""
+
+
+class TLSHandshakeError(UnavailableError):
+    """The TLS handshake failed, so no connection was made; the message says why.
+
+    For example the server's certificate did not verify (untrusted CA, another host
+    name, expired), the server required or refused a client certificate, or the port
+    does not speak TLS. Raised by the clients' constructors and ``connect``; the
+    ``ssl`` exception that caused it is its ``__cause__``.
+    """
 
 
 _BY_CODE: Dict[int, Type[InferWireError]] = {

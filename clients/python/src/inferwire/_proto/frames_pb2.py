@@ -25,17 +25,23 @@ _sym_db = _symbol_database.Default()
 from . import status_pb2 as inferwire_dot_v1_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19inferwire/v1/frames.proto\x12\x0cinferwire.v1\x1a\x19inferwire/v1/status.proto\"\x93\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x16\n\x0emax_frame_size\x18\x02 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x03 \x01(\r\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\x12\x16\n\x0eserver_version\x18\x05 \x01(\t\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\x08\"Z\n\x06GoAway\x12\x17\n\x0flast_request_id\x18\x01 \x01(\r\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.inferwire.v1.StatusCode\x12\x0f\n\x07message\x18\x03 \x01(\t*\xac\x02\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSERVER_LIVE\x10\x01\x12\x10\n\x0cSERVER_READY\x10\x02\x12\x13\n\x0fSERVER_METADATA\x10\x03\x12\x0f\n\x0bMODEL_READY\x10\x04\x12\x12\n\x0eMODEL_METADATA\x10\x05\x12\t\n\x05INFER\x10\x06\x12\x14\n\x10MODEL_STATISTICS\x10\x07\x12\x0f\n\x0bLIST_MODELS\x10\x64\x12\x10\n\x0cMODEL_STATUS\x10\x65\x12\x0e\n\nLOAD_MODEL\x10\x66\x12\x10\n\x0cUNLOAD_MODEL\x10g\x12\x0f\n\x0bSET_TRAFFIC\x10h\x12\x0b\n\x07PROMOTE\x10i\x12\x0c\n\x08ROLLBACK\x10j\x12\x0b\n\x07HISTORY\x10k\x12\x0e\n\nSET_SHADOW\x10lb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19inferwire/v1/frames.proto\x12\x0cinferwire.v1\x1a\x19inferwire/v1/status.proto\"\xe0\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x16\n\x0emax_frame_size\x18\x02 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x03 \x01(\r\x12\x13\n\x0bserver_name\x18\x04 \x01(\t\x12\x16\n\x0eserver_version\x18\x05 \x01(\t\x12\x13\n\x0b\x63ompression\x18\x06 \x01(\x08\x12\x1f\n\x17\x61uthentication_required\x18\x07 \x01(\x08\x12*\n\tprincipal\x18\x08 \x01(\x0b\x32\x17.inferwire.v1.Principal\"$\n\x0c\x41uthenticate\x12\x14\n\x0c\x62\x65\x61rer_token\x18\x01 \x01(\t\"V\n\tPrincipal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x1c\n\x14\x65xpires_unix_seconds\x18\x04 \x01(\x03\";\n\rAuthenticated\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.inferwire.v1.Principal\"Z\n\x06GoAway\x12\x17\n\x0flast_request_id\x18\x01 \x01(\r\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.inferwire.v1.StatusCode\x12\x0f\n\x07message\x18\x03 \x01(\t*\xac\x02\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSERVER_LIVE\x10\x01\x12\x10\n\x0cSERVER_READY\x10\x02\x12\x13\n\x0fSERVER_METADATA\x10\x03\x12\x0f\n\x0bMODEL_READY\x10\x04\x12\x12\n\x0eMODEL_METADATA\x10\x05\x12\t\n\x05INFER\x10\x06\x12\x14\n\x10MODEL_STATISTICS\x10\x07\x12\x0f\n\x0bLIST_MODELS\x10\x64\x12\x10\n\x0cMODEL_STATUS\x10\x65\x12\x0e\n\nLOAD_MODEL\x10\x66\x12\x10\n\x0cUNLOAD_MODEL\x10g\x12\x0f\n\x0bSET_TRAFFIC\x10h\x12\x0b\n\x07PROMOTE\x10i\x12\x0c\n\x08ROLLBACK\x10j\x12\x0b\n\x07HISTORY\x10k\x12\x0e\n\nSET_SHADOW\x10lb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inferwire.v1.frames_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METHOD']._serialized_start=313
-  _globals['_METHOD']._serialized_end=613
+  _globals['_METHOD']._serialized_start=577
+  _globals['_METHOD']._serialized_end=877
   _globals['_HELLO']._serialized_start=71
-  _globals['_HELLO']._serialized_end=218
-  _globals['_GOAWAY']._serialized_start=220
-  _globals['_GOAWAY']._serialized_end=310
+  _globals['_HELLO']._serialized_end=295
+  _globals['_AUTHENTICATE']._serialized_start=297
+  _globals['_AUTHENTICATE']._serialized_end=333
+  _globals['_PRINCIPAL']._serialized_start=335
+  _globals['_PRINCIPAL']._serialized_end=421
+  _globals['_AUTHENTICATED']._serialized_start=423
+  _globals['_AUTHENTICATED']._serialized_end=482
+  _globals['_GOAWAY']._serialized_start=484
+  _globals['_GOAWAY']._serialized_end=574
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,9 @@
 from . import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -44,20 +46,48 @@ HISTORY: Method
 SET_SHADOW: Method
 
 class Hello(_message.Message):
-    __slots__ = ("version", "max_frame_size", "max_concurrent_requests", "server_name", "server_version", "compression")
+    __slots__ = ("version", "max_frame_size", "max_concurrent_requests", "server_name", "server_version", "compression", "authentication_required", "principal")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     version: int
     max_frame_size: int
     max_concurrent_requests: int
     server_name: str
     server_version: str
     compression: bool
-    def __init__(self, version: _Optional[int] = ..., max_frame_size: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., server_name: _Optional[str] = ..., server_version: _Optional[str] = ..., compression: bool = ...) -> None: ...
+    authentication_required: bool
+    principal: Principal
+    def __init__(self, version: _Optional[int] = ..., max_frame_size: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., server_name: _Optional[str] = ..., server_version: _Optional[str] = ..., compression: bool = ..., authentication_required: bool = ..., principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
+
+class Authenticate(_message.Message):
+    __slots__ = ("bearer_token",)
+    BEARER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bearer_token: str
+    def __init__(self, bearer_token: _Optional[str] = ...) -> None: ...
+
+class Principal(_message.Message):
+    __slots__ = ("name", "roles", "models", "expires_unix_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    expires_unix_seconds: int
+    def __init__(self, name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., expires_unix_seconds: _Optional[int] = ...) -> None: ...
+
+class Authenticated(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
 
 class GoAway(_message.Message):
     __slots__ = ("last_request_id", "code", "message")

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinferwire/v1/management.proto\x12\x0cinferwire.v1\"\xa2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.inferwire.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rrequest_count\x18\x04 \x01(\x04\x12\x15\n\rfailure_count\x18\x05 \x01(\x04\x12\x17\n\x0fmean_compute_us\x18\x06 \x01(\x04\"\xb2\x01\n\x07Rollout\x12\x16\n\x0estable_version\x18\x01 \x01(\x03\x12\x16\n\x0e\x63\x61nary_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\r\x12\x0e\n\x06sticky\x18\x04 \x01(\x08\x12\x1f\n\x17previous_stable_version\x18\x05 \x01(\x03\x12\x16\n\x0eshadow_version\x18\x06 \x01(\x03\x12\x16\n\x0eshadow_percent\x18\x07 \x01(\r\"\x96\x01\n\x0cShadowReport\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x10\n\x08\x63ompared\x18\x02 \x01(\x04\x12\x11\n\tdiffering\x18\x03 \x01(\x04\x12\x1a\n\x12max_abs_difference\x18\x04 \x01(\x01\x12\x1b\n\x13mean_abs_difference\x18\x05 \x01(\x01\x12\x17\n\x0fshadow_failures\x18\x06 \x01(\x04\"\x9e\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08versions\x18\x02 \x03(\x0b\x32\x1b.inferwire.v1.VersionStatus\x12&\n\x07rollout\x18\x03 \x01(\x0b\x32\x15.inferwire.v1.Rollout\x12*\n\x06shadow\x18\x04 \x01(\x0b\x32\x1a.inferwire.v1.ShadowReport\"a\n\x0cHistoryEntry\x12\x13\n\x0bunix_millis\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.inferwire.v1.ModelStatus\"\"\n\x12ModelStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13ModelStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.inferwire.v1.ModelStatus\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"@\n\x11LoadModelResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.inferwire.v1.VersionStatus\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"B\n\x13UnloadModelResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.inferwire.v1.VersionStatus\"Z\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61nary_version\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\r\x12\x0e\n\x06sticky\x18\x04 \x01(\x08\"<\n\x12SetTrafficResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1e\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x0fPromoteResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10RollbackResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"B\n\x10SetShadowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\r\";\n\x11SetShadowResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1e\n\x0eHistoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fHistoryResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.inferwire.v1.HistoryEntry*m\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinferwire/v1/management.proto\x12\x0cinferwire.v1\"\xa2\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.inferwire.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rrequest_count\x18\x04 \x01(\x04\x12\x15\n\rfailure_count\x18\x05 \x01(\x04\x12\x17\n\x0fmean_compute_us\x18\x06 \x01(\x04\"\xb2\x01\n\x07Rollout\x12\x16\n\x0estable_version\x18\x01 \x01(\x03\x12\x16\n\x0e\x63\x61nary_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\r\x12\x0e\n\x06sticky\x18\x04 \x01(\x08\x12\x1f\n\x17previous_stable_version\x18\x05 \x01(\x03\x12\x16\n\x0eshadow_version\x18\x06 \x01(\x03\x12\x16\n\x0eshadow_percent\x18\x07 \x01(\r\"\x96\x01\n\x0cShadowReport\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x10\n\x08\x63ompared\x18\x02 \x01(\x04\x12\x11\n\tdiffering\x18\x03 \x01(\x04\x12\x1a\n\x12max_abs_difference\x18\x04 \x01(\x01\x12\x1b\n\x13mean_abs_difference\x18\x05 \x01(\x01\x12\x17\n\x0fshadow_failures\x18\x06 \x01(\x04\"\x9e\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08versions\x18\x02 \x03(\x0b\x32\x1b.inferwire.v1.VersionStatus\x12&\n\x07rollout\x18\x03 \x01(\x0b\x32\x15.inferwire.v1.Rollout\x12*\n\x06shadow\x18\x04 \x01(\x0b\x32\x1a.inferwire.v1.ShadowReport\"t\n\x0cHistoryEntry\x12\x13\n\x0bunix_millis\x18\x01 \x01(\x03\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x11\n\tprincipal\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.inferwire.v1.ModelStatus\"\"\n\x12ModelStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13ModelStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.inferwire.v1.ModelStatus\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"@\n\x11LoadModelResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.inferwire.v1.VersionStatus\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"B\n\x13UnloadModelResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x1b.inferwire.v1.VersionStatus\"Z\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61nary_version\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\r\x12\x0e\n\x06sticky\x18\x04 \x01(\x08\"<\n\x12SetTrafficResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1e\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x0fPromoteResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10RollbackResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"B\n\x10SetShadowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07percent\x18\x03 \x01(\r\";\n\x11SetShadowResponse\x12&\n\x07rollout\x18\x01 \x01(\x0b\x32\x15.inferwire.v1.Rollout\"\x1e\n\x0eHistoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fHistoryResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.inferwire.v1.HistoryEntry*m\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\x0c\n\x08\x44RAINING\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inferwire.v1.management_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERSIONSTATE']._serialized_start=1795
-  _globals['_VERSIONSTATE']._serialized_end=1904
+  _globals['_VERSIONSTATE']._serialized_start=1814
+  _globals['_VERSIONSTATE']._serialized_end=1923
   _globals['_VERSIONSTATUS']._serialized_start=48
   _globals['_VERSIONSTATUS']._serialized_end=210
   _globals['_ROLLOUT']._serialized_start=213
@@ -42,41 +42,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSTATUS']._serialized_start=547
   _globals['_MODELSTATUS']._serialized_end=705
   _globals['_HISTORYENTRY']._serialized_start=707
-  _globals['_HISTORYENTRY']._serialized_end=804
-  _globals['_LISTMODELSREQUEST']._serialized_start=806
-  _globals['_LISTMODELSREQUEST']._serialized_end=825
-  _globals['_LISTMODELSRESPONSE']._serialized_start=827
-  _globals['_LISTMODELSRESPONSE']._serialized_end=890
-  _globals['_MODELSTATUSREQUEST']._serialized_start=892
-  _globals['_MODELSTATUSREQUEST']._serialized_end=926
-  _globals['_MODELSTATUSRESPONSE']._serialized_start=928
-  _globals['_MODELSTATUSRESPONSE']._serialized_end=992
-  _globals['_LOADMODELREQUEST']._serialized_start=994
-  _globals['_LOADMODELREQUEST']._serialized_end=1043
-  _globals['_LOADMODELRESPONSE']._serialized_start=1045
-  _globals['_LOADMODELRESPONSE']._serialized_end=1109
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1111
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1162
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1164
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1230
-  _globals['_SETTRAFFICREQUEST']._serialized_start=1232
-  _globals['_SETTRAFFICREQUEST']._serialized_end=1322
-  _globals['_SETTRAFFICRESPONSE']._serialized_start=1324
-  _globals['_SETTRAFFICRESPONSE']._serialized_end=1384
-  _globals['_PROMOTEREQUEST']._serialized_start=1386
-  _globals['_PROMOTEREQUEST']._serialized_end=1416
-  _globals['_PROMOTERESPONSE']._serialized_start=1418
-  _globals['_PROMOTERESPONSE']._serialized_end=1475
-  _globals['_ROLLBACKREQUEST']._serialized_start=1477
-  _globals['_ROLLBACKREQUEST']._serialized_end=1508
-  _globals['_ROLLBACKRESPONSE']._serialized_start=1510
-  _globals['_ROLLBACKRESPONSE']._serialized_end=1568
-  _globals['_SETSHADOWREQUEST']._serialized_start=1570
-  _globals['_SETSHADOWREQUEST']._serialized_end=1636
-  _globals['_SETSHADOWRESPONSE']._serialized_start=1638
-  _globals['_SETSHADOWRESPONSE']._serialized_end=1697
-  _globals['_HISTORYREQUEST']._serialized_start=1699
-  _globals['_HISTORYREQUEST']._serialized_end=1729
-  _globals['_HISTORYRESPONSE']._serialized_start=1731
-  _globals['_HISTORYRESPONSE']._serialized_end=1793
+  _globals['_HISTORYENTRY']._serialized_end=823
+  _globals['_LISTMODELSREQUEST']._serialized_start=825
+  _globals['_LISTMODELSREQUEST']._serialized_end=844
+  _globals['_LISTMODELSRESPONSE']._serialized_start=846
+  _globals['_LISTMODELSRESPONSE']._serialized_end=909
+  _globals['_MODELSTATUSREQUEST']._serialized_start=911
+  _globals['_MODELSTATUSREQUEST']._serialized_end=945
+  _globals['_MODELSTATUSRESPONSE']._serialized_start=947
+  _globals['_MODELSTATUSRESPONSE']._serialized_end=1011
+  _globals['_LOADMODELREQUEST']._serialized_start=1013
+  _globals['_LOADMODELREQUEST']._serialized_end=1062
+  _globals['_LOADMODELRESPONSE']._serialized_start=1064
+  _globals['_LOADMODELRESPONSE']._serialized_end=1128
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1130
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1181
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1183
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1249
+  _globals['_SETTRAFFICREQUEST']._serialized_start=1251
+  _globals['_SETTRAFFICREQUEST']._serialized_end=1341
+  _globals['_SETTRAFFICRESPONSE']._serialized_start=1343
+  _globals['_SETTRAFFICRESPONSE']._serialized_end=1403
+  _globals['_PROMOTEREQUEST']._serialized_start=1405
+  _globals['_PROMOTEREQUEST']._serialized_end=1435
+  _globals['_PROMOTERESPONSE']._serialized_start=1437
+  _globals['_PROMOTERESPONSE']._serialized_end=1494
+  _globals['_ROLLBACKREQUEST']._serialized_start=1496
+  _globals['_ROLLBACKREQUEST']._serialized_end=1527
+  _globals['_ROLLBACKRESPONSE']._serialized_start=1529
+  _globals['_ROLLBACKRESPONSE']._serialized_end=1587
+  _globals['_SETSHADOWREQUEST']._serialized_start=1589
+  _globals['_SETSHADOWREQUEST']._serialized_end=1655
+  _globals['_SETSHADOWRESPONSE']._serialized_start=1657
+  _globals['_SETSHADOWRESPONSE']._serialized_end=1716
+  _globals['_HISTORYREQUEST']._serialized_start=1718
+  _globals['_HISTORYREQUEST']._serialized_end=1748
+  _globals['_HISTORYRESPONSE']._serialized_start=1750
+  _globals['_HISTORYRESPONSE']._serialized_end=1812
 # @@protoc_insertion_point(module_scope)

@@ -85,18 +85,20 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("unix_millis", "model", "action", "detail", "actor")
+    __slots__ = ("unix_millis", "model", "action", "detail", "actor", "principal")
     UNIX_MILLIS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     unix_millis: int
     model: str
     action: str
     detail: str
     actor: str
-    def __init__(self, unix_millis: _Optional[int] = ..., model: _Optional[str] = ..., action: _Optional[str] = ..., detail: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    principal: str
+    def __init__(self, unix_millis: _Optional[int] = ..., model: _Optional[str] = ..., action: _Optional[str] = ..., detail: _Optional[str] = ..., actor: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
