@@ -2,8 +2,9 @@
  * @file inferwire.h
  * @brief libinferwire: a small C client for the InferWire inference protocol (v1).
  *
- * One ::iw_conn is one TCP connection. It is not thread-safe: use it from one
- * thread at a time (or one connection per thread).
+ * One ::iw_conn is one TCP connection, plaintext or TLS (iw_connect_opts()). It
+ * is not thread-safe: use it from one thread at a time (or one connection per
+ * thread).
  *
  * Blocking calls (iw_infer(), iw_server_live(), ...) send one request and wait
  * for its answer. The pipelining API (iw_send_infer() / iw_poll()) keeps many
@@ -35,10 +36,10 @@ extern "C" {
  * @{
  */
 #define INFERWIRE_VERSION_MAJOR 0
-#define INFERWIRE_VERSION_MINOR 1
+#define INFERWIRE_VERSION_MINOR 2
 #define INFERWIRE_VERSION_PATCH 0
 /** "MAJOR.MINOR.PATCH", the same as inferwire_version() of the matching library. */
-#define INFERWIRE_VERSION_STRING "0.1.0"
+#define INFERWIRE_VERSION_STRING "0.2.0"
 /** @} */
 
 /**
@@ -164,7 +165,7 @@ typedef struct iw_options {
      */
     bool compression;
     int compression_level;       /**< zlib level 1-9; 0: Z_DEFAULT_COMPRESSION */
-    uint32_t connect_timeout_ms; /**< TCP connect + HELLO wait; 0: 10000 */
+    uint32_t connect_timeout_ms; /**< TCP connect + TLS handshake + HELLO (+ AUTH answer) wait; 0: 10000 */
     uint64_t default_timeout_us; /**< deadline for calls that set none; 0: none */
     uint32_t max_recv_frame_size;/**< local receive limit; 0: HELLO's max_frame_size */
 } iw_options;
@@ -177,6 +178,11 @@ typedef struct iw_hello {
     const char *server_name;
     const char *server_version;
     bool compression;
+    /**
+     * The server requires every connection to authenticate (PROTOCOL.md 1b): with a
+     * token (iw_connect_options.token) or a TLS client certificate it accepts.
+     */
+    bool authentication_required;
 } iw_hello;
 
 /** Counters, mainly for tests and diagnostics. */
@@ -186,20 +192,100 @@ typedef struct iw_stats {
     uint64_t responses_received;
     uint64_t compressed_received; /**< RESPONSE frames received with COMPRESSED */
     uint64_t cancels_sent;
-    uint64_t bytes_sent;
-    uint64_t bytes_received;
+    uint64_t bytes_sent;          /**< InferWire bytes (preface and frames; inside TLS, before encryption) */
+    uint64_t bytes_received;      /**< InferWire bytes received (after decryption) */
 } iw_stats;
 
 typedef struct iw_conn iw_conn;
 
 /**
- * Connects: opens TCP to host:port, sends the preface (versions 1..1) and
- * waits for HELLO, whose limits the connection then follows.
+ * Connects in plaintext: opens TCP to host:port, sends the preface (versions 1..1)
+ * and waits for HELLO, whose limits the connection then follows. For TLS or a
+ * token, use iw_connect_opts().
  * @param opts NULL for defaults.
  * @return the connection, or NULL with *err filled (a GOAWAY's code and message
  *         when the server refuses the preface).
  */
 iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_error *err);
+
+/**
+ * Options for iw_connect_opts(): those of iw_connect(), plus TLS and credentials.
+ * Zero-initialise; all-zero is a plaintext connection with the defaults, the same
+ * as iw_connect(host, port, NULL, err). The strings are read during the call only.
+ */
+typedef struct iw_connect_options {
+    iw_options base;         /**< compression, timeouts, limits, as for iw_connect() */
+    /**
+     * Speak TLS (1.2 or 1.3, ALPN "inferwire/1"). The server's certificate chain
+     * is verified against ca_file (or the system's trust store) and its subject
+     * alternative names against the host connected to (or server_name): a DNS
+     * name, also sent as SNI, or an IP address. Verification cannot be turned off.
+     */
+    bool tls;
+    const char *ca_file;     /**< PEM file of trusted CAs; NULL: the system's trust store */
+    const char *cert_file;   /**< client certificate (PEM, may hold its chain), for mutual TLS */
+    const char *key_file;    /**< its private key (PEM); NULL: the key is in cert_file */
+    const char *server_name; /**< name to verify and send as SNI instead of host; NULL: host */
+    /**
+     * Bearer token (PROTOCOL.md 1b): an opaque token from the server's token file,
+     * or a JWT. Sent in an AUTH frame right after the preface; connecting then
+     * waits for the server to accept it (see iw_conn_principal()). NULL: none.
+     */
+    const char *token;
+} iw_connect_options;
+
+/**
+ * Connects with TLS and/or a bearer token (see ::iw_connect_options); otherwise
+ * like iw_connect(). connect_timeout_ms bounds everything: TCP connect, TLS
+ * handshake, HELLO and the answer to the token.
+ *
+ * Failures, in *err:
+ * - TLS handshake failures: IW_UNAVAILABLE, a message saying "TLS handshake" and
+ *   why (certificate verify failed: the OpenSSL reason, e.g. "certificate has
+ *   expired", "hostname mismatch"; the server requires or rejected the client
+ *   certificate; the port does not speak TLS, with the server's plaintext answer).
+ * - A TLS server reached without TLS: the server's GOAWAY, FAILED_PRECONDITION.
+ * - Credentials refused: IW_UNAUTHENTICATED with the server's message. A server
+ *   that requires authentication (HELLO) is refused locally with
+ *   IW_UNAUTHENTICATED when there is no token and no client certificate it took.
+ * @param opts NULL for defaults (plaintext).
+ */
+iw_conn *iw_connect_opts(const char *host, uint16_t port, const iw_connect_options *opts,
+                         iw_error *err);
+
+/** Who a connection acts as, and what it may do (PROTOCOL.md 1b). */
+typedef struct iw_principal {
+    const char *name;             /**< token file name, JWT `sub` or certificate CN */
+    const char *const *roles;     /**< some of "infer", "manage", "admin" */
+    size_t n_roles;
+    const char *const *models;    /**< names, or prefixes ending in '*' */
+    size_t n_models;              /**< 0: every model */
+    int64_t expires_unix_seconds; /**< 0: the credentials do not expire */
+} iw_principal;
+
+/**
+ * The principal the server accepted for this connection: the answer to its
+ * token, or the one HELLO named for its TLS client certificate. NULL when the
+ * connection did not authenticate. Valid until iw_authenticate() or iw_close().
+ */
+const iw_principal *iw_conn_principal(const iw_conn *conn);
+
+/** Whether the principal holds a role ("infer", "manage", "admin"). */
+bool iw_principal_has_role(const iw_principal *principal, const char *role);
+
+/**
+ * Sends a (fresh) bearer token on an open connection, e.g. when the previous
+ * one expired, and waits up to connect_timeout_ms for the answer; requests in
+ * flight carry on. On IW_OK iw_conn_principal() describes the new principal.
+ * Refused credentials: IW_UNAUTHENTICATED with the server's message; the server
+ * then closes the connection.
+ */
+iw_status_code iw_authenticate(iw_conn *conn, const char *token, iw_error *err);
+
+/** The TLS version in use ("TLSv1.3"), or NULL for a plaintext connection. */
+const char *iw_conn_tls_version(const iw_conn *conn);
+/** The ALPN protocol the server selected ("inferwire/1"), or NULL if none. */
+const char *iw_conn_alpn(const iw_conn *conn);
 
 /** The server's HELLO for this connection. */
 const iw_hello *iw_conn_hello(const iw_conn *conn);

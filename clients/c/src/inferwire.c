@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "inferwire.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,13 +19,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "inferwire/v1/frames.pb-c.h"
 #include "inferwire/v1/inference.pb-c.h"
 #include "inferwire/v1/status.pb-c.h"
 
 enum {
     FT_HELLO = 1, FT_REQUEST = 2, FT_RESPONSE = 3, FT_ERROR = 4,
-    FT_CANCEL = 5, FT_PING = 6, FT_PONG = 7, FT_GOAWAY = 8
+    FT_CANCEL = 5, FT_PING = 6, FT_PONG = 7, FT_GOAWAY = 8, FT_AUTH = 9
 };
 enum { FL_COMPRESSED = 1, FL_COMPRESS_RESPONSE = 2 };
 #define HDR 16
@@ -49,7 +54,25 @@ struct iw_conn {
     iw_options opts;
     iw_hello hello;
     char *server_name, *server_version;
+    char peer[300];       /* "host:port", for messages */
     bool have_hello;
+    bool connected;       /* iw_connect_opts() returned it */
+    /* Authentication: the principal the server named (HELLO or AUTH answer). */
+    Inferwire__V1__Principal *principal_msg;
+    iw_principal principal;
+    bool auth_pending;    /* AUTH sent, the server's answer not read yet */
+    /* TLS (NULL ssl: plaintext). All bytes go through io_read/io_write. */
+    SSL_CTX *ssl_ctx;
+    SSL *ssl;
+    BIO_METHOD *bio_meth;
+    bool ssl_failed;      /* fatal TLS error: no close_notify at close */
+    bool read_wants_write;/* SSL_read needs the socket writable */
+    bool write_wants_read;/* SSL_write needs the socket readable */
+    char alpn[64];
+    uint8_t hs_peek[16];  /* the first bytes the server sent during the handshake */
+    size_t hs_peek_len;
+    char verify_detail[300]; /* the certificate verification failure, from verify_cb */
+    iw_error write_err;   /* a failed write, reported unless what the server sent says more */
     bool broken;          /* no more answers will arrive */
     bool goaway;          /* server accepts no new requests */
     iw_error fatal;       /* why broken / goaway */
@@ -228,6 +251,117 @@ static void mark_broken(iw_conn *c, iw_status_code code, const char *fmt, ...)
     fail_all_pending(c, why);
 }
 
+/* ---------------------------------------------------------- I/O layer */
+
+/* Every byte of a connection goes through io_read() and io_write(): the socket
+ * itself, or OpenSSL on top of it. Both return a byte count (> 0), 0 (io_read:
+ * end of stream), IO_AGAIN (it would block; for TLS, read_wants_write or
+ * write_wants_read say which readiness to wait for) or IO_FAILED (io_read: the
+ * connection is marked broken; io_write: see write_failed()). */
+enum { IO_AGAIN = -1, IO_FAILED = -2 };
+
+static void tls_reason(iw_conn *c, int ssl_err, int saved_errno, char *buf, size_t size);
+
+/* A fatal TLS error on an established TLS connection; before HELLO it is still
+ * the handshake as far as the user can tell (TLS 1.3 servers refuse a client
+ * certificate after the client's side of the handshake is done). */
+static void tls_broken(iw_conn *c, int ssl_err, int saved_errno)
+{
+    char why[450];
+    tls_reason(c, ssl_err, saved_errno, why, sizeof why);
+    c->ssl_failed = true;
+    if (c->have_hello)
+        mark_broken(c, IW_UNAVAILABLE, "client: TLS error on the connection to %s: %s", c->peer, why);
+    else
+        mark_broken(c, IW_UNAVAILABLE, "client: TLS handshake with %s failed: %s", c->peer, why);
+}
+
+static ssize_t io_read(iw_conn *c, void *buf, size_t len)
+{
+    if (!c->ssl) {
+        for (;;) {
+            ssize_t n = recv(c->fd, buf, len, 0);
+            if (n >= 0) return n;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_AGAIN;
+            mark_broken(c, IW_UNAVAILABLE, "client: recv failed: %s", strerror(errno));
+            return IO_FAILED;
+        }
+    }
+    c->read_wants_write = false;
+    if (len > INT_MAX) len = INT_MAX;
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, buf, (int)len);
+    int saved = errno;
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return IO_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        c->read_wants_write = true;
+        return IO_AGAIN;
+    case SSL_ERROR_ZERO_RETURN: /* close_notify, or EOF (SSL_OP_IGNORE_UNEXPECTED_EOF) */
+        return 0;
+    default:
+        tls_broken(c, e, saved);
+        return IO_FAILED;
+    }
+}
+
+static ssize_t io_write(iw_conn *c, const void *buf, size_t len)
+{
+    if (!c->ssl) {
+        for (;;) {
+            ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+            if (n > 0) return n;
+            if (n == 0) return IO_AGAIN;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return IO_AGAIN;
+            set_err(&c->write_err, IW_UNAVAILABLE, "client: send failed: %s", strerror(errno));
+            return IO_FAILED;
+        }
+    }
+    /* A write that would block is retried later with the same bytes at the same
+     * offset of wbuf (which may have moved or grown since: SSL_MODE_ACCEPT_MOVING_
+     * WRITE_BUFFER, SSL_MODE_ENABLE_PARTIAL_WRITE). */
+    c->write_wants_read = false;
+    if (len > INT_MAX) len = INT_MAX;
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, buf, (int)len);
+    int saved = errno;
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_WRITE) return IO_AGAIN;
+    if (e == SSL_ERROR_WANT_READ) {
+        c->write_wants_read = true;
+        return IO_AGAIN;
+    }
+    if (e != SSL_ERROR_SYSCALL) {
+        tls_broken(c, e, saved);
+        return IO_FAILED;
+    }
+    /* the socket failed (the server closed it): what it sent before may say why */
+    char why[450];
+    tls_reason(c, e, saved, why, sizeof why);
+    set_err(&c->write_err, IW_UNAVAILABLE, c->have_hello ? "client: TLS error on the connection to %s: %s"
+                                                        : "client: TLS handshake with %s failed: %s",
+            c->peer, why);
+    return IO_FAILED;
+}
+
+static int pump_read(iw_conn *c);
+
+/* io_write() failed. A server that refuses a connection says why and closes it
+ * (a GOAWAY, or a TLS alert such as "certificate required"); a write after that
+ * fails with a reset, while the reason is still waiting to be read. So read it,
+ * and report the write's error only when there was nothing to read. */
+static void write_failed(iw_conn *c)
+{
+    if (!c->broken) pump_read(c);
+    if (!c->broken) mark_broken(c, c->write_err.code, "%s", c->write_err.message);
+}
+
 /* ------------------------------------------------------------ writing */
 
 static bool wreserve(iw_conn *c, size_t more)
@@ -260,8 +394,6 @@ static bool queue_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t method
     return true;
 }
 
-static int pump_read(iw_conn *c);
-
 /* Writes the output buffer; while the socket is not writable, keeps reading
  * (the server stops reading while we do not read its answers). timeout_ms -1:
  * until done; 0: only what goes without blocking. Returns -1 on failure. */
@@ -270,15 +402,14 @@ static int flush(iw_conn *c, int timeout_ms)
     uint64_t end = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
     while (c->woff < c->wlen) {
         if (c->broken) return -1;
-        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        ssize_t n = io_write(c, c->wbuf + c->woff, c->wlen - c->woff);
         if (n > 0) {
             c->woff += (size_t)n;
             c->stats.bytes_sent += (uint64_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            mark_broken(c, IW_UNAVAILABLE, "client: send failed: %s", strerror(errno));
+        if (n == IO_FAILED) {
+            write_failed(c);
             return -1;
         }
         if (timeout_ms == 0) return 0;
@@ -288,7 +419,8 @@ static int flush(iw_conn *c, int timeout_ms)
             if (t >= end) return 0;
             wait = (int)((end - t) / 1000000ull) + 1;
         }
-        struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
+        /* TLS may need to read before it can write (write_wants_read) */
+        struct pollfd p = {.fd = c->fd, .events = c->write_wants_read ? POLLIN : POLLOUT | POLLIN};
         int r = poll(&p, 1, wait);
         if (r < 0 && errno != EINTR) {
             mark_broken(c, IW_UNAVAILABLE, "client: poll failed: %s", strerror(errno));
@@ -358,6 +490,53 @@ static int inflate_buf(const uint8_t *in, size_t len, size_t limit, uint8_t **ou
     return 0;
 }
 
+/* ---------------------------------------------------------- principal */
+
+/* Takes ownership of p (a message unpacked on its own by protobuf-c: the
+ * sub-message of an unpacked HELLO or Authenticated, detached from it). */
+static void take_principal(iw_conn *c, Inferwire__V1__Principal *p)
+{
+    if (c->principal_msg) inferwire__v1__principal__free_unpacked(c->principal_msg, NULL);
+    c->principal_msg = p;
+    memset(&c->principal, 0, sizeof c->principal);
+    if (!p) return;
+    c->principal.name = p->name ? p->name : "";
+    c->principal.roles = (const char *const *)p->roles;
+    c->principal.n_roles = p->n_roles;
+    c->principal.models = (const char *const *)p->models;
+    c->principal.n_models = p->n_models;
+    c->principal.expires_unix_seconds = p->expires_unix_seconds;
+}
+
+const iw_principal *iw_conn_principal(const iw_conn *c)
+{
+    return c && c->principal_msg ? &c->principal : NULL;
+}
+
+bool iw_principal_has_role(const iw_principal *p, const char *role)
+{
+    if (!p || !role) return false;
+    for (size_t i = 0; i < p->n_roles; i++)
+        if (p->roles[i] && strcmp(p->roles[i], role) == 0) return true;
+    return false;
+}
+
+/* Queues an AUTH frame carrying the token. */
+static bool queue_auth(iw_conn *c, const char *token)
+{
+    Inferwire__V1__Authenticate m;
+    inferwire__v1__authenticate__init(&m);
+    m.bearer_token = (char *)token;
+    size_t len = inferwire__v1__authenticate__get_packed_size(&m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return false;
+    inferwire__v1__authenticate__pack(&m, buf);
+    bool ok = queue_frame(c, FT_AUTH, 0, 0, 0, 0, buf, len);
+    free(buf);
+    if (ok) c->auth_pending = true;
+    return ok;
+}
+
 /* ------------------------------------------------------------ reading */
 
 static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t method, uint32_t id,
@@ -378,8 +557,22 @@ static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t meth
         c->hello.server_name = c->server_name;
         c->hello.server_version = c->server_version;
         c->hello.compression = h->compression;
+        c->hello.authentication_required = h->authentication_required;
         c->have_hello = true;
+        if (h->principal) { /* the TLS client certificate authenticated the connection */
+            take_principal(c, h->principal);
+            h->principal = NULL;
+        }
         inferwire__v1__hello__free_unpacked(h, NULL);
+        return;
+    }
+    case FT_AUTH: { /* the answer to our AUTH: accepted (refusals are a GOAWAY) */
+        Inferwire__V1__Authenticated *a = inferwire__v1__authenticated__unpack(NULL, len, payload);
+        if (!a) { mark_broken(c, IW_INTERNAL, "client: AUTH answer does not parse"); return; }
+        take_principal(c, a->principal);
+        a->principal = NULL;
+        inferwire__v1__authenticated__free_unpacked(a, NULL);
+        c->auth_pending = false;
         return;
     }
     case FT_RESPONSE:
@@ -454,18 +647,13 @@ static int pump_read(iw_conn *c)
             c->rbuf = p;
             c->rcap = cap;
         }
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        ssize_t n = io_read(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (n == IO_FAILED) return -1;
         if (n > 0) {
             c->rlen += (size_t)n;
             c->stats.bytes_received += (uint64_t)n;
-        } else if (n == 0) {
-            /* process what we have, then end */
-        } else if (errno == EINTR) {
-            continue;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            mark_broken(c, IW_UNAVAILABLE, "client: recv failed: %s", strerror(errno));
-            return -1;
         }
+        /* n == 0: process what we have, then end */
         size_t off = 0;
         while (c->rlen - off >= HDR) {
             const uint8_t *h = c->rbuf + off;
@@ -502,28 +690,413 @@ static int pump(iw_conn *c, int timeout_ms)
     if (c->broken) return -1;
     if (c->woff < c->wlen && flush(c, 0) < 0) return -1;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    if (c->woff < c->wlen) p.events |= POLLOUT;
+    if (c->woff < c->wlen || c->read_wants_write) p.events |= POLLOUT;
     int r = poll(&p, 1, timeout_ms);
     if (r < 0) {
         if (errno == EINTR) return 0;
         mark_broken(c, IW_UNAVAILABLE, "client: poll failed: %s", strerror(errno));
         return -1;
     }
-    if (r > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)))
+    if (r > 0 && ((p.revents & (POLLIN | POLLHUP | POLLERR)) ||
+                  (c->read_wants_write && (p.revents & POLLOUT))))
         if (pump_read(c) < 0) return -1;
     if (c->woff < c->wlen && flush(c, 0) < 0) return -1;
     return 0;
 }
 
+/* ---------------------------------------------------------------- TLS */
+
+/* The BIO under SSL: the connection's non-blocking socket, written with
+ * MSG_NOSIGNAL (a peer that went away must not raise SIGPIPE in the caller's
+ * process) and recording the first bytes of the server's answer during the
+ * handshake, to recognise a plaintext InferWire answer (PROTOCOL.md 1a). */
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    iw_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n;
+    do n = send(c->fd, buf, (size_t)len, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    iw_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n;
+    do n = recv(c->fd, buf, (size_t)len, 0); while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
+    if (n > 0 && !SSL_is_init_finished(c->ssl)) {
+        size_t k = sizeof c->hs_peek - c->hs_peek_len;
+        if (k > (size_t)n) k = (size_t)n;
+        memcpy(c->hs_peek + c->hs_peek_len, buf, k);
+        c->hs_peek_len += k;
+    }
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b; (void)num; (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* nothing is buffered here */
+}
+
+/* Names in a certificate's subject alternative names, "DNS:a, IP:1.2.3.4". */
+static void san_list(X509 *cert, char *buf, size_t size)
+{
+    buf[0] = 0;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) return;
+    size_t used = 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names) && used < size; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        char one[INET6_ADDRSTRLEN + 8] = "";
+        if (g->type == GEN_DNS) {
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+            int l = ASN1_STRING_length(g->d.dNSName);
+            if (d && l > 0) snprintf(one, sizeof one, "DNS:%.*s", l > 40 ? 40 : l, (const char *)d);
+        } else if (g->type == GEN_IPADD) {
+            int l = ASN1_STRING_length(g->d.iPAddress);
+            char ip[INET6_ADDRSTRLEN];
+            if ((l == 4 || l == 16) &&
+                inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), ip,
+                          sizeof ip))
+                snprintf(one, sizeof one, "IP:%s", ip);
+        }
+        if (one[0]) used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? ", " : "", one);
+    }
+    GENERAL_NAMES_free(names);
+}
+
+/* Records why the server's certificate failed verification (the first failure),
+ * for the handshake's error message; OpenSSL's verdict stands. */
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+    if (ok) return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    iw_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+    if (!c || c->verify_detail[0]) return ok;
+    int e = X509_STORE_CTX_get_error(x);
+    X509 *cert = X509_STORE_CTX_get_current_cert(x);
+    char subject[160] = "?", issuer[160] = "?";
+    if (cert && !X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject))
+        snprintf(subject, sizeof subject, "?");
+    if (cert && !X509_NAME_oneline(X509_get_issuer_name(cert), issuer, sizeof issuer))
+        snprintf(issuer, sizeof issuer, "?");
+    if ((e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) && cert) {
+        char names[200];
+        san_list(cert, names, sizeof names);
+        snprintf(c->verify_detail, sizeof c->verify_detail, " (the certificate names %s)",
+                 names[0] ? names : "no subject alternative names");
+    } else if ((e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID) && cert) {
+        struct tm tm;
+        const ASN1_TIME *t = e == X509_V_ERR_CERT_HAS_EXPIRED ? X509_get0_notAfter(cert)
+                                                                : X509_get0_notBefore(cert);
+        char when[40] = "?";
+        if (t && ASN1_TIME_to_tm(t, &tm) == 1) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        snprintf(c->verify_detail, sizeof c->verify_detail, " (%s, %s %s)", subject,
+                 e == X509_V_ERR_CERT_HAS_EXPIRED ? "valid until" : "valid from", when);
+    } else {
+        snprintf(c->verify_detail, sizeof c->verify_detail, " (%s, issued by %s)", subject, issuer);
+    }
+    return ok;
+}
+
+/* The reason of an OpenSSL error code, for messages. */
+static const char *ossl_reason(unsigned long e)
+{
+    if (ERR_SYSTEM_ERROR(e)) return strerror(ERR_GET_REASON(e));
+    const char *r = ERR_reason_error_string(e);
+    return r ? r : "unknown OpenSSL error";
+}
+
+/* Why a TLS operation failed, from the certificate verification, OpenSSL's error
+ * queue or errno; clears the error queue. */
+static void tls_reason(iw_conn *c, int ssl_err, int saved_errno, char *buf, size_t size)
+{
+    long v = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+    unsigned long e = ERR_peek_error();
+    if (v != X509_V_OK) {
+        snprintf(buf, size, "certificate verify failed: %s%s", X509_verify_cert_error_string(v),
+                 c->verify_detail);
+    } else if (e) {
+        const char *what = ossl_reason(e);
+        const char *hint = NULL;
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
+            switch (ERR_GET_REASON(e)) {
+            case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+                hint = "the server requires a client certificate (give cert_file and key_file)";
+                break;
+            case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+            case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+            case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+            case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+            case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+            case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+            case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+                hint = "the server rejected the client certificate";
+                break;
+            case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
+                hint = "the server does not accept the ALPN protocol inferwire/1";
+                break;
+            case SSL_R_WRONG_VERSION_NUMBER:
+            case SSL_R_PACKET_LENGTH_TOO_LONG:
+            case SSL_R_HTTP_REQUEST:
+                hint = "the port does not speak TLS";
+                break;
+            }
+        }
+        if (hint) snprintf(buf, size, "%s (%s)", hint, what);
+        else snprintf(buf, size, "%s", what);
+    } else if (ssl_err == SSL_ERROR_SYSCALL && saved_errno) {
+        snprintf(buf, size, "%s", strerror(saved_errno));
+    } else if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN) {
+        snprintf(buf, size, "the server closed the connection");
+    } else {
+        snprintf(buf, size, "OpenSSL error %d", ssl_err);
+    }
+    ERR_clear_error();
+}
+
+/* The handshake failed: did the server answer in plaintext? A plaintext InferWire
+ * port answers a TLS ClientHello with a GOAWAY frame (PROTOCOL.md 1a), whose rest
+ * is read here (OpenSSL stops after a record header). */
+static bool plaintext_answer(iw_conn *c, uint64_t end, char *why, size_t size,
+                             iw_status_code *code)
+{
+    if (c->hs_peek_len == 0 || (c->hs_peek[0] >= 20 && c->hs_peek[0] <= 24)) return false;
+    *code = IW_UNAVAILABLE;
+    uint8_t frame[HDR + 1024];
+    size_t have = c->hs_peek_len;
+    memcpy(frame, c->hs_peek, have);
+    uint32_t len = have >= 4 ? get32(frame) : UINT32_MAX;
+    if (have >= 5 && frame[4] == FT_GOAWAY && len <= sizeof frame - HDR) {
+        uint64_t stop = now_ns() + 2000000000ull;
+        if (stop > end) stop = end;
+        while (have < HDR + len) {
+            uint64_t t = now_ns();
+            if (t >= stop) break;
+            struct pollfd p = {.fd = c->fd, .events = POLLIN};
+            int r = poll(&p, 1, (int)((stop - t) / 1000000ull) + 1);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            ssize_t n = recv(c->fd, frame + have, HDR + len - have, 0);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+            if (n <= 0) break;
+            have += (size_t)n;
+        }
+        if (have == HDR + len) {
+            Inferwire__V1__GoAway *g = inferwire__v1__go_away__unpack(NULL, len, frame + HDR);
+            if (g) {
+                *code = (iw_status_code)g->code;
+                snprintf(why, size, "the port does not speak TLS; it answered in plaintext "
+                         "InferWire with GOAWAY %s: %s", iw_status_name(*code),
+                         g->message ? g->message : "");
+                inferwire__v1__go_away__free_unpacked(g, NULL);
+                return true;
+            }
+        }
+    }
+    char hex[3 * sizeof c->hs_peek + 1] = "";
+    for (size_t i = 0; i < c->hs_peek_len && i < 8; i++)
+        snprintf(hex + 3 * i, sizeof hex - 3 * i, "%s%02x", i ? " " : "", c->hs_peek[i]);
+    snprintf(why, size, "the port does not speak TLS (it answered with bytes %s …)", hex);
+    return true;
+}
+
+static int tls_setup_failed(iw_conn *c, iw_error *err, iw_status_code code, const char *what,
+                            const char *file)
+{
+    unsigned long e = ERR_peek_error();
+    set_err(err, code, "client: %s%s%s: %s", what, file ? " " : "", file ? file : "",
+            e ? ossl_reason(e) : "OpenSSL error");
+    ERR_clear_error();
+    (void)c;
+    return -1;
+}
+
+/* Prepares c->ssl for a handshake with host (or o->server_name): trust roots,
+ * client certificate, ALPN, host name verification and SNI. */
+static int tls_setup(iw_conn *c, const char *host, const iw_connect_options *o, iw_error *err)
+{
+    static const unsigned char alpn[] = "\x0b" "inferwire/1";
+    const char *name = o->server_name && *o->server_name ? o->server_name : host;
+    ERR_clear_error();
+    c->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ssl_ctx) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: SSL_CTX_new failed", NULL);
+    SSL_CTX *ctx = c->ssl_ctx;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        return tls_setup_failed(c, err, IW_INTERNAL, "TLS: cannot require TLS 1.2", NULL);
+    /* A server that closes without close_notify ends the stream like TCP does; the
+     * framing catches a connection cut inside a frame. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+    if (o->ca_file) {
+        if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot load CA file", o->ca_file);
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        return tls_setup_failed(c, err, IW_INTERNAL, "TLS: cannot load the system's trust store", NULL);
+    }
+    if (o->cert_file) {
+        const char *key = o->key_file ? o->key_file : o->cert_file;
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot load client certificate", o->cert_file);
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot load private key", key);
+        if (SSL_CTX_check_private_key(ctx) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: the private key does not match the certificate", o->cert_file);
+    }
+    if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1) != 0) /* 0 is success here */
+        return tls_setup_failed(c, err, IW_INTERNAL, "TLS: cannot set ALPN", NULL);
+
+    c->ssl = SSL_new(ctx);
+    if (!c->ssl) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: SSL_new failed", NULL);
+    if (SSL_set_app_data(c->ssl, c) != 1)
+        return tls_setup_failed(c, err, IW_INTERNAL, "TLS: SSL_set_app_data failed", NULL);
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1) {
+        /* an IP address: matched against the certificate's IP names; no SNI (RFC 6066) */
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot verify against IP address", name);
+    } else {
+        SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set1_host(c->ssl, name) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot verify against host name", name);
+        if (SSL_set_tlsext_host_name(c->ssl, name) != 1)
+            return tls_setup_failed(c, err, IW_INVALID_ARGUMENT, "TLS: cannot send SNI", name);
+    }
+
+    int index = BIO_get_new_index();
+    if (index == -1) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: BIO_get_new_index failed", NULL);
+    c->bio_meth = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "inferwire socket");
+    if (!c->bio_meth) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: BIO_meth_new failed", NULL);
+    if (BIO_meth_set_write(c->bio_meth, bio_write) != 1 ||
+        BIO_meth_set_read(c->bio_meth, bio_read) != 1 ||
+        BIO_meth_set_ctrl(c->bio_meth, bio_ctrl) != 1)
+        return tls_setup_failed(c, err, IW_INTERNAL, "TLS: BIO_meth_set failed", NULL);
+    BIO *b = BIO_new(c->bio_meth);
+    if (!b) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: BIO_new failed", NULL);
+    BIO_set_data(b, c);
+    BIO_set_init(b, 1);
+    SSL_set_bio(c->ssl, b, b); /* c->ssl owns b now */
+    return 0;
+}
+
+/* Runs the handshake on the non-blocking socket until it is done or end passes. */
+static int tls_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
+{
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(c->ssl);
+        int saved = errno;
+        if (r == 1) break;
+        int e = SSL_get_error(c->ssl, r);
+        short events = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        if (!events) {
+            char why[450];
+            iw_status_code code = IW_UNAVAILABLE;
+            c->ssl_failed = true;
+            if (plaintext_answer(c, end, why, sizeof why, &code)) ERR_clear_error();
+            else tls_reason(c, e, saved, why, sizeof why);
+            set_err(err, code, "client: TLS handshake with %s failed: %s", c->peer, why);
+            return -1;
+        }
+        uint64_t t = now_ns();
+        if (t >= end) {
+            set_err(err, IW_DEADLINE_EXCEEDED, "client: TLS handshake with %s did not finish within %u ms",
+                    c->peer, cto);
+            return -1;
+        }
+        struct pollfd p = {.fd = c->fd, .events = events};
+        if (poll(&p, 1, (int)((end - t) / 1000000ull) + 1) < 0 && errno != EINTR) {
+            set_err(err, IW_UNAVAILABLE, "client: poll failed: %s", strerror(errno));
+            return -1;
+        }
+    }
+    const unsigned char *proto = NULL;
+    unsigned int plen = 0;
+    SSL_get0_alpn_selected(c->ssl, &proto, &plen);
+    if (proto && plen < sizeof c->alpn) {
+        memcpy(c->alpn, proto, plen);
+        c->alpn[plen] = 0;
+    }
+    return 0;
+}
+
+const char *iw_conn_tls_version(const iw_conn *c)
+{
+    return c && c->ssl ? SSL_get_version(c->ssl) : NULL;
+}
+
+const char *iw_conn_alpn(const iw_conn *c)
+{
+    return c && c->alpn[0] ? c->alpn : NULL;
+}
+
 /* --------------------------------------------------------- connecting */
+
+static uint64_t check_deadlines(iw_conn *c);
+
+/* Reads and writes until the HELLO (and the answer to an AUTH) arrived, the
+ * connection failed, or end passed. 0 done, -1 failed (*err filled). */
+static int await_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
+{
+    while (!c->broken && !c->goaway && !(c->have_hello && !c->auth_pending)) {
+        uint64_t t = now_ns();
+        if (t >= end) {
+            set_err(err, IW_DEADLINE_EXCEEDED, "client: no %s from %s within %u ms",
+                    c->have_hello ? "answer to AUTH" : "HELLO", c->peer, cto);
+            return -1;
+        }
+        int wait = (int)((end - t) / 1000000ull) + 1;
+        if (c->woff < c->wlen) flush(c, wait);
+        else pump(c, wait);
+    }
+    if (!c->have_hello || c->auth_pending) {
+        copy_err(err, &c->fatal);
+        return -1;
+    }
+    return 0;
+}
 
 iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_error *err)
 {
+    iw_connect_options o;
+    memset(&o, 0, sizeof o);
+    if (opts) o.base = *opts;
+    return iw_connect_opts(host, port, &o, err);
+}
+
+iw_conn *iw_connect_opts(const char *host, uint16_t port, const iw_connect_options *o,
+                         iw_error *err)
+{
+    static const iw_connect_options defaults;
+    if (!o) o = &defaults;
+    if (!host) {
+        set_err(err, IW_INVALID_ARGUMENT, "client: no host");
+        return NULL;
+    }
+    if (!o->tls && (o->ca_file || o->cert_file || o->key_file || o->server_name)) {
+        set_err(err, IW_INVALID_ARGUMENT,
+                "client: ca_file, cert_file, key_file and server_name need tls = true");
+        return NULL;
+    }
+    if (o->key_file && !o->cert_file) {
+        set_err(err, IW_INVALID_ARGUMENT, "client: key_file without cert_file");
+        return NULL;
+    }
+    if (o->token && !*o->token) {
+        set_err(err, IW_INVALID_ARGUMENT, "client: the token is empty (NULL sends none)");
+        return NULL;
+    }
     iw_conn *c = calloc(1, sizeof *c);
     if (!c) { set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory"); return NULL; }
     c->fd = -1;
-    if (opts) c->opts = *opts;
+    c->opts = o->base;
     c->next_id = 1;
+    snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
     uint32_t cto = c->opts.connect_timeout_ms ? c->opts.connect_timeout_ms : 10000;
     uint64_t end = now_ns() + (uint64_t)cto * 1000000ull;
 
@@ -564,35 +1137,32 @@ iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_
     }
     freeaddrinfo(ai);
     if (c->fd < 0) {
-        set_err(err, IW_UNAVAILABLE, "client: cannot connect to %s:%u: %s", host,
-                (unsigned)port, strerror(lasterr));
+        set_err(err, IW_UNAVAILABLE, "client: cannot connect to %s: %s", c->peer, strerror(lasterr));
         free(c);
         return NULL;
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
+    if (o->tls && (tls_setup(c, host, o, err) < 0 || tls_handshake(c, end, cto, err) < 0)) {
+        iw_close(c);
+        return NULL;
+    }
+
+    /* The preface, and the token right behind it (PROTOCOL.md 1b: no need to wait for HELLO). */
     static const uint8_t preface[8] = {'I', 'W', 'I', 'R', 0, 1, 0, 1};
-    if (!wreserve(c, sizeof preface)) {
+    bool queued = wreserve(c, sizeof preface);
+    if (queued) {
+        memcpy(c->wbuf, preface, sizeof preface);
+        c->wlen = sizeof preface;
+        if (o->token) queued = queue_auth(c, o->token);
+    }
+    if (!queued) {
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         iw_close(c);
         return NULL;
     }
-    memcpy(c->wbuf, preface, sizeof preface);
-    c->wlen = sizeof preface;
-    while (!c->have_hello && !c->broken && !c->goaway) {
-        uint64_t t = now_ns();
-        if (t >= end) {
-            set_err(err, IW_DEADLINE_EXCEEDED, "client: no HELLO from %s:%u within %u ms", host,
-                    (unsigned)port, cto);
-            iw_close(c);
-            return NULL;
-        }
-        if (c->woff < c->wlen) flush(c, (int)((end - t) / 1000000ull) + 1);
-        else pump(c, (int)((end - t) / 1000000ull) + 1);
-    }
-    if (!c->have_hello) {
-        copy_err(err, &c->fatal);
+    if (await_handshake(c, end, cto, err) < 0) {
         iw_close(c);
         return NULL;
     }
@@ -602,7 +1172,54 @@ iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_
         iw_close(c);
         return NULL;
     }
+    if (c->hello.authentication_required && !o->token && !c->principal_msg) {
+        set_err(err, IW_UNAUTHENTICATED,
+                "client: the server at %s requires authentication: connect with a token "
+                "(iw_connect_options.token)%s", c->peer,
+                o->tls ? " or a client certificate it accepts" : "");
+        iw_close(c);
+        return NULL;
+    }
+    c->connected = true;
     return c;
+}
+
+iw_status_code iw_authenticate(iw_conn *c, const char *token, iw_error *err)
+{
+    if (!c || !token || !*token) {
+        set_err(err, IW_INVALID_ARGUMENT, "client: iw_authenticate needs a connection and a token");
+        return IW_INVALID_ARGUMENT;
+    }
+    if (c->broken) { copy_err(err, &c->fatal); return c->fatal.code ? c->fatal.code : IW_UNAVAILABLE; }
+    if (c->goaway) {
+        set_err(err, IW_UNAVAILABLE, "client: server sent GOAWAY: %s", c->fatal.message);
+        return IW_UNAVAILABLE;
+    }
+    if (!queue_auth(c, token)) {
+        set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
+        return IW_RESOURCE_EXHAUSTED;
+    }
+    uint32_t cto = c->opts.connect_timeout_ms ? c->opts.connect_timeout_ms : 10000;
+    uint64_t end = now_ns() + (uint64_t)cto * 1000000ull;
+    while (c->auth_pending && !c->broken) {
+        uint64_t nearest = check_deadlines(c); /* requests in flight keep their deadlines */
+        uint64_t t = now_ns();
+        if (t >= end) {
+            set_err(err, IW_DEADLINE_EXCEEDED, "client: no answer to AUTH from %s within %u ms",
+                    c->peer, cto);
+            return IW_DEADLINE_EXCEEDED;
+        }
+        uint64_t stop = nearest && nearest < end ? nearest : end;
+        int wait = stop > t ? (int)((stop - t + 999999ull) / 1000000ull) : 0;
+        if (c->woff < c->wlen) flush(c, wait ? wait : 1);
+        else pump(c, wait);
+    }
+    if (c->auth_pending) {
+        copy_err(err, &c->fatal);
+        return c->fatal.code ? c->fatal.code : IW_UNAVAILABLE;
+    }
+    if (err) { err->code = IW_OK; err->message[0] = 0; }
+    return IW_OK;
 }
 
 const iw_hello *iw_conn_hello(const iw_conn *c) { return &c->hello; }
@@ -612,6 +1229,16 @@ size_t iw_in_flight(const iw_conn *c) { return c->npend; }
 void iw_close(iw_conn *c)
 {
     if (!c) return;
+    if (c->ssl) {
+        /* close_notify, best effort (never after a fatal TLS error or a dead peer) */
+        if (!c->ssl_failed && !c->broken && SSL_is_init_finished(c->ssl)) {
+            ERR_clear_error();
+            if (SSL_shutdown(c->ssl) < 0) ERR_clear_error();
+        }
+        SSL_free(c->ssl); /* and its BIO */
+    }
+    SSL_CTX_free(c->ssl_ctx);
+    BIO_meth_free(c->bio_meth);
     if (c->fd >= 0) close(c->fd);
     cnode *n = c->chead;
     while (n) {
@@ -620,6 +1247,7 @@ void iw_close(iw_conn *c)
         free(n);
         n = next;
     }
+    if (c->principal_msg) inferwire__v1__principal__free_unpacked(c->principal_msg, NULL);
     free(c->pend);
     free(c->rbuf);
     free(c->wbuf);

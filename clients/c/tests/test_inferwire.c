@@ -1,6 +1,9 @@
 /* libinferwire tests against a real server. Usage: test_inferwire port
+ * (the plaintext server; the TLS and authentication tests find theirs in the
+ * environment that run_tests.sh sets: IW_PKI, IW_PORT_*, IW_TOKEN_*).
  * Prints one line per check and a final "N passed, N failed". */
 #define _POSIX_C_SOURCE 200809L
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,6 +358,417 @@ static void test_compression(void)
     iw_close(c);
 }
 
+/* ------------------------------------------------------ TLS and authentication */
+
+/* run_tests.sh starts more servers and says where they are through the environment:
+ * IW_PKI (the directory of the test certificates), IW_PORT_<NAME> for each server,
+ * IW_TOKEN_<NAME> for the tokens in the auth servers' token file. */
+static const char *pki_dir;
+static char pki_buf[8][512];
+
+static const char *pki(const char *file)
+{
+    static int next;
+    char *b = pki_buf[next++ % 8];
+    snprintf(b, sizeof pki_buf[0], "%s/%s", pki_dir, file);
+    return b;
+}
+
+static uint16_t env_port(const char *name)
+{
+    char var[64];
+    snprintf(var, sizeof var, "IW_PORT_%s", name);
+    const char *v = getenv(var);
+    return v ? (uint16_t)atoi(v) : 0;
+}
+
+static const char *env_token(const char *name)
+{
+    char var[64];
+    snprintf(var, sizeof var, "IW_TOKEN_%s", name);
+    return getenv(var);
+}
+
+/* true when the variables for these tests are set; otherwise one failure */
+static bool have_env(const char *server)
+{
+    bool ok = pki_dir && env_port(server);
+    CHECK(ok, "IW_PKI and IW_PORT_%s are not set (run the tests through run_tests.sh)", server);
+    return ok;
+}
+
+static iw_connect_options tls_opts(void)
+{
+    iw_connect_options o;
+    memset(&o, 0, sizeof o);
+    o.tls = true;
+    o.ca_file = pki("ca.pem");
+    o.base.default_timeout_us = 30000000; /* no call waits forever */
+    return o;
+}
+
+/* connect expecting failure: returns the error (and closes a connection that succeeded) */
+static iw_error connect_fails(const char *host, const char *server, const iw_connect_options *o)
+{
+    iw_error err;
+    memset(&err, 0, sizeof err);
+    iw_conn *c = iw_connect_opts(host, env_port(server), o, &err);
+    CHECK(c == NULL, "connect to %s succeeded", server);
+    iw_close(c);
+    return err;
+}
+
+#define HAS(err, text) \
+    CHECK(strstr((err).message, text) != NULL, "%s: message lacks '%s': %s", \
+          iw_status_name((err).code), text, (err).message)
+
+/* one add_sub inference; returns its status */
+static iw_status_code addsub_call(iw_conn *c, iw_error *err)
+{
+    static addsub s;
+    addsub_init(&s, 2, 3.0f);
+    iw_result *r = NULL;
+    iw_status_code rc = iw_infer(c, &s.req, &r, err);
+    if (rc == IW_OK) CHECK(r && addsub_ok(&s, r), "wrong add_sub answer");
+    iw_result_free(r);
+    return rc;
+}
+
+/* LIST_MODELS through the raw API; returns its status */
+static iw_status_code list_models(iw_conn *c, iw_error *err)
+{
+    uint8_t *resp = NULL;
+    size_t len = 0;
+    iw_status_code rc = iw_call_raw(c, 100 /* LIST_MODELS */, NULL, 0, 0, &resp, &len, err);
+    free(resp);
+    return rc;
+}
+
+static void test_tls(void)
+{
+    if (!have_env("TLS")) return;
+    iw_connect_options o = tls_opts();
+    iw_error err;
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("TLS"), &o, &err);
+    CHECK(c != NULL, "TLS connect: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const char *v = iw_conn_tls_version(c), *alpn = iw_conn_alpn(c);
+        CHECK(v && strncmp(v, "TLSv1.", 6) == 0, "TLS version %s", v ? v : "(none)");
+        CHECK(alpn && strcmp(alpn, "inferwire/1") == 0, "ALPN %s", alpn ? alpn : "(none)");
+        printf("  TLS: %s, ALPN %s\n", v ? v : "-", alpn ? alpn : "-");
+        CHECK(addsub_call(c, &err) == IW_OK, "TLS infer: %s %s", iw_status_name(err.code), err.message);
+        CHECK(iw_conn_principal(c) == NULL, "no principal without authentication");
+        CHECK(!iw_conn_hello(c)->authentication_required, "TLS server without auth");
+        /* pipelined requests through TLS */
+        static addsub reqs[32];
+        int ok = 0;
+        for (int i = 0; i < 32; i++) {
+            addsub_init(&reqs[i], 1 + i % 4, (float)i);
+            CHECK(iw_send_infer(c, &reqs[i].req, NULL, &err) == IW_OK, "send: %s", err.message);
+        }
+        iw_completion comp;
+        while (iw_poll(c, 10000, &comp, &err) == 1) {
+            ok += comp.error.code == IW_OK && comp.result;
+            iw_completion_clear(&comp);
+        }
+        CHECK(ok == 32, "pipelined TLS answers: %d of 32", ok);
+        iw_close(c);
+    }
+    /* the DNS name in the certificate works as well (and is sent as SNI) */
+    c = iw_connect_opts("localhost", env_port("TLS"), &o, &err);
+    CHECK(c != NULL, "TLS connect to localhost: %s %s", iw_status_name(err.code), err.message);
+    if (c) CHECK(addsub_call(c, &err) == IW_OK, "infer: %s", err.message);
+    iw_close(c);
+    /* compression inside TLS */
+    o.base.compression = true;
+    c = iw_connect_opts("127.0.0.1", env_port("TLS"), &o, &err);
+    CHECK(c != NULL, "TLS + compression connect: %s", err.message);
+    if (c) {
+        static float x[64 * 16];
+        int64_t shape[2] = {64, 16};
+        iw_tensor t = {"INPUT0", IW_FP32, shape, 2, x, sizeof x};
+        iw_infer_request req = {.model_name = "identity", .inputs = &t, .n_inputs = 1};
+        iw_result *r = NULL;
+        CHECK(iw_infer(c, &req, &r, &err) == IW_OK && r, "compressed TLS infer: %s", err.message);
+        iw_result_free(r);
+        CHECK(iw_conn_stats(c).compressed_received == 1, "compressed response inside TLS");
+        iw_close(c);
+    }
+
+    /* Without ca_file the system's trust store is used, which does not hold the test CA. */
+    o = tls_opts();
+    o.ca_file = NULL;
+    err = connect_fails("127.0.0.1", "TLS", &o);
+    CHECK(err.code == IW_UNAVAILABLE, "system trust store: %s", iw_status_name(err.code));
+    HAS(err, "TLS handshake");
+    HAS(err, "certificate verify failed");
+    printf("  system trust store: %s\n", err.message);
+
+    /* a CA file that does not exist */
+    o = tls_opts();
+    o.ca_file = pki("no-such-file.pem");
+    err = connect_fails("127.0.0.1", "TLS", &o);
+    CHECK(err.code == IW_INVALID_ARGUMENT, "missing CA file: %s", iw_status_name(err.code));
+    HAS(err, "no-such-file.pem");
+    /* TLS options without tls = true are refused rather than ignored */
+    o = tls_opts();
+    o.tls = false;
+    err = connect_fails("127.0.0.1", "TLS", &o);
+    CHECK(err.code == IW_INVALID_ARGUMENT, "ca_file without tls: %s", iw_status_name(err.code));
+}
+
+static void test_tls_refusals(void)
+{
+    if (!have_env("TLS") || !have_env("TLS_WRONG_CA") || !have_env("TLS_WRONG_HOST") ||
+        !have_env("TLS_EXPIRED"))
+        return;
+    iw_connect_options o = tls_opts();
+    iw_error err;
+
+    /* a server certificate from a CA the client does not trust */
+    err = connect_fails("127.0.0.1", "TLS_WRONG_CA", &o);
+    CHECK(err.code == IW_UNAVAILABLE, "untrusted CA: %s", iw_status_name(err.code));
+    HAS(err, "TLS handshake");
+    HAS(err, "certificate verify failed");
+    HAS(err, "unable to get local issuer certificate");
+    printf("  untrusted CA: %s\n", err.message);
+
+    /* a certificate for other.example, reached as 127.0.0.1 and as localhost */
+    err = connect_fails("127.0.0.1", "TLS_WRONG_HOST", &o);
+    HAS(err, "TLS handshake");
+    HAS(err, "IP address mismatch");
+    HAS(err, "other.example");
+    printf("  wrong host (IP): %s\n", err.message);
+    err = connect_fails("localhost", "TLS_WRONG_HOST", &o);
+    HAS(err, "hostname mismatch");
+    printf("  wrong host (DNS): %s\n", err.message);
+    /* server_name: verify (and send as SNI) another name than the one connected to */
+    o.server_name = "other.example";
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("TLS_WRONG_HOST"), &o, &err);
+    CHECK(c != NULL, "server_name other.example: %s", err.message);
+    if (c) CHECK(addsub_call(c, &err) == IW_OK, "infer: %s", err.message);
+    iw_close(c);
+    err = connect_fails("127.0.0.1", "TLS", &o); /* and the right server under a wrong name */
+    HAS(err, "hostname mismatch");
+    o.server_name = NULL;
+
+    /* an expired certificate */
+    err = connect_fails("127.0.0.1", "TLS_EXPIRED", &o);
+    CHECK(err.code == IW_UNAVAILABLE, "expired: %s", iw_status_name(err.code));
+    HAS(err, "TLS handshake");
+    HAS(err, "certificate has expired");
+    printf("  expired: %s\n", err.message);
+}
+
+static void test_tls_plaintext_mismatch(void)
+{
+    if (!have_env("TLS")) return;
+    iw_error err;
+    /* plaintext to the TLS port: the server's GOAWAY */
+    iw_conn *c = iw_connect("127.0.0.1", env_port("TLS"), NULL, &err);
+    CHECK(c == NULL, "plaintext connect to a TLS port succeeded");
+    iw_close(c);
+    CHECK(err.code == IW_FAILED_PRECONDITION, "plaintext to TLS: %s %s", iw_status_name(err.code), err.message);
+    HAS(err, "requires TLS");
+    printf("  plaintext to TLS port: %s: %s\n", iw_status_name(err.code), err.message);
+
+    /* TLS to the plaintext port */
+    iw_connect_options o = tls_opts();
+    c = iw_connect_opts("127.0.0.1", port, &o, &err);
+    CHECK(c == NULL, "TLS connect to a plaintext port succeeded");
+    iw_close(c);
+    HAS(err, "TLS handshake");
+    HAS(err, "does not speak TLS");
+    printf("  TLS to plaintext port: %s: %s\n", iw_status_name(err.code), err.message);
+    /* the plaintext server carries on */
+    c = conn_with(NULL);
+    if (c) CHECK(addsub_call(c, &err) == IW_OK, "plaintext infer after: %s", err.message);
+    iw_close(c);
+}
+
+static void test_mtls(void)
+{
+    if (!have_env("MTLS")) return;
+    iw_connect_options o = tls_opts();
+    iw_error err;
+    /* no client certificate */
+    err = connect_fails("127.0.0.1", "MTLS", &o);
+    CHECK(err.code == IW_UNAVAILABLE, "mTLS without certificate: %s", iw_status_name(err.code));
+    HAS(err, "TLS handshake");
+    HAS(err, "client certificate");
+    printf("  mTLS without a client certificate: %s\n", err.message);
+    /* a client certificate from another CA */
+    o.cert_file = pki("otherclient.pem");
+    o.key_file = pki("otherclient.key");
+    err = connect_fails("127.0.0.1", "MTLS", &o);
+    HAS(err, "TLS handshake");
+    printf("  mTLS with another CA's client certificate: %s\n", err.message);
+    /* the right one */
+    o.cert_file = pki("client.pem");
+    o.key_file = pki("client.key");
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("MTLS"), &o, &err);
+    CHECK(c != NULL, "mTLS connect: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        CHECK(addsub_call(c, &err) == IW_OK, "mTLS infer: %s %s", iw_status_name(err.code), err.message);
+        CHECK(iw_conn_principal(c) == NULL, "no token file: no principal");
+        iw_close(c);
+    }
+    /* a key that is not the certificate's */
+    o.key_file = pki("server.key");
+    err = connect_fails("127.0.0.1", "MTLS", &o);
+    CHECK(err.code == IW_INVALID_ARGUMENT, "mismatched key: %s %s", iw_status_name(err.code), err.message);
+}
+
+/* A mutual-TLS server with a token file: the certificate's CN authenticates the
+ * connection (HELLO names the principal); a token sent anyway replaces it. */
+static void test_mtls_principal(void)
+{
+    if (!have_env("MTLS_AUTH")) return;
+    iw_connect_options o = tls_opts();
+    o.cert_file = pki("client.pem");
+    o.key_file = pki("client.key");
+    iw_error err;
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("MTLS_AUTH"), &o, &err);
+    CHECK(c != NULL, "mTLS + certificate principal: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const iw_principal *p = iw_conn_principal(c);
+        CHECK(iw_conn_hello(c)->authentication_required, "HELLO says authentication_required");
+        CHECK(p && strcmp(p->name, "ci-runner") == 0, "principal %s", p ? p->name : "(none)");
+        CHECK(p && iw_principal_has_role(p, "infer") && !iw_principal_has_role(p, "admin"),
+              "certificate principal's roles");
+        CHECK(addsub_call(c, &err) == IW_OK, "infer as ci-runner: %s %s", iw_status_name(err.code), err.message);
+        CHECK(list_models(c, &err) == IW_PERMISSION_DENIED, "LIST_MODELS as ci-runner: %s", iw_status_name(err.code));
+        iw_close(c);
+    }
+    o.token = env_token("ADMIN");
+    c = iw_connect_opts("127.0.0.1", env_port("MTLS_AUTH"), &o, &err);
+    CHECK(c != NULL, "mTLS + token: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const iw_principal *p = iw_conn_principal(c);
+        CHECK(p && strcmp(p->name, "ci-admin") == 0, "the token replaced the certificate's principal: %s",
+              p ? p->name : "(none)");
+        CHECK(list_models(c, &err) == IW_OK, "LIST_MODELS as ci-admin: %s", err.message);
+        iw_close(c);
+    }
+}
+
+static void test_auth(void)
+{
+    if (!have_env("AUTH")) return;
+    uint16_t ap = env_port("AUTH");
+    const char *admin = env_token("ADMIN"), *inferer = env_token("INFER"), *manager = env_token("MANAGE");
+    CHECK(admin && inferer && manager, "IW_TOKEN_ADMIN, IW_TOKEN_INFER, IW_TOKEN_MANAGE");
+    if (!admin || !inferer || !manager) return;
+    iw_connect_options o;
+    memset(&o, 0, sizeof o);
+    o.base.default_timeout_us = 30000000;
+    iw_error err;
+
+    /* no token: refused at connect, locally, from HELLO */
+    err = connect_fails("127.0.0.1", "AUTH", &o);
+    CHECK(err.code == IW_UNAUTHENTICATED, "no token: %s", iw_status_name(err.code));
+    HAS(err, "requires authentication");
+    HAS(err, "token");
+    printf("  no token: %s\n", err.message);
+
+    /* a wrong token: the server's GOAWAY UNAUTHENTICATED, at connect */
+    o.token = "not-a-token-the-server-knows";
+    err = connect_fails("127.0.0.1", "AUTH", &o);
+    CHECK(err.code == IW_UNAUTHENTICATED, "bad token: %s %s", iw_status_name(err.code), err.message);
+    CHECK(strncmp(err.message, "client:", 7) != 0 && err.message[0], "the server's message: %s", err.message);
+    printf("  bad token: %s: %s\n", iw_status_name(err.code), err.message);
+
+    /* the admin token */
+    o.token = admin;
+    iw_conn *c = iw_connect_opts("127.0.0.1", ap, &o, &err);
+    CHECK(c != NULL, "admin token: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const iw_principal *p = iw_conn_principal(c);
+        CHECK(iw_conn_hello(c)->authentication_required, "HELLO says authentication_required");
+        CHECK(p && strcmp(p->name, "ci-admin") == 0, "principal %s", p ? p->name : "(none)");
+        CHECK(p && p->n_roles == 3 && iw_principal_has_role(p, "infer") &&
+                  iw_principal_has_role(p, "manage") && iw_principal_has_role(p, "admin"),
+              "admin roles (%zu)", p ? p->n_roles : 0);
+        CHECK(p && p->n_models == 0, "every model");
+        CHECK(addsub_call(c, &err) == IW_OK, "infer as admin: %s %s", iw_status_name(err.code), err.message);
+        CHECK(list_models(c, &err) == IW_OK, "LIST_MODELS as admin: %s", err.message);
+        bool live = false;
+        CHECK(iw_server_live(c, &live, &err) == IW_OK && live, "live: %s", err.message);
+        iw_close(c);
+    }
+
+    /* the inference-only token, limited to add_sub and ident* */
+    o.token = inferer;
+    c = iw_connect_opts("127.0.0.1", ap, &o, &err);
+    CHECK(c != NULL, "infer token: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const iw_principal *p = iw_conn_principal(c);
+        CHECK(p && strcmp(p->name, "ci-infer") == 0, "principal %s", p ? p->name : "(none)");
+        CHECK(p && p->n_roles == 1 && iw_principal_has_role(p, "infer"), "infer role only");
+        CHECK(p && p->n_models == 2, "two model entries (%zu)", p ? p->n_models : 0);
+        /* a method of a role it lacks */
+        iw_status_code rc = list_models(c, &err);
+        CHECK(rc == IW_PERMISSION_DENIED, "LIST_MODELS as ci-infer: %s %s", iw_status_name(rc), err.message);
+        HAS(err, "ci-infer");
+        printf("  role outside the principal's: %s: %s\n", iw_status_name(rc), err.message);
+        /* the connection carries on */
+        CHECK(addsub_call(c, &err) == IW_OK, "infer after PERMISSION_DENIED: %s %s", iw_status_name(err.code), err.message);
+        bool ready = false;
+        CHECK(iw_model_ready(c, "identity", 0, &ready, NULL, &err) == IW_OK && ready,
+              "identity (ident*) is reachable: %s", err.message);
+        /* a model outside its models */
+        float x[4] = {0};
+        int64_t shape[2] = {1, 4};
+        iw_tensor t = {"INPUT0", IW_FP32, shape, 2, x, sizeof x};
+        iw_infer_request req = {.model_name = "mlp", .inputs = &t, .n_inputs = 1};
+        iw_result *r = NULL;
+        rc = iw_infer(c, &req, &r, &err);
+        CHECK(rc == IW_PERMISSION_DENIED, "infer mlp as ci-infer: %s %s", iw_status_name(rc), err.message);
+        HAS(err, "mlp");
+        printf("  model outside the principal's: %s: %s\n", iw_status_name(rc), err.message);
+        iw_result_free(r);
+        CHECK(addsub_call(c, &err) == IW_OK, "infer after PERMISSION_DENIED: %s", err.message);
+
+        /* a fresh AUTH on the open connection replaces the principal */
+        CHECK(iw_authenticate(c, admin, &err) == IW_OK, "re-authenticate: %s %s", iw_status_name(err.code), err.message);
+        p = iw_conn_principal(c);
+        CHECK(p && strcmp(p->name, "ci-admin") == 0, "principal after AUTH: %s", p ? p->name : "(none)");
+        CHECK(list_models(c, &err) == IW_OK, "LIST_MODELS after AUTH as admin: %s %s", iw_status_name(err.code), err.message);
+        /* bad credentials on an open connection: GOAWAY UNAUTHENTICATED, connection over */
+        rc = iw_authenticate(c, "wrong", &err);
+        CHECK(rc == IW_UNAUTHENTICATED, "bad re-authentication: %s %s", iw_status_name(rc), err.message);
+        CHECK(addsub_call(c, &err) != IW_OK, "the connection is over after a refused AUTH");
+        iw_close(c);
+    }
+
+    /* the manage-only token may not infer */
+    o.token = manager;
+    c = iw_connect_opts("127.0.0.1", ap, &o, &err);
+    CHECK(c != NULL, "manage token: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        iw_status_code rc = addsub_call(c, &err);
+        CHECK(rc == IW_PERMISSION_DENIED, "infer as ci-manager: %s %s", iw_status_name(rc), err.message);
+        CHECK(list_models(c, &err) == IW_OK, "LIST_MODELS as ci-manager: %s", err.message);
+        iw_close(c);
+    }
+
+    /* A server without authentication answers a token with the principal "anonymous". */
+    o.token = admin;
+    c = iw_connect_opts("127.0.0.1", port, &o, &err);
+    CHECK(c != NULL, "token to a server without auth: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        const iw_principal *p = iw_conn_principal(c);
+        CHECK(p && strcmp(p->name, "anonymous") == 0, "principal %s", p ? p->name : "(none)");
+        CHECK(p && iw_principal_has_role(p, "infer") && iw_principal_has_role(p, "manage") &&
+                  iw_principal_has_role(p, "admin"), "anonymous has every role");
+        iw_close(c);
+    }
+    /* an empty token is a mistake, not "no token" */
+    o.token = "";
+    err = connect_fails("127.0.0.1", "AUTH", &o);
+    CHECK(err.code == IW_INVALID_ARGUMENT, "empty token: %s", iw_status_name(err.code));
+}
+
 /* Header and library agree, and the string is spelled from the three numbers. */
 static void test_version(void)
 {
@@ -374,6 +788,7 @@ int main(int argc, char **argv)
         return 2;
     }
     port = (uint16_t)atoi(argv[1]);
+    pki_dir = getenv("IW_PKI");
     struct { const char *name; void (*fn)(void); } tests[] = {
         {"version", test_version},
         {"hello_and_health", test_hello_and_health},
@@ -382,6 +797,12 @@ int main(int argc, char **argv)
         {"errors", test_errors},
         {"deadline", test_deadline},
         {"compression", test_compression},
+        {"tls", test_tls},
+        {"tls_refusals", test_tls_refusals},
+        {"tls_plaintext_mismatch", test_tls_plaintext_mismatch},
+        {"mtls", test_mtls},
+        {"mtls_principal", test_mtls_principal},
+        {"auth", test_auth},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int f = failed;

@@ -39,6 +39,15 @@ prints() {
     out=$("$@") || { echo "$out"; echo "(failed)"; return 1; }
     same "$(printf '%s\n' "$out" | sed 's/[[:blank:]]*$//')" "$want"
 }
+# has_flags <wanted flags> <command...>: the command succeeds and prints each wanted flag
+# (openssl's own private flags, such as -ldl, vary between systems).
+has_flags() {
+    want=$1; shift
+    out=$("$@") || { echo "$out"; echo "(failed)"; return 1; }
+    for w in $want; do
+        echo " $out " | grep -q -- " $w " || { echo "got '$out', missing $w"; return 1; }
+    done
+}
 is_link_to() { [ -L "$1" ] || { echo "$1: not a symlink"; return 1; }; same "$(readlink "$1")" "$2"; }
 dyn() { # dyn <elf> <TAG>: the values of that dynamic tag, one a line
     [ -f "$1" ] || { echo "$1: missing"; return 1; }
@@ -81,12 +90,14 @@ check "dev link" is_link_to "$L1/libinferwire.so" "libinferwire.so.$MAJOR"
 check "soname is libinferwire.so.$MAJOR" prints "libinferwire.so.$MAJOR" dyn "$L1/libinferwire.so.$V" SONAME
 check "shared library records protobuf-c" needs "$L1/libinferwire.so.$V" 'libprotobuf-c\.so.*'
 check "shared library records zlib" needs "$L1/libinferwire.so.$V" 'libz\.so.*'
+check "shared library records libssl" needs "$L1/libinferwire.so.$V" 'libssl\.so.*'
+check "shared library records libcrypto" needs "$L1/libinferwire.so.$V" 'libcrypto\.so.*'
 check "pkg-config Version" prints "$V" pc "$P1" --modversion
 check "pkg-config prefix" prints "$P1" pc "$P1" --variable=prefix
 check "pkg-config Cflags" prints "-I$P1/include" pc "$P1" --cflags
 check "pkg-config Libs" prints "-L$L1 -linferwire" pc "$P1" --libs
-check "pkg-config --static adds protobuf-c and zlib" \
-    prints "-linferwire -lprotobuf-c -lz" pc "$P1" --static --libs-only-l
+check "pkg-config --static adds protobuf-c, zlib and openssl" \
+    has_flags "-linferwire -lprotobuf-c -lz -lssl -lcrypto" pc "$P1" --static --libs-only-l
 
 check "version_check builds with pkg-config --cflags --libs" \
     build "$TMP/vc_shared" "$HERE/version_check.c" "$P1" ""

@@ -52,6 +52,141 @@ void   inferwire__v1__hello__free_unpacked
   assert(message->base.descriptor == &inferwire__v1__hello__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   inferwire__v1__authenticate__init
+                     (Inferwire__V1__Authenticate         *message)
+{
+  static const Inferwire__V1__Authenticate init_value = INFERWIRE__V1__AUTHENTICATE__INIT;
+  *message = init_value;
+}
+size_t inferwire__v1__authenticate__get_packed_size
+                     (const Inferwire__V1__Authenticate *message)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t inferwire__v1__authenticate__pack
+                     (const Inferwire__V1__Authenticate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t inferwire__v1__authenticate__pack_to_buffer
+                     (const Inferwire__V1__Authenticate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Inferwire__V1__Authenticate *
+       inferwire__v1__authenticate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Inferwire__V1__Authenticate *)
+     protobuf_c_message_unpack (&inferwire__v1__authenticate__descriptor,
+                                allocator, len, data);
+}
+void   inferwire__v1__authenticate__free_unpacked
+                     (Inferwire__V1__Authenticate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &inferwire__v1__authenticate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   inferwire__v1__principal__init
+                     (Inferwire__V1__Principal         *message)
+{
+  static const Inferwire__V1__Principal init_value = INFERWIRE__V1__PRINCIPAL__INIT;
+  *message = init_value;
+}
+size_t inferwire__v1__principal__get_packed_size
+                     (const Inferwire__V1__Principal *message)
+{
+  assert(message->base.descriptor == &inferwire__v1__principal__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t inferwire__v1__principal__pack
+                     (const Inferwire__V1__Principal *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &inferwire__v1__principal__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t inferwire__v1__principal__pack_to_buffer
+                     (const Inferwire__V1__Principal *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &inferwire__v1__principal__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Inferwire__V1__Principal *
+       inferwire__v1__principal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Inferwire__V1__Principal *)
+     protobuf_c_message_unpack (&inferwire__v1__principal__descriptor,
+                                allocator, len, data);
+}
+void   inferwire__v1__principal__free_unpacked
+                     (Inferwire__V1__Principal *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &inferwire__v1__principal__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   inferwire__v1__authenticated__init
+                     (Inferwire__V1__Authenticated         *message)
+{
+  static const Inferwire__V1__Authenticated init_value = INFERWIRE__V1__AUTHENTICATED__INIT;
+  *message = init_value;
+}
+size_t inferwire__v1__authenticated__get_packed_size
+                     (const Inferwire__V1__Authenticated *message)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticated__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t inferwire__v1__authenticated__pack
+                     (const Inferwire__V1__Authenticated *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticated__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t inferwire__v1__authenticated__pack_to_buffer
+                     (const Inferwire__V1__Authenticated *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &inferwire__v1__authenticated__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Inferwire__V1__Authenticated *
+       inferwire__v1__authenticated__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Inferwire__V1__Authenticated *)
+     protobuf_c_message_unpack (&inferwire__v1__authenticated__descriptor,
+                                allocator, len, data);
+}
+void   inferwire__v1__authenticated__free_unpacked
+                     (Inferwire__V1__Authenticated *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &inferwire__v1__authenticated__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   inferwire__v1__go_away__init
                      (Inferwire__V1__GoAway         *message)
 {
@@ -97,7 +232,7 @@ void   inferwire__v1__go_away__free_unpacked
   assert(message->base.descriptor == &inferwire__v1__go_away__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor inferwire__v1__hello__field_descriptors[6] =
+static const ProtobufCFieldDescriptor inferwire__v1__hello__field_descriptors[8] =
 {
   {
     "version",
@@ -171,11 +306,37 @@ static const ProtobufCFieldDescriptor inferwire__v1__hello__field_descriptors[6]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "authentication_required",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Hello, authentication_required),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "principal",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Hello, principal),
+    &inferwire__v1__principal__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__hello__field_indices_by_name[] = {
+  6,   /* field[6] = authentication_required */
   5,   /* field[5] = compression */
   2,   /* field[2] = max_concurrent_requests */
   1,   /* field[1] = max_frame_size */
+  7,   /* field[7] = principal */
   3,   /* field[3] = server_name */
   4,   /* field[4] = server_version */
   0,   /* field[0] = version */
@@ -183,7 +344,7 @@ static const unsigned inferwire__v1__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange inferwire__v1__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__hello__descriptor =
 {
@@ -193,11 +354,164 @@ const ProtobufCMessageDescriptor inferwire__v1__hello__descriptor =
   "Inferwire__V1__Hello",
   "inferwire.v1",
   sizeof(Inferwire__V1__Hello),
-  6,
+  8,
   inferwire__v1__hello__field_descriptors,
   inferwire__v1__hello__field_indices_by_name,
   1,  inferwire__v1__hello__number_ranges,
   (ProtobufCMessageInit) inferwire__v1__hello__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__authenticate__field_descriptors[1] =
+{
+  {
+    "bearer_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Authenticate, bearer_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__authenticate__field_indices_by_name[] = {
+  0,   /* field[0] = bearer_token */
+};
+static const ProtobufCIntRange inferwire__v1__authenticate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__authenticate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.Authenticate",
+  "Authenticate",
+  "Inferwire__V1__Authenticate",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__Authenticate),
+  1,
+  inferwire__v1__authenticate__field_descriptors,
+  inferwire__v1__authenticate__field_indices_by_name,
+  1,  inferwire__v1__authenticate__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__authenticate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__principal__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Principal, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "roles",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Inferwire__V1__Principal, n_roles),
+    offsetof(Inferwire__V1__Principal, roles),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "models",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Inferwire__V1__Principal, n_models),
+    offsetof(Inferwire__V1__Principal, models),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_unix_seconds",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Principal, expires_unix_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__principal__field_indices_by_name[] = {
+  3,   /* field[3] = expires_unix_seconds */
+  2,   /* field[2] = models */
+  0,   /* field[0] = name */
+  1,   /* field[1] = roles */
+};
+static const ProtobufCIntRange inferwire__v1__principal__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__principal__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.Principal",
+  "Principal",
+  "Inferwire__V1__Principal",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__Principal),
+  4,
+  inferwire__v1__principal__field_descriptors,
+  inferwire__v1__principal__field_indices_by_name,
+  1,  inferwire__v1__principal__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__principal__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__authenticated__field_descriptors[1] =
+{
+  {
+    "principal",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__Authenticated, principal),
+    &inferwire__v1__principal__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__authenticated__field_indices_by_name[] = {
+  0,   /* field[0] = principal */
+};
+static const ProtobufCIntRange inferwire__v1__authenticated__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__authenticated__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.Authenticated",
+  "Authenticated",
+  "Inferwire__V1__Authenticated",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__Authenticated),
+  1,
+  inferwire__v1__authenticated__field_descriptors,
+  inferwire__v1__authenticated__field_indices_by_name,
+  1,  inferwire__v1__authenticated__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__authenticated__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor inferwire__v1__go_away__field_descriptors[3] =

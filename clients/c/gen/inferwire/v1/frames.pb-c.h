@@ -17,6 +17,9 @@ PROTOBUF_C__BEGIN_DECLS
 #include "inferwire/v1/status.pb-c.h"
 
 typedef struct Inferwire__V1__Hello Inferwire__V1__Hello;
+typedef struct Inferwire__V1__Authenticate Inferwire__V1__Authenticate;
+typedef struct Inferwire__V1__Principal Inferwire__V1__Principal;
+typedef struct Inferwire__V1__Authenticated Inferwire__V1__Authenticated;
 typedef struct Inferwire__V1__GoAway Inferwire__V1__GoAway;
 
 
@@ -124,10 +127,80 @@ struct  Inferwire__V1__Hello
    * The server reads COMPRESSED request payloads and honours COMPRESS_RESPONSE.
    */
   protobuf_c_boolean compression;
+  /*
+   * Requests are answered UNAUTHENTICATED until the connection authenticates: with an
+   * AUTH frame, or by the TLS client certificate it presented (PROTOCOL.md section 1b).
+   */
+  protobuf_c_boolean authentication_required;
+  /*
+   * Set when the TLS client certificate alone authenticated the connection: who it is.
+   */
+  Inferwire__V1__Principal *principal;
 };
 #define INFERWIRE__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__hello__descriptor) \
-    , 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, NULL }
+
+
+/*
+ * The payload of an AUTH frame from the client: the credentials for this connection.
+ */
+struct  Inferwire__V1__Authenticate
+{
+  ProtobufCMessage base;
+  /*
+   * A bearer token: one listed in the server's token file, or a JWT (three base64url
+   * parts separated by dots).
+   */
+  char *bearer_token;
+};
+#define INFERWIRE__V1__AUTHENTICATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__authenticate__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
+ * Who a connection acts as, and what it may do.
+ */
+struct  Inferwire__V1__Principal
+{
+  ProtobufCMessage base;
+  /*
+   * The token file's name for the token, the JWT's `sub`, or the certificate's
+   * subject common name.
+   */
+  char *name;
+  /*
+   * Some of "infer", "manage", "admin".
+   */
+  size_t n_roles;
+  char **roles;
+  /*
+   * Model names, or prefixes ending in "*", this principal may reach; empty: every model.
+   */
+  size_t n_models;
+  char **models;
+  /*
+   * When the credentials stop being accepted (Unix seconds); 0: they do not expire.
+   */
+  int64_t expires_unix_seconds;
+};
+#define INFERWIRE__V1__PRINCIPAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__principal__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0 }
+
+
+/*
+ * The payload of an AUTH frame from the server: the credentials were accepted.
+ */
+struct  Inferwire__V1__Authenticated
+{
+  ProtobufCMessage base;
+  Inferwire__V1__Principal *principal;
+};
+#define INFERWIRE__V1__AUTHENTICATED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__authenticated__descriptor) \
+    , NULL }
 
 
 /*
@@ -170,6 +243,63 @@ Inferwire__V1__Hello *
 void   inferwire__v1__hello__free_unpacked
                      (Inferwire__V1__Hello *message,
                       ProtobufCAllocator *allocator);
+/* Inferwire__V1__Authenticate methods */
+void   inferwire__v1__authenticate__init
+                     (Inferwire__V1__Authenticate         *message);
+size_t inferwire__v1__authenticate__get_packed_size
+                     (const Inferwire__V1__Authenticate   *message);
+size_t inferwire__v1__authenticate__pack
+                     (const Inferwire__V1__Authenticate   *message,
+                      uint8_t             *out);
+size_t inferwire__v1__authenticate__pack_to_buffer
+                     (const Inferwire__V1__Authenticate   *message,
+                      ProtobufCBuffer     *buffer);
+Inferwire__V1__Authenticate *
+       inferwire__v1__authenticate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   inferwire__v1__authenticate__free_unpacked
+                     (Inferwire__V1__Authenticate *message,
+                      ProtobufCAllocator *allocator);
+/* Inferwire__V1__Principal methods */
+void   inferwire__v1__principal__init
+                     (Inferwire__V1__Principal         *message);
+size_t inferwire__v1__principal__get_packed_size
+                     (const Inferwire__V1__Principal   *message);
+size_t inferwire__v1__principal__pack
+                     (const Inferwire__V1__Principal   *message,
+                      uint8_t             *out);
+size_t inferwire__v1__principal__pack_to_buffer
+                     (const Inferwire__V1__Principal   *message,
+                      ProtobufCBuffer     *buffer);
+Inferwire__V1__Principal *
+       inferwire__v1__principal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   inferwire__v1__principal__free_unpacked
+                     (Inferwire__V1__Principal *message,
+                      ProtobufCAllocator *allocator);
+/* Inferwire__V1__Authenticated methods */
+void   inferwire__v1__authenticated__init
+                     (Inferwire__V1__Authenticated         *message);
+size_t inferwire__v1__authenticated__get_packed_size
+                     (const Inferwire__V1__Authenticated   *message);
+size_t inferwire__v1__authenticated__pack
+                     (const Inferwire__V1__Authenticated   *message,
+                      uint8_t             *out);
+size_t inferwire__v1__authenticated__pack_to_buffer
+                     (const Inferwire__V1__Authenticated   *message,
+                      ProtobufCBuffer     *buffer);
+Inferwire__V1__Authenticated *
+       inferwire__v1__authenticated__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   inferwire__v1__authenticated__free_unpacked
+                     (Inferwire__V1__Authenticated *message,
+                      ProtobufCAllocator *allocator);
 /* Inferwire__V1__GoAway methods */
 void   inferwire__v1__go_away__init
                      (Inferwire__V1__GoAway         *message);
@@ -194,6 +324,15 @@ void   inferwire__v1__go_away__free_unpacked
 typedef void (*Inferwire__V1__Hello_Closure)
                  (const Inferwire__V1__Hello *message,
                   void *closure_data);
+typedef void (*Inferwire__V1__Authenticate_Closure)
+                 (const Inferwire__V1__Authenticate *message,
+                  void *closure_data);
+typedef void (*Inferwire__V1__Principal_Closure)
+                 (const Inferwire__V1__Principal *message,
+                  void *closure_data);
+typedef void (*Inferwire__V1__Authenticated_Closure)
+                 (const Inferwire__V1__Authenticated *message,
+                  void *closure_data);
 typedef void (*Inferwire__V1__GoAway_Closure)
                  (const Inferwire__V1__GoAway *message,
                   void *closure_data);
@@ -205,6 +344,9 @@ typedef void (*Inferwire__V1__GoAway_Closure)
 
 extern const ProtobufCEnumDescriptor    inferwire__v1__method__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__hello__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__authenticate__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__principal__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__authenticated__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__go_away__descriptor;
 
 PROTOBUF_C__END_DECLS

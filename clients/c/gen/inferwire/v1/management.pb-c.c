@@ -1441,7 +1441,7 @@ const ProtobufCMessageDescriptor inferwire__v1__model_status__descriptor =
   (ProtobufCMessageInit) inferwire__v1__model_status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__history_entry__field_descriptors[5] =
+static const ProtobufCFieldDescriptor inferwire__v1__history_entry__field_descriptors[6] =
 {
   {
     "unix_millis",
@@ -1503,18 +1503,31 @@ static const ProtobufCFieldDescriptor inferwire__v1__history_entry__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "principal",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__HistoryEntry, principal),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__history_entry__field_indices_by_name[] = {
   2,   /* field[2] = action */
   4,   /* field[4] = actor */
   3,   /* field[3] = detail */
   1,   /* field[1] = model */
+  5,   /* field[5] = principal */
   0,   /* field[0] = unix_millis */
 };
 static const ProtobufCIntRange inferwire__v1__history_entry__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__history_entry__descriptor =
 {
@@ -1524,7 +1537,7 @@ const ProtobufCMessageDescriptor inferwire__v1__history_entry__descriptor =
   "Inferwire__V1__HistoryEntry",
   "inferwire.v1",
   sizeof(Inferwire__V1__HistoryEntry),
-  5,
+  6,
   inferwire__v1__history_entry__field_descriptors,
   inferwire__v1__history_entry__field_indices_by_name,
   1,  inferwire__v1__history_entry__number_ranges,

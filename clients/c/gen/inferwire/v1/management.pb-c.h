@@ -169,10 +169,15 @@ struct  Inferwire__V1__HistoryEntry
    * Who asked: "api", "startup", "poller", "guard", "grace-period".
    */
   char *actor;
+  /*
+   * For "api": the authenticated principal that asked; empty when the server has no
+   * authentication configured.
+   */
+  char *principal;
 };
 #define INFERWIRE__V1__HISTORY_ENTRY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__history_entry__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Inferwire__V1__ListModelsRequest
