@@ -51,6 +51,13 @@ public struct JWTVerifier: Sendable {
                         throw InferWireError(
                             code: .invalidArgument, message: "JWKS oct key \(kid ?? "without kid") has no valid 'k'")
                     }
+                    // RFC 7518 3.2: an HS256 key is at least as long as the hash.
+                    guard bytes.count >= 32 else {
+                        throw InferWireError(
+                            code: .invalidArgument,
+                            message:
+                                "JWKS oct key \(kid ?? "without kid") is \(bytes.count) bytes; HS256 needs at least 32")
+                    }
                     if let alg = entry["alg"] as? String, alg != "HS256" {
                         throw InferWireError(
                             code: .invalidArgument, message: "JWKS oct key \(kid ?? "") has alg \(alg); only HS256")
