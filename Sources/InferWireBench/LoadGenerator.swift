@@ -1,8 +1,10 @@
+public import InferWireClient
 public import InferWireCore
 package import InferWireProto
 import InferWireWire
 public import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A connected generator connection.
 struct LoadConnection: Sendable {
@@ -12,10 +14,14 @@ struct LoadConnection: Sendable {
     let server: String
 
     static func connect(
-        host: String, port: Int, template: ByteBuffer, maxResponseSize: Int, group: any EventLoopGroup
+        host: String, port: Int, template: ByteBuffer, maxResponseSize: Int, security: ConnectionSecurity,
+        group: any EventLoopGroup
     ) async throws -> LoadConnection {
         let loop = group.next()
         let helloPromise = loop.makePromise(of: Inferwire_V1_Hello.self)
+        let tlsContext = security.tlsContext
+        let serverHostname = security.tls?.serverHostname(for: host)
+        let bearerToken = security.bearerToken
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
@@ -23,11 +29,16 @@ struct LoadConnection: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxResponseSize, expectPreface: false)))
                         try channel.pipeline.syncOperations.addHandler(
                             LoadHandler(
-                                template: template, maxResponseSize: maxResponseSize, helloPromise: helloPromise))
+                                template: template, maxResponseSize: maxResponseSize, helloPromise: helloPromise,
+                                bearerToken: bearerToken))
                     }
                 }
                 .connect(host: host, port: port).get()
@@ -55,6 +66,25 @@ struct LoadConnection: Sendable {
     }
 }
 
+/// How generator connections reach a server: TLS and credentials.
+public struct ConnectionSecurity: Sendable {
+    /// TLS to the server; nil: plaintext.
+    public var tls: InferWireClient.Configuration.TLS?
+    /// Credentials for the AUTH frame (PROTOCOL.md section 1b).
+    public var bearerToken: String?
+    /// The TLS context, made once for every connection.
+    let tlsContext: NIOSSLContext?
+
+    public init(tls: InferWireClient.Configuration.TLS? = nil, bearerToken: String? = nil) throws(InferWireError) {
+        self.tls = tls
+        self.bearerToken = bearerToken
+        self.tlsContext = try tls?.makeContext()
+    }
+
+    /// Plaintext, no credentials.
+    public static var plaintext: ConnectionSecurity { try! ConnectionSecurity() }
+}
+
 /// The generator's connections, driven together: start a load shape on all of them,
 /// collect their tallies window by window, stop and drain.
 public final class LoadGenerator: Sendable {
@@ -67,7 +97,7 @@ public final class LoadGenerator: Sendable {
     public static func connect(
         servers: [(host: String, port: Int)], connectionsPerServer: Int,
         model: String, version: Int64? = nil, label: String? = nil, inputs: [Tensor],
-        compression: Bool,
+        compression: Bool, security: ConnectionSecurity = .plaintext,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> LoadGenerator {
         var request = Inferwire_V1_InferRequest()
@@ -76,13 +106,13 @@ public final class LoadGenerator: Sendable {
         request.inputs = inputs.map(\.wire)
         return try await self.connect(
             servers: servers, connectionsPerServer: connectionsPerServer, request: request, compression: compression,
-            group: group)
+            security: security, group: group)
     }
 
     /// Opens the connections with a request message built by the caller.
     package static func connect(
         servers: [(host: String, port: Int)], connectionsPerServer: Int, request: Inferwire_V1_InferRequest,
-        compression: Bool,
+        compression: Bool, security: ConnectionSecurity = .plaintext,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> LoadGenerator {
         let bytes: [UInt8] = try request.serializedBytes()
@@ -95,7 +125,7 @@ public final class LoadGenerator: Sendable {
                 for _ in 0..<max(1, connectionsPerServer) {
                     let connection = try await LoadConnection.connect(
                         host: server.host, port: server.port, template: template, maxResponseSize: 64 << 20,
-                        group: group)
+                        security: security, group: group)
                     guard template.readableBytes - FrameHeader.size <= Int(connection.hello.maxFrameSize) else {
                         connection.channel.close(promise: nil)
                         throw InferWireError(

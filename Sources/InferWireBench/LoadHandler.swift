@@ -49,10 +49,14 @@ final class LoadHandler: ChannelInboundHandler {
     private(set) var refusal: String?
     private(set) var hello: Inferwire_V1_Hello?
 
-    init(template: ByteBuffer, maxResponseSize: Int, helloPromise: EventLoopPromise<Inferwire_V1_Hello>) {
+    init(
+        template: ByteBuffer, maxResponseSize: Int, helloPromise: EventLoopPromise<Inferwire_V1_Hello>,
+        bearerToken: String? = nil
+    ) {
         self.template = template
         self.maxResponseSize = maxResponseSize
         self.helloPromise = helloPromise
+        self.handshake = ClientHandshake(bearerToken: bearerToken)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -69,7 +73,7 @@ final class LoadHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    private var handshake = ClientHandshake()
+    private var handshake: ClientHandshake
     private func sendPreface(context: ChannelHandlerContext) {
         guard let preface = self.handshake.preface(allocator: context.channel.allocator) else { return }
         context.writeAndFlush(self.wrapOutboundOut(preface), promise: nil)
@@ -301,6 +305,9 @@ final class LoadHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.refusal = self.refusal ?? "connection failed: \(error)"
+        if !self.handshake.isEstablished {
+            self.helloPromise.fail(InferWireError(code: .unavailable, message: "connection failed: \(error)"))
+        }
         context.close(promise: nil)
     }
 }

@@ -101,6 +101,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Write a self-contained HTML report (charts, tables) to this file.")
     var report: String?
 
+    @OptionGroup var security: ClientSecurityOptions
+
     @Flag(help: "No live progress line.")
     var quiet = false
 
@@ -162,7 +164,12 @@ struct Bench: AsyncParsableCommand {
         var controls: [(String, InferWireClient)] = []
         do {
             for (server, address) in zip(self.servers, addresses) {
-                controls.append((server, try await InferWireClient.connect(host: address.0, port: address.1)))
+                controls.append(
+                    (
+                        server,
+                        try await InferWireClient.connect(
+                            host: address.0, port: address.1, configuration: self.security.configuration())
+                    ))
             }
             try await self.measure(levels: levels, addresses: addresses, controls: controls)
         } catch {
@@ -180,7 +187,7 @@ struct Bench: AsyncParsableCommand {
         let generator = try await LoadGenerator.connect(
             servers: addresses.map { (host: $0.0, port: $0.1) }, connectionsPerServer: self.connections,
             model: self.model, version: self.version, label: self.label, inputs: try self.inputTensors(metadata),
-            compression: self.compress)
+            compression: self.compress, security: try self.security.connectionSecurity())
         let limit = generator.serverConcurrencyLimit
         if limit > 0, case .closed(let top) = levels.last!, top > limit * generator.connectionCount {
             print(

@@ -43,6 +43,8 @@ struct Infer: AsyncParsableCommand {
     @Option(help: "Deadline in milliseconds.")
     var timeoutMs: Int?
 
+    @OptionGroup var security: ClientSecurityOptions
+
     func validate() throws {
         if self.version != nil && self.label != nil { throw ValidationError("give --version or --label, not both") }
         if self.random == !self.inputs.isEmpty {
@@ -54,7 +56,7 @@ struct Infer: AsyncParsableCommand {
         do {
             let (host, port) = try parseAddress(self.server)
             let client = try await InferWireClient.connect(
-                host: host, port: port, configuration: .init(compression: self.compress))
+                host: host, port: port, configuration: self.security.configuration(compression: self.compress))
             let result: Result<InferResult, any Error>
             do {
                 let timeout = self.timeoutMs.map { Duration.milliseconds($0) }

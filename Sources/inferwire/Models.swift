@@ -13,13 +13,16 @@ struct Models: AsyncParsableCommand {
         ])
 
     struct Server: ParsableArguments {
-        @Option(help: "Server address, HOST:PORT.")
+        @Option(help: "Server address, HOST:PORT (the management listener, if the server has one).")
         var server = "127.0.0.1:8500"
+
+        @OptionGroup var security: ClientSecurityOptions
 
         func run<T>(_ body: (InferWireClient) async throws -> T) async throws -> T {
             do {
                 let (host, port) = try parseAddress(self.server)
-                let client = try await InferWireClient.connect(host: host, port: port)
+                let client = try await InferWireClient.connect(
+                    host: host, port: port, configuration: self.security.configuration())
                 let result: Result<T, any Error>
                 do { result = .success(try await body(client)) } catch { result = .failure(error) }
                 await client.close()

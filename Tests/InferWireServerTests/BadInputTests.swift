@@ -96,11 +96,11 @@ struct BadInputTests {
                 try await connection.sendPreface()
                 try await connection.send(
                     Frame.encode(
-                        FrameHeader(payloadLength: 0, type: FrameType(rawValue: 0x09)), bytes: [1, 2, 3],
+                        FrameHeader(payloadLength: 0, type: FrameType(rawValue: 0x0A)), bytes: [1, 2, 3],
                         allocator: ByteBufferAllocator()))
                 let goAway = try #require(try await connection.readFrame(ofType: .goAway)?.goAway)
                 #expect(goAway.code == .invalidArgument)
-                #expect(goAway.message == "unknown frame type 0x9")
+                #expect(goAway.message == "unknown frame type 0xa")
                 #expect(try await connection.readFrame() == nil)
             }
             try await self.expectServerStillServes(port: port)
