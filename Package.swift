@@ -160,7 +160,8 @@ let package = Package(
         .executableTarget(
             name: "inferwire-wirebench",
             dependencies: [
-                "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine", "InferWireWire",
+                "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
+                "InferWireWire",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

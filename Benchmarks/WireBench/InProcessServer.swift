@@ -1,3 +1,4 @@
+import InferWireAuth
 import InferWireCore
 import InferWireEngine
 import InferWireServer
@@ -16,6 +17,7 @@ let benchLogger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler(
 ///   - services: run in the same service group, started before the server and stopped after it.
 func withInProcessServer(
     dispatcher: RequestDispatcher, ioThreads: Int? = nil, limits: InferWireServer.Configuration.Limits = .defaults,
+    tls: InferWireServer.Configuration.TLS? = nil, authenticator: Authenticator? = nil,
     services: [any Service] = [],
     _ body: (_ port: Int) async throws -> Void
 ) async throws {
@@ -24,8 +26,9 @@ func withInProcessServer(
         ioThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     let server = try InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: 0, limits: limits), dispatcher: dispatcher, logger: logger,
-        eventLoopGroup: group, onListening: { continuation.yield($0.port!) })
+        configuration: .init(host: "127.0.0.1", port: 0, limits: limits, tls: tls), dispatcher: dispatcher,
+        logger: logger, authenticator: authenticator, eventLoopGroup: group,
+        onListening: { continuation.yield($0.port!) })
     let services = ServiceGroup(configuration: .init(services: services + [server], logger: logger))
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await services.run() }

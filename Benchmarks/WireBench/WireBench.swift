@@ -18,8 +18,9 @@ import ServiceLifecycle
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inferwire-wirebench",
-        abstract: "InferWire's benchmarks: the request path against a raw TCP floor, and dynamic batching on vs off.",
-        subcommands: [WireBench.self, BatchingBench.self, RolloutBench.self],
+        abstract:
+            "InferWire's benchmarks: the request path against a raw TCP floor, batching, rollouts, TLS and authentication, idle connections.",
+        subcommands: [WireBench.self, BatchingBench.self, RolloutBench.self, SecurityBench.self, IdleBench.self],
         defaultSubcommand: WireBench.self)
 }
 
