@@ -16,7 +16,9 @@ enum Authorization {
         }
     }
 
-    static func check(method: UInt16, principal: Principal) throws(InferWireError) {
+    /// A nil principal (no authentication) may call everything.
+    static func check(method: UInt16, principal: Principal?) throws(InferWireError) {
+        guard let principal else { return }
         let needed = Self.roles(for: method)
         guard needed.isEmpty || !principal.roles.isDisjoint(with: needed) else {
             let name = Inferwire_V1_Method(rawValue: Int(method)).map { "\($0)" } ?? "method \(method)"
@@ -29,13 +31,11 @@ enum Authorization {
         }
     }
 
-    static func check(model: String, principal: Principal) throws(InferWireError) {
-        guard principal.models.contains(model) else {
-            throw InferWireError(
-                code: .permissionDenied,
-                message:
-                    "principal '\(principal.name)' may not reach model '\(model)' (it may reach: \(principal.models))")
-        }
+    static func check(model: String, principal: Principal?) throws(InferWireError) {
+        guard let principal, !principal.models.contains(model) else { return }
+        throw InferWireError(
+            code: .permissionDenied,
+            message: "principal '\(principal.name)' may not reach model '\(model)' (it may reach: \(principal.models))")
     }
 
     /// `setTraffic` → `SET_TRAFFIC`, as PROTOCOL.md names methods.

@@ -9,11 +9,12 @@ import InferWireProto
 /// that work is not running (not started, or shut down) they are answered UNAVAILABLE.
 struct ManagementService: Sendable {
     let manager: ModelManager
-    /// Who asks: checked against each request's model, recorded in history.
-    let principal: Principal
+    /// Who asks: checked against each request's model, recorded in history; nil without
+    /// authentication.
+    let principal: Principal?
 
     private var actor: RolloutActor {
-        self.principal == .anonymous ? .api : .principal(self.principal.name)
+        self.principal.map { .principal($0.name) } ?? .api
     }
 
     func handle(
@@ -26,7 +27,7 @@ struct ManagementService: Sendable {
         case .listModels?:
             _ = try RequestDispatcher.decode(Inferwire_V1_ListModelsRequest.self, payload)
             var response = Inferwire_V1_ListModelsResponse()
-            response.models = manager.list().filter { principal.models.contains($0.name) }
+            response.models = manager.list().filter { principal?.models.contains($0.name) ?? true }
             respond(.success(try RequestDispatcher.encode(response)))
         case .modelStatus?:
             let request = try RequestDispatcher.decode(Inferwire_V1_ModelStatusRequest.self, payload)

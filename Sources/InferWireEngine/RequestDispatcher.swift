@@ -100,7 +100,8 @@ public final class RequestDispatcher: Sendable {
     ///     queued model may run it on the calling thread when its instance is idle
     ///     (``ModelScheduler/runIfIdle(_:deadline:cancellation:respond:)``).
     ///   - principal: who asks; a method outside its roles, or a model outside its scope, is
-    ///     answered PERMISSION_DENIED (``Principal/anonymous`` may do everything).
+    ///     answered PERMISSION_DENIED. nil: the server has no authentication, and every caller
+    ///     may do everything.
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
     public func handle(
@@ -109,7 +110,7 @@ public final class RequestDispatcher: Sendable {
         deadline: ContinuousClock.Instant?,
         cancellation: RequestCancellation? = nil,
         mayRunInPlace: Bool = false,
-        principal: Principal = .anonymous,
+        principal: Principal? = nil,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) {
         do {
@@ -162,7 +163,7 @@ public final class RequestDispatcher: Sendable {
                 var statistics: Inferwire_V1_ModelStatisticsResponse
                 if request.name.isEmpty {
                     statistics = try self.statistics(model: "")
-                    statistics.versions.removeAll { !principal.models.contains($0.name) }
+                    if let principal { statistics.versions.removeAll { !principal.models.contains($0.name) } }
                 } else {
                     try Authorization.check(model: request.name, principal: principal)
                     statistics = try self.statistics(model: request.name)

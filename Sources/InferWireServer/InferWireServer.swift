@@ -40,11 +40,15 @@ public final class InferWireServer: Service, Sendable {
             /// clients do not reconnect by themselves yet: a long-lived client that sat idle
             /// would see its next call fail with UNAVAILABLE.
             public var idleTimeout: Duration?
+            /// A connection that stops sending in the middle of a frame for this long is sent
+            /// GOAWAY and closed: a stalled frame holds its buffered bytes and the connection's
+            /// place. Progress (any byte) restarts the wait.
+            public var frameStallTimeout: Duration
 
             public init(
                 maxFrameSize: Int = 64 << 20, maxConcurrentRequests: Int = 1024, maxConnections: Int = 16_384,
                 maxConnectionsPerAddress: Int = 4096, handshakeTimeout: Duration = .seconds(10),
-                idleTimeout: Duration? = nil
+                idleTimeout: Duration? = nil, frameStallTimeout: Duration = .seconds(30)
             ) {
                 self.maxFrameSize = maxFrameSize
                 self.maxConcurrentRequests = maxConcurrentRequests
@@ -52,10 +56,12 @@ public final class InferWireServer: Service, Sendable {
                 self.maxConnectionsPerAddress = maxConnectionsPerAddress
                 self.handshakeTimeout = handshakeTimeout
                 self.idleTimeout = idleTimeout
+                self.frameStallTimeout = frameStallTimeout
             }
 
             /// 64 MiB frames, 1024 requests in flight per connection, 16,384 connections (4,096
-            /// per client address), 10 s to send the preface, no idle timeout.
+            /// per client address), 10 s to send the preface, no idle timeout, 30 s for a
+            /// stalled frame.
             public static var defaults: Limits { Limits() }
         }
 

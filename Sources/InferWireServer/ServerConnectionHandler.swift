@@ -54,6 +54,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Frames read while an AUTH was under check, acted on once it is decided.
     private var heldFrames: [InboundFrame] = []
     private var expiryTimer: Scheduled<Void>?
+    /// Armed while a frame is partly read; see ``InferWireServer/Configuration/Limits/frameStallTimeout``.
+    private var stallTimer: Scheduled<Void>?
+    /// When bytes of a partly read frame last arrived.
+    private var lastProgress = NIODeadline.now()
     /// The methods this listener serves.
     private let services: InferWireServer.Configuration.Services
 
@@ -102,6 +106,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.idleTimer = nil
         self.expiryTimer?.cancel()
         self.expiryTimer = nil
+        self.stallTimer?.cancel()
+        self.stallTimer = nil
     }
 
     private func handshakeTimerFired() {
@@ -136,6 +142,38 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         } catch {
             self.decodingFailed(error, context: context)
         }
+        self.watchForStall(context: context)
+    }
+
+    /// Arms the stall timer while a frame is partly read; the preface has its own timer.
+    private func watchForStall(context: ChannelHandlerContext) {
+        guard self.frames.unprocessedBytes > 0, self.state.phase != .awaitingPreface, self.state.isAcceptingInput
+        else { return }
+        self.lastProgress = .now()
+        guard self.stallTimer == nil else { return }
+        self.scheduleStallCheck(in: .nanoseconds(self.limits.frameStallTimeout.inNanoseconds), context: context)
+    }
+
+    private func scheduleStallCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.stallTimer = context.eventLoop.scheduleTask(in: delay) { handler.value.stallCheck() }
+    }
+
+    private func stallCheck() {
+        self.stallTimer = nil
+        guard let context = self.context, self.frames.unprocessedBytes > 0, self.state.canSendGoAway else { return }
+        let timeout = TimeAmount.nanoseconds(self.limits.frameStallTimeout.inNanoseconds)
+        let quiet = NIODeadline.now() - self.lastProgress
+        guard quiet >= timeout else {
+            self.scheduleStallCheck(in: timeout - quiet, context: context)
+            return
+        }
+        self.goAwayAndClose(
+            self.state.fail(
+                code: .invalidArgument,
+                message:
+                    "no bytes for \(self.limits.frameStallTimeout) in the middle of a frame (\(self.frames.unprocessedBytes) bytes of it read)"
+            ), context: context)
     }
 
     private func handleInbound(_ inbound: InboundFrame, context: ChannelHandlerContext) {
@@ -192,7 +230,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func dispatch(_ request: StateMachine.ReadyRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
-        guard let principal = self.state.principal else {
+        // nil: no authentication on this server, every method allowed (and no principal to copy).
+        let principal: Principal?
+        switch self.state.credentials {
+        case .notRequired:
+            principal = nil
+        case .authenticated(let authenticated):
+            principal = authenticated
+        case .awaiting, .verifying, .expired:
             self.complete(
                 id: request.id, token: request.token,
                 .failure(self.state.missingCredentials ?? InferWireError(code: .unauthenticated, message: "")))

@@ -44,6 +44,9 @@ struct Serve: AsyncParsableCommand {
     )
     var idleTimeout = 0.0
 
+    @Option(help: "Seconds a connection may stop sending in the middle of a frame before it is closed.")
+    var frameStallTimeout = 30.0
+
     @Option(help: "I/O threads (default: one per core).")
     var threads: Int?
 
@@ -115,6 +118,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard self.idleTimeout.isFinite, self.idleTimeout == 0 || (0.01...86_400).contains(self.idleTimeout) else {
             throw ValidationError("--idle-timeout must be 0 (off) or between 0.01 and 86400 seconds")
+        }
+        guard self.frameStallTimeout.isFinite, (0.01...3600).contains(self.frameStallTimeout) else {
+            throw ValidationError("--frame-stall-timeout must be between 0.01 and 3600 seconds")
         }
         guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
         guard ["explicit", "poll"].contains(self.mode) else { throw ValidationError("--mode must be explicit or poll") }
@@ -208,7 +214,8 @@ struct Serve: AsyncParsableCommand {
             maxFrameSize: self.maxFrameSize, maxConcurrentRequests: self.maxConcurrentRequests,
             maxConnections: self.maxConnections, maxConnectionsPerAddress: self.maxConnectionsPerAddress,
             handshakeTimeout: .milliseconds(Int64(self.handshakeTimeout * 1000)),
-            idleTimeout: self.idleTimeout == 0 ? nil : .milliseconds(Int64(self.idleTimeout * 1000)))
+            idleTimeout: self.idleTimeout == 0 ? nil : .milliseconds(Int64(self.idleTimeout * 1000)),
+            frameStallTimeout: .milliseconds(Int64(self.frameStallTimeout * 1000)))
         let server = try InferWireServer(
             configuration: .init(
                 host: self.host, port: self.port, limits: limits, tls: tls,

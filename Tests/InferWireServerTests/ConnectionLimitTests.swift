@@ -1,7 +1,10 @@
 import Foundation
 import InferWireClient
 import InferWireCore
+import InferWireProto
 import InferWireServer
+import InferWireWire
+import NIOCore
 import Testing
 
 @Suite("Connection limits over TCP", .timeLimit(.minutes(1)))
@@ -45,6 +48,41 @@ struct ConnectionLimitTests {
                 // Nothing sent: the server closes the connection without a word.
                 let received = try await connection.readToEnd()
                 #expect(received.isEmpty)
+            }
+        }
+    }
+
+    @Test("a connection that stops sending in the middle of a frame is told so and closed; a frame in pieces is not")
+    func stalledFrame() async throws {
+        try await withServer(limits: .init(frameStallTimeout: .milliseconds(300))) { port in
+            try await withRawConnection(port: port) { connection in
+                try await connection.sendPreface()
+                _ = try await connection.readFrame(ofType: .hello)
+                // A PING header promising 8 payload bytes, then 3 of them and silence.
+                var partial = ByteBuffer()
+                FrameHeader(payloadLength: 8, type: .ping).write(to: &partial)
+                partial.writeBytes([1, 2, 3])
+                try await connection.send(partial)
+                let goAway = try #require(try await connection.readFrame(ofType: .goAway)?.goAway)
+                #expect(goAway.code == .invalidArgument)
+                #expect(goAway.message.contains("in the middle of a frame"), "\(goAway.message)")
+            }
+        }
+        try await withServer(limits: .init(frameStallTimeout: .seconds(20))) { port in
+            // A frame that arrives in pieces, well within the timeout, is served.
+            try await withRawConnection(port: port) { connection in
+                try await connection.sendPreface()
+                _ = try await connection.readFrame(ofType: .hello)
+                var header = ByteBuffer()
+                FrameHeader(payloadLength: 2, type: .ping).write(to: &header)
+                try await connection.send(header)
+                try await Task.sleep(for: .milliseconds(50))
+                try await connection.send([7])
+                try await Task.sleep(for: .milliseconds(50))
+                try await connection.send([8])
+                let pong = try #require(try await connection.readFrame())
+                #expect(pong.header.type == .pong)
+                #expect([UInt8](buffer: pong.payload) == [7, 8])
             }
         }
     }
