@@ -58,6 +58,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var stallTimer: Scheduled<Void>?
     /// When bytes of a partly read frame last arrived.
     private var lastProgress = NIODeadline.now()
+    /// Small frames written since the last flush, as one buffer (see ``coalescingLimit``).
+    private var coalesced: ByteBuffer?
     /// The methods this listener serves.
     private let services: InferWireServer.Configuration.Services
 
@@ -224,7 +226,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if let request = action.dispatch {
             self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context)
         }
-        if self.state.burstEnded() { context.flush() }
+        if self.state.burstEnded() { self.flushFrames(context: context) }
         // A GOAWAY read in this burst drains the connection; it closes once nothing is left.
         self.closeIfDrained(context: context)
     }
@@ -447,7 +449,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let wasReading = self.state.deliveryStarted()
         for (id, token, result) in results { self.complete(id: id, token: token, result) }
         if self.state.deliveryFinished(wasReading: wasReading), let context = self.context {
-            context.flush()
+            self.flushFrames(context: context)
         }
     }
 
@@ -501,7 +503,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func closeIfDrained(context: ChannelHandlerContext) {
         guard self.state.closeIfDrained() else { return }
-        context.flush()
+        self.flushFrames(context: context)
         self.shutDown(context: context)
     }
 
@@ -515,6 +517,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let bytes: [UInt8] = (try? goAway.serializedBytes()) ?? []
         let frame = Frame.encode(
             FrameHeader(payloadLength: 0, type: .goAway), bytes: bytes, allocator: context.channel.allocator)
+        self.writeCoalesced(context: context)
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
         self.shutDown(context: context)
     }
@@ -558,9 +561,34 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.write(Frame.encode(header, bytes: bytes, allocator: context.channel.allocator), context: context)
     }
 
+    /// Frames up to this size written in one burst are sent as one buffer: one `writev`
+    /// entry, and under TLS one record and one encryption instead of one per frame.
+    static let coalescingLimit = 16 * 1024
+
     private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
-        context.write(self.wrapOutboundOut(frame), promise: nil)
-        if self.state.frameWritten() { context.flush() }
+        if frame.readableBytes <= Self.coalescingLimit {
+            if self.coalesced == nil {
+                self.coalesced = frame
+            } else {
+                self.coalesced!.writeImmutableBuffer(frame)
+            }
+        } else {
+            self.writeCoalesced(context: context)
+            context.write(self.wrapOutboundOut(frame), promise: nil)
+        }
+        if self.state.frameWritten() { self.flushFrames(context: context) }
+    }
+
+    /// Hands the frames gathered so far to the pipeline, in order, ahead of whatever comes next.
+    private func writeCoalesced(context: ChannelHandlerContext) {
+        if let coalesced = self.coalesced.take() {
+            context.write(self.wrapOutboundOut(coalesced), promise: nil)
+        }
+    }
+
+    private func flushFrames(context: ChannelHandlerContext) {
+        self.writeCoalesced(context: context)
+        context.flush()
     }
 }
 
