@@ -3,10 +3,24 @@ import InferWireCore
 package import InferWireProto
 import InferWireWire
 import NIOCore
+import Synchronization
 
 /// The client side of one connection, on its event loop: writes the preface, waits
 /// for HELLO, assigns request ids, matches RESPONSE/ERROR frames to callers by id,
 /// and holds calls back locally beyond the server's `max_concurrent_requests`.
+/// Whether a connection still takes new requests, readable from any thread: the client
+/// opens a new connection for its next call once this turns false.
+final class ConnectionStatus: Sendable {
+    private let accepting = Atomic<Bool>(true)
+
+    var isAccepting: Bool { self.accepting.load(ordering: .acquiring) }
+
+    func stopAccepting() { self.accepting.store(false, ordering: .releasing) }
+}
+
+/// The cause of a call's failure when it never reached the server: safe to send again.
+struct NotSent: Error {}
+
 final class ClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = InboundFrame
     typealias OutboundOut = ByteBuffer
@@ -38,9 +52,20 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var refusal: InferWireError?
     private var context: ChannelHandlerContext?
 
-    init(helloPromise: EventLoopPromise<(Inferwire_V1_Hello, Inferwire_V1_Principal?)>, bearerToken: String?) {
+    let status: ConnectionStatus
+
+    init(
+        helloPromise: EventLoopPromise<(Inferwire_V1_Hello, Inferwire_V1_Principal?)>, bearerToken: String?,
+        status: ConnectionStatus
+    ) {
         self.helloPromise = helloPromise
         self.handshake = ClientHandshake(bearerToken: bearerToken)
+        self.status = status
+    }
+
+    /// `error`, marked as never sent.
+    private static func notSent(_ error: InferWireError) -> InferWireError {
+        InferWireError(code: error.code, message: error.message, cause: NotSent())
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -68,7 +93,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     /// while the server's concurrency limit is reached.
     func start(frame: ByteBuffer, timeout: TimeAmount?, promise: EventLoopPromise<Frame>) {
         guard let context = self.context, self.refusal == nil else {
-            promise.fail(self.refusal ?? InferWireError(code: .unavailable, message: "connection is closed"))
+            promise.fail(
+                Self.notSent(self.refusal ?? InferWireError(code: .unavailable, message: "connection is closed")))
             return
         }
         var timer: Scheduled<Void>?
@@ -193,10 +219,12 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             var error = InferWireError(code: .init(goAway.code), message: "server sent GOAWAY: \(goAway.message)")
             if goAway.code == .ok { error.code = .unavailable }
             self.refusal = error
+            self.status.stopAccepting()
             if !self.handshake.isEstablished { self.helloPromise.fail(error) }
             while let call = self.queued.popFirst() {
                 call.timer?.cancel()
-                call.promise.fail(InferWireError(code: .unavailable, message: "not sent: \(error.message)"))
+                call.promise.fail(
+                    Self.notSent(InferWireError(code: .unavailable, message: "not sent: \(error.message)")))
             }
         case .ping:
             let pong = Frame.encode(
@@ -233,10 +261,11 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             self.refusal.map { InferWireError(code: .unavailable, message: "connection closed after \($0.message)") }
             ?? InferWireError(code: .unavailable, message: "connection closed by the server")
         self.refusal = self.refusal ?? error
+        self.status.stopAccepting()
         if !self.handshake.isEstablished { self.helloPromise.fail(error) }
         while let call = self.queued.popFirst() {
             call.timer?.cancel()
-            call.promise.fail(error)
+            call.promise.fail(Self.notSent(error))
         }
         for id in Array(self.pending.keys) { self.finish(id: id, with: .failure(error)) }
         for (_, promise) in self.pingPromises { promise.fail(error) }
@@ -258,6 +287,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     private func failConnection(_ error: InferWireError, context: ChannelHandlerContext) {
         self.refusal = self.refusal ?? error
+        self.status.stopAccepting()
         context.close(promise: nil)
     }
 }

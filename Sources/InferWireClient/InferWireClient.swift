@@ -19,6 +19,10 @@ import Synchronization
 /// await client.close()
 /// ```
 ///
+/// When the connection ends — the server closed it as idle, restarted, or shut down — the
+/// next call opens a new one with the same settings (TLS, credentials); a call that
+/// certainly never ran is sent once more on it (PROTOCOL.md section 5).
+///
 /// Every failure is thrown as an ``InferWireError`` carrying the server's status code.
 public final class InferWireClient: Sendable {
     /// How a client connects and calls.
@@ -115,97 +119,105 @@ public final class InferWireClient: Sendable {
         }
     }
 
-    /// The limits and identity the server announced.
-    public let hello: ServerHello
-    /// Who the connection acts as, when the server authenticated it (a bearer token, or a
-    /// client certificate it knows); nil on a server without authentication.
-    public let principal: Principal?
+    /// The limits and identity the server announced on the current connection.
+    public var hello: ServerHello { self.connections.withLock { $0.current.hello } }
+    /// Who the current connection acts as, when the server authenticated it (a bearer token,
+    /// or a client certificate it knows); nil on a server without authentication.
+    public var principal: Principal? { self.connections.withLock { $0.current.principal } }
+    /// Connections this client has opened: 1, plus one per reconnection.
+    public var connectionsOpened: Int { self.connections.withLock { $0.opened } }
+    /// Whether the current connection still takes requests (no GOAWAY, not closed); when not,
+    /// the next call opens a new one.
+    public var isConnectionOpen: Bool { self.connections.withLock { $0.current.status.isAccepting } }
     public let configuration: Configuration
-    private let channel: any Channel
-    private let handler: NIOLoopBound<ClientConnectionHandler>
+    /// The server's address, as given to ``connect(host:port:configuration:eventLoopGroup:)``.
+    public let host: String
+    public let port: Int
+    private let group: any EventLoopGroup
+    private let connections: Mutex<Connections>
     private let nextPing = Atomic<UInt64>(0)
 
-    private init(
-        channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, hello: ServerHello,
-        principal: Principal?, configuration: Configuration
-    ) {
-        self.channel = channel
-        self.handler = handler
-        self.hello = hello
-        self.principal = principal
-        self.configuration = configuration
+    /// The current connection and, while one is being opened, its future. A connection that
+    /// received GOAWAY or closed is replaced for the next call (PROTOCOL.md section 5).
+    private struct Connections: Sendable {
+        var current: ClientConnection
+        var reconnecting: EventLoopFuture<ClientConnection>?
+        var opened = 1
+        var closed = false
     }
 
-    /// Opens a connection and completes the handshake.
+    private init(
+        connection: ClientConnection, host: String, port: Int, configuration: Configuration,
+        group: any EventLoopGroup
+    ) {
+        self.connections = Mutex(Connections(current: connection))
+        self.host = host
+        self.port = port
+        self.configuration = configuration
+        self.group = group
+    }
+
+    /// Opens a connection and completes the handshake (and authentication, with a bearer
+    /// token). Later connections, opened when this one ends, use the same settings.
     public static func connect(
         host: String, port: Int, configuration: Configuration = .defaults,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> InferWireClient {
-        let loop = eventLoopGroup.next()
-        let helloPromise = loop.makePromise(of: (Inferwire_V1_Hello, Inferwire_V1_Principal?).self)
-        let maxFrameSize = configuration.maxFrameSize
-        let bearerToken = configuration.bearerToken
-        let tlsContext = try configuration.tls.map { tls throws(InferWireError) in try tls.makeContext() }
-        let serverHostname = configuration.tls?.serverHostname(for: host)
-        let connectTimeout = TimeAmount.nanoseconds(configuration.connectTimeout.inNanoseconds)
-        let channel: any Channel
-        do {
-            channel = try await ClientBootstrap(group: loop)
-                .connectTimeout(connectTimeout)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if let tlsContext {
-                            try channel.pipeline.syncOperations.addHandler(
-                                try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
-                        }
-                        try channel.pipeline.syncOperations.addHandler(
-                            ByteToMessageHandler(FrameDecoder(maxPayloadSize: maxFrameSize, expectPreface: false)))
-                        try channel.pipeline.syncOperations.addHandler(
-                            ClientConnectionHandler(helloPromise: helloPromise, bearerToken: bearerToken))
-                    }
-                }
-                .connect(host: host, port: port).get()
-        } catch {
-            helloPromise.fail(error)
-            throw InferWireError(
-                code: .unavailable,
-                message:
-                    "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, timeout: configuration.connectTimeout))",
-                cause: error)
-        }
-        let timeout = loop.scheduleTask(in: connectTimeout) {
-            helloPromise.fail(
-                InferWireError(
-                    code: .deadlineExceeded, message: "no HELLO from \(host):\(port) within the connect timeout"))
-        }
-        let hello: Inferwire_V1_Hello
-        let principal: Inferwire_V1_Principal?
-        do {
-            (hello, principal) = try await helloPromise.futureResult.get()
-            timeout.cancel()
-        } catch {
-            timeout.cancel()
-            channel.close(promise: nil)
-            throw Self.wrap(error)
-        }
-        let handler = try await loop.submit {
-            NIOLoopBound(
-                try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self), eventLoop: loop)
-        }.get()
+        let connection = try await ClientConnection.open(
+            host: host, port: port, configuration: configuration, group: eventLoopGroup
+        ).get()
         return InferWireClient(
-            channel: channel, handler: handler, hello: ServerHello(hello), principal: principal.map(Principal.init),
-            configuration: configuration)
+            connection: connection, host: host, port: port, configuration: configuration, group: eventLoopGroup)
     }
 
-    /// Closes the connection; calls still waiting fail with UNAVAILABLE.
+    /// The connection for the next call: the current one while it takes requests, else a new
+    /// one (a single reconnection, however many calls wait for it).
+    private func connection() async throws -> ClientConnection {
+        enum Next {
+            case use(ClientConnection)
+            case wait(EventLoopFuture<ClientConnection>)
+        }
+        let next = try self.connections.withLock { state throws(InferWireError) -> Next in
+            guard !state.closed else { throw InferWireError(code: .unavailable, message: "the client is closed") }
+            if state.current.status.isAccepting { return .use(state.current) }
+            if let pending = state.reconnecting { return .wait(pending) }
+            let pending = ClientConnection.open(
+                host: self.host, port: self.port, configuration: self.configuration, group: self.group)
+            state.reconnecting = pending
+            pending.whenComplete { result in
+                self.connections.withLock { state in
+                    state.reconnecting = nil
+                    guard case .success(let connection) = result else { return }
+                    if state.closed {
+                        connection.channel.close(promise: nil)
+                    } else {
+                        state.current = connection
+                        state.opened += 1
+                    }
+                }
+            }
+            return .wait(pending)
+        }
+        switch next {
+        case .use(let connection):
+            return connection
+        case .wait(let pending):
+            return try await pending.get()
+        }
+    }
+
+    /// Closes the connection and stops reconnecting; calls still waiting fail with UNAVAILABLE.
     public func close() async {
-        try? await self.channel.close()
+        let channel = self.connections.withLock { state in
+            state.closed = true
+            return state.current.channel
+        }
+        try? await channel.close()
     }
 
     deinit {
         // A client dropped without close() must not leak its socket.
-        self.channel.close(promise: nil)
+        self.connections.withLock { $0.current.channel.close(promise: nil) }
     }
 
     // MARK: Methods
@@ -297,11 +309,13 @@ public final class InferWireClient: Sendable {
     /// - Parameter timeout: how long to wait for the PONG (DEADLINE_EXCEEDED after).
     public func ping(timeout: Duration = .seconds(5)) async throws -> Duration {
         let token = self.nextPing.wrappingAdd(1, ordering: .relaxed).newValue
-        let promise = self.channel.eventLoop.makePromise(of: Void.self)
-        let handler = self.handler
+        let connection = try await self.connection()
+        let loop = connection.channel.eventLoop
+        let promise = loop.makePromise(of: Void.self)
+        let handler = connection.handler
         let start = ContinuousClock.now
         let wait = TimeAmount.nanoseconds(timeout.inNanoseconds)
-        self.channel.eventLoop.execute { handler.value.ping(token: token, timeout: wait, promise: promise) }
+        loop.execute { handler.value.ping(token: token, timeout: wait, promise: promise) }
         do {
             try await promise.futureResult.get()
         } catch {
@@ -311,28 +325,51 @@ public final class InferWireClient: Sendable {
     }
 
     /// Calls any method: encodes `request`, sends it, and decodes the answer as `Response`.
+    /// A call that never ran — not sent before its connection ended, or answered UNAVAILABLE
+    /// after the server's GOAWAY — is sent once more, on a new connection.
     package func call<Request: Message, Response: Message>(
         _ method: Inferwire_V1_Method, _ request: Request, as: Response.Type, timeout: Duration? = nil
     ) async throws -> Response {
         // Encode (and compress) on the caller's thread, not the event loop.
         let bytes: [UInt8] = try request.serializedBytes()
-        guard bytes.count <= Int(self.hello.maxFrameSize) else {
+        let timeout = timeout ?? self.configuration.defaultTimeout
+        var connection = try await self.connection()
+        do {
+            return try await self.call(method, bytes, as: Response.self, timeout: timeout, on: connection)
+        } catch let error as InferWireError where Self.neverRan(error, on: connection) {
+            connection = try await self.connection()
+            return try await self.call(method, bytes, as: Response.self, timeout: timeout, on: connection)
+        }
+    }
+
+    /// Whether a call that failed with `error` on `connection` certainly did not run.
+    private static func neverRan(_ error: InferWireError, on connection: ClientConnection) -> Bool {
+        if error.cause is NotSent { return true }
+        // The server's own UNAVAILABLE (no cause: it came in an ERROR frame) after its GOAWAY.
+        return error.code == .unavailable && error.cause == nil && !connection.status.isAccepting
+    }
+
+    private func call<Response: Message>(
+        _ method: Inferwire_V1_Method, _ bytes: [UInt8], as: Response.Type, timeout: Duration?,
+        on connection: ClientConnection
+    ) async throws -> Response {
+        guard bytes.count <= connection.hello.maxFrameSize else {
             throw InferWireError(
                 code: .resourceExhausted,
                 message:
-                    "request of \(bytes.count) bytes exceeds the server's \(self.hello.maxFrameSize)-byte frame limit")
+                    "request of \(bytes.count) bytes exceeds the server's \(connection.hello.maxFrameSize)-byte frame limit"
+            )
         }
-        let timeout = timeout ?? self.configuration.defaultTimeout
-        let allocator = self.channel.allocator
+        let allocator = connection.channel.allocator
         // The request id is filled in on the event loop, which knows which ids are free.
         let frame = Frame.request(
             method: UInt16(method.rawValue), payload: bytes, timeout: timeout,
             compression: self.configuration.compression,
             allocator: allocator)
 
-        let loop = self.channel.eventLoop
+        let loop = connection.channel.eventLoop
         let promise = loop.makePromise(of: Frame.self)
-        let handler = self.handler
+        let handler = connection.handler
         let timeAmount = timeout.map { TimeAmount.nanoseconds($0.inNanoseconds) }
         loop.execute { handler.value.start(frame: frame, timeout: timeAmount, promise: promise) }
 
@@ -376,7 +413,7 @@ public final class InferWireClient: Sendable {
         }
     }
 
-    private static func wrap(_ error: any Error) -> InferWireError {
+    static func wrap(_ error: any Error) -> InferWireError {
         if let error = error as? InferWireError { return error }
         return InferWireError(code: .unavailable, message: ConnectFailure.describe(error), cause: error)
     }

@@ -36,9 +36,8 @@ public final class InferWireServer: Service, Sendable {
             public var handshakeTimeout: Duration
             /// A connection with no request started or in flight for this long (to half as
             /// long again: idleness is checked twice per period) is sent GOAWAY and closed;
-            /// nil, the default, keeps idle connections open. Off by default because the
-            /// clients do not reconnect by themselves yet: a long-lived client that sat idle
-            /// would see its next call fail with UNAVAILABLE.
+            /// nil keeps idle connections open. InferWire's clients open a new connection for
+            /// their next call (PROTOCOL.md section 5).
             public var idleTimeout: Duration?
             /// A connection that stops sending in the middle of a frame for this long is sent
             /// GOAWAY and closed: a stalled frame holds its buffered bytes and the connection's
@@ -48,7 +47,7 @@ public final class InferWireServer: Service, Sendable {
             public init(
                 maxFrameSize: Int = 64 << 20, maxConcurrentRequests: Int = 1024, maxConnections: Int = 16_384,
                 maxConnectionsPerAddress: Int = 4096, handshakeTimeout: Duration = .seconds(10),
-                idleTimeout: Duration? = nil, frameStallTimeout: Duration = .seconds(30)
+                idleTimeout: Duration? = .seconds(300), frameStallTimeout: Duration = .seconds(30)
             ) {
                 self.maxFrameSize = maxFrameSize
                 self.maxConcurrentRequests = maxConcurrentRequests
@@ -60,8 +59,7 @@ public final class InferWireServer: Service, Sendable {
             }
 
             /// 64 MiB frames, 1024 requests in flight per connection, 16,384 connections (4,096
-            /// per client address), 10 s to send the preface, no idle timeout, 30 s for a
-            /// stalled frame.
+            /// per client address), 10 s to send the preface, 300 s idle, 30 s for a stalled frame.
             public static var defaults: Limits { Limits() }
         }
 

@@ -40,9 +40,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         help:
-            "Seconds without requests after which a connection is sent GOAWAY and closed; 0 (the default) keeps idle connections."
+            "Seconds without requests after which a connection is sent GOAWAY and closed (clients reconnect); 0 keeps idle connections."
     )
-    var idleTimeout = 0.0
+    var idleTimeout = 300.0
 
     @Option(help: "Seconds a connection may stop sending in the middle of a frame before it is closed.")
     var frameStallTimeout = 30.0

@@ -94,6 +94,7 @@ func withServer<T: Sendable>(
     tls: InferWireServer.Configuration.TLS? = nil,
     authenticator: Authenticator? = nil,
     listenerServices: InferWireServer.Configuration.Services = .all,
+    port: Int = 0,
     services: [any Service] = [],
     onServer: @Sendable (InferWireServer) -> Void = { _ in },
     _ body: @Sendable (_ port: Int) async throws -> T
@@ -101,7 +102,7 @@ func withServer<T: Sendable>(
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     defer { dispatcher.stopExecution() }
     let server = try InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: 0, limits: limits, tls: tls, services: listenerServices),
+        configuration: .init(host: "127.0.0.1", port: port, limits: limits, tls: tls, services: listenerServices),
         dispatcher: dispatcher,
         logger: quiet,
         authenticator: authenticator,
