@@ -22,8 +22,16 @@ final class RefusingHandler: ChannelInboundHandler {
         self.waitsForTLS = waitsForTLS
     }
 
+    /// How long a refused TLS connection may take to finish its handshake and read why.
+    static let tlsGrace = TimeAmount.seconds(10)
+
     func handlerAdded(context: ChannelHandlerContext) {
         if !self.waitsForTLS && context.channel.isActive { self.refuse(context: context) }
+        if self.waitsForTLS {
+            // A peer that never completes the handshake must not keep the socket.
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: Self.tlsGrace) { channel.close(promise: nil) }
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
