@@ -134,7 +134,8 @@ struct Models: AsyncParsableCommand {
             let formatter = ISO8601DateFormatter()
             for entry in try await self.server.run({ try await $0.history(self.model) }) {
                 let when = formatter.string(from: Date(timeIntervalSince1970: Double(entry.unixMillis) / 1000))
-                print("\(when)  \(entry.model)  \(entry.action)  \(entry.detail)  (\(entry.actor))")
+                let who = entry.principal.isEmpty ? entry.actor : "\(entry.actor): \(entry.principal)"
+                print("\(when)  \(entry.model)  \(entry.action)  \(entry.detail)  (\(who))")
             }
         }
     }
