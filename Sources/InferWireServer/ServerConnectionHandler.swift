@@ -126,13 +126,23 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// How long a connection stays open after an idle GOAWAY, answering requests that crossed
+    /// it UNAVAILABLE; the client's close ends it sooner.
+    static let idleGrace = TimeAmount.seconds(1)
+
     private func idleTimerFired() {
         guard case .goAway(let lastRequestID) = self.state.idleCheck(), let context = self.context else { return }
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
         self.sendGoAway(
             lastRequestID: lastRequestID,
             message: "connection idle for \(self.limits.idleTimeout ?? .zero); open a new one when needed",
             context: context)
-        self.closeIfDrained(context: context)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: Self.idleGrace) {
+            handler.value.state.idleGraceEnded()
+            if let context = handler.value.context { handler.value.closeIfDrained(context: context) }
+        }
     }
 
     // MARK: Inbound

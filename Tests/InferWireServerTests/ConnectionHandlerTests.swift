@@ -189,7 +189,9 @@ struct ConnectionHandlerTests {
         #expect(self.channel.isActive)
     }
 
-    @Test("a connection without requests for the idle timeout gets GOAWAY and closes; requests keep it open")
+    @Test(
+        "a connection without requests for the idle timeout gets GOAWAY, answers requests that crossed it UNAVAILABLE, and closes; requests keep it open"
+    )
     func idle() throws {
         try self.open()
         let half = TimeAmount.nanoseconds(Self.idleTimeout.inNanoseconds / 2)
@@ -208,6 +210,14 @@ struct ConnectionHandlerTests {
         let goAway = try Inferwire_V1_GoAway(serializedBytes: [UInt8](buffer: frames[0].payload))
         #expect(goAway.code == .unavailable)
         #expect(goAway.lastRequestID == 4)
+        // A request that crossed the GOAWAY is answered UNAVAILABLE (it never runs), not lost.
+        try self.burst(self.addSub(id: 5))
+        let crossed = try self.written()
+        #expect(crossed.map(\.header.type) == [.error])
+        #expect(try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: crossed[0].payload)).code == .unavailable)
+        #expect(self.channel.isActive)
+        // After the grace, the connection shuts down.
+        self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.idleGrace)
         self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.lingerTime)
         #expect(!self.channel.isActive)
     }

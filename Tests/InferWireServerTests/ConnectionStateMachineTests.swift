@@ -446,6 +446,16 @@ struct ConnectionHardeningTests {
         let idle = machine.idleCheck()
         #expect(idle == .goAway(lastRequestID: 1))
         #expect(machine.phase == .draining)
+        // It holds for the grace period, answering stragglers UNAVAILABLE, then closes.
+        let holds = machine.closeIfDrained()
+        #expect(!holds)
+        let straggler = machine.requestReceived(FrameHeader(payloadLength: 0, type: .request, method: 6, requestID: 2))
+        guard case .reject(let refusal) = straggler else {
+            Issue.record("a request after the idle GOAWAY was not refused")
+            return
+        }
+        #expect(refusal.code == .unavailable)
+        machine.idleGraceEnded()
         let closes = machine.closeIfDrained()
         #expect(closes)
     }
