@@ -2,8 +2,11 @@
  * @file inferwire.h
  * @brief libinferwire: a small C client for the InferWire inference protocol (v1).
  *
- * One ::iw_conn is one TCP connection, plaintext or TLS (iw_connect_opts()). It
- * is not thread-safe: use it from one thread at a time (or one connection per
+ * One ::iw_conn keeps one TCP connection at a time, plaintext or TLS
+ * (iw_connect_opts()), and replaces it when it ends: after the server's GOAWAY
+ * (idle timeout, shutdown) or a closed connection, the next call opens a new one
+ * with the same address, TLS settings and credentials (see "Reconnection" below).
+ * It is not thread-safe: use it from one thread at a time (or one ::iw_conn per
  * thread).
  *
  * Blocking calls (iw_infer(), iw_server_live(), ...) send one request and wait
@@ -36,10 +39,10 @@ extern "C" {
  * @{
  */
 #define INFERWIRE_VERSION_MAJOR 0
-#define INFERWIRE_VERSION_MINOR 2
+#define INFERWIRE_VERSION_MINOR 3
 #define INFERWIRE_VERSION_PATCH 0
 /** "MAJOR.MINOR.PATCH", the same as inferwire_version() of the matching library. */
-#define INFERWIRE_VERSION_STRING "0.2.0"
+#define INFERWIRE_VERSION_STRING "0.3.0"
 /** @} */
 
 /**
@@ -168,9 +171,18 @@ typedef struct iw_options {
     uint32_t connect_timeout_ms; /**< TCP connect + TLS handshake + HELLO (+ AUTH answer) wait; 0: 10000 */
     uint64_t default_timeout_us; /**< deadline for calls that set none; 0: none */
     uint32_t max_recv_frame_size;/**< local receive limit; 0: HELLO's max_frame_size */
+    /**
+     * Do not reconnect: once the connection has received GOAWAY or closed, calls
+     * fail (IW_UNAVAILABLE, or the GOAWAY's code) and nothing is retried. Default
+     * (false): the next call opens a new connection; see "Reconnection".
+     */
+    bool no_reconnect;
 } iw_options;
 
-/** The server's HELLO. Strings live as long as the connection. */
+/**
+ * The server's HELLO on the current connection. It and its strings stay valid
+ * until a call opens a new connection (or iw_close()).
+ */
 typedef struct iw_hello {
     uint32_t version;
     uint32_t max_frame_size;
@@ -185,7 +197,7 @@ typedef struct iw_hello {
     bool authentication_required;
 } iw_hello;
 
-/** Counters, mainly for tests and diagnostics. */
+/** Counters, mainly for tests and diagnostics; summed over all the connections an ::iw_conn opened. */
 typedef struct iw_stats {
     uint64_t requests_sent;
     uint64_t compressed_sent;     /**< REQUEST frames sent with COMPRESSED */
@@ -197,6 +209,68 @@ typedef struct iw_stats {
 } iw_stats;
 
 typedef struct iw_conn iw_conn;
+
+/**
+ * @name Reconnection
+ * Connections end: the server closes idle ones (GOAWAY UNAVAILABLE "connection
+ * idle …", after `serve --idle-timeout`), it shuts down or restarts, the network
+ * fails. An ::iw_conn carries on (PROTOCOL.md section 5, "Reconnecting"):
+ *
+ * - Before each call it reads, without waiting, what has arrived on its
+ *   connection. Once that connection has received GOAWAY or closed, the call opens
+ *   a new one to the same host and port, with the same TLS settings (the
+ *   certificate, key and CA files are read again) and the same token (the last
+ *   one the server accepted, see iw_authenticate()): TLS handshake, HELLO and AUTH
+ *   are redone. iw_conn_reconnects() counts these new connections.
+ * - If that fails (the server is down), the call returns IW_UNAVAILABLE — or
+ *   IW_UNAUTHENTICATED when the server refused the credentials — with a message
+ *   saying why the old connection ended and why the new one failed; nothing was
+ *   sent. The next call tries again. Each attempt is bounded by connect_timeout_ms.
+ * - A blocking call (iw_infer(), iw_call_raw(), iw_server_live(), ...) whose
+ *   request never ran is sent once more, on a new connection, within what is left
+ *   of its deadline: a request the failing connection never let out, and one the
+ *   server answered ERROR UNAVAILABLE after its GOAWAY (the server reads it after
+ *   the GOAWAY and never runs it). A request in flight when its connection closes
+ *   without an answer fails IW_UNAVAILABLE ("connection ended before an answer"):
+ *   it may have run, so retrying it is left to the caller.
+ * - Pipelining (iw_send_infer(), iw_send_raw(), iw_poll()): a send after the
+ *   connection received GOAWAY or closed goes to a new connection (a request that
+ *   never left is sent on it too). Requests already sent stay with their
+ *   connection: after a GOAWAY UNAVAILABLE the server still answers the ones it had
+ *   read, and iw_poll() keeps reading the old connection for them (request ids are
+ *   unique across connections); when it closes, those still unanswered complete
+ *   with IW_UNAVAILABLE. Pipelined requests are never resent automatically: a
+ *   completion with ::iw_completion.retryable set was refused unrun and may be
+ *   sent again. At most 4 old connections are kept this way; a fifth closes the
+ *   oldest, failing its requests.
+ * - Accessors (iw_conn_hello(), iw_conn_principal(), iw_conn_tls_version(),
+ *   iw_conn_alpn(), iw_conn_fd()) describe the current connection; what they
+ *   return stays valid until a call opens a new one (or iw_close()).
+ * - iw_options.no_reconnect switches all this off.
+ *
+ * The connection iw_connect() opens first is not retried: if it fails, iw_connect()
+ * returns NULL.
+ * @{
+ */
+
+/**
+ * Whether the current connection still takes requests: it has received no GOAWAY
+ * and has not closed. Reads what has arrived (on every connection of conn, without
+ * waiting) first. When false, the next call opens a new connection (unless
+ * no_reconnect).
+ */
+bool iw_conn_is_open(iw_conn *conn);
+
+/**
+ * The current connection's socket, to wait for it with poll()/select() (readable:
+ * call iw_poll() or iw_conn_is_open()), or -1 when it has closed. A new
+ * connection has a new socket. Do not read, write or close it.
+ */
+int iw_conn_fd(const iw_conn *conn);
+
+/** New connections opened after the first (reconnects that succeeded). */
+uint64_t iw_conn_reconnects(const iw_conn *conn);
+/** @} */
 
 /**
  * Connects in plaintext: opens TCP to host:port, sends the preface (versions 1..1)
@@ -264,9 +338,10 @@ typedef struct iw_principal {
 } iw_principal;
 
 /**
- * The principal the server accepted for this connection: the answer to its
- * token, or the one HELLO named for its TLS client certificate. NULL when the
- * connection did not authenticate. Valid until iw_authenticate() or iw_close().
+ * The principal the server accepted for the current connection: the answer to
+ * its token, or the one HELLO named for its TLS client certificate. NULL when the
+ * connection did not authenticate. Valid until iw_authenticate(), a call that
+ * opens a new connection, or iw_close().
  */
 const iw_principal *iw_conn_principal(const iw_conn *conn);
 
@@ -274,28 +349,34 @@ const iw_principal *iw_conn_principal(const iw_conn *conn);
 bool iw_principal_has_role(const iw_principal *principal, const char *role);
 
 /**
- * Sends a (fresh) bearer token on an open connection, e.g. when the previous
+ * Sends a (fresh) bearer token on the open connection, e.g. when the previous
  * one expired, and waits up to connect_timeout_ms for the answer; requests in
- * flight carry on. On IW_OK iw_conn_principal() describes the new principal.
- * Refused credentials: IW_UNAUTHENTICATED with the server's message; the server
- * then closes the connection.
+ * flight carry on. If the connection has received GOAWAY or closed, a new one is
+ * opened presenting this token instead (unless no_reconnect). On IW_OK
+ * iw_conn_principal() describes the new principal, and later reconnects present
+ * this token. Refused credentials: IW_UNAUTHENTICATED with the server's message;
+ * the server then closes the connection, and the next call reconnects with the
+ * token accepted before.
  */
 iw_status_code iw_authenticate(iw_conn *conn, const char *token, iw_error *err);
 
-/** The TLS version in use ("TLSv1.3"), or NULL for a plaintext connection. */
+/** The TLS version of the current connection ("TLSv1.3"), or NULL for plaintext. */
 const char *iw_conn_tls_version(const iw_conn *conn);
 /** The ALPN protocol the server selected ("inferwire/1"), or NULL if none. */
 const char *iw_conn_alpn(const iw_conn *conn);
 
-/** The server's HELLO for this connection. */
+/** The server's HELLO on the current connection (see ::iw_hello for how long it lives). */
 const iw_hello *iw_conn_hello(const iw_conn *conn);
-/** Counters for this connection. */
+/** Counters, summed over every connection conn opened. */
 iw_stats iw_conn_stats(const iw_conn *conn);
-/** Requests sent and not yet answered (including cancelled ones still reserved). */
+/**
+ * Requests sent and not yet answered (including cancelled ones still reserved),
+ * on the current connection and on old ones still answering after a GOAWAY.
+ */
 size_t iw_in_flight(const iw_conn *conn);
 
 /**
- * Closes the connection and frees it (NULL is allowed). Requests still in
+ * Closes the connection(s) and frees conn (NULL is allowed). Requests still in
  * flight are abandoned; completions not yet polled are freed.
  */
 void iw_close(iw_conn *conn);
@@ -303,7 +384,9 @@ void iw_close(iw_conn *conn);
 /* ---------------------------------------------------------------- blocking */
 
 /**
- * Runs one inference and waits for its answer.
+ * Runs one inference and waits for its answer. On a connection that has ended,
+ * reconnects first; a request refused unrun is sent once more (see
+ * "Reconnection"). The same holds for every blocking call below.
  * @param[out] result on IW_OK, the result (free with iw_result_free()); else NULL.
  * @return IW_OK, or the error code (also in *err, with the message).
  */
@@ -363,7 +446,9 @@ iw_status_code iw_call_raw(iw_conn *conn, uint16_t method, const void *req, size
 /**
  * Sends an INFER request without waiting. The request id is stored in *request_id.
  * Fails with IW_RESOURCE_EXHAUSTED (locally, nothing sent) when the HELLO's
- * max_concurrent_requests are already in flight: poll some answers first.
+ * max_concurrent_requests are already in flight: poll some answers first. On a
+ * connection that has received GOAWAY or closed, it opens a new one first and
+ * sends there; if that fails, it returns the error and nothing was sent.
  */
 iw_status_code iw_send_infer(iw_conn *conn, const iw_infer_request *req, uint32_t *request_id,
                              iw_error *err);
@@ -380,15 +465,27 @@ typedef struct iw_completion {
     iw_result *result;  /**< INFER success: the decoded result */
     uint8_t *payload;   /**< other methods' success: the response message bytes */
     size_t payload_len;
+    /**
+     * IW_UNAVAILABLE answered by the server after its GOAWAY: it read the request
+     * after the GOAWAY and did not run it, so sending it again is safe (a new send
+     * goes to a new connection). False for every other completion, including
+     * IW_UNAVAILABLE for a connection that closed without an answer (the request
+     * may have run).
+     */
+    bool retryable;
 } iw_completion;
 
 /**
  * Waits up to timeout_ms (-1: forever, 0: don't block) for one request to
  * finish, answered or timed out locally (then CANCEL is sent and the
  * completion carries IW_DEADLINE_EXCEEDED).
+ * Reads every connection that has requests in flight (the current one, and old
+ * ones still answering after a GOAWAY).
  * @return 1: *out filled; 0: nothing finished in time, or nothing in flight;
- *         -1: the connection failed (*err says why; in-flight requests are
- *         then reported as IW_UNAVAILABLE completions by later polls).
+ *         -1: nothing is in flight or left to report and the current connection
+ *         has ended (*err says why). Requests in flight on a connection that
+ *         ends are reported as IW_UNAVAILABLE completions first. The next send
+ *         opens a new connection.
  */
 int iw_poll(iw_conn *conn, int timeout_ms, iw_completion *out, iw_error *err);
 

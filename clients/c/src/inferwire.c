@@ -49,14 +49,16 @@ typedef struct cnode {
     bool decode_infer;
 } cnode;
 
-struct iw_conn {
+/* One connection: a socket, maybe TLS over it, its HELLO, principal, buffers and
+ * the requests in flight on it. An iw_conn has a current one (cur) and may have
+ * older ones still answering requests after a GOAWAY (draining). */
+typedef struct tr {
+    iw_conn *own;
+    struct tr *next;      /* in own->draining */
     int fd;
-    iw_options opts;
     iw_hello hello;
     char *server_name, *server_version;
-    char peer[300];       /* "host:port", for messages */
     bool have_hello;
-    bool connected;       /* iw_connect_opts() returned it */
     /* Authentication: the principal the server named (HELLO or AUTH answer). */
     Inferwire__V1__Principal *principal_msg;
     iw_principal principal;
@@ -76,15 +78,35 @@ struct iw_conn {
     bool broken;          /* no more answers will arrive */
     bool goaway;          /* server accepts no new requests */
     iw_error fatal;       /* why broken / goaway */
-    uint32_t next_id;
     pending *pend;
     size_t npend, cappend;
-    cnode *chead, *ctail;
     uint8_t *rbuf;
     size_t rlen, rcap;
     uint8_t *wbuf;
     size_t wlen, woff, wcap;
-    iw_stats stats;
+    uint64_t wqueued, wsent; /* bytes ever queued in / written from wbuf */
+} tr;
+
+/* Connections that received GOAWAY UNAVAILABLE with requests in flight keep being
+ * read after a new connection replaced them; beyond this many the oldest is closed. */
+#define MAX_DRAINING 4
+
+struct iw_conn {
+    /* What a new connection needs: copies, owned here. */
+    iw_options opts;
+    char *host;
+    uint16_t port;
+    char peer[300];       /* "host:port", for messages */
+    bool tls;
+    char *ca_file, *cert_file, *key_file, *server_name;
+    char *token;          /* the last token the server accepted (or the one connected with) */
+    tr *cur;              /* the connection calls go to; never NULL (maybe over) */
+    tr *draining;         /* older connections still answering, newest first */
+    size_t ndraining;
+    uint64_t reconnects;
+    uint32_t next_id;     /* request ids are unique across all connections */
+    cnode *chead, *ctail; /* completions not yet taken */
+    iw_stats stats;       /* summed over every connection */
 };
 
 /* ------------------------------------------------------------------ utils */
@@ -154,14 +176,14 @@ size_t iw_datatype_size(iw_datatype dt)
     }
 }
 
-static uint32_t recv_limit(const iw_conn *c)
+static uint32_t recv_limit(const tr *c)
 {
-    if (c->opts.max_recv_frame_size) return c->opts.max_recv_frame_size;
+    if (c->own->opts.max_recv_frame_size) return c->own->opts.max_recv_frame_size;
     if (c->have_hello && c->hello.max_frame_size) return c->hello.max_frame_size;
     return DEFAULT_MAX_FRAME;
 }
 
-static uint32_t send_limit(const iw_conn *c)
+static uint32_t send_limit(const tr *c)
 {
     return (c->have_hello && c->hello.max_frame_size) ? c->hello.max_frame_size
                                                       : DEFAULT_MAX_FRAME;
@@ -213,41 +235,60 @@ void iw_completion_clear(iw_completion *c)
 
 /* ----------------------------------------------------------- pending */
 
-static pending *find_pending(iw_conn *c, uint32_t id, size_t *idx)
+static pending *find_pending(tr *c, uint32_t id, size_t *idx)
 {
     for (size_t i = 0; i < c->npend; i++)
         if (c->pend[i].id == id) { if (idx) *idx = i; return &c->pend[i]; }
     return NULL;
 }
 
-static void remove_pending(iw_conn *c, size_t idx)
+static void remove_pending(tr *c, size_t idx)
 {
     c->pend[idx] = c->pend[--c->npend];
 }
 
+/* The connection a request is in flight on (also abandoned ones), or NULL. */
+static tr *find_tr(iw_conn *c, uint32_t id, pending **p)
+{
+    pending *q = find_pending(c->cur, id, NULL);
+    if (q) { if (p) *p = q; return c->cur; }
+    for (tr *t = c->draining; t; t = t->next)
+        if ((q = find_pending(t, id, NULL))) { if (p) *p = q; return t; }
+    return NULL;
+}
+
 /* Fails everything in flight (connection over). */
-static void fail_all_pending(iw_conn *c, const char *why)
+static void fail_all_pending(tr *c, const char *why)
 {
     for (size_t i = 0; i < c->npend; i++) {
         if (c->pend[i].abandoned) continue;
         cnode *n = new_node(c->pend[i].id, c->pend[i].method, IW_UNAVAILABLE, why);
-        if (n) push_completion(c, n);
+        if (n) push_completion(c->own, n);
     }
     c->npend = 0;
 }
 
-static void mark_broken(iw_conn *c, iw_status_code code, const char *fmt, ...)
+static const char *unprefixed(const char *msg)
+{
+    return strncmp(msg, "client: ", 8) == 0 ? msg + 8 : msg;
+}
+
+/* The connection is over: records why (the arguments may point into c->fatal) and
+ * fails the requests in flight on it. */
+static void mark_broken(tr *c, iw_status_code code, const char *fmt, ...)
 {
     if (!c->broken) {
-        c->broken = true;
-        c->fatal.code = code;
+        char msg[sizeof c->fatal.message];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(c->fatal.message, sizeof c->fatal.message, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        c->broken = true;
+        c->fatal.code = code;
+        memcpy(c->fatal.message, msg, sizeof msg);
     }
     char why[600];
-    snprintf(why, sizeof why, "client: connection ended before an answer (%s)", c->fatal.message);
+    snprintf(why, sizeof why, "client: connection ended before an answer (%s)", unprefixed(c->fatal.message));
     fail_all_pending(c, why);
 }
 
@@ -260,23 +301,23 @@ static void mark_broken(iw_conn *c, iw_status_code code, const char *fmt, ...)
  * connection is marked broken; io_write: see write_failed()). */
 enum { IO_AGAIN = -1, IO_FAILED = -2 };
 
-static void tls_reason(iw_conn *c, int ssl_err, int saved_errno, char *buf, size_t size);
+static void tls_reason(tr *c, int ssl_err, int saved_errno, char *buf, size_t size);
 
 /* A fatal TLS error on an established TLS connection; before HELLO it is still
  * the handshake as far as the user can tell (TLS 1.3 servers refuse a client
  * certificate after the client's side of the handshake is done). */
-static void tls_broken(iw_conn *c, int ssl_err, int saved_errno)
+static void tls_broken(tr *c, int ssl_err, int saved_errno)
 {
     char why[450];
     tls_reason(c, ssl_err, saved_errno, why, sizeof why);
     c->ssl_failed = true;
     if (c->have_hello)
-        mark_broken(c, IW_UNAVAILABLE, "client: TLS error on the connection to %s: %s", c->peer, why);
+        mark_broken(c, IW_UNAVAILABLE, "client: TLS error on the connection to %s: %s", c->own->peer, why);
     else
-        mark_broken(c, IW_UNAVAILABLE, "client: TLS handshake with %s failed: %s", c->peer, why);
+        mark_broken(c, IW_UNAVAILABLE, "client: TLS handshake with %s failed: %s", c->own->peer, why);
 }
 
-static ssize_t io_read(iw_conn *c, void *buf, size_t len)
+static ssize_t io_read(tr *c, void *buf, size_t len)
 {
     if (!c->ssl) {
         for (;;) {
@@ -309,7 +350,7 @@ static ssize_t io_read(iw_conn *c, void *buf, size_t len)
     }
 }
 
-static ssize_t io_write(iw_conn *c, const void *buf, size_t len)
+static ssize_t io_write(tr *c, const void *buf, size_t len)
 {
     if (!c->ssl) {
         for (;;) {
@@ -346,17 +387,17 @@ static ssize_t io_write(iw_conn *c, const void *buf, size_t len)
     tls_reason(c, e, saved, why, sizeof why);
     set_err(&c->write_err, IW_UNAVAILABLE, c->have_hello ? "client: TLS error on the connection to %s: %s"
                                                         : "client: TLS handshake with %s failed: %s",
-            c->peer, why);
+            c->own->peer, why);
     return IO_FAILED;
 }
 
-static int pump_read(iw_conn *c);
+static int pump_read(tr *c);
 
 /* io_write() failed. A server that refuses a connection says why and closes it
  * (a GOAWAY, or a TLS alert such as "certificate required"); a write after that
  * fails with a reset, while the reason is still waiting to be read. So read it,
  * and report the write's error only when there was nothing to read. */
-static void write_failed(iw_conn *c)
+static void write_failed(tr *c)
 {
     if (!c->broken) pump_read(c);
     if (!c->broken) mark_broken(c, c->write_err.code, "%s", c->write_err.message);
@@ -364,7 +405,7 @@ static void write_failed(iw_conn *c)
 
 /* ------------------------------------------------------------ writing */
 
-static bool wreserve(iw_conn *c, size_t more)
+static bool wreserve(tr *c, size_t more)
 {
     if (c->woff > 0 && c->woff == c->wlen) c->woff = c->wlen = 0;
     if (c->wlen + more <= c->wcap) return true;
@@ -378,7 +419,7 @@ static bool wreserve(iw_conn *c, size_t more)
 }
 
 /* Appends a whole frame to the output buffer. */
-static bool queue_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t method, uint32_t id,
+static bool queue_frame(tr *c, uint8_t type, uint8_t flags, uint16_t method, uint32_t id,
                         uint32_t timeout_us, const void *payload, size_t len)
 {
     if (!wreserve(c, HDR + len)) return false;
@@ -391,13 +432,14 @@ static bool queue_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t method
     put32(h + 12, timeout_us);
     if (len) memcpy(h + HDR, payload, len);
     c->wlen += HDR + len;
+    c->wqueued += HDR + len;
     return true;
 }
 
 /* Writes the output buffer; while the socket is not writable, keeps reading
  * (the server stops reading while we do not read its answers). timeout_ms -1:
  * until done; 0: only what goes without blocking. Returns -1 on failure. */
-static int flush(iw_conn *c, int timeout_ms)
+static int flush(tr *c, int timeout_ms)
 {
     uint64_t end = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
     while (c->woff < c->wlen) {
@@ -405,7 +447,8 @@ static int flush(iw_conn *c, int timeout_ms)
         ssize_t n = io_write(c, c->wbuf + c->woff, c->wlen - c->woff);
         if (n > 0) {
             c->woff += (size_t)n;
-            c->stats.bytes_sent += (uint64_t)n;
+            c->wsent += (uint64_t)n;
+            c->own->stats.bytes_sent += (uint64_t)n;
             continue;
         }
         if (n == IO_FAILED) {
@@ -494,7 +537,7 @@ static int inflate_buf(const uint8_t *in, size_t len, size_t limit, uint8_t **ou
 
 /* Takes ownership of p (a message unpacked on its own by protobuf-c: the
  * sub-message of an unpacked HELLO or Authenticated, detached from it). */
-static void take_principal(iw_conn *c, Inferwire__V1__Principal *p)
+static void take_principal(tr *c, Inferwire__V1__Principal *p)
 {
     if (c->principal_msg) inferwire__v1__principal__free_unpacked(c->principal_msg, NULL);
     c->principal_msg = p;
@@ -510,7 +553,7 @@ static void take_principal(iw_conn *c, Inferwire__V1__Principal *p)
 
 const iw_principal *iw_conn_principal(const iw_conn *c)
 {
-    return c && c->principal_msg ? &c->principal : NULL;
+    return c && c->cur->principal_msg ? &c->cur->principal : NULL;
 }
 
 bool iw_principal_has_role(const iw_principal *p, const char *role)
@@ -522,7 +565,7 @@ bool iw_principal_has_role(const iw_principal *p, const char *role)
 }
 
 /* Queues an AUTH frame carrying the token. */
-static bool queue_auth(iw_conn *c, const char *token)
+static bool queue_auth(tr *c, const char *token)
 {
     Inferwire__V1__Authenticate m;
     inferwire__v1__authenticate__init(&m);
@@ -539,7 +582,7 @@ static bool queue_auth(iw_conn *c, const char *token)
 
 /* ------------------------------------------------------------ reading */
 
-static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t method, uint32_t id,
+static void process_frame(tr *c, uint8_t type, uint8_t flags, uint16_t method, uint32_t id,
                           const uint8_t *payload, size_t len)
 {
     (void)method; /* answers are matched by id; the pending entry knows the method */
@@ -589,15 +632,18 @@ static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t meth
             Inferwire__V1__Status *s = inferwire__v1__status__unpack(NULL, len, payload);
             if (s) {
                 n = new_node(id, m, (iw_status_code)s->code, s->message);
+                /* answered UNAVAILABLE after the server's GOAWAY: read after it, never run */
+                if (n && s->code == INFERWIRE__V1__STATUS_CODE__UNAVAILABLE && c->goaway)
+                    n->c.retryable = true;
                 inferwire__v1__status__free_unpacked(s, NULL);
             } else {
                 n = new_node(id, m, IW_INTERNAL, "client: ERROR payload does not parse");
             }
         } else {
-            c->stats.responses_received++;
+            c->own->stats.responses_received++;
             n = new_node(id, m, IW_OK, "");
             if (n && (flags & FL_COMPRESSED)) {
-                c->stats.compressed_received++;
+                c->own->stats.compressed_received++;
                 int r = inflate_buf(payload, len, recv_limit(c), &n->c.payload, &n->c.payload_len);
                 if (r != 0) {
                     n->c.error.code = r == -2 ? IW_RESOURCE_EXHAUSTED : IW_INTERNAL;
@@ -612,7 +658,7 @@ static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t meth
             }
             if (n) n->decode_infer = (m == INFERWIRE__V1__METHOD__INFER);
         }
-        if (n) push_completion(c, n);
+        if (n) push_completion(c->own, n);
         return;
     }
     case FT_PING:
@@ -636,7 +682,7 @@ static void process_frame(iw_conn *c, uint8_t type, uint8_t flags, uint16_t meth
 
 /* Reads what is available (non-blocking) and processes complete frames.
  * Returns -1 once the connection is over. */
-static int pump_read(iw_conn *c)
+static int pump_read(tr *c)
 {
     if (c->broken) return -1;
     for (;;) {
@@ -651,7 +697,7 @@ static int pump_read(iw_conn *c)
         if (n == IO_FAILED) return -1;
         if (n > 0) {
             c->rlen += (size_t)n;
-            c->stats.bytes_received += (uint64_t)n;
+            c->own->stats.bytes_received += (uint64_t)n;
         }
         /* n == 0: process what we have, then end */
         size_t off = 0;
@@ -685,7 +731,7 @@ static int pump_read(iw_conn *c)
 
 /* Waits up to timeout_ms for input (-1 forever) and processes it; also
  * flushes pending output (PONGs, CANCELs). */
-static int pump(iw_conn *c, int timeout_ms)
+static int pump(tr *c, int timeout_ms)
 {
     if (c->broken) return -1;
     if (c->woff < c->wlen && flush(c, 0) < 0) return -1;
@@ -712,7 +758,7 @@ static int pump(iw_conn *c, int timeout_ms)
  * handshake, to recognise a plaintext InferWire answer (PROTOCOL.md 1a). */
 static int bio_write(BIO *b, const char *buf, int len)
 {
-    iw_conn *c = BIO_get_data(b);
+    tr *c = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     ssize_t n;
     do n = send(c->fd, buf, (size_t)len, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
@@ -722,7 +768,7 @@ static int bio_write(BIO *b, const char *buf, int len)
 
 static int bio_read(BIO *b, char *buf, int len)
 {
-    iw_conn *c = BIO_get_data(b);
+    tr *c = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     ssize_t n;
     do n = recv(c->fd, buf, (size_t)len, 0); while (n < 0 && errno == EINTR);
@@ -775,7 +821,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 {
     if (ok) return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-    iw_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+    tr *c = ssl ? SSL_get_app_data(ssl) : NULL;
     if (!c || c->verify_detail[0]) return ok;
     int e = X509_STORE_CTX_get_error(x);
     X509 *cert = X509_STORE_CTX_get_current_cert(x);
@@ -813,7 +859,7 @@ static const char *ossl_reason(unsigned long e)
 
 /* Why a TLS operation failed, from the certificate verification, OpenSSL's error
  * queue or errno; clears the error queue. */
-static void tls_reason(iw_conn *c, int ssl_err, int saved_errno, char *buf, size_t size)
+static void tls_reason(tr *c, int ssl_err, int saved_errno, char *buf, size_t size)
 {
     long v = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
     unsigned long e = ERR_peek_error();
@@ -862,7 +908,7 @@ static void tls_reason(iw_conn *c, int ssl_err, int saved_errno, char *buf, size
 /* The handshake failed: did the server answer in plaintext? A plaintext InferWire
  * port answers a TLS ClientHello with a GOAWAY frame (PROTOCOL.md 1a), whose rest
  * is read here (OpenSSL stops after a record header). */
-static bool plaintext_answer(iw_conn *c, uint64_t end, char *why, size_t size,
+static bool plaintext_answer(tr *c, uint64_t end, char *why, size_t size,
                              iw_status_code *code)
 {
     if (c->hs_peek_len == 0 || (c->hs_peek[0] >= 20 && c->hs_peek[0] <= 24)) return false;
@@ -905,7 +951,7 @@ static bool plaintext_answer(iw_conn *c, uint64_t end, char *why, size_t size,
     return true;
 }
 
-static int tls_setup_failed(iw_conn *c, iw_error *err, iw_status_code code, const char *what,
+static int tls_setup_failed(tr *c, iw_error *err, iw_status_code code, const char *what,
                             const char *file)
 {
     unsigned long e = ERR_peek_error();
@@ -916,12 +962,14 @@ static int tls_setup_failed(iw_conn *c, iw_error *err, iw_status_code code, cons
     return -1;
 }
 
-/* Prepares c->ssl for a handshake with host (or o->server_name): trust roots,
- * client certificate, ALPN, host name verification and SNI. */
-static int tls_setup(iw_conn *c, const char *host, const iw_connect_options *o, iw_error *err)
+/* Prepares c->ssl for a handshake with the host (or the server_name option): trust
+ * roots, client certificate, ALPN, host name verification and SNI. The files are
+ * read again for every connection. */
+static int tls_setup(tr *c, iw_error *err)
 {
     static const unsigned char alpn[] = "\x0b" "inferwire/1";
-    const char *name = o->server_name && *o->server_name ? o->server_name : host;
+    const iw_conn *o = c->own;
+    const char *name = o->server_name && *o->server_name ? o->server_name : o->host;
     ERR_clear_error();
     c->ssl_ctx = SSL_CTX_new(TLS_client_method());
     if (!c->ssl_ctx) return tls_setup_failed(c, err, IW_INTERNAL, "TLS: SSL_CTX_new failed", NULL);
@@ -985,7 +1033,7 @@ static int tls_setup(iw_conn *c, const char *host, const iw_connect_options *o, 
 }
 
 /* Runs the handshake on the non-blocking socket until it is done or end passes. */
-static int tls_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
+static int tls_handshake(tr *c, uint64_t end, uint32_t cto, iw_error *err)
 {
     for (;;) {
         ERR_clear_error();
@@ -1000,13 +1048,13 @@ static int tls_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
             c->ssl_failed = true;
             if (plaintext_answer(c, end, why, sizeof why, &code)) ERR_clear_error();
             else tls_reason(c, e, saved, why, sizeof why);
-            set_err(err, code, "client: TLS handshake with %s failed: %s", c->peer, why);
+            set_err(err, code, "client: TLS handshake with %s failed: %s", c->own->peer, why);
             return -1;
         }
         uint64_t t = now_ns();
         if (t >= end) {
             set_err(err, IW_DEADLINE_EXCEEDED, "client: TLS handshake with %s did not finish within %u ms",
-                    c->peer, cto);
+                    c->own->peer, cto);
             return -1;
         }
         struct pollfd p = {.fd = c->fd, .events = events};
@@ -1027,12 +1075,12 @@ static int tls_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
 
 const char *iw_conn_tls_version(const iw_conn *c)
 {
-    return c && c->ssl ? SSL_get_version(c->ssl) : NULL;
+    return c && c->cur->ssl ? SSL_get_version(c->cur->ssl) : NULL;
 }
 
 const char *iw_conn_alpn(const iw_conn *c)
 {
-    return c && c->alpn[0] ? c->alpn : NULL;
+    return c && c->cur->alpn[0] ? c->cur->alpn : NULL;
 }
 
 /* --------------------------------------------------------- connecting */
@@ -1041,13 +1089,13 @@ static uint64_t check_deadlines(iw_conn *c);
 
 /* Reads and writes until the HELLO (and the answer to an AUTH) arrived, the
  * connection failed, or end passed. 0 done, -1 failed (*err filled). */
-static int await_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err)
+static int await_handshake(tr *c, uint64_t end, uint32_t cto, iw_error *err)
 {
     while (!c->broken && !c->goaway && !(c->have_hello && !c->auth_pending)) {
         uint64_t t = now_ns();
         if (t >= end) {
             set_err(err, IW_DEADLINE_EXCEEDED, "client: no %s from %s within %u ms",
-                    c->have_hello ? "answer to AUTH" : "HELLO", c->peer, cto);
+                    c->have_hello ? "answer to AUTH" : "HELLO", c->own->peer, cto);
             return -1;
         }
         int wait = (int)((end - t) / 1000000ull) + 1;
@@ -1059,6 +1107,281 @@ static int await_handshake(iw_conn *c, uint64_t end, uint32_t cto, iw_error *err
         return -1;
     }
     return 0;
+}
+
+/* Closes and frees one connection. Requests still in flight on it are dropped
+ * without completions (callers fail them first when that matters). */
+static void tr_free(tr *t)
+{
+    if (!t) return;
+    if (t->ssl) {
+        /* close_notify, best effort (never after a fatal TLS error or a dead peer) */
+        if (!t->ssl_failed && !t->broken && SSL_is_init_finished(t->ssl)) {
+            ERR_clear_error();
+            if (SSL_shutdown(t->ssl) < 0) ERR_clear_error();
+        }
+        SSL_free(t->ssl); /* and its BIO */
+    }
+    SSL_CTX_free(t->ssl_ctx);
+    BIO_meth_free(t->bio_meth);
+    if (t->fd >= 0) close(t->fd);
+    if (t->principal_msg) inferwire__v1__principal__free_unpacked(t->principal_msg, NULL);
+    free(t->pend);
+    free(t->rbuf);
+    free(t->wbuf);
+    free(t->server_name);
+    free(t->server_version);
+    free(t);
+}
+
+/* Closes the socket of a connection that is over, or that owes no answers, before
+ * a new one replaces it; the rest (HELLO, principal, TLS details) stays for the
+ * accessors until then. */
+static void tr_drop_socket(tr *t)
+{
+    if (t->fd < 0) return;
+    if (t->ssl && !t->ssl_failed && !t->broken && SSL_is_init_finished(t->ssl)) {
+        ERR_clear_error();
+        if (SSL_shutdown(t->ssl) < 0) ERR_clear_error(); /* close_notify, best effort */
+    }
+    t->broken = true; /* fatal keeps the reason: the GOAWAY's, or why it broke */
+    t->npend = 0;     /* only abandoned requests can be left */
+    close(t->fd);
+    t->fd = -1;
+}
+
+/* Opens a connection for c to its host and port, with its TLS settings: TCP
+ * connect, TLS handshake, preface, AUTH with token (NULL: none), HELLO and the
+ * answer to the token, all within connect_timeout_ms. NULL with *err on failure. */
+static tr *tr_open(iw_conn *c, const char *token, iw_error *err)
+{
+    tr *t = calloc(1, sizeof *t);
+    if (!t) { set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory"); return NULL; }
+    t->own = c;
+    t->fd = -1;
+    uint32_t cto = c->opts.connect_timeout_ms ? c->opts.connect_timeout_ms : 10000;
+    uint64_t end = now_ns() + (uint64_t)cto * 1000000ull;
+
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)c->port);
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(c->host, portstr, &hints, &ai);
+    if (gai != 0) {
+        set_err(err, IW_UNAVAILABLE, "client: cannot resolve %s: %s", c->host, gai_strerror(gai));
+        tr_free(t);
+        return NULL;
+    }
+    int lasterr = 0;
+    for (struct addrinfo *a = ai; a && t->fd < 0; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) { lasterr = errno; continue; }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        int ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        if (!ok && errno == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int r = poll(&p, 1, (int)cto);
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+                ok = 1;
+            else
+                errno = r == 0 ? ETIMEDOUT : soerr;
+        }
+        if (ok) {
+            t->fd = fd;
+        } else {
+            lasterr = errno;
+            close(fd);
+        }
+    }
+    freeaddrinfo(ai);
+    if (t->fd < 0) {
+        set_err(err, IW_UNAVAILABLE, "client: cannot connect to %s: %s", c->peer, strerror(lasterr));
+        tr_free(t);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+    if (c->tls && (tls_setup(t, err) < 0 || tls_handshake(t, end, cto, err) < 0)) {
+        tr_free(t);
+        return NULL;
+    }
+
+    /* The preface, and the token right behind it (PROTOCOL.md 1b: no need to wait for HELLO). */
+    static const uint8_t preface[8] = {'I', 'W', 'I', 'R', 0, 1, 0, 1};
+    bool queued = wreserve(t, sizeof preface);
+    if (queued) {
+        memcpy(t->wbuf, preface, sizeof preface);
+        t->wlen = t->wqueued = sizeof preface;
+        if (token) queued = queue_auth(t, token);
+    }
+    if (!queued) {
+        set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
+        tr_free(t);
+        return NULL;
+    }
+    if (await_handshake(t, end, cto, err) < 0) {
+        tr_free(t);
+        return NULL;
+    }
+    if (t->hello.version != 1) {
+        set_err(err, IW_FAILED_PRECONDITION, "client: server chose protocol version %u; this client speaks 1",
+                t->hello.version);
+        tr_free(t);
+        return NULL;
+    }
+    if (t->hello.authentication_required && !token && !t->principal_msg) {
+        set_err(err, IW_UNAUTHENTICATED,
+                "client: the server at %s requires authentication: connect with a token "
+                "(iw_connect_options.token)%s", c->peer,
+                c->tls ? " or a client certificate it accepts" : "");
+        tr_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Whether new requests can go to this connection: it has not received GOAWAY
+ * and has not ended. */
+static bool usable(const tr *t)
+{
+    return !t->broken && !t->goaway;
+}
+
+/* Requests in flight on t whose answer someone waits for. */
+static size_t live_pending(const tr *t)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->npend; i++) k += !t->pend[i].abandoned;
+    return k;
+}
+
+/* A connection a new one replaced. It stays (draining) while the server still owes
+ * answers on it: it sent GOAWAY UNAVAILABLE, which promises answers to the requests
+ * it had read. Otherwise it is closed. */
+static void retire(iw_conn *c, tr *t)
+{
+    if (t->broken || live_pending(t) == 0) {
+        tr_free(t);
+        return;
+    }
+    t->next = c->draining;
+    c->draining = t;
+    if (++c->ndraining <= MAX_DRAINING) return;
+    tr **pp = &c->draining; /* too many: close the oldest, failing its requests */
+    while ((*pp)->next) pp = &(*pp)->next;
+    tr *oldest = *pp;
+    *pp = NULL;
+    c->ndraining--;
+    mark_broken(oldest, IW_UNAVAILABLE,
+                "client: closed an old connection still answering after GOAWAY (more than %d were)",
+                MAX_DRAINING);
+    tr_free(oldest);
+}
+
+/* Frees draining connections that ended (their requests were failed) or owe nothing. */
+static void reap(iw_conn *c)
+{
+    for (tr **pp = &c->draining; *pp;) {
+        tr *t = *pp;
+        if (t->broken || (live_pending(t) == 0 && t->woff == t->wlen)) {
+            *pp = t->next;
+            c->ndraining--;
+            tr_free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+}
+
+/* Makes sure c->cur can take a request: first reads, without waiting, whatever
+ * has arrived on it (a GOAWAY, the end of the stream), so a connection the server
+ * has given up is not used; once it is over, opens a new one presenting token
+ * (NULL: the saved one). IW_OK, or the error in *err. */
+static iw_status_code ensure_conn(iw_conn *c, const char *token, iw_error *err)
+{
+    if (usable(c->cur)) pump(c->cur, 0);
+    if (usable(c->cur)) return IW_OK;
+    tr *old = c->cur;
+    if (!c->opts.no_reconnect && (old->broken || live_pending(old) == 0)) tr_drop_socket(old);
+    if (c->opts.no_reconnect) {
+        if (old->broken) {
+            copy_err(err, &old->fatal);
+            return old->fatal.code ? old->fatal.code : IW_UNAVAILABLE;
+        }
+        set_err(err, IW_UNAVAILABLE, "client: server sent GOAWAY: %s", old->fatal.message);
+        return IW_UNAVAILABLE;
+    }
+    iw_error e;
+    memset(&e, 0, sizeof e);
+    tr *t = tr_open(c, token ? token : c->token, &e);
+    if (t && !usable(t)) { /* a GOAWAY right behind its HELLO: no better than the old one */
+        if (t->broken) copy_err(&e, &t->fatal);
+        else set_err(&e, IW_UNAVAILABLE, "server sent GOAWAY: %s", t->fatal.message);
+        tr_free(t);
+        t = NULL;
+    }
+    if (!t) {
+        /* UNAUTHENTICATED: the server refused the credentials, which trying again will not change */
+        iw_status_code code = e.code == IW_UNAUTHENTICATED ? IW_UNAUTHENTICATED : IW_UNAVAILABLE;
+        set_err(err, code, "client: the connection to %s ended (%s); reconnecting failed: %s",
+                c->peer, old->fatal.message[0] ? unprefixed(old->fatal.message) : iw_status_name(old->fatal.code),
+                unprefixed(e.message));
+        return code;
+    }
+    c->cur = t;
+    c->reconnects++;
+    retire(c, old);
+    return IW_OK;
+}
+
+/* Waits up to timeout_ms (-1: forever) for input on every open connection and
+ * processes it; also flushes pending output (PONGs, CANCELs). -1: none is open. */
+static int pump_all(iw_conn *c, int timeout_ms)
+{
+    tr *ts[1 + MAX_DRAINING];
+    struct pollfd p[1 + MAX_DRAINING];
+    nfds_t n = 0;
+    for (tr *t = c->cur; t && n < 1 + MAX_DRAINING; t = t == c->cur ? c->draining : t->next) {
+        if (!t->broken && t->woff < t->wlen) flush(t, 0);
+        if (t->broken) continue;
+        p[n].fd = t->fd;
+        p[n].events = POLLIN;
+        if (t->woff < t->wlen || t->read_wants_write) p[n].events |= POLLOUT;
+        p[n].revents = 0;
+        ts[n++] = t;
+    }
+    if (n == 0) {
+        reap(c);
+        return -1;
+    }
+    int r = poll(p, n, timeout_ms);
+    if (r < 0 && errno != EINTR) {
+        for (nfds_t i = 0; i < n; i++)
+            mark_broken(ts[i], IW_UNAVAILABLE, "client: poll failed: %s", strerror(errno));
+    }
+    for (nfds_t i = 0; r > 0 && i < n; i++) {
+        tr *t = ts[i];
+        if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) ||
+            (t->read_wants_write && (p[i].revents & POLLOUT)))
+            pump_read(t);
+        if (!t->broken && t->woff < t->wlen) flush(t, 0);
+    }
+    reap(c);
+    return 0;
+}
+
+/* Saves a copy of an optional string; false when out of memory. */
+static bool dup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (!src) return true;
+    *dst = strdup(src);
+    return *dst != NULL;
 }
 
 iw_conn *iw_connect(const char *host, uint16_t port, const iw_options *opts, iw_error *err)
@@ -1093,94 +1416,23 @@ iw_conn *iw_connect_opts(const char *host, uint16_t port, const iw_connect_optio
     }
     iw_conn *c = calloc(1, sizeof *c);
     if (!c) { set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory"); return NULL; }
-    c->fd = -1;
     c->opts = o->base;
+    c->port = port;
+    c->tls = o->tls;
     c->next_id = 1;
     snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
-    uint32_t cto = c->opts.connect_timeout_ms ? c->opts.connect_timeout_ms : 10000;
-    uint64_t end = now_ns() + (uint64_t)cto * 1000000ull;
-
-    char portstr[8];
-    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
-    struct addrinfo hints, *ai = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo(host, portstr, &hints, &ai);
-    if (gai != 0) {
-        set_err(err, IW_UNAVAILABLE, "client: cannot resolve %s: %s", host, gai_strerror(gai));
-        free(c);
-        return NULL;
-    }
-    int lasterr = 0;
-    for (struct addrinfo *a = ai; a && c->fd < 0; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd < 0) { lasterr = errno; continue; }
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        int ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
-        if (!ok && errno == EINPROGRESS) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int r = poll(&p, 1, (int)cto);
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
-                ok = 1;
-            else
-                errno = r == 0 ? ETIMEDOUT : soerr;
-        }
-        if (ok) {
-            c->fd = fd;
-        } else {
-            lasterr = errno;
-            close(fd);
-        }
-    }
-    freeaddrinfo(ai);
-    if (c->fd < 0) {
-        set_err(err, IW_UNAVAILABLE, "client: cannot connect to %s: %s", c->peer, strerror(lasterr));
-        free(c);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-
-    if (o->tls && (tls_setup(c, host, o, err) < 0 || tls_handshake(c, end, cto, err) < 0)) {
-        iw_close(c);
-        return NULL;
-    }
-
-    /* The preface, and the token right behind it (PROTOCOL.md 1b: no need to wait for HELLO). */
-    static const uint8_t preface[8] = {'I', 'W', 'I', 'R', 0, 1, 0, 1};
-    bool queued = wreserve(c, sizeof preface);
-    if (queued) {
-        memcpy(c->wbuf, preface, sizeof preface);
-        c->wlen = sizeof preface;
-        if (o->token) queued = queue_auth(c, o->token);
-    }
-    if (!queued) {
+    if (!dup_opt(&c->host, host) || !dup_opt(&c->ca_file, o->ca_file) ||
+        !dup_opt(&c->cert_file, o->cert_file) || !dup_opt(&c->key_file, o->key_file) ||
+        !dup_opt(&c->server_name, o->server_name) || !dup_opt(&c->token, o->token)) {
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         iw_close(c);
         return NULL;
     }
-    if (await_handshake(c, end, cto, err) < 0) {
+    c->cur = tr_open(c, c->token, err);
+    if (!c->cur) {
         iw_close(c);
         return NULL;
     }
-    if (c->hello.version != 1) {
-        set_err(err, IW_FAILED_PRECONDITION, "client: server chose protocol version %u; this client speaks 1",
-                c->hello.version);
-        iw_close(c);
-        return NULL;
-    }
-    if (c->hello.authentication_required && !o->token && !c->principal_msg) {
-        set_err(err, IW_UNAUTHENTICATED,
-                "client: the server at %s requires authentication: connect with a token "
-                "(iw_connect_options.token)%s", c->peer,
-                o->tls ? " or a client certificate it accepts" : "");
-        iw_close(c);
-        return NULL;
-    }
-    c->connected = true;
     return c;
 }
 
@@ -1190,56 +1442,86 @@ iw_status_code iw_authenticate(iw_conn *c, const char *token, iw_error *err)
         set_err(err, IW_INVALID_ARGUMENT, "client: iw_authenticate needs a connection and a token");
         return IW_INVALID_ARGUMENT;
     }
-    if (c->broken) { copy_err(err, &c->fatal); return c->fatal.code ? c->fatal.code : IW_UNAVAILABLE; }
-    if (c->goaway) {
-        set_err(err, IW_UNAVAILABLE, "client: server sent GOAWAY: %s", c->fatal.message);
-        return IW_UNAVAILABLE;
+    char *copy = strdup(token);
+    if (!copy) {
+        set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
+        return IW_RESOURCE_EXHAUSTED;
     }
-    if (!queue_auth(c, token)) {
+    if (usable(c->cur)) pump(c->cur, 0);
+    if (!usable(c->cur)) {
+        /* the connection is over: a new one presents the token from its start */
+        iw_status_code rc = ensure_conn(c, copy, err);
+        if (rc != IW_OK) { free(copy); return rc; }
+        free(c->token);
+        c->token = copy;
+        if (err) { err->code = IW_OK; err->message[0] = 0; }
+        return IW_OK;
+    }
+    tr *t = c->cur;
+    if (!queue_auth(t, token)) {
+        free(copy);
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         return IW_RESOURCE_EXHAUSTED;
     }
     uint32_t cto = c->opts.connect_timeout_ms ? c->opts.connect_timeout_ms : 10000;
     uint64_t end = now_ns() + (uint64_t)cto * 1000000ull;
-    while (c->auth_pending && !c->broken) {
+    while (t->auth_pending && !t->broken) {
         uint64_t nearest = check_deadlines(c); /* requests in flight keep their deadlines */
-        uint64_t t = now_ns();
-        if (t >= end) {
+        uint64_t now = now_ns();
+        if (now >= end) {
+            free(copy);
             set_err(err, IW_DEADLINE_EXCEEDED, "client: no answer to AUTH from %s within %u ms",
                     c->peer, cto);
             return IW_DEADLINE_EXCEEDED;
         }
         uint64_t stop = nearest && nearest < end ? nearest : end;
-        int wait = stop > t ? (int)((stop - t + 999999ull) / 1000000ull) : 0;
-        if (c->woff < c->wlen) flush(c, wait ? wait : 1);
-        else pump(c, wait);
+        int wait = stop > now ? (int)((stop - now + 999999ull) / 1000000ull) : 0;
+        if (t->woff < t->wlen) flush(t, wait ? wait : 1);
+        else pump_all(c, wait);
     }
-    if (c->auth_pending) {
-        copy_err(err, &c->fatal);
-        return c->fatal.code ? c->fatal.code : IW_UNAVAILABLE;
+    if (t->auth_pending) {
+        free(copy);
+        copy_err(err, &t->fatal);
+        return t->fatal.code ? t->fatal.code : IW_UNAVAILABLE;
     }
+    free(c->token); /* new connections present the token the server accepted last */
+    c->token = copy;
     if (err) { err->code = IW_OK; err->message[0] = 0; }
     return IW_OK;
 }
 
-const iw_hello *iw_conn_hello(const iw_conn *c) { return &c->hello; }
+const iw_hello *iw_conn_hello(const iw_conn *c) { return &c->cur->hello; }
 iw_stats iw_conn_stats(const iw_conn *c) { return c->stats; }
-size_t iw_in_flight(const iw_conn *c) { return c->npend; }
+uint64_t iw_conn_reconnects(const iw_conn *c) { return c ? c->reconnects : 0; }
+
+size_t iw_in_flight(const iw_conn *c)
+{
+    size_t k = c->cur->npend;
+    for (const tr *t = c->draining; t; t = t->next) k += t->npend;
+    return k;
+}
+
+int iw_conn_fd(const iw_conn *c)
+{
+    return c && !c->cur->broken ? c->cur->fd : -1;
+}
+
+bool iw_conn_is_open(iw_conn *c)
+{
+    if (!c) return false;
+    pump_all(c, 0);
+    return usable(c->cur);
+}
 
 void iw_close(iw_conn *c)
 {
     if (!c) return;
-    if (c->ssl) {
-        /* close_notify, best effort (never after a fatal TLS error or a dead peer) */
-        if (!c->ssl_failed && !c->broken && SSL_is_init_finished(c->ssl)) {
-            ERR_clear_error();
-            if (SSL_shutdown(c->ssl) < 0) ERR_clear_error();
-        }
-        SSL_free(c->ssl); /* and its BIO */
+    tr_free(c->cur);
+    while (c->draining) {
+        tr *next = c->draining->next;
+        tr_free(c->draining);
+        c->draining = next;
     }
-    SSL_CTX_free(c->ssl_ctx);
-    BIO_meth_free(c->bio_meth);
-    if (c->fd >= 0) close(c->fd);
     cnode *n = c->chead;
     while (n) {
         cnode *next = n->next;
@@ -1247,39 +1529,43 @@ void iw_close(iw_conn *c)
         free(n);
         n = next;
     }
-    if (c->principal_msg) inferwire__v1__principal__free_unpacked(c->principal_msg, NULL);
-    free(c->pend);
-    free(c->rbuf);
-    free(c->wbuf);
+    free(c->host);
+    free(c->ca_file);
+    free(c->cert_file);
+    free(c->key_file);
     free(c->server_name);
-    free(c->server_version);
+    free(c->token);
     free(c);
 }
 
 /* ----------------------------------------------------------- sending */
 
-iw_status_code iw_send_raw(iw_conn *c, uint16_t method, const void *req, size_t req_len,
-                           uint64_t timeout_us, uint32_t *request_id, iw_error *err)
+/* now + us, saturating. */
+static uint64_t deadline_after(uint64_t us)
 {
-    if (!c) { set_err(err, IW_INVALID_ARGUMENT, "client: no connection"); return IW_INVALID_ARGUMENT; }
-    if (c->broken) { copy_err(err, &c->fatal); return c->fatal.code ? c->fatal.code : IW_UNAVAILABLE; }
-    if (c->goaway) {
-        set_err(err, IW_UNAVAILABLE, "client: server sent GOAWAY: %s", c->fatal.message);
-        return IW_UNAVAILABLE;
-    }
-    if (c->npend >= c->hello.max_concurrent_requests) {
+    uint64_t t = now_ns();
+    if (us > (UINT64_MAX - t) / 1000ull) return UINT64_MAX;
+    return t + us * 1000ull;
+}
+
+/* Sends a REQUEST on connection t. *unsent: the connection failed before any byte
+ * of it left, so the server cannot have seen it (no completion is queued for it). */
+static iw_status_code send_on(tr *t, uint16_t method, const void *req, size_t req_len,
+                              uint64_t timeout_us, uint32_t *request_id, bool *unsent, iw_error *err)
+{
+    iw_conn *c = t->own;
+    *unsent = false;
+    if (t->npend >= t->hello.max_concurrent_requests) {
         set_err(err, IW_RESOURCE_EXHAUSTED,
                 "client: %u requests already in flight (server limit); poll first",
-                c->hello.max_concurrent_requests);
+                t->hello.max_concurrent_requests);
         return IW_RESOURCE_EXHAUSTED;
     }
-    if (!timeout_us) timeout_us = c->opts.default_timeout_us;
-
     uint8_t flags = 0;
     const uint8_t *payload = req;
     size_t len = req_len;
     uint8_t *zbuf = NULL;
-    bool compress = c->opts.compression && c->hello.compression;
+    bool compress = c->opts.compression && t->hello.compression;
     if (compress) {
         flags |= FL_COMPRESS_RESPONSE;
         size_t zlen;
@@ -1292,47 +1578,77 @@ iw_status_code iw_send_raw(iw_conn *c, uint16_t method, const void *req, size_t 
             }
         }
     }
-    if (req_len > send_limit(c) || len > send_limit(c)) {
+    if (req_len > send_limit(t) || len > send_limit(t)) {
         free(zbuf);
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: request of %zu bytes exceeds max_frame_size %u",
-                req_len, send_limit(c));
+                req_len, send_limit(t));
         return IW_RESOURCE_EXHAUSTED;
     }
-    /* pick an id not in flight */
+    /* pick an id not in flight on any connection, so that completions are unambiguous */
     uint32_t id;
     do {
         id = c->next_id++;
         if (c->next_id == 0) c->next_id = 1;
-    } while (id == 0 || find_pending(c, id, NULL));
+    } while (id == 0 || find_tr(c, id, NULL));
 
-    if (c->npend == c->cappend) {
-        size_t cap = c->cappend ? c->cappend * 2 : 64;
-        pending *p = realloc(c->pend, cap * sizeof *p);
+    if (t->npend == t->cappend) {
+        size_t cap = t->cappend ? t->cappend * 2 : 64;
+        pending *p = realloc(t->pend, cap * sizeof *p);
         if (!p) { free(zbuf); set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory"); return IW_RESOURCE_EXHAUSTED; }
-        c->pend = p;
-        c->cappend = cap;
+        t->pend = p;
+        t->cappend = cap;
     }
     uint32_t wire_timeout = timeout_us > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_us;
-    if (!queue_frame(c, FT_REQUEST, flags, method, id, wire_timeout, payload, len)) {
+    uint64_t start = t->wqueued; /* where this frame begins in the connection's byte stream */
+    if (!queue_frame(t, FT_REQUEST, flags, method, id, wire_timeout, payload, len)) {
         free(zbuf);
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         return IW_RESOURCE_EXHAUSTED;
     }
     free(zbuf);
-    pending *p = &c->pend[c->npend++];
+    pending *p = &t->pend[t->npend++];
     p->id = id;
     p->method = method;
     p->abandoned = false;
-    p->deadline_ns = timeout_us ? now_ns() + timeout_us * 1000ull : 0;
+    p->deadline_ns = timeout_us ? deadline_after(timeout_us) : 0;
+    if (flush(t, -1) < 0 && t->wsent <= start) {
+        /* Nothing of it left: take back the completion the failure queued for it. */
+        size_t idx;
+        if (find_pending(t, id, &idx)) remove_pending(t, idx);
+        cnode *n = take_completion(c, false, id);
+        if (n) { iw_completion_clear(&n->c); free(n); }
+        *unsent = true;
+        copy_err(err, &t->fatal);
+        return t->fatal.code ? t->fatal.code : IW_UNAVAILABLE;
+    }
+    /* a failed flush after part of it left reports the request through its completion */
     c->stats.requests_sent++;
     if (flags & FL_COMPRESSED) c->stats.compressed_sent++;
     if (request_id) *request_id = id;
-    if (flush(c, -1) < 0 && !find_pending(c, id, NULL) && !c->chead) {
-        copy_err(err, &c->fatal);
-        return IW_UNAVAILABLE;
-    }
-    /* a failed flush reports the request through its completion */
     return IW_OK;
+}
+
+/* Sends a REQUEST on the current connection, opening a new one first if that one
+ * is over. A request the failing connection never let out is sent once more, on
+ * a new connection. */
+static iw_status_code send_request(iw_conn *c, uint16_t method, const void *req, size_t req_len,
+                                   uint64_t timeout_us, uint32_t *request_id, iw_error *err)
+{
+    if (!c) { set_err(err, IW_INVALID_ARGUMENT, "client: no connection"); return IW_INVALID_ARGUMENT; }
+    if (!timeout_us) timeout_us = c->opts.default_timeout_us;
+    for (int attempt = 0;; attempt++) {
+        iw_status_code rc = ensure_conn(c, NULL, err);
+        if (rc != IW_OK) return rc;
+        bool unsent;
+        rc = send_on(c->cur, method, req, req_len, timeout_us, request_id, &unsent, err);
+        if (rc == IW_OK || !unsent || attempt > 0 || c->opts.no_reconnect) return rc;
+    }
+}
+
+iw_status_code iw_send_raw(iw_conn *c, uint16_t method, const void *req, size_t req_len,
+                           uint64_t timeout_us, uint32_t *request_id, iw_error *err)
+{
+    return send_request(c, method, req, req_len, timeout_us, request_id, err);
 }
 
 static Inferwire__V1__VersionSelector *make_selector(Inferwire__V1__VersionSelector *vs,
@@ -1352,9 +1668,12 @@ static Inferwire__V1__VersionSelector *make_selector(Inferwire__V1__VersionSelec
     return NULL;
 }
 
-iw_status_code iw_send_infer(iw_conn *c, const iw_infer_request *r, uint32_t *request_id,
-                             iw_error *err)
+/* Packs an INFER request message into a malloc'ed buffer. */
+static iw_status_code pack_infer(const iw_infer_request *r, uint8_t **out, size_t *out_len,
+                                 iw_error *err)
 {
+    *out = NULL;
+    *out_len = 0;
     if (!r || !r->model_name || (r->n_inputs && !r->inputs)) {
         set_err(err, IW_INVALID_ARGUMENT, "client: request needs a model_name (and inputs when n_inputs > 0)");
         return IW_INVALID_ARGUMENT;
@@ -1397,33 +1716,46 @@ iw_status_code iw_send_infer(iw_conn *c, const iw_infer_request *r, uint32_t *re
 
     size_t len = inferwire__v1__infer_request__get_packed_size(&m);
     uint8_t *buf = malloc(len ? len : 1);
-    iw_status_code rc;
+    iw_status_code rc = IW_OK;
     if (!buf) {
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         rc = IW_RESOURCE_EXHAUSTED;
     } else {
         inferwire__v1__infer_request__pack(&m, buf);
-        rc = iw_send_raw(c, INFERWIRE__V1__METHOD__INFER, buf, len, r->timeout_us, request_id, err);
+        *out = buf;
+        *out_len = len;
     }
-    free(buf);
     free(ts);
     free(tps);
     return rc;
 }
 
+iw_status_code iw_send_infer(iw_conn *c, const iw_infer_request *r, uint32_t *request_id,
+                             iw_error *err)
+{
+    uint8_t *buf;
+    size_t len;
+    iw_status_code rc = pack_infer(r, &buf, &len, err);
+    if (rc != IW_OK) return rc;
+    rc = send_request(c, INFERWIRE__V1__METHOD__INFER, buf, len, r->timeout_us, request_id, err);
+    free(buf);
+    return rc;
+}
+
 iw_status_code iw_cancel(iw_conn *c, uint32_t id, iw_error *err)
 {
-    pending *p = find_pending(c, id, NULL);
-    if (!p || p->abandoned) {
+    pending *p = NULL;
+    tr *t = c ? find_tr(c, id, &p) : NULL;
+    if (!t || p->abandoned) {
         set_err(err, IW_NOT_FOUND, "client: request %u is not in flight", id);
         return IW_NOT_FOUND;
     }
-    if (!queue_frame(c, FT_CANCEL, 0, 0, id, 0, NULL, 0)) {
+    if (!queue_frame(t, FT_CANCEL, 0, 0, id, 0, NULL, 0)) {
         set_err(err, IW_RESOURCE_EXHAUSTED, "client: out of memory");
         return IW_RESOURCE_EXHAUSTED;
     }
     c->stats.cancels_sent++;
-    if (flush(c, -1) < 0) { copy_err(err, &c->fatal); return IW_UNAVAILABLE; }
+    if (flush(t, -1) < 0) { copy_err(err, &t->fatal); return IW_UNAVAILABLE; }
     return IW_OK;
 }
 
@@ -1497,21 +1829,20 @@ static void finish_node(cnode *n, iw_completion *out)
     free(n);
 }
 
-/* Local deadlines: CANCEL and report DEADLINE_EXCEEDED. Returns the nearest
- * remaining deadline (ns, 0 none). */
-static uint64_t check_deadlines(iw_conn *c)
+/* Local deadlines on one connection: CANCEL and report DEADLINE_EXCEEDED. Returns
+ * the nearest remaining deadline (ns, 0 none), given the nearest so far. */
+static uint64_t tr_deadlines(tr *t, uint64_t now, uint64_t nearest)
 {
-    uint64_t t = now_ns(), nearest = 0;
-    for (size_t i = 0; i < c->npend; i++) {
-        pending *p = &c->pend[i];
+    for (size_t i = 0; i < t->npend; i++) {
+        pending *p = &t->pend[i];
         if (p->abandoned || !p->deadline_ns) continue;
-        if (p->deadline_ns <= t) {
+        if (p->deadline_ns <= now) {
             p->abandoned = true;
-            if (!c->broken && queue_frame(c, FT_CANCEL, 0, 0, p->id, 0, NULL, 0))
-                c->stats.cancels_sent++;
+            if (!t->broken && queue_frame(t, FT_CANCEL, 0, 0, p->id, 0, NULL, 0))
+                t->own->stats.cancels_sent++;
             cnode *n = new_node(p->id, p->method, IW_DEADLINE_EXCEEDED,
                                 "client: deadline passed without an answer; request cancelled");
-            if (n) push_completion(c, n);
+            if (n) push_completion(t->own, n);
         } else if (!nearest || p->deadline_ns < nearest) {
             nearest = p->deadline_ns;
         }
@@ -1519,14 +1850,25 @@ static uint64_t check_deadlines(iw_conn *c)
     return nearest;
 }
 
-static size_t live_pending(const iw_conn *c)
+/* Local deadlines on every connection; the nearest remaining one (ns, 0 none). */
+static uint64_t check_deadlines(iw_conn *c)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < c->npend; i++) k += !c->pend[i].abandoned;
+    uint64_t now = now_ns();
+    uint64_t nearest = tr_deadlines(c->cur, now, 0);
+    for (tr *t = c->draining; t; t = t->next) nearest = tr_deadlines(t, now, nearest);
+    return nearest;
+}
+
+static size_t live_pending_all(const iw_conn *c)
+{
+    size_t k = live_pending(c->cur);
+    for (const tr *t = c->draining; t; t = t->next) k += live_pending(t);
     return k;
 }
 
-/* Waits for the completion of id (any if !specific). 1 found, 0 timeout, -1 broken. */
+/* Waits for the completion of id (any if !specific). 1 found; 0 timeout, or
+ * nothing (that id) in flight; -1 nothing in flight and the current connection
+ * is over (*err says why). */
 static int wait_for(iw_conn *c, bool specific, uint32_t id, int timeout_ms, iw_completion *out,
                     iw_error *err)
 {
@@ -1535,45 +1877,48 @@ static int wait_for(iw_conn *c, bool specific, uint32_t id, int timeout_ms, iw_c
         uint64_t nearest = check_deadlines(c);
         cnode *n = take_completion(c, !specific, id);
         if (n) { finish_node(n, out); return 1; }
-        if (c->broken) { copy_err(err, &c->fatal); return -1; }
-        if (specific ? !find_pending(c, id, NULL) : live_pending(c) == 0) return 0;
-        if (timeout_ms == 0 && c->woff == c->wlen) {
-            pump(c, 0);
+        if (specific) {
+            if (!find_tr(c, id, NULL)) return 0;
+        } else if (live_pending_all(c) == 0) {
+            if (c->cur->broken) { copy_err(err, &c->cur->fatal); return -1; }
+            return 0;
+        }
+        if (timeout_ms == 0) {
+            pump_all(c, 0);
             check_deadlines(c);
             n = take_completion(c, !specific, id);
             if (n) { finish_node(n, out); return 1; }
             return 0;
         }
         uint64_t t = now_ns();
+        if (timeout_ms > 0 && t >= end) return 0;
         uint64_t stop = end;
         if (nearest && (!stop || nearest < stop)) stop = nearest;
         int wait = -1;
         if (stop) wait = stop > t ? (int)((stop - t + 999999ull) / 1000000ull) : 0;
-        if (timeout_ms > 0 && t >= end) return 0;
-        pump(c, wait);
+        pump_all(c, wait);
     }
 }
 
 int iw_poll(iw_conn *c, int timeout_ms, iw_completion *out, iw_error *err)
 {
     memset(out, 0, sizeof *out);
-    int r = wait_for(c, false, 0, timeout_ms, out, err);
-    if (r == -1) {
-        /* completions for failed requests may have been queued */
-        cnode *n = take_completion(c, true, 0);
-        if (n) { finish_node(n, out); return 1; }
-    }
-    return r;
+    return wait_for(c, false, 0, timeout_ms, out, err);
 }
 
-static iw_status_code call_status(iw_conn *c, uint32_t id, iw_completion *out, iw_error *err)
+/* Waits for request id; on IW_OK *out holds the answer. *retryable: the server
+ * refused it unrun (ERROR UNAVAILABLE after its GOAWAY). */
+static iw_status_code call_status(iw_conn *c, uint32_t id, iw_completion *out, bool *retryable,
+                                  iw_error *err)
 {
     iw_error local;
     iw_error *e = err ? err : &local;
     memset(out, 0, sizeof *out);
+    *retryable = false;
     int r = wait_for(c, true, id, -1, out, e);
     if (r == 1) {
         *e = out->error;
+        *retryable = out->retryable;
         if (out->error.code != IW_OK) iw_completion_clear(out);
         return e->code;
     }
@@ -1581,14 +1926,45 @@ static iw_status_code call_status(iw_conn *c, uint32_t id, iw_completion *out, i
     return e->code ? e->code : IW_UNAVAILABLE;
 }
 
+/* One blocking call: sends the request and waits for its answer. A request the
+ * server refused unrun because its connection was closing is sent once more (on a
+ * new connection), within what is left of the deadline. */
+static iw_status_code call(iw_conn *c, uint16_t method, const void *req, size_t req_len,
+                           uint64_t timeout_us, iw_completion *out, iw_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!c) { set_err(err, IW_INVALID_ARGUMENT, "client: no connection"); return IW_INVALID_ARGUMENT; }
+    if (!timeout_us) timeout_us = c->opts.default_timeout_us;
+    uint64_t deadline = timeout_us ? deadline_after(timeout_us) : 0;
+    for (int attempt = 0;; attempt++) {
+        uint64_t left = timeout_us;
+        if (deadline && attempt > 0) {
+            uint64_t t = now_ns();
+            left = t < deadline ? (deadline - t + 999ull) / 1000ull : 0;
+            if (!left) {
+                set_err(err, IW_DEADLINE_EXCEEDED, "client: deadline passed without an answer");
+                return IW_DEADLINE_EXCEEDED;
+            }
+        }
+        uint32_t id;
+        iw_status_code rc = send_request(c, method, req, req_len, left, &id, err);
+        if (rc != IW_OK) return rc;
+        bool retryable;
+        rc = call_status(c, id, out, &retryable, err);
+        if (rc == IW_OK || !retryable || attempt > 0 || c->opts.no_reconnect) return rc;
+    }
+}
+
 iw_status_code iw_infer(iw_conn *c, const iw_infer_request *req, iw_result **result, iw_error *err)
 {
     if (result) *result = NULL;
-    uint32_t id;
-    iw_status_code rc = iw_send_infer(c, req, &id, err);
+    uint8_t *buf;
+    size_t len;
+    iw_status_code rc = pack_infer(req, &buf, &len, err);
     if (rc != IW_OK) return rc;
     iw_completion comp;
-    rc = call_status(c, id, &comp, err);
+    rc = call(c, INFERWIRE__V1__METHOD__INFER, buf, len, req->timeout_us, &comp, err);
+    free(buf);
     if (rc != IW_OK) return rc;
     if (result) *result = comp.result; else iw_result_free(comp.result);
     if (err) { err->code = IW_OK; err->message[0] = 0; }
@@ -1600,11 +1976,8 @@ iw_status_code iw_call_raw(iw_conn *c, uint16_t method, const void *req, size_t 
 {
     if (resp) *resp = NULL;
     if (resp_len) *resp_len = 0;
-    uint32_t id;
-    iw_status_code rc = iw_send_raw(c, method, req, req_len, timeout_us, &id, err);
-    if (rc != IW_OK) return rc;
     iw_completion comp;
-    rc = call_status(c, id, &comp, err);
+    iw_status_code rc = call(c, method, req, req_len, timeout_us, &comp, err);
     if (rc != IW_OK) return rc;
     if (method == INFERWIRE__V1__METHOD__INFER && comp.result) {
         /* raw callers want bytes; re-pack the decoded message */

@@ -2,10 +2,12 @@
 # Starts servers on free ports with a temporary copy of the example models: the plaintext
 # one, and for the TLS and authentication tests TLS servers (a good certificate, an expired
 # one, one from another CA, one for another host name), mutual-TLS servers and a server
-# with a token file, from certificates and tokens made here. Then runs the test binary
-# natively and under valgrind, then test_install.sh (make install into temporary prefixes,
-# programs built with pkg-config), and prints "N passed, N failed" (checks from all runs;
-# a valgrind error counts as a failure).
+# with a token file, from certificates and tokens made here; for the reconnection tests
+# servers that end idle connections after 0.3 s (plaintext, tokens, TLS) and one that the
+# tests have stopped and started again on the same port (see run_bin). Then runs the test
+# binary natively and under valgrind, then test_install.sh (make install into temporary
+# prefixes, programs built with pkg-config), and prints "N passed, N failed" (checks from
+# all runs; a valgrind error counts as a failure).
 set -u
 BIN=${1:-build/test_inferwire}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -148,15 +150,67 @@ start tls_wrong_host --tls-cert "$PKI/wronghost.pem" --tls-key "$PKI/wronghost.k
 start mtls $TLS --tls-client-ca "$PKI/ca.pem"
 start mtls_auth $TLS --tls-client-ca "$PKI/ca.pem" --token-file "$TMP/tokens"
 start auth --token-file "$TMP/tokens"
+start idle --idle-timeout 0.3
+start idle_auth --idle-timeout 0.3 --token-file "$TMP/tokens"
+start idle_tls $TLS --idle-timeout 0.3
+start restart --shutdown-timeout 2
 PORT=$(port_of plain) || fail_setup "no plaintext server"
-for s in tls tls_expired tls_wrong_ca tls_wrong_host mtls mtls_auth auth; do
+for s in tls tls_expired tls_wrong_ca tls_wrong_host mtls mtls_auth auth idle idle_auth idle_tls restart; do
     p=$(port_of $s) || fail_setup "no $s server"
     var=IW_PORT_$(echo "$s" | tr a-z A-Z)
     eval "$var=$p"
     export "$var"
 done
 export IW_PKI="$PKI" IW_TOKEN_ADMIN IW_TOKEN_INFER IW_TOKEN_MANAGE
-echo "server $SERVER on port $PORT (TLS $IW_PORT_TLS, mTLS $IW_PORT_MTLS, tokens $IW_PORT_AUTH)"
+echo "server $SERVER on port $PORT (TLS $IW_PORT_TLS, mTLS $IW_PORT_MTLS, tokens $IW_PORT_AUTH, restarted $IW_PORT_RESTART)"
+
+# --- the server the restart test stops and starts again, on the same port
+RESTART_UP=1
+restart_stop() { # SIGTERM (the server says GOAWAY to its connections), then wait for its exit
+    [ "$RESTART_UP" = 1 ] || return 0
+    kill "$PID_restart" 2>/dev/null
+    # bounded: --shutdown-timeout 2 lets it finish; should it hang, SIGKILL after 20 s
+    ( sleep 20; kill -KILL "$PID_restart" 2>/dev/null ) &
+    dog=$!
+    wait "$PID_restart" 2>/dev/null
+    kill "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
+    PIDS=$(echo " $PIDS " | sed "s/ $PID_restart / /")
+    RESTART_UP=0
+}
+restart_start() {
+    [ "$RESTART_UP" = 0 ] || return 0
+    start restart --shutdown-timeout 2 --port "$IW_PORT_RESTART"
+    RESTART_UP=1
+    p=$(port_of restart) && [ "$p" = "$IW_PORT_RESTART" ]
+}
+# run_bin OUTPUT COMMAND...: runs the test binary in the background and, until it exits,
+# serves its requests to stop and start the "restart" server: it writes "stop" or "start"
+# (a line) to the FIFO $IW_CTL and waits for "ok" (or "failed") on the FIFO $IW_ACK. This
+# shell keeps both FIFOs open read-write, so no open() blocks on either side, and the
+# binary's exit (however it ends) is a line on $IW_CTL too. Returns the binary's exit code.
+IW_CTL=$TMP/ctl IW_ACK=$TMP/ack
+export IW_CTL IW_ACK
+run_bin() {
+    out=$1; shift
+    rm -f "$IW_CTL" "$IW_ACK"
+    mkfifo "$IW_CTL" "$IW_ACK" || return 1
+    exec 8<>"$IW_CTL" 9<>"$IW_ACK"
+    restart_start || echo "cannot start the restart server" >&2 # a failed run may have left it down
+    ( "$@" >"$out" 2>&1 8>&- 9>&-; echo "exit $?" >&8 ) &
+    bin=$!
+    status=1
+    while read -r cmd arg <&8; do
+        case $cmd in
+        stop) if restart_stop; then echo ok >&9; else echo failed >&9; fi ;;
+        start) if restart_start; then echo ok >&9; else echo failed >&9; fi ;;
+        exit) status=$arg; break ;;
+        esac
+    done
+    wait "$bin"
+    exec 8>&- 9>&-
+    return "$status"
+}
 
 P=0; F=0
 tally() { # $1 = output file, $2 = exit code
@@ -168,12 +222,12 @@ tally() { # $1 = output file, $2 = exit code
     P=$((P + p)); F=$((F + f))
 }
 echo "== native"
-timeout 600 "$BIN" "$PORT" >"$TMP/native.out" 2>&1; rc=$?
+run_bin "$TMP/native.out" timeout 600 "$BIN" "$PORT"; rc=$?
 cat "$TMP/native.out"; tally "$TMP/native.out" $rc
 if [ "${NO_VALGRIND:-0}" != 1 ]; then
     echo "== valgrind --leak-check=full --error-exitcode=1"
-    timeout 1800 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-        --error-exitcode=1 "$BIN" "$PORT" >"$TMP/vg.out" 2>&1; rc=$?
+    run_bin "$TMP/vg.out" timeout 1800 valgrind -q --leak-check=full \
+        --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 "$BIN" "$PORT"; rc=$?
     cat "$TMP/vg.out"; tally "$TMP/vg.out" $rc
     [ $rc -ne 0 ] && echo "valgrind: exit code $rc"
 fi

@@ -1,12 +1,23 @@
 /* libinferwire tests against a real server. Usage: test_inferwire port
- * (the plaintext server; the TLS and authentication tests find theirs in the
- * environment that run_tests.sh sets: IW_PKI, IW_PORT_*, IW_TOKEN_*).
- * Prints one line per check and a final "N passed, N failed". */
+ * (the plaintext server; the TLS, authentication and reconnection tests find
+ * theirs in the environment that run_tests.sh sets: IW_PKI, IW_PORT_*,
+ * IW_TOKEN_*, IW_CTL and IW_ACK). The retry rules are tested against a scripted
+ * server on a thread. Prints one line per check and a final "N passed, N failed". */
 #define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "inferwire.h"
 
@@ -172,7 +183,9 @@ static void test_pipelining(void)
         }
         CHECK(rc == IW_OK, "send %d: %s", i, err.message);
     }
-    CHECK(iw_in_flight(c) == N, "in flight %zu", iw_in_flight(c));
+    /* each send first reads what has arrived (to notice a GOAWAY), so answers to the
+       first requests may already be in, and those are no longer in flight */
+    CHECK(iw_in_flight(c) <= N, "in flight %zu", iw_in_flight(c));
     int order_breaks = 0, answered = 0, last = -1, bad = 0;
     while (answered < N) {
         iw_completion comp;
@@ -737,9 +750,29 @@ static void test_auth(void)
         /* bad credentials on an open connection: GOAWAY UNAUTHENTICATED, connection over */
         rc = iw_authenticate(c, "wrong", &err);
         CHECK(rc == IW_UNAUTHENTICATED, "bad re-authentication: %s %s", iw_status_name(rc), err.message);
-        CHECK(addsub_call(c, &err) != IW_OK, "the connection is over after a refused AUTH");
+        CHECK(!iw_conn_is_open(c), "the connection is over after a refused AUTH");
+        /* the next call opens a new connection with the token accepted last (admin) */
+        CHECK(iw_conn_reconnects(c) == 0, "reconnects before %llu", (unsigned long long)iw_conn_reconnects(c));
+        CHECK(list_models(c, &err) == IW_OK, "call after a refused AUTH: %s %s", iw_status_name(err.code), err.message);
+        CHECK(iw_conn_reconnects(c) == 1, "reconnects after %llu", (unsigned long long)iw_conn_reconnects(c));
+        p = iw_conn_principal(c);
+        CHECK(p && strcmp(p->name, "ci-admin") == 0, "reconnected as %s", p ? p->name : "(none)");
         iw_close(c);
     }
+
+    /* the same without reconnecting: the connection stays over */
+    o.token = admin;
+    o.base.no_reconnect = true;
+    c = iw_connect_opts("127.0.0.1", ap, &o, &err);
+    CHECK(c != NULL, "admin token, no_reconnect: %s %s", iw_status_name(err.code), err.message);
+    if (c) {
+        CHECK(iw_authenticate(c, "wrong", &err) == IW_UNAUTHENTICATED, "bad re-authentication: %s", err.message);
+        iw_status_code rc = addsub_call(c, &err);
+        CHECK(rc == IW_UNAUTHENTICATED, "no_reconnect: call after a refused AUTH gave %s: %s", iw_status_name(rc), err.message);
+        CHECK(iw_conn_reconnects(c) == 0, "no_reconnect: reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+        iw_close(c);
+    }
+    o.base.no_reconnect = false;
 
     /* the manage-only token may not infer */
     o.token = manager;
@@ -767,6 +800,539 @@ static void test_auth(void)
     o.token = "";
     err = connect_fails("127.0.0.1", "AUTH", &o);
     CHECK(err.code == IW_INVALID_ARGUMENT, "empty token: %s", iw_status_name(err.code));
+}
+
+/* ------------------------------------------------------------- reconnection */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Waits up to timeout_ms for the server to end c's current connection (GOAWAY or
+ * close): poll() on its socket, then iw_conn_is_open() to read what came. */
+static bool wait_until_closed(iw_conn *c, int timeout_ms)
+{
+    uint64_t end = mono_ms() + (uint64_t)timeout_ms;
+    while (iw_conn_is_open(c)) {
+        uint64_t now = mono_ms();
+        if (now >= end) return false;
+        struct pollfd p = {.fd = iw_conn_fd(c), .events = POLLIN};
+        if (p.fd < 0) return true;
+        poll(&p, 1, (int)(end - now));
+    }
+    return true;
+}
+
+/* The idle servers (--idle-timeout 0.3) end a connection 0.3 to 0.45 s after its
+ * last request: one call, the server's close, one more call on a new connection. */
+static void idle_cycle(iw_conn *c, const char *what)
+{
+    iw_error err;
+    CHECK(iw_conn_is_open(c), "%s: open after connect", what);
+    CHECK(addsub_call(c, &err) == IW_OK, "%s: first call: %s %s", what, iw_status_name(err.code), err.message);
+    CHECK(iw_conn_reconnects(c) == 0, "%s: reconnects %llu after the first call", what,
+          (unsigned long long)iw_conn_reconnects(c));
+    int fd = iw_conn_fd(c);
+    CHECK(fd >= 0, "%s: socket %d", what, fd);
+    CHECK(wait_until_closed(c, 10000), "%s: the server did not end the idle connection within 10 s", what);
+    CHECK(!iw_conn_is_open(c), "%s: not open after the server's GOAWAY", what);
+    CHECK(addsub_call(c, &err) == IW_OK, "%s: call after the idle close: %s %s", what,
+          iw_status_name(err.code), err.message);
+    CHECK(iw_conn_reconnects(c) == 1, "%s: exactly one reconnect, got %llu", what,
+          (unsigned long long)iw_conn_reconnects(c));
+    CHECK(iw_conn_is_open(c), "%s: open after the reconnect", what);
+    CHECK(iw_conn_fd(c) >= 0, "%s: new socket", what);
+    CHECK(iw_conn_stats(c).requests_sent == 2, "%s: requests sent %llu", what,
+          (unsigned long long)iw_conn_stats(c).requests_sent);
+    CHECK(iw_in_flight(c) == 0, "%s: in flight %zu", what, iw_in_flight(c));
+}
+
+static void test_reconnect_idle(void)
+{
+    if (!have_env("IDLE")) return;
+    iw_options o = {.default_timeout_us = 30000000};
+    iw_error err;
+    iw_conn *c = iw_connect("127.0.0.1", env_port("IDLE"), &o, &err);
+    CHECK(c != NULL, "connect: %s", err.message);
+    if (!c) return;
+    idle_cycle(c, "plaintext");
+    const iw_hello *h = iw_conn_hello(c);
+    CHECK(h->version == 1 && h->server_name && h->server_name[0], "HELLO of the new connection");
+
+    /* pipelining: a send after the idle close goes to a new connection */
+    CHECK(wait_until_closed(c, 10000), "idle close before the pipelined sends");
+    static addsub s[4];
+    uint32_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        addsub_init(&s[i], 1 + i, (float)i);
+        CHECK(iw_send_infer(c, &s[i].req, &ids[i], &err) == IW_OK, "send %d: %s", i, err.message);
+    }
+    CHECK(iw_conn_reconnects(c) == 2, "the first send reconnected: %llu", (unsigned long long)iw_conn_reconnects(c));
+    int ok = 0;
+    iw_completion comp;
+    while (iw_poll(c, 10000, &comp, &err) == 1) {
+        for (int i = 0; i < 4; i++)
+            if (comp.request_id == ids[i]) ok += comp.error.code == IW_OK && comp.result && addsub_ok(&s[i], comp.result);
+        iw_completion_clear(&comp);
+    }
+    CHECK(ok == 4, "pipelined answers after the reconnect: %d of 4", ok);
+    iw_close(c);
+
+    /* no_reconnect: the call after the idle close fails with the server's reason */
+    o.no_reconnect = true;
+    c = iw_connect("127.0.0.1", env_port("IDLE"), &o, &err);
+    CHECK(c != NULL, "connect: %s", err.message);
+    if (!c) return;
+    CHECK(addsub_call(c, &err) == IW_OK, "first call: %s", err.message);
+    CHECK(wait_until_closed(c, 10000), "no_reconnect: idle close");
+    iw_status_code rc = addsub_call(c, &err);
+    CHECK(rc == IW_UNAVAILABLE, "no_reconnect: call after the close gave %s: %s", iw_status_name(rc), err.message);
+    HAS(err, "idle");
+    printf("  no_reconnect, idle connection: %s: %s\n", iw_status_name(rc), err.message);
+    CHECK(iw_conn_reconnects(c) == 0, "no_reconnect: reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+    iw_close(c);
+}
+
+static void test_reconnect_auth(void)
+{
+    if (!have_env("IDLE_AUTH")) return;
+    iw_connect_options o;
+    memset(&o, 0, sizeof o);
+    o.base.default_timeout_us = 30000000;
+    o.token = env_token("INFER");
+    iw_error err;
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("IDLE_AUTH"), &o, &err);
+    CHECK(c != NULL, "connect with a token: %s %s", iw_status_name(err.code), err.message);
+    if (!c) return;
+    const iw_principal *p = iw_conn_principal(c);
+    CHECK(p && strcmp(p->name, "ci-infer") == 0, "principal %s", p ? p->name : "(none)");
+    idle_cycle(c, "token");
+    p = iw_conn_principal(c);
+    CHECK(p && strcmp(p->name, "ci-infer") == 0, "the new connection authenticated as %s",
+          p ? p->name : "(none)");
+    CHECK(iw_conn_hello(c)->authentication_required, "HELLO of the new connection requires authentication");
+    /* a token accepted by iw_authenticate() is the one later connections present */
+    CHECK(iw_authenticate(c, env_token("ADMIN"), &err) == IW_OK, "authenticate as admin: %s", err.message);
+    CHECK(wait_until_closed(c, 10000), "idle close after AUTH");
+    CHECK(list_models(c, &err) == IW_OK, "LIST_MODELS after the reconnect: %s %s", iw_status_name(err.code), err.message);
+    p = iw_conn_principal(c);
+    CHECK(p && strcmp(p->name, "ci-admin") == 0, "reconnected as %s", p ? p->name : "(none)");
+    CHECK(iw_conn_reconnects(c) == 2, "reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+    /* iw_authenticate() on a connection that has ended opens a new one with that token */
+    CHECK(wait_until_closed(c, 10000), "idle close before AUTH");
+    CHECK(iw_authenticate(c, env_token("INFER"), &err) == IW_OK, "authenticate after the close: %s", err.message);
+    p = iw_conn_principal(c);
+    CHECK(p && strcmp(p->name, "ci-infer") == 0, "new connection as %s", p ? p->name : "(none)");
+    CHECK(iw_conn_reconnects(c) == 3, "reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+    CHECK(list_models(c, &err) == IW_PERMISSION_DENIED, "LIST_MODELS as ci-infer: %s", iw_status_name(err.code));
+    iw_close(c);
+}
+
+static void test_reconnect_tls(void)
+{
+    if (!have_env("IDLE_TLS")) return;
+    iw_connect_options o = tls_opts();
+    iw_error err;
+    iw_conn *c = iw_connect_opts("127.0.0.1", env_port("IDLE_TLS"), &o, &err);
+    CHECK(c != NULL, "TLS connect: %s %s", iw_status_name(err.code), err.message);
+    if (!c) return;
+    idle_cycle(c, "TLS");
+    const char *v = iw_conn_tls_version(c), *alpn = iw_conn_alpn(c);
+    CHECK(v && strncmp(v, "TLSv1.", 6) == 0, "TLS version of the new connection: %s", v ? v : "(none)");
+    CHECK(alpn && strcmp(alpn, "inferwire/1") == 0, "ALPN of the new connection: %s", alpn ? alpn : "(none)");
+    iw_close(c);
+}
+
+/* Asks run_tests.sh to "stop" or "start" the server on IW_PORT_RESTART: a line on
+ * the FIFO IW_CTL, the answer ("ok") on the FIFO IW_ACK, waited for up to 60 s. */
+static bool restart_ctl(const char *cmd)
+{
+    const char *ctl = getenv("IW_CTL"), *ack = getenv("IW_ACK");
+    if (!ctl || !ack) return false;
+    int afd = open(ack, O_RDONLY | O_NONBLOCK);
+    int cfd = open(ctl, O_WRONLY | O_NONBLOCK); /* ENXIO: nobody reads it */
+    char line[32];
+    size_t n = 0;
+    bool ok = false;
+    if (afd >= 0 && cfd >= 0) {
+        char msg[16];
+        int len = snprintf(msg, sizeof msg, "%s\n", cmd);
+        if (write(cfd, msg, (size_t)len) == len) {
+            uint64_t end = mono_ms() + 60000;
+            while (n < sizeof line - 1 && (n == 0 || line[n - 1] != '\n')) {
+                uint64_t now = mono_ms();
+                if (now >= end) break;
+                struct pollfd p = {.fd = afd, .events = POLLIN};
+                if (poll(&p, 1, (int)(end - now)) <= 0) continue;
+                ssize_t k = read(afd, line + n, sizeof line - 1 - n);
+                if (k > 0) n += (size_t)k;
+                else if (k == 0 || (errno != EAGAIN && errno != EINTR)) break;
+            }
+            line[n] = 0;
+            ok = strcmp(line, "ok\n") == 0;
+        }
+    }
+    if (afd >= 0) close(afd);
+    if (cfd >= 0) close(cfd);
+    CHECK(ok, "run_tests.sh did not %s the server (answer '%.*s')", cmd, (int)n, line);
+    return ok;
+}
+
+/* The server stops and starts again on the same port: calls fail while it is
+ * down, and the first call after it is back succeeds on a new connection. */
+static void test_restart(void)
+{
+    if (!have_env("RESTART")) return;
+    CHECK(getenv("IW_CTL") && getenv("IW_ACK"), "IW_CTL and IW_ACK are not set (run through run_tests.sh)");
+    iw_options o = {.default_timeout_us = 30000000, .connect_timeout_ms = 5000};
+    iw_error err;
+    iw_conn *c = iw_connect("127.0.0.1", env_port("RESTART"), &o, &err);
+    CHECK(c != NULL, "connect: %s", err.message);
+    if (!c) return;
+    CHECK(addsub_call(c, &err) == IW_OK, "call before the stop: %s", err.message);
+    if (!restart_ctl("stop")) { iw_close(c); return; }
+
+    iw_status_code rc = addsub_call(c, &err);
+    CHECK(rc == IW_UNAVAILABLE, "call while the server is down gave %s: %s", iw_status_name(rc), err.message);
+    HAS(err, "reconnecting failed");
+    HAS(err, "cannot connect");
+    HAS(err, "shutting down"); /* why the old connection ended: the server's GOAWAY */
+    printf("  server down: %s: %s\n", iw_status_name(rc), err.message);
+    CHECK(!iw_conn_is_open(c), "not open while the server is down");
+    CHECK(iw_conn_fd(c) == -1, "no socket while the server is down: %d", iw_conn_fd(c));
+    /* every call tries again, and fails the same way while it is down */
+    bool live = true;
+    rc = iw_server_live(c, &live, &err);
+    CHECK(rc == IW_UNAVAILABLE, "second call while down gave %s", iw_status_name(rc));
+    HAS(err, "cannot connect");
+    static addsub s;
+    addsub_init(&s, 1, 1.0f);
+    uint32_t id = 0;
+    rc = iw_send_infer(c, &s.req, &id, &err);
+    CHECK(rc == IW_UNAVAILABLE, "pipelined send while down gave %s", iw_status_name(rc));
+    CHECK(iw_in_flight(c) == 0, "nothing in flight after a failed send: %zu", iw_in_flight(c));
+    iw_completion comp;
+    CHECK(iw_poll(c, 0, &comp, &err) == -1, "poll: the connection has ended");
+    CHECK(iw_conn_reconnects(c) == 0, "no reconnect while down: %llu", (unsigned long long)iw_conn_reconnects(c));
+
+    if (!restart_ctl("start")) { iw_close(c); return; }
+    CHECK(addsub_call(c, &err) == IW_OK, "call after the restart: %s %s", iw_status_name(err.code), err.message);
+    CHECK(iw_conn_reconnects(c) == 1, "one reconnect after the restart: %llu", (unsigned long long)iw_conn_reconnects(c));
+    CHECK(iw_conn_is_open(c), "open after the restart");
+    iw_close(c);
+}
+
+/* ----------------------------------------------- scripted server (retry rules) */
+
+/* A minimal InferWire server on a thread, following a script, for the cases a real
+ * server produces only by chance: a request answered ERROR UNAVAILABLE after the
+ * server's GOAWAY, a connection closed with requests unanswered. It answers every
+ * request with SERVER_LIVE's response (live = true) unless the script says
+ * otherwise, and counts the connections and requests it saw. */
+enum script { SCRIPT_REFUSE_ONCE, SCRIPT_REFUSE_ALWAYS, SCRIPT_DROP, SCRIPT_DRAIN };
+
+typedef struct fake {
+    enum script script;
+    int lfd;
+    uint16_t port;
+    pthread_t thread;
+    int connections, requests;
+    bool failed;         /* the script did not go as planned (message in why) */
+    char why[200];
+} fake;
+
+static const uint8_t HELLO_V1[] = {0x08, 0x01};       /* Hello{version: 1} */
+static const uint8_t LIVE_TRUE[] = {0x08, 0x01};      /* ServerLiveResponse{live: true} */
+
+static bool fk_io(fake *f, int fd, void *buf, size_t n, bool rd)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t k = rd ? read(fd, (char *)buf + off, n - off) : send(fd, (const char *)buf + off, n - off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            if (!f->failed) snprintf(f->why, sizeof f->why, "%s failed: %s", rd ? "read" : "write",
+                                     k == 0 ? "end of stream" : strerror(errno));
+            f->failed = true;
+            return false;
+        }
+        off += (size_t)k;
+    }
+    return true;
+}
+
+static void fk_frame(fake *f, int fd, uint8_t type, uint16_t method, uint32_t id, const void *p, size_t len)
+{
+    uint8_t h[16] = {0};
+    h[0] = (uint8_t)(len >> 24); h[1] = (uint8_t)(len >> 16); h[2] = (uint8_t)(len >> 8); h[3] = (uint8_t)len;
+    h[4] = type;
+    h[6] = (uint8_t)(method >> 8); h[7] = (uint8_t)method;
+    h[8] = (uint8_t)(id >> 24); h[9] = (uint8_t)(id >> 16); h[10] = (uint8_t)(id >> 8); h[11] = (uint8_t)id;
+    if (fk_io(f, fd, h, sizeof h, false) && len) fk_io(f, fd, (void *)p, len, false);
+}
+
+/* GOAWAY or ERROR (Status) payload with code UNAVAILABLE and a message */
+static void fk_status(fake *f, int fd, uint8_t type, uint32_t id, uint16_t method, const char *msg)
+{
+    uint8_t p[128];
+    size_t k = strlen(msg), n = 0;
+    if (type == 8) { p[n++] = 0x10; p[n++] = 14; p[n++] = 0x1a; } /* GoAway: code = 2, message = 3 */
+    else { p[n++] = 0x08; p[n++] = 14; p[n++] = 0x12; }            /* Status: code = 1, message = 2 */
+    p[n++] = (uint8_t)k;
+    memcpy(p + n, msg, k);
+    fk_frame(f, fd, type, method, id, p, n + k);
+}
+
+/* Accepts a connection, reads the preface, sends HELLO. */
+static int fk_accept(fake *f)
+{
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0) {
+        f->failed = true;
+        snprintf(f->why, sizeof f->why, "accept: %s", strerror(errno));
+        return -1;
+    }
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    f->connections++;
+    uint8_t preface[8];
+    if (!fk_io(f, fd, preface, 8, true) || memcmp(preface, "IWIR", 4) != 0) {
+        close(fd);
+        return -1;
+    }
+    fk_frame(f, fd, 1, 0, 0, HELLO_V1, sizeof HELLO_V1);
+    return fd;
+}
+
+/* Reads the next REQUEST: its id and method. */
+static bool fk_request(fake *f, int fd, uint32_t *id, uint16_t *method)
+{
+    uint8_t h[16], body[256];
+    if (!fk_io(f, fd, h, 16, true)) return false;
+    uint32_t len = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (len > sizeof body || (len && !fk_io(f, fd, body, len, true))) return false;
+    if (h[4] != 2) {
+        f->failed = true;
+        snprintf(f->why, sizeof f->why, "expected a REQUEST, got frame type %u", h[4]);
+        return false;
+    }
+    *method = (uint16_t)((h[6] << 8) | h[7]);
+    *id = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
+    f->requests++;
+    return true;
+}
+
+/* Ends a connection as a server does: FIN first, then read until the client closes. */
+static void fk_close(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {}
+    close(fd);
+}
+
+/* The first request on a connection: refused after a GOAWAY; the connection closes. */
+static bool fk_refuse(fake *f, int fd)
+{
+    uint32_t id;
+    uint16_t m;
+    if (!fk_request(f, fd, &id, &m)) return false;
+    fk_status(f, fd, 8, 0, 0, "server is shutting down");
+    fk_status(f, fd, 4, id, m, "the server is going away: request not run");
+    fk_close(fd);
+    return true;
+}
+
+/* Keeps a connection open until the client closes it. */
+static void fk_hold(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {}
+    close(fd);
+}
+
+/* Answers one request, then waits for the client to close. */
+static void fk_answer_one(fake *f, int fd)
+{
+    uint32_t id;
+    uint16_t m;
+    if (fk_request(f, fd, &id, &m)) fk_frame(f, fd, 3, m, id, LIVE_TRUE, sizeof LIVE_TRUE);
+    fk_hold(fd);
+}
+
+static void *fk_run(void *arg)
+{
+    fake *f = arg;
+    int fd = fk_accept(f), fd2;
+    uint32_t id[3];
+    uint16_t m[3];
+    if (fd < 0) return NULL;
+    switch (f->script) {
+    case SCRIPT_REFUSE_ONCE:   /* refused after GOAWAY, then answered on a new connection */
+        if (fk_refuse(f, fd) && (fd = fk_accept(f)) >= 0) fk_answer_one(f, fd);
+        break;
+    case SCRIPT_REFUSE_ALWAYS: /* refused on both connections */
+        if (fk_refuse(f, fd) && (fd = fk_accept(f)) >= 0) fk_refuse(f, fd);
+        break;
+    case SCRIPT_DROP:          /* closed with the request unanswered; then answered */
+        if (fk_request(f, fd, &id[0], &m[0])) {
+            fk_close(fd);
+            if ((fd = fk_accept(f)) >= 0) fk_answer_one(f, fd);
+        } else {
+            close(fd);
+        }
+        break;
+    case SCRIPT_DRAIN:
+        /* three requests, then GOAWAY; a new connection gets one request, answered;
+         * then the old one answers the first, refuses the second (read after the
+         * GOAWAY) and closes with the third unanswered */
+        for (int i = 0; i < 3; i++)
+            if (!fk_request(f, fd, &id[i], &m[i])) { close(fd); return NULL; }
+        fk_status(f, fd, 8, 0, 0, "server is shutting down");
+        if ((fd2 = fk_accept(f)) < 0) { close(fd); return NULL; }
+        uint32_t id2;
+        uint16_t m2;
+        if (fk_request(f, fd2, &id2, &m2)) fk_frame(f, fd2, 3, m2, id2, LIVE_TRUE, sizeof LIVE_TRUE);
+        fk_frame(f, fd, 3, m[0], id[0], LIVE_TRUE, sizeof LIVE_TRUE);
+        fk_status(f, fd, 4, id[1], m[1], "the server is going away: request not run");
+        fk_close(fd);
+        fk_hold(fd2);
+        break;
+    }
+    return NULL;
+}
+
+static bool fk_start(fake *f, enum script script)
+{
+    memset(f, 0, sizeof *f);
+    f->script = script;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = 20}; /* accept() gives up after 20 s */
+    bool ok = f->lfd >= 0 && setsockopt(f->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+              bind(f->lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              listen(f->lfd, 8) == 0 && getsockname(f->lfd, (struct sockaddr *)&a, &al) == 0 &&
+              pthread_create(&f->thread, NULL, fk_run, f) == 0;
+    CHECK(ok, "scripted server: %s", strerror(errno));
+    if (!ok && f->lfd >= 0) close(f->lfd);
+    f->port = ntohs(a.sin_port);
+    return ok;
+}
+
+static void fk_join(fake *f)
+{
+    pthread_join(f->thread, NULL);
+    close(f->lfd);
+    CHECK(!f->failed, "scripted server %d: %s", (int)f->script, f->why);
+}
+
+static iw_conn *fk_connect(const fake *f)
+{
+    iw_options o = {.default_timeout_us = 20000000};
+    iw_error err;
+    iw_conn *c = iw_connect("127.0.0.1", f->port, &o, &err);
+    CHECK(c != NULL, "connect to the scripted server: %s", err.message);
+    return c;
+}
+
+/* A blocking call the server refused unrun after its GOAWAY is sent once more, on
+ * a new connection; a second refusal is the answer. */
+static void test_retry_refused(void)
+{
+    fake f;
+    if (!fk_start(&f, SCRIPT_REFUSE_ONCE)) return;
+    iw_conn *c = fk_connect(&f);
+    iw_error err;
+    bool live = false;
+    if (c) {
+        CHECK(iw_server_live(c, &live, &err) == IW_OK && live, "refused once, then answered: %s %s",
+              iw_status_name(err.code), err.message);
+        CHECK(iw_conn_reconnects(c) == 1, "reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+    }
+    iw_close(c);
+    fk_join(&f);
+    CHECK(f.connections == 2 && f.requests == 2, "connections %d, requests %d (want 2, 2)", f.connections, f.requests);
+
+    if (!fk_start(&f, SCRIPT_REFUSE_ALWAYS)) return;
+    c = fk_connect(&f);
+    if (c) {
+        iw_status_code rc = iw_server_live(c, &live, &err);
+        CHECK(rc == IW_UNAVAILABLE, "refused twice gave %s: %s", iw_status_name(rc), err.message);
+        HAS(err, "request not run");
+        CHECK(iw_conn_reconnects(c) == 1, "retried once: reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+    }
+    iw_close(c);
+    fk_join(&f);
+    CHECK(f.connections == 2 && f.requests == 2, "connections %d, requests %d (want 2, 2: one retry only)",
+          f.connections, f.requests);
+}
+
+/* A call whose connection closes without an answer may have run: it fails
+ * UNAVAILABLE and is not sent again; the next call reconnects. */
+static void test_no_retry_in_flight(void)
+{
+    fake f;
+    if (!fk_start(&f, SCRIPT_DROP)) return;
+    iw_conn *c = fk_connect(&f);
+    iw_error err;
+    bool live = false;
+    if (c) {
+        iw_status_code rc = iw_server_live(c, &live, &err);
+        CHECK(rc == IW_UNAVAILABLE, "closed without an answer gave %s: %s", iw_status_name(rc), err.message);
+        HAS(err, "ended before an answer");
+        printf("  in flight when the connection closed: %s: %s\n", iw_status_name(rc), err.message);
+        CHECK(iw_conn_reconnects(c) == 0, "not retried: reconnects %llu", (unsigned long long)iw_conn_reconnects(c));
+        CHECK(iw_server_live(c, &live, &err) == IW_OK && live, "next call: %s %s", iw_status_name(err.code), err.message);
+        CHECK(iw_conn_reconnects(c) == 1, "next call reconnected: %llu", (unsigned long long)iw_conn_reconnects(c));
+    }
+    iw_close(c);
+    fk_join(&f);
+    CHECK(f.connections == 2 && f.requests == 2, "connections %d, requests %d (want 2, 2)", f.connections, f.requests);
+}
+
+/* Pipelining across a GOAWAY: requests sent before it are still answered on the old
+ * connection, new sends go to a new one; a refused request is marked retryable, an
+ * unanswered one fails UNAVAILABLE. */
+static void test_pipelined_goaway(void)
+{
+    fake f;
+    if (!fk_start(&f, SCRIPT_DRAIN)) return;
+    iw_conn *c = fk_connect(&f);
+    iw_error err;
+    if (c) {
+        uint32_t id[4];
+        for (int i = 0; i < 3; i++)
+            CHECK(iw_send_raw(c, 1, NULL, 0, 0, &id[i], &err) == IW_OK, "send %d: %s", i, err.message);
+        CHECK(wait_until_closed(c, 10000), "GOAWAY within 10 s");
+        CHECK(iw_in_flight(c) == 3, "in flight after GOAWAY %zu", iw_in_flight(c));
+        CHECK(iw_send_raw(c, 1, NULL, 0, 0, &id[3], &err) == IW_OK, "send after GOAWAY: %s", err.message);
+        CHECK(iw_conn_reconnects(c) == 1, "the send reconnected: %llu", (unsigned long long)iw_conn_reconnects(c));
+        CHECK(iw_in_flight(c) == 4, "in flight on both connections %zu", iw_in_flight(c));
+        iw_status_code got[4] = {99, 99, 99, 99};
+        bool retryable[4] = {false};
+        iw_completion comp;
+        int n = 0;
+        while (n < 4 && iw_poll(c, 10000, &comp, &err) == 1) {
+            for (int i = 0; i < 4; i++)
+                if (comp.request_id == id[i]) { got[i] = comp.error.code; retryable[i] = comp.retryable; n++; }
+            iw_completion_clear(&comp);
+        }
+        CHECK(got[0] == IW_OK && !retryable[0], "sent before GOAWAY, answered: %s", iw_status_name(got[0]));
+        CHECK(got[1] == IW_UNAVAILABLE && retryable[1], "refused after GOAWAY: %s, retryable %d",
+              iw_status_name(got[1]), retryable[1]);
+        CHECK(got[2] == IW_UNAVAILABLE && !retryable[2], "unanswered at close: %s, retryable %d",
+              iw_status_name(got[2]), retryable[2]);
+        CHECK(got[3] == IW_OK, "sent on the new connection: %s", iw_status_name(got[3]));
+        CHECK(iw_in_flight(c) == 0, "in flight at the end %zu", iw_in_flight(c));
+        CHECK(iw_conn_is_open(c), "the new connection is open");
+    }
+    iw_close(c);
+    fk_join(&f);
+    CHECK(f.connections == 2 && f.requests == 4, "connections %d, requests %d (want 2, 4)", f.connections, f.requests);
 }
 
 /* Header and library agree, and the string is spelled from the three numbers. */
@@ -803,6 +1369,13 @@ int main(int argc, char **argv)
         {"mtls", test_mtls},
         {"mtls_principal", test_mtls_principal},
         {"auth", test_auth},
+        {"reconnect_idle", test_reconnect_idle},
+        {"reconnect_auth", test_reconnect_auth},
+        {"reconnect_tls", test_reconnect_tls},
+        {"restart", test_restart},
+        {"retry_refused", test_retry_refused},
+        {"no_retry_in_flight", test_no_retry_in_flight},
+        {"pipelined_goaway", test_pipelined_goaway},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int f = failed;
