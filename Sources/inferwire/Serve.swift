@@ -269,7 +269,9 @@ struct CredentialReloader: Service {
     let logger: Logger
 
     func run() async throws {
-        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        self.logger.info("SIGHUP rereads the TLS files and credentials")
+        for await _ in signals.cancelOnGracefulShutdown() {
             var failures: [String] = []
             do throws(InferWireError) {
                 for server in self.servers { try server.reloadTLS() }
