@@ -38,8 +38,8 @@ Address = Tuple[str, int]
 
 
 @contextlib.contextmanager
-def running_server(base: Path, *flags: str) -> Iterator[Address]:
-    """Start ``serve`` with ``flags`` on a free port in ``base``; yields ``(host, port)``, then SIGTERMs it."""
+def running_server(base: Path, *flags: str, port: int = 0) -> Iterator[Address]:
+    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields ``(host, port)``, then SIGTERMs it."""
     if not os.access(SERVER, os.X_OK):
         pytest.fail(f"no server binary at {SERVER} (set INFERWIRE_SERVER)")
     repository = base / "models"
@@ -47,22 +47,22 @@ def running_server(base: Path, *flags: str) -> Iterator[Address]:
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [SERVER, "serve", "--repository", str(repository), "--host", "127.0.0.1", "--port", "0", *flags],
+            [SERVER, "serve", "--repository", str(repository), "--host", "127.0.0.1", "--port", str(port), *flags],
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
     try:
-        port = None
+        listening = None
         deadline = time.monotonic() + 30
-        while port is None:
+        while listening is None:
             match = LISTENING.search(log_path.read_text(errors="replace"))
             if match:
-                port = int(match.group(1))
+                listening = int(match.group(1))
             elif process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server {' '.join(flags)} did not start:\n{log_path.read_text(errors='replace')}")
             else:
                 time.sleep(0.05)
-        yield "127.0.0.1", port
+        yield "127.0.0.1", listening
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -193,11 +193,13 @@ def test_authenticate_again_changes_principal(connect, credentials):
     principal = client.authenticate(credentials.tokens["deployer"])
     assert principal.name == "deployer" and client.principal == principal
     assert "mlp" in {m.name for m in client.list_models()}
-    # Credentials the server refuses end the connection.
+    # Credentials the server refuses end the connection; the next call reconnects with the ones it accepted.
     with pytest.raises(inferwire.UnauthenticatedError, match="token file"):
         client.authenticate("not-a-listed-token")
-    with pytest.raises(inferwire.UnavailableError):
-        client.server_live()
+    assert not client.connected and client.connections_opened == 1
+    assert "mlp" in {m.name for m in client.list_models()}
+    assert client.principal is not None and client.principal.name == "deployer"
+    assert client.connections_opened == 2
 
 
 def test_expiring_jwt_renewed_on_the_same_connection(connect, credentials):
@@ -243,8 +245,11 @@ def test_async_authentication(auth_server, pki, credentials):
             assert len(await client.list_models()) >= 5
             with pytest.raises(inferwire.UnauthenticatedError):
                 await client.authenticate("not-a-listed-token")
-            with pytest.raises(inferwire.UnavailableError):
-                await client.server_live()
+            # The refused credentials ended the connection; the next call reconnects as "deployer".
+            assert not client.connected
+            assert len(await client.list_models()) >= 5
+            assert client.principal is not None and client.principal.name == "deployer"
+            assert client.connections_opened == 2
 
         with pytest.raises(inferwire.UnauthenticatedError, match="token file"):
             await inferwire.AsyncClient.connect(*auth_server, tls_ca=pki.ca, token="not-a-listed-token")

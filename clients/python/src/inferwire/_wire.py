@@ -1,4 +1,4 @@
-"""Frame layout and connection-level constants (PROTOCOL.md sections 1-4).
+"""Frame layout, connection-level constants and reconnection rules (PROTOCOL.md sections 1-5).
 
 Everything here is independent of how bytes move, so that the blocking and the
 asyncio client share it.
@@ -6,9 +6,12 @@ asyncio client share it.
 
 from __future__ import annotations
 
+import copy
+import os
+import socket
 import struct
 import zlib
-from typing import Optional
+from typing import Optional, TypeVar
 
 from ._proto import frames_pb2, status_pb2
 from ._api import Principal
@@ -211,3 +214,77 @@ def goaway_error(goaway: frames_pb2.GoAway) -> InferWireError:
 
     name = StatusCode.Name(goaway.code) if goaway.code in StatusCode.values() else str(goaway.code)
     return UnavailableError(f"server sent GOAWAY ({name}): {goaway.message}")
+
+
+# -- reconnecting (PROTOCOL.md section 5) -----------------------------------------------------
+
+
+class NotExecuted(Exception):
+    """A call the server never executed, raised inside the clients to retry it on a new connection.
+
+    Either it was not sent (the connection had received GOAWAY or closed first) or the
+    server answered it ERROR ``UNAVAILABLE`` after its own GOAWAY. ``error`` is what the
+    caller gets if the call is not retried. Never escapes a client.
+    """
+
+    def __init__(self, error: InferWireError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def refused_after_goaway(error: InferWireError) -> BaseException:
+    """What an ERROR answer read after the server's GOAWAY fails its call with.
+
+    ``UNAVAILABLE`` there is the server refusing a REQUEST it read after its GOAWAY:
+    it never ran, so the call is retried (``NotExecuted``); other errors are the answer.
+    """
+    return NotExecuted(error) if error.code == StatusCode.UNAVAILABLE else error
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def fresh(error: E) -> E:
+    """A copy of ``error`` to raise in one more thread or task (with the same cause).
+
+    One exception object raised in several threads at once would collect all their
+    tracebacks; each caller gets its own copy instead.
+    """
+    try:
+        copied = copy.copy(error)
+    except Exception:  # noqa: BLE001 -- an exception class that cannot be rebuilt from its args
+        return error
+    copied.__cause__ = error.__cause__
+    copied.__traceback__ = None
+    return copied
+
+
+def in_flight_error(goaway: Optional[frames_pb2.GoAway]) -> InferWireError:
+    """The error for calls still in flight when the server closed the connection (they may have run)."""
+    from .errors import UnavailableError
+
+    if goaway is None:
+        return UnavailableError("server closed the connection with the call in flight (it may have run)")
+    name = StatusCode.Name(goaway.code) if goaway.code in StatusCode.values() else str(goaway.code)
+    return UnavailableError(
+        f"server closed the connection after GOAWAY ({name}: {goaway.message}) without answering the call "
+        f"(it may have run)"
+    )
+
+
+def reconnect_error(exc: BaseException, where: str, connect_timeout: float) -> InferWireError:
+    """The error for a reconnection that failed below the protocol: refused, unreachable, timed out.
+
+    Says the same whichever client made the attempt (asyncio words a refused connection
+    "Connect call failed"): ``could not reconnect to 10.0.0.5:8500: Connection refused``.
+    """
+    from .errors import UnavailableError
+
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, (socket.timeout, TimeoutError)) or (not str(exc) and errno is None):
+        reason = f"no answer within {connect_timeout:g} s"
+    elif isinstance(errno, int) and errno > 0 and not isinstance(exc, socket.gaierror):
+        reason = os.strerror(errno)
+    else:
+        reason = str(exc)
+    return UnavailableError(f"could not reconnect to {where}: {reason}")

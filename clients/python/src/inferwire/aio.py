@@ -1,4 +1,4 @@
-"""The asyncio client: one TCP connection, many concurrent calls from any tasks."""
+"""The asyncio client: one connection at a time, many concurrent calls from any tasks."""
 
 from __future__ import annotations
 
@@ -39,6 +39,313 @@ def _consume(future: "asyncio.Future[Any]") -> None:
         future.exception()
 
 
+class _Connection:
+    """One connection of an :class:`AsyncClient`: its streams, HELLO, principal, calls in flight.
+
+    :meth:`open` connects, sends the preface (and AUTH) and reads HELLO (and the AUTH
+    answer); then a reader task dispatches the server's frames until the connection
+    ends. Once it has received GOAWAY or ended, :attr:`closed` says why and it takes no
+    new calls: the client opens another connection for them.
+    """
+
+    def __init__(
+        self, where: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int
+    ) -> None:
+        self.where = where
+        self.reader = reader
+        self.writer = writer
+        self.hello = frames_pb2.Hello()
+        #: Who the connection acts as (see :attr:`AsyncClient.principal`).
+        self.principal: Optional[Principal] = None
+        self._recv_limit = max_frame_size
+        self.pending: Dict[int, _Pending[Any]] = {}
+        self._auth_waiters: Deque[asyncio.Future[Principal]] = deque()
+        self._next_id = 0
+        #: Why the connection takes no new calls (GOAWAY received, ended, closed); None while it does.
+        self.closed: Optional[InferWireError] = None
+        #: The server's GOAWAY, once received.
+        self.goaway: Optional[frames_pb2.GoAway] = None
+        self._limit = wire.DEFAULT_MAX_CONCURRENT
+        self._slots = asyncio.Semaphore(self._limit)
+        self.read_task: Optional["asyncio.Task[None]"] = None
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        context: Optional[ssl.SSLContext],
+        server_hostname: Optional[str],
+        auth_frame: Optional[bytes],
+        connect_timeout: float,
+    ) -> _Connection:
+        """Connect, send the preface (and AUTH), read HELLO (and the AUTH answer), start reading."""
+        where = _tls.address(host, port)
+        if context is None:
+            opening = asyncio.open_connection(host, port)
+        else:
+            opening = asyncio.open_connection(
+                host, port, ssl=context, server_hostname=server_hostname or host,
+                ssl_handshake_timeout=connect_timeout,
+            )
+        try:
+            reader, writer = await asyncio.wait_for(opening, connect_timeout)
+        except (ssl.SSLError, ConnectionResetError, ConnectionAbortedError) as exc:
+            if context is None:
+                raise
+            raise _tls.handshake_error(exc, where, timeout=connect_timeout) from exc
+        conn = cls(where, reader, writer, wire.DEFAULT_MAX_FRAME_SIZE)
+        try:
+            if context is not None:
+                _tls.check_alpn(writer.get_extra_info("ssl_object").selected_alpn_protocol(), where)
+            writer.write(wire.PREFACE + (auth_frame or b""))
+            try:
+                hello, principal = await asyncio.wait_for(conn._handshake(auth_frame is not None), connect_timeout)
+            except ssl.SSLError as exc:
+                # In TLS 1.3 the server judges the client's certificate after the client's side of the
+                # handshake is done: a refusal arrives as an alert in place of HELLO.
+                raise _tls.handshake_error(exc, where, timeout=connect_timeout) from exc
+            conn.principal = wire.connection_principal(hello, principal, where)
+        except BaseException:
+            writer.close()
+            raise
+        conn.hello = hello
+        conn._recv_limit = conn.max_frame_size
+        conn._limit = hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT
+        conn._slots = asyncio.Semaphore(conn._limit)
+        conn.read_task = asyncio.get_running_loop().create_task(conn._read_loop())
+        return conn
+
+    @property
+    def max_frame_size(self) -> int:
+        return self.hello.max_frame_size or wire.DEFAULT_MAX_FRAME_SIZE
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        tls = self.writer.get_extra_info("ssl_object")
+        return tls.version() if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)) else None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reader task has ended (the connection is gone)."""
+        return self.read_task is None or self.read_task.done()
+
+    async def authenticate(self, token: str, timeout: Optional[float]) -> Principal:
+        """Send AUTH with ``token`` and wait for the server's answer."""
+        frame = wire.encode_auth(token)
+        if self.closed is not None:
+            raise wire.fresh(self.closed)
+        waiter: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(_consume)  # an answer that comes after a timeout is not an unretrieved error
+        self._auth_waiters.append(waiter)  # AUTH answers come in the order the frames were written
+        try:
+            self.writer.write(frame)
+            await self.writer.drain()
+        except OSError as exc:
+            if waiter in self._auth_waiters:
+                self._auth_waiters.remove(waiter)
+            raise UnavailableError(f"could not send AUTH: {exc}") from exc
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(f"no answer to AUTH within {timeout} s") from None
+
+    async def close(self, error: InferWireError) -> None:
+        """Fail what is in flight with ``error`` and close the connection."""
+        self._shutdown(error)
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+        if self.read_task is not None:
+            self.read_task.cancel()
+            try:
+                await self.read_task
+            except asyncio.CancelledError:
+                pass
+
+    def _shutdown(self, error: InferWireError, in_flight: Optional[InferWireError] = None) -> None:
+        """Take no new calls (``error`` says why) and fail the calls in flight with ``in_flight`` (or ``error``)."""
+        if self.closed is None:
+            self.closed = error
+        pending, self.pending = self.pending, {}
+        for entry in pending.values():
+            if not entry.cancelled and not entry.future.done():
+                entry.future.set_exception(in_flight or error)
+        self._fail_auth_waiters(error)
+        self._wake_slot_waiters()
+
+    def _wake_slot_waiters(self) -> None:
+        """Callers waiting for a slot wake, find the connection closed and go to a new one."""
+        for _ in range(self._limit):
+            self._slots.release()
+
+    def _fail_auth_waiters(self, error: InferWireError) -> None:
+        waiters, self._auth_waiters = self._auth_waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    # -- reading ----------------------------------------------------------------
+
+    async def _read_frame(self) -> Optional[Frame]:
+        try:
+            header = await self.reader.readexactly(wire.HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise UnavailableError("connection ended inside a frame header") from None
+            return None
+        length, frame_type, flags, method, request_id, _ = wire.HEADER.unpack(header)
+        if length > self._recv_limit:
+            raise ProtocolError(f"server sent a {length}-byte frame, over max_frame_size")
+        try:
+            payload = await self.reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise UnavailableError("connection ended inside a frame") from None
+        return frame_type, flags, method, request_id, payload
+
+    async def _handshake(self, authenticating: bool) -> Tuple[frames_pb2.Hello, Optional[Principal]]:
+        """HELLO, and the answer to the AUTH sent with the preface if one was."""
+        frame = await self._read_frame()
+        if frame is None:
+            raise UnavailableError("server closed the connection before HELLO")
+        hello = wire.check_hello(frame[0], frame[4])
+        if not authenticating:
+            return hello, None
+        while True:
+            frame = await self._read_frame()
+            if frame is None:
+                raise UnavailableError("server closed the connection before answering AUTH")
+            frame_type, _, _, _, payload = frame
+            if frame_type == wire.PING:
+                self.writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+            principal = wire.auth_answer(frame_type, payload)
+            if principal is not None:
+                return hello, principal
+
+    async def _read_loop(self) -> None:
+        error: InferWireError = UnavailableError("server closed the connection")
+        in_flight: Optional[InferWireError] = None
+        try:
+            while True:
+                frame = await self._read_frame()
+                if frame is None:
+                    in_flight = wire.in_flight_error(self.goaway)
+                    break
+                self._dispatch(*frame)
+        except InferWireError as exc:
+            error = exc
+        except OSError as exc:
+            error = UnavailableError(f"connection lost: {exc}")
+        self._shutdown(error, in_flight)
+        self.writer.close()
+
+    def _dispatch(self, frame_type: int, flags: int, method: int, request_id: int, payload: bytes) -> None:
+        if frame_type in (wire.RESPONSE, wire.ERROR):
+            entry = self.pending.pop(request_id, None)
+            if entry is None:
+                return
+            self._slots.release()
+            if entry.cancelled or entry.future.done():
+                return
+            if frame_type == wire.ERROR and self.goaway is not None:
+                entry.future.set_exception(wire.refused_after_goaway(wire.error_from_status(payload)))
+                return
+            try:
+                entry.future.set_result(decode_answer(entry.call, frame_type, flags, payload, self.max_frame_size))
+            except InferWireError as exc:
+                entry.future.set_exception(exc)
+        elif frame_type == wire.PING:
+            self.writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+        elif frame_type == wire.AUTH:
+            principal = wire.parse_authenticated(payload)
+            self.principal = principal
+            if self._auth_waiters:
+                waiter = self._auth_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(principal)
+        elif frame_type == wire.GOAWAY:
+            goaway = wire.parse_goaway(payload)
+            self.goaway = goaway
+            if self.closed is None:
+                self.closed = wire.goaway_error(goaway)
+            self._wake_slot_waiters()
+            if goaway.code != wire.StatusCode.UNAVAILABLE:
+                # e.g. UNAUTHENTICATED, saying which check the new credentials failed
+                self._fail_auth_waiters(error_for(goaway.code, goaway.message))
+                raise wire.goaway_error(goaway)
+
+    # -- sending ----------------------------------------------------------------
+
+    async def invoke(
+        self, call: Call[Any, T], payload: bytes, *, deadline: Optional[float], timeout: Optional[float],
+        compress: bool,
+    ) -> T:
+        """Send ``call`` and wait for its answer.
+
+        Raises ``NotExecuted`` for a call the server never executed: not sent because the
+        connection stopped taking calls first, or refused after the server's GOAWAY.
+        """
+        compress = compress and self.hello.compression
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(self._slots.acquire(), None if deadline is None else deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection") from None
+        if self.closed is not None:
+            self._slots.release()
+            raise wire.NotExecuted(self.closed)
+        request_id = self._allocate_id()
+        entry = _Pending(call, loop.create_future())
+        self.pending[request_id] = entry
+        try:
+            self.writer.write(
+                wire.encode_request(
+                    call.method, request_id, payload,
+                    timeout=None if deadline is None else deadline - loop.time(),
+                    compress=compress, max_frame_size=self.max_frame_size,
+                )
+            )
+            await self.writer.drain()
+        except BaseException as exc:
+            if self.pending.pop(request_id, None) is not None:
+                self._slots.release()
+            if isinstance(exc, OSError):
+                raise UnavailableError(f"could not send request: {exc}") from exc
+            raise
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(entry.future), None if deadline is None else max(0.0, deadline - loop.time())
+            )
+        except asyncio.TimeoutError:
+            self._cancel(request_id, entry)
+            raise DeadlineExceededError(f"no answer within {timeout} s; request cancelled") from None
+        except asyncio.CancelledError:
+            self._cancel(request_id, entry)  # the caller's task was cancelled: tell the server
+            raise
+
+    def _allocate_id(self) -> int:
+        while True:
+            self._next_id = self._next_id % wire.MAX_REQUEST_ID + 1
+            if self._next_id not in self.pending:
+                return self._next_id
+
+    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
+        """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
+        if self.pending.get(request_id) is not entry:
+            return
+        entry.cancelled = True
+        if not entry.future.done():
+            entry.future.cancel()
+        try:
+            self.writer.write(wire.encode_frame(wire.CANCEL, request_id=request_id))
+        except (OSError, RuntimeError):
+            pass
+
+
 class AsyncClient:
     """An asyncio InferWire client; every call method is a coroutine.
 
@@ -55,6 +362,12 @@ class AsyncClient:
     before ``connect`` returns. Bad arguments raise at construction; failures to
     connect (:class:`~inferwire.TLSHandshakeError`,
     :class:`~inferwire.UnauthenticatedError`, ...) when connecting.
+
+    Once connected it reconnects as :class:`~inferwire.Client` does: after the
+    connection received GOAWAY or closed, the next call opens a new one (one
+    task reconnects, the others wait for it), and a call that never ran is retried
+    once. :meth:`close` ends reconnection for good; :attr:`connections_opened` and
+    :attr:`connected` are as for ``Client``.
     """
 
     def __init__(
@@ -77,20 +390,15 @@ class AsyncClient:
         self.compression = compression
         self.connect_timeout = connect_timeout
         self.server_hostname = server_hostname
-        self.hello: Optional[frames_pb2.Hello] = None
-        #: Who the connection acts as: the answer to ``token``, or the client certificate's
-        #: principal from HELLO; None when the server has no authentication and no token was sent.
-        self.principal: Optional[Principal] = None
         self._ssl = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
-        self._auth_frame = wire.encode_auth(token) if token is not None else None
-        self._reader: Optional[asyncio.StreamReader] = None
-        self._writer: Optional[asyncio.StreamWriter] = None
-        self._pending: Dict[int, _Pending[Any]] = {}
-        self._auth_waiters: Deque[asyncio.Future[Principal]] = deque()
-        self._next_id = 0
+        if token is not None:
+            wire.encode_auth(token)  # TypeError, ValueError
+        self._token = token  # the credentials connections open with: the last ones the server accepted
+        self._conn: Optional[_Connection] = None
+        self._connecting: Optional["asyncio.Task[_Connection]"] = None
+        self._retired: List[_Connection] = []  # earlier connections still answering calls sent on them
         self._closed: Optional[InferWireError] = None
-        self._slots: Optional[asyncio.Semaphore] = None
-        self._read_task: Optional["asyncio.Task[None]"] = None
+        self._connections_opened = 0
 
     @classmethod
     async def connect(
@@ -119,101 +427,143 @@ class AsyncClient:
     async def open(self) -> None:
         """Connect, send the preface (and AUTH), read HELLO (and the AUTH answer).
 
-        ``connect`` and ``async with`` call this.
+        ``connect`` and ``async with`` call this; on a client whose connection still
+        takes calls it does nothing, and after :meth:`close` it raises.
         """
-        where = _tls.address(self.host, self.port)
-        if self._ssl is None:
-            opening = asyncio.open_connection(self.host, self.port)
-        else:
-            opening = asyncio.open_connection(
-                self.host, self.port, ssl=self._ssl, server_hostname=self.server_hostname or self.host,
-                ssl_handshake_timeout=self.connect_timeout,
-            )
-        try:
-            reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
-        except (ssl.SSLError, ConnectionResetError, ConnectionAbortedError) as exc:
-            if self._ssl is None:
-                raise
-            raise _tls.handshake_error(exc, where, timeout=self.connect_timeout) from exc
-        self._reader, self._writer = reader, writer
-        try:
-            if self._ssl is not None:
-                _tls.check_alpn(writer.get_extra_info("ssl_object").selected_alpn_protocol(), where)
-            writer.write(wire.PREFACE + (self._auth_frame or b""))
-            try:
-                hello, principal = await asyncio.wait_for(self._handshake(), self.connect_timeout)
-            except ssl.SSLError as exc:
-                # In TLS 1.3 the server judges the client's certificate after the client's side of the
-                # handshake is done: a refusal arrives as an alert in place of HELLO.
-                raise _tls.handshake_error(exc, where, timeout=self.connect_timeout) from exc
-            self.principal = wire.connection_principal(hello, principal, where)
-        except BaseException:
-            writer.close()
-            raise
-        self.hello = hello
-        self._slots = asyncio.Semaphore(hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        await self._connection(None, opening=True)
+
+    @property
+    def hello(self) -> Optional[frames_pb2.Hello]:
+        """The current connection's HELLO (None before :meth:`open`)."""
+        return self._conn.hello if self._conn is not None else None
+
+    @property
+    def principal(self) -> Optional[Principal]:
+        """Who the current connection acts as: the answer to ``token`` (or :meth:`authenticate`), or the
+        client certificate's principal from HELLO; None when the server has no authentication and no
+        token was sent."""
+        return self._conn.principal if self._conn is not None else None
 
     @property
     def max_frame_size(self) -> int:
-        """The largest frame payload the server accepts (from its HELLO)."""
-        return (self.hello.max_frame_size if self.hello else 0) or wire.DEFAULT_MAX_FRAME_SIZE
+        """The largest frame payload the server accepts (from the current connection's HELLO)."""
+        return self._conn.max_frame_size if self._conn is not None else wire.DEFAULT_MAX_FRAME_SIZE
 
     @property
     def tls_version(self) -> Optional[str]:
         """The TLS version in use (e.g. ``"TLSv1.3"``), or None on a plaintext connection."""
-        tls = self._writer.get_extra_info("ssl_object") if self._writer is not None else None
-        return tls.version() if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)) else None
+        return self._conn.tls_version if self._conn is not None else None
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections this client has opened: 1 once open, one more per reconnection."""
+        return self._connections_opened
+
+    @property
+    def connected(self) -> bool:
+        """Whether the current connection takes calls: False before :meth:`open`, once it has received
+        GOAWAY or closed (the next call then reconnects) and after :meth:`close`."""
+        return self._closed is None and self._conn is not None and self._conn.closed is None
+
+    @property
+    def _pending(self) -> Dict[int, _Pending[Any]]:
+        return self._conn.pending if self._conn is not None else {}
+
+    async def _connection(
+        self, deadline: Optional[float], token: Optional[str] = None, *, opening: bool = False
+    ) -> Tuple[_Connection, bool]:
+        """The current connection, or a new one if it takes no calls; and whether it was opened with ``token``.
+
+        One task opens the new connection (presenting ``token``, else the client's
+        credentials); the others wait for it (until ``deadline``) and get the same
+        connection, or a copy of the same error. Only ``open`` makes the first connection.
+        """
+        if self._closed is not None:
+            raise wire.fresh(self._closed)
+        conn = self._conn
+        if conn is None and not opening:
+            raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
+        if conn is not None and conn.closed is None:
+            return conn, False
+        attempt = self._connecting
+        leading = attempt is None
+        if attempt is None:
+            presented = self._token if token is None else token
+            # A task of its own, so that a caller cancelled while waiting does not cancel it for the others.
+            attempt = self._connecting = asyncio.get_running_loop().create_task(self._reconnect(presented))
+            attempt.add_done_callback(_consume)
+        loop = asyncio.get_running_loop()
+        # asyncio.wait neither raises on its timeout nor cancels the attempt when this task is cancelled.
+        done, _ = await asyncio.wait({attempt}, timeout=None if deadline is None else max(0.0, deadline - loop.time()))
+        if not done:
+            raise DeadlineExceededError("deadline passed waiting for the client to reconnect")
+        failure = attempt.exception()
+        if failure is not None:
+            raise wire.fresh(failure) from failure.__cause__
+        return attempt.result(), leading and token is not None
+
+    async def _reconnect(self, token: Optional[str]) -> _Connection:
+        first = self._conn is None
+        try:
+            try:
+                conn = await _Connection.open(
+                    self.host, self.port, context=self._ssl, server_hostname=self.server_hostname,
+                    auth_frame=wire.encode_auth(token) if token is not None else None,
+                    connect_timeout=self.connect_timeout,
+                )
+            except (OSError, asyncio.TimeoutError) as exc:  # refused, unreachable, timed out
+                if first:
+                    raise  # as before reconnection existed: the caller of open() sees the OSError itself
+                raise wire.reconnect_error(exc, _tls.address(self.host, self.port), self.connect_timeout) from exc
+            closed = self._closed
+            if closed is not None:  # close() came while connecting
+                await conn.close(closed)
+                raise wire.fresh(closed)
+            old, self._conn = self._conn, conn
+            self._connections_opened += 1
+            self._retired = [c for c in self._retired if not c.finished]
+            if old is not None and not old.finished:
+                if old.pending:
+                    self._retired.append(old)
+                else:
+                    old.writer.close()  # nothing left to answer on it; its reader task ends at the end of the stream
+            return conn
+        finally:
+            self._connecting = None
 
     async def authenticate(self, token: str, *, timeout: Optional[float] = None) -> Principal:
-        """Present new credentials on this connection and return the principal the server now acts as.
+        """Present new credentials and return the principal the server now acts as.
 
         For example a fresh JWT before the one the connection was opened with expires
         (after that, requests are answered ``UnauthenticatedError``). Requests sent
-        after this call are served as the new principal. Credentials the server
-        refuses end the connection: this raises ``UnauthenticatedError`` with the
-        server's reason, and later calls fail with ``UnavailableError``.
+        after this call are served as the new principal, and connections the client
+        opens later present these credentials. Credentials the server refuses end the
+        connection: this raises ``UnauthenticatedError`` with the server's reason, and
+        the next call reconnects with the credentials accepted before.
         """
-        frame = wire.encode_auth(token)
-        writer = self._writer
-        if writer is None or self.hello is None:
-            raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
-        if self._closed is not None:
-            raise self._closed
+        wire.encode_auth(token)  # TypeError, ValueError
         timeout = self.timeout if timeout is None else timeout
-        waiter: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
-        waiter.add_done_callback(_consume)  # an answer that comes after a timeout is not an unretrieved error
-        self._auth_waiters.append(waiter)  # AUTH answers come in the order the frames were written
-        try:
-            writer.write(frame)
-            await writer.drain()
-        except OSError as exc:
-            if waiter in self._auth_waiters:
-                self._auth_waiters.remove(waiter)
-            raise UnavailableError(f"could not send AUTH: {exc}") from exc
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError(f"no answer to AUTH within {timeout} s") from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        conn, opened_with_token = await self._connection(deadline, token)
+        if opened_with_token and conn.principal is not None:
+            principal = conn.principal
+        else:
+            principal = await conn.authenticate(token, None if deadline is None else max(0.0, deadline - loop.time()))
+        self._token = token
+        return principal
 
     async def close(self) -> None:
-        """Close the connection; calls still in flight fail with ``UnavailableError``."""
-        self._shutdown(UnavailableError("client closed the connection"))
-        if self._writer is not None:
-            self._writer.close()
-            try:
-                await self._writer.wait_closed()
-            except OSError:
-                pass
-        if self._read_task is not None:
-            self._read_task.cancel()
-            try:
-                await self._read_task
-            except asyncio.CancelledError:
-                pass
+        """Close the connection for good: calls in flight and later calls fail with ``UnavailableError``."""
+        error = UnavailableError("client closed the connection")
+        if self._closed is None:
+            self._closed = error
+        connections, self._retired = [c for c in (self._conn, *self._retired) if c is not None], []
+        for conn in connections:
+            await conn.close(error)
 
     async def __aenter__(self) -> AsyncClient:
-        if self._writer is None:
+        if self._conn is None:
             await self.open()
         return self
 
@@ -224,23 +574,6 @@ class AsyncClient:
         traceback: Optional[TracebackType],
     ) -> None:
         await self.close()
-
-    def _shutdown(self, error: InferWireError) -> None:
-        if self._closed is None:
-            self._closed = error
-        pending, self._pending = self._pending, {}
-        for entry in pending.values():
-            assert self._slots is not None  # requests are only pending once open() has run
-            self._slots.release()
-            if not entry.cancelled and not entry.future.done():
-                entry.future.set_exception(error)
-        self._fail_auth_waiters(error)
-
-    def _fail_auth_waiters(self, error: InferWireError) -> None:
-        waiters, self._auth_waiters = self._auth_waiters, deque()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(error)
 
     # -- inference service ------------------------------------------------------
 
@@ -369,155 +702,21 @@ class AsyncClient:
         """Who changed what about ``model``'s versions and rollout, and when."""
         return await self._invoke(api.history(model), timeout=timeout, compress=compress)
 
-    # -- reading ----------------------------------------------------------------
-
-    async def _read_frame(self) -> Optional[Frame]:
-        assert self._reader is not None
-        try:
-            header = await self._reader.readexactly(wire.HEADER_SIZE)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise UnavailableError("connection ended inside a frame header") from None
-            return None
-        length, frame_type, flags, method, request_id, _ = wire.HEADER.unpack(header)
-        if length > self.max_frame_size:
-            raise ProtocolError(f"server sent a {length}-byte frame, over max_frame_size")
-        try:
-            payload = await self._reader.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError:
-            raise UnavailableError("connection ended inside a frame") from None
-        return frame_type, flags, method, request_id, payload
-
-    async def _handshake(self) -> Tuple[frames_pb2.Hello, Optional[Principal]]:
-        """HELLO, and the answer to the AUTH sent with the preface if one was."""
-        frame = await self._read_frame()
-        if frame is None:
-            raise UnavailableError("server closed the connection before HELLO")
-        hello = wire.check_hello(frame[0], frame[4])
-        if self._auth_frame is None:
-            return hello, None
-        while True:
-            frame = await self._read_frame()
-            if frame is None:
-                raise UnavailableError("server closed the connection before answering AUTH")
-            frame_type, _, _, _, payload = frame
-            if frame_type == wire.PING:
-                assert self._writer is not None
-                self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
-            principal = wire.auth_answer(frame_type, payload)
-            if principal is not None:
-                return hello, principal
-
-    async def _read_loop(self) -> None:
-        error: InferWireError = UnavailableError("server closed the connection")
-        try:
-            while True:
-                frame = await self._read_frame()
-                if frame is None:
-                    break
-                self._dispatch(*frame)
-        except InferWireError as exc:
-            error = exc
-        except OSError as exc:
-            error = UnavailableError(f"connection lost: {exc}")
-        self._shutdown(error)
-
-    def _dispatch(self, frame_type: int, flags: int, method: int, request_id: int, payload: bytes) -> None:
-        if frame_type in (wire.RESPONSE, wire.ERROR):
-            entry = self._pending.pop(request_id, None)
-            if entry is None:
-                return
-            assert self._slots is not None  # requests are only pending once open() has run
-            self._slots.release()
-            if entry.cancelled or entry.future.done():
-                return
-            try:
-                entry.future.set_result(decode_answer(entry.call, frame_type, flags, payload, self.max_frame_size))
-            except InferWireError as exc:
-                entry.future.set_exception(exc)
-        elif frame_type == wire.PING:
-            assert self._writer is not None  # the read loop starts once open() has connected
-            self._writer.write(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
-        elif frame_type == wire.AUTH:
-            principal = wire.parse_authenticated(payload)
-            self.principal = principal
-            if self._auth_waiters:
-                waiter = self._auth_waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(principal)
-        elif frame_type == wire.GOAWAY:
-            goaway = wire.parse_goaway(payload)
-            if self._closed is None:
-                self._closed = wire.goaway_error(goaway)
-            if goaway.code != wire.StatusCode.UNAVAILABLE:
-                # e.g. UNAUTHENTICATED, saying which check the new credentials failed
-                self._fail_auth_waiters(error_for(goaway.code, goaway.message))
-                raise wire.goaway_error(goaway)
 
     # -- sending ----------------------------------------------------------------
 
     async def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
-        writer, slots = self._writer, self._slots
-        if writer is None or slots is None or self.hello is None:
-            raise UnavailableError("AsyncClient is not connected; use AsyncClient.connect() or 'async with'")
         timeout = self.timeout if timeout is None else timeout
-        compress = (self.compression if compress is None else compress) and self.hello.compression
+        compress = self.compression if compress is None else compress
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         payload = call.request.SerializeToString()
-
-        try:
-            await asyncio.wait_for(slots.acquire(), None if deadline is None else deadline - loop.time())
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection") from None
-        if self._closed is not None:
-            slots.release()
-            raise self._closed
-        request_id = self._allocate_id()
-        entry = _Pending(call, loop.create_future())
-        self._pending[request_id] = entry
-        try:
-            writer.write(
-                wire.encode_request(
-                    call.method, request_id, payload,
-                    timeout=None if deadline is None else deadline - loop.time(),
-                    compress=compress, max_frame_size=self.max_frame_size,
-                )
-            )
-            await writer.drain()
-        except BaseException as exc:
-            if self._pending.pop(request_id, None) is not None:
-                slots.release()
-            if isinstance(exc, OSError):
-                raise UnavailableError(f"could not send request: {exc}") from exc
-            raise
-
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(entry.future), None if deadline is None else max(0.0, deadline - loop.time())
-            )
-        except asyncio.TimeoutError:
-            self._cancel(request_id, entry)
-            raise DeadlineExceededError(f"no answer within {timeout} s; request cancelled") from None
-        except asyncio.CancelledError:
-            self._cancel(request_id, entry)  # the caller's task was cancelled: tell the server
-            raise
-
-    def _allocate_id(self) -> int:
+        retried = False
         while True:
-            self._next_id = self._next_id % wire.MAX_REQUEST_ID + 1
-            if self._next_id not in self._pending:
-                return self._next_id
-
-    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
-        """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
-        if self._pending.get(request_id) is not entry:
-            return
-        entry.cancelled = True
-        if not entry.future.done():
-            entry.future.cancel()
-        assert self._writer is not None  # entry is pending, so open() has connected
-        try:
-            self._writer.write(wire.encode_frame(wire.CANCEL, request_id=request_id))
-        except (OSError, RuntimeError):
-            pass
+            conn, _ = await self._connection(deadline)
+            try:
+                return await conn.invoke(call, payload, deadline=deadline, timeout=timeout, compress=compress)
+            except wire.NotExecuted as not_executed:
+                if retried:
+                    raise wire.fresh(not_executed.error) from None
+                retried = True  # never ran: once more, on a new connection

@@ -1,4 +1,4 @@
-"""The blocking client: one TCP connection, many concurrent calls from any threads."""
+"""The blocking client: one connection at a time, many concurrent calls from any threads."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from types import TracebackType
 from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -175,40 +176,13 @@ def decode_answer(call: Call[Any, T], frame_type: int, flags: int, payload: byte
         raise ProtocolError(f"unparseable response for method {call.method}: {exc}") from None
     return call.result(response)
 
+class _Connection:
+    """One connection of a :class:`Client`: its socket (and TLS), HELLO, principal, calls in flight.
 
-class Client:
-    """A blocking InferWire client.
-
-    One instance holds one connection; it is thread-safe, and concurrent calls
-    from many threads are multiplexed on it and matched by request id. Use it
-    as a context manager or call :meth:`close`.
-
-    ``timeout`` is the default per-call deadline in seconds (``None``: none):
-    it is sent to the server as the request's ``timeout_us`` and also enforced
-    locally, cancelling the request with CANCEL when it passes.
-    ``compression`` makes calls zlib-compress their requests and ask for
-    compressed responses by default (when the server supports it).
-
-    Every call method also takes keyword-only ``timeout`` and ``compress``,
-    overriding those defaults for the one call (``None`` keeps the default).
-
-    **TLS**: ``tls=True`` connects with TLS, verifying the server's certificate
-    against the system's trust roots and the host name ``host`` (or
-    ``server_hostname``); ``tls_ca`` (a PEM file) trusts that CA instead,
-    ``tls_cert``/``tls_key`` (PEM files) present a client certificate, and either
-    implies ``tls=True``. ``tls=`` also takes an ``ssl.SSLContext``, used as given
-    (the client sets its ALPN protocols to ``inferwire/1``). A failed handshake
-    raises :class:`~inferwire.TLSHandshakeError` saying why.
-
-    **Authentication**: ``token`` is a bearer token (one from the server's token
-    file, or a JWT), sent in an AUTH frame right after the preface; the
-    constructor returns once the server accepted it, and :attr:`principal` says who
-    the connection acts as. Credentials the server refuses raise
-    :class:`~inferwire.UnauthenticatedError` with the server's reason. A server that
-    requires authentication, connected to without a token and without a client
-    certificate it knows, raises ``UnauthenticatedError`` too.
-
-    ``connect_timeout`` bounds connecting: TCP, the TLS handshake, HELLO, AUTH.
+    Opening it connects, sends the preface (and AUTH) and reads HELLO (and the AUTH
+    answer); then a reader thread dispatches the server's frames until the connection
+    ends. Once it has received GOAWAY or ended, :attr:`closed` says why and it takes no
+    new calls: the client opens another connection for them.
     """
 
     def __init__(
@@ -216,27 +190,17 @@ class Client:
         host: str,
         port: int,
         *,
-        timeout: Optional[float] = None,
-        compression: bool = False,
-        connect_timeout: float = 10.0,
-        tls: _tls.TLSOption = None,
-        tls_ca: Optional[_tls.PathLike] = None,
-        tls_cert: Optional[_tls.PathLike] = None,
-        tls_key: Optional[_tls.PathLike] = None,
-        server_hostname: Optional[str] = None,
-        token: Optional[str] = None,
+        context: Optional[ssl.SSLContext],
+        server_hostname: Optional[str],
+        token: Optional[str],
+        connect_timeout: float,
     ) -> None:
-        self.host, self.port = host, port
-        self.timeout = timeout
-        self.compression = compression
-        #: Who the connection acts as: the answer to ``token``, or the client certificate's
-        #: principal from HELLO; None when the server has no authentication and no token was sent.
+        self.where = where = _tls.address(host, port)
+        #: Who the connection acts as (see :attr:`Client.principal`).
         self.principal: Optional[Principal] = None
         self._recv_limit = wire.DEFAULT_MAX_FRAME_SIZE
-        context = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
         start = wire.PREFACE + (wire.encode_auth(token) if token is not None else b"")
-        where = _tls.address(host, port)
-        self._tls: Optional[_TLSStream] = None
+        self.tls: Optional[_TLSStream] = None
         self._sock = socket.create_connection((host, port), timeout=connect_timeout)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -246,14 +210,14 @@ class Client:
                 self._reader = self._sock.makefile("rb")
                 self._sendall = self._sock.sendall
             else:
-                self._tls = _TLSStream(self._sock, context, server_hostname or host)
+                self.tls = _TLSStream(self._sock, context, server_hostname or host)
                 try:
-                    self._tls.handshake()
+                    self.tls.handshake()
                 except (ssl.SSLError, OSError) as exc:
                     raise _tls.handshake_error(exc, where, timeout=connect_timeout) from exc
-                _tls.check_alpn(self._tls.tls.selected_alpn_protocol(), where)
-                self._reader = io.BufferedReader(self._tls, buffer_size=64 * 1024)
-                self._sendall = self._tls.sendall
+                _tls.check_alpn(self.tls.tls.selected_alpn_protocol(), where)
+                self._reader = io.BufferedReader(self.tls, buffer_size=64 * 1024)
+                self._sendall = self.tls.sendall
             try:
                 self._sendall(start)
                 self.hello = self._read_hello()
@@ -266,30 +230,30 @@ class Client:
             self._recv_limit = self.max_frame_size
             self._sock.settimeout(None)
         except BaseException:
+            if hasattr(self, "_reader"):
+                self._reader.close()
             self._sock.close()
             raise
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._auth_lock = threading.Lock()
-        self._pending: Dict[int, _Pending[Any]] = {}
+        self.pending: Dict[int, _Pending[Any]] = {}
         self._auth_waiters: Deque[Future[Principal]] = deque()
         self._next_id = 0
-        self._closed: Optional[InferWireError] = None
-        self._slots = threading.BoundedSemaphore(self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT)
-        self._thread = threading.Thread(target=self._read_loop, name=f"inferwire-reader-{where}", daemon=True)
-        self._thread.start()
-
-    # -- connection lifecycle ---------------------------------------------------
+        #: Why the connection takes no new calls (GOAWAY received, ended, closed); None while it does.
+        self.closed: Optional[InferWireError] = None
+        #: The server's GOAWAY, once received.
+        self.goaway: Optional[frames_pb2.GoAway] = None
+        self._limit = self.hello.max_concurrent_requests or wire.DEFAULT_MAX_CONCURRENT
+        # A plain Semaphore: when the connection stops taking calls it is released
+        # _limit times at once, so that every caller waiting for a slot wakes and moves on.
+        self._slots = threading.Semaphore(self._limit)
+        self.thread = threading.Thread(target=self._read_loop, name=f"inferwire-reader-{where}", daemon=True)
+        self.thread.start()
 
     @property
     def max_frame_size(self) -> int:
-        """The largest frame payload the server accepts (from its HELLO)."""
         return self.hello.max_frame_size or wire.DEFAULT_MAX_FRAME_SIZE
-
-    @property
-    def tls_version(self) -> Optional[str]:
-        """The TLS version in use (e.g. ``"TLSv1.3"``), or None on a plaintext connection."""
-        return self._tls.tls.version() if self._tls is not None else None
 
     def _read_exact(self, n: int) -> Optional[bytes]:
         data = self._reader.read(n)
@@ -330,22 +294,14 @@ class Client:
             if principal is not None:
                 return principal
 
-    def authenticate(self, token: str, *, timeout: Optional[float] = None) -> Principal:
-        """Present new credentials on this connection and return the principal the server now acts as.
-
-        For example a fresh JWT before the one the connection was opened with expires
-        (after that, requests are answered ``UnauthenticatedError``). Requests sent
-        after this call are served as the new principal. Credentials the server
-        refuses end the connection: this raises ``UnauthenticatedError`` with the
-        server's reason, and later calls fail with ``UnavailableError``.
-        """
+    def authenticate(self, token: str, timeout: Optional[float]) -> Principal:
+        """Send AUTH with ``token`` and wait for the server's answer."""
         frame = wire.encode_auth(token)
-        timeout = self.timeout if timeout is None else timeout
         waiter: Future[Principal] = Future()
         with self._auth_lock:  # AUTH frames go out in the order of _auth_waiters, which their answers follow
             with self._lock:
-                if self._closed is not None:
-                    raise self._closed
+                if self.closed is not None:
+                    raise wire.fresh(self.closed)
                 self._auth_waiters.append(waiter)
             try:
                 self._send(frame)
@@ -359,18 +315,391 @@ class Client:
         except FutureTimeout:
             raise DeadlineExceededError(f"no answer to AUTH within {timeout} s") from None
 
-    def close(self) -> None:
-        """Close the connection; calls still in flight fail with ``UnavailableError``."""
-        self._shutdown(UnavailableError("client closed the connection"))
-        if self._tls is not None:
-            self._tls.close_notify()
+    def close(self, error: InferWireError) -> None:
+        """Fail what is in flight with ``error`` and close the connection."""
+        self._shutdown(error)
+        if self.tls is not None:
+            self.tls.close_notify()
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)  # the reader thread reads the end of the stream and closes
         except OSError:
             pass
-        self._sock.close()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=5)
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        with self._send_lock:  # not under a sender: its socket's file descriptor must not be reused meanwhile
+            self._sock.close()
+        self._reader.close()  # a socket's makefile() holds its file descriptor open until it is closed too
+
+    def _shutdown(self, error: InferWireError, in_flight: Optional[InferWireError] = None) -> None:
+        """Take no new calls (``error`` says why) and fail the calls in flight with ``in_flight`` (or ``error``)."""
+        with self._lock:
+            if self.closed is None:
+                self.closed = error
+            pending, self.pending = self.pending, {}
+            waiters = list(self._auth_waiters)
+            self._auth_waiters.clear()
+        for entry in pending.values():
+            if not entry.cancelled:
+                entry.future.set_exception(in_flight or error)
+        for waiter in waiters:
+            waiter.set_exception(error)
+        self._slots.release(self._limit)
+
+    # -- reading ----------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        error: InferWireError = UnavailableError("server closed the connection")
+        in_flight: Optional[InferWireError] = None
+        try:
+            while True:
+                frame = self._read_frame()
+                if frame is None:
+                    in_flight = wire.in_flight_error(self.goaway)
+                    break
+                self._dispatch(*frame)
+        except InferWireError as exc:
+            error = exc
+        except (OSError, ValueError) as exc:  # socket closed under us
+            error = UnavailableError(f"connection lost: {exc}")
+        self._shutdown(error, in_flight)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a sender blocked on a full socket
+        except OSError:
+            pass
+        self._close_socket()
+
+    def _dispatch(self, frame_type: int, flags: int, method: int, request_id: int, payload: bytes) -> None:
+        if frame_type in (wire.RESPONSE, wire.ERROR):
+            with self._lock:
+                entry = self.pending.pop(request_id, None)
+            if entry is None:
+                return  # not ours (already failed locally); nothing waits for it
+            self._slots.release()
+            if entry.cancelled:
+                return
+            if frame_type == wire.ERROR and self.goaway is not None:
+                entry.future.set_exception(wire.refused_after_goaway(wire.error_from_status(payload)))
+                return
+            try:
+                entry.future.set_result(decode_answer(entry.call, frame_type, flags, payload, self.max_frame_size))
+            except InferWireError as exc:
+                entry.future.set_exception(exc)
+        elif frame_type == wire.PING:
+            self._send(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
+        elif frame_type == wire.AUTH:
+            principal = wire.parse_authenticated(payload)
+            with self._lock:
+                self.principal = principal
+                waiter = self._auth_waiters.popleft() if self._auth_waiters else None
+            if waiter is not None:
+                waiter.set_result(principal)
+        elif frame_type == wire.GOAWAY:
+            goaway = wire.parse_goaway(payload)
+            with self._lock:
+                self.goaway = goaway
+                if self.closed is None:
+                    self.closed = wire.goaway_error(goaway)
+                waiters: List[Future[Principal]] = []
+                if goaway.code != wire.StatusCode.UNAVAILABLE:
+                    waiters, self._auth_waiters = list(self._auth_waiters), deque()
+            self._slots.release(self._limit)  # callers waiting for a slot go to a new connection
+            for waiter in waiters:  # e.g. UNAUTHENTICATED, saying which check the new credentials failed
+                waiter.set_exception(error_for(goaway.code, goaway.message))
+            if goaway.code != wire.StatusCode.UNAVAILABLE:
+                raise wire.goaway_error(goaway)
+        # PONG, HELLO again, and unknown frame types are ignored (section 9).
+
+    # -- sending ----------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        with self._send_lock:
+            self._sendall(frame)
+
+    def invoke(
+        self, call: Call[Any, T], payload: bytes, *, deadline: Optional[float], timeout: Optional[float],
+        compress: bool,
+    ) -> T:
+        """Send ``call`` and wait for its answer.
+
+        Raises ``NotExecuted`` for a call the server never executed: not sent because the
+        connection stopped taking calls first, or refused after the server's GOAWAY.
+        """
+        compress = compress and self.hello.compression
+        if not self._slots.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection")
+        entry = _Pending(call)
+        with self._lock:
+            if self.closed is not None:
+                self._slots.release()
+                raise wire.NotExecuted(self.closed)
+            request_id = self._allocate_id()
+            self.pending[request_id] = entry
+        remaining = None if deadline is None else deadline - time.monotonic()
+        try:
+            frame = wire.encode_request(
+                call.method, request_id, payload, timeout=remaining, compress=compress,
+                max_frame_size=self.max_frame_size,
+            )
+            with self._send_lock:
+                # GOAWAY or the end of the stream may have come since the call took its id: then it is not sent.
+                closed = self.closed
+                if closed is None:
+                    self._sendall(frame)
+            if closed is not None:
+                raise wire.NotExecuted(closed)
+        except BaseException as exc:
+            with self._lock:
+                lost = self.pending.pop(request_id, None)
+            if lost is not None:
+                self._slots.release()
+            if isinstance(exc, OSError):
+                raise UnavailableError(f"could not send request: {exc}") from exc
+            raise
+
+        try:
+            return entry.future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            self._cancel(request_id, entry)
+            if entry.future.done():  # the answer won the race with the timer
+                return entry.future.result()
+            raise DeadlineExceededError(f"no answer within {timeout} s; request cancelled") from None
+
+    def _allocate_id(self) -> int:
+        """Next request id, wrapping 2**32-1 -> 1 and skipping ids still in flight (call with the lock)."""
+        while True:
+            self._next_id = self._next_id % wire.MAX_REQUEST_ID + 1
+            if self._next_id not in self.pending:
+                return self._next_id
+
+    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
+        """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
+        with self._lock:
+            if self.pending.get(request_id) is not entry or entry.future.done():
+                return
+            entry.cancelled = True
+        try:
+            self._send(wire.encode_frame(wire.CANCEL, request_id=request_id))
+        except OSError:
+            pass
+
+
+class Client:
+    """A blocking InferWire client.
+
+    One instance holds one connection at a time; it is thread-safe, and concurrent
+    calls from many threads are multiplexed on it and matched by request id. Use it
+    as a context manager or call :meth:`close`.
+
+    ``timeout`` is the default per-call deadline in seconds (``None``: none):
+    it is sent to the server as the request's ``timeout_us`` and also enforced
+    locally, cancelling the request with CANCEL when it passes.
+    ``compression`` makes calls zlib-compress their requests and ask for
+    compressed responses by default (when the server supports it).
+
+    Every call method also takes keyword-only ``timeout`` and ``compress``,
+    overriding those defaults for the one call (``None`` keeps the default).
+
+    **TLS**: ``tls=True`` connects with TLS, verifying the server's certificate
+    against the system's trust roots and the host name ``host`` (or
+    ``server_hostname``); ``tls_ca`` (a PEM file) trusts that CA instead,
+    ``tls_cert``/``tls_key`` (PEM files) present a client certificate, and either
+    implies ``tls=True``. ``tls=`` also takes an ``ssl.SSLContext``, used as given
+    (the client sets its ALPN protocols to ``inferwire/1``). A failed handshake
+    raises :class:`~inferwire.TLSHandshakeError` saying why.
+
+    **Authentication**: ``token`` is a bearer token (one from the server's token
+    file, or a JWT), sent in an AUTH frame right after the preface; the
+    constructor returns once the server accepted it, and :attr:`principal` says who
+    the connection acts as. Credentials the server refuses raise
+    :class:`~inferwire.UnauthenticatedError` with the server's reason. A server that
+    requires authentication, connected to without a token and without a client
+    certificate it knows, raises ``UnauthenticatedError`` too.
+
+    ``connect_timeout`` bounds connecting: TCP, the TLS handshake, HELLO, AUTH.
+
+    **Reconnection** (PROTOCOL.md section 5): once the connection has received
+    GOAWAY (an idle timeout, the server shutting down) or closed, the next call
+    opens a new one to the same address, with the same TLS settings and
+    credentials, instead of failing; concurrent callers share that one reconnection.
+    A call that never ran is retried once on the new connection: one not sent yet,
+    or one the server refused with ``UNAVAILABLE`` after its GOAWAY. A call in
+    flight when the connection closes without an answer raises ``UnavailableError``
+    (it may have run; retrying it is the caller's choice). When reconnecting fails
+    the call raises what connecting raised (``UnavailableError`` saying why for a
+    server that cannot be reached), and the next call tries again. :meth:`close`
+    ends reconnection for good. :attr:`connections_opened` counts the connections
+    opened, :attr:`connected` says whether the current one still takes calls.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.compression = compression
+        self.connect_timeout = connect_timeout
+        self._context = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
+        self._server_hostname = server_hostname
+        self._token = token  # the credentials connections open with: the last ones the server accepted
+        self._lock = threading.Lock()
+        self._closed: Optional[InferWireError] = None
+        self._connecting: Optional[Future[_Connection]] = None
+        self._retired: List[_Connection] = []  # earlier connections still answering calls sent on them
+        self._conn = self._open(token)
+        self._connections_opened = 1
+
+    # -- connection lifecycle ---------------------------------------------------
+
+    def _open(self, token: Optional[str]) -> _Connection:
+        return _Connection(
+            self.host, self.port, context=self._context, server_hostname=self._server_hostname, token=token,
+            connect_timeout=self.connect_timeout,
+        )
+
+    @property
+    def hello(self) -> frames_pb2.Hello:
+        """The current connection's HELLO: limits, server name and version, whether authentication is required."""
+        return self._conn.hello
+
+    @property
+    def principal(self) -> Optional[Principal]:
+        """Who the current connection acts as: the answer to ``token`` (or :meth:`authenticate`), or the
+        client certificate's principal from HELLO; None when the server has no authentication and no
+        token was sent."""
+        return self._conn.principal
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest frame payload the server accepts (from the current connection's HELLO)."""
+        return self._conn.max_frame_size
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        """The TLS version in use (e.g. ``"TLSv1.3"``), or None on a plaintext connection."""
+        return self._conn.tls.tls.version() if self._conn.tls is not None else None
+
+    @property
+    def connections_opened(self) -> int:
+        """How many connections this client has opened: 1 at first, one more per reconnection."""
+        return self._connections_opened
+
+    @property
+    def connected(self) -> bool:
+        """Whether the current connection takes calls: False once it has received GOAWAY or closed
+        (the next call then reconnects) and after :meth:`close`."""
+        return self._closed is None and self._conn.closed is None
+
+    @property
+    def _pending(self) -> Dict[int, _Pending[Any]]:
+        return self._conn.pending
+
+    @property
+    def _tls(self) -> Optional[_TLSStream]:
+        return self._conn.tls
+
+    def _connection(self, deadline: Optional[float], token: Optional[str] = None) -> Tuple[_Connection, bool]:
+        """The current connection, or a new one if it takes no calls; and whether it was opened with ``token``.
+
+        One caller opens the new connection (presenting ``token``, else the client's
+        credentials); the others wait for it (until ``deadline``) and get the same
+        connection, or a copy of the same error.
+        """
+        with self._lock:
+            if self._closed is not None:
+                raise wire.fresh(self._closed)
+            if self._conn.closed is None:
+                return self._conn, False
+            attempt = self._connecting
+            leading = attempt is None
+            if attempt is None:
+                attempt = self._connecting = Future()
+                presented = self._token if token is None else token
+        if not leading:
+            if not wait_futures([attempt], None if deadline is None else max(0.0, deadline - time.monotonic())).done:
+                raise DeadlineExceededError("deadline passed waiting for the client to reconnect")
+            failure = attempt.exception()
+            if failure is not None:
+                raise wire.fresh(failure) from failure.__cause__
+            return attempt.result(), False
+
+        try:
+            try:
+                conn = self._open(presented)
+            except OSError as exc:  # refused, unreachable, timed out (TLS and protocol failures say more)
+                raise wire.reconnect_error(exc, _tls.address(self.host, self.port), self.connect_timeout) from exc
+        except BaseException as exc:
+            with self._lock:
+                self._connecting = None
+            shared = exc if isinstance(exc, InferWireError) else UnavailableError(f"reconnecting failed: {exc!r}")
+            attempt.set_exception(shared)
+            raise
+        with self._lock:
+            self._connecting = None
+            closed = self._closed_reason()  # close() may have come while connecting
+            if closed is None:
+                old, self._conn = self._conn, conn
+                self._connections_opened += 1
+                self._retired = [c for c in self._retired if c.thread.is_alive()]
+                if old.thread.is_alive():
+                    self._retired.append(old)
+        if closed is not None:
+            conn.close(closed)
+            attempt.set_exception(closed)
+            raise wire.fresh(closed)
+        attempt.set_result(conn)
+        if not old.pending:
+            old.close(old.closed or UnavailableError("connection replaced"))  # nothing left to answer on it
+        return conn, token is not None
+
+    def _closed_reason(self) -> Optional[InferWireError]:
+        return self._closed
+
+    def authenticate(self, token: str, *, timeout: Optional[float] = None) -> Principal:
+        """Present new credentials and return the principal the server now acts as.
+
+        For example a fresh JWT before the one the connection was opened with expires
+        (after that, requests are answered ``UnauthenticatedError``). Requests sent
+        after this call are served as the new principal, and connections the client
+        opens later present these credentials. Credentials the server refuses end the
+        connection: this raises ``UnauthenticatedError`` with the server's reason, and
+        the next call reconnects with the credentials accepted before.
+        """
+        wire.encode_auth(token)  # TypeError, ValueError
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        conn, opened_with_token = self._connection(deadline, token)
+        if opened_with_token and conn.principal is not None:
+            principal = conn.principal
+        else:
+            principal = conn.authenticate(token, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._token = token
+        return principal
+
+    def close(self) -> None:
+        """Close the connection for good: calls in flight and later calls fail with ``UnavailableError``."""
+        error = UnavailableError("client closed the connection")
+        with self._lock:
+            if self._closed is None:
+                self._closed = error
+            connections, self._retired = [self._conn, *self._retired], []
+        for conn in connections:
+            conn.close(error)
 
     def __enter__(self) -> "Client":
         return self
@@ -382,21 +711,6 @@ class Client:
         traceback: Optional[TracebackType],
     ) -> None:
         self.close()
-
-    def _shutdown(self, error: InferWireError) -> None:
-        """Refuse new calls with ``error`` and fail every call in flight with it."""
-        with self._lock:
-            if self._closed is None:
-                self._closed = error
-            pending, self._pending = self._pending, {}
-            waiters = list(self._auth_waiters)
-            self._auth_waiters.clear()
-        for entry in pending.values():
-            self._slots.release()
-            if not entry.cancelled:
-                entry.future.set_exception(error)
-        for waiter in waiters:
-            waiter.set_exception(error)
 
     # -- inference service ------------------------------------------------------
 
@@ -525,117 +839,20 @@ class Client:
         """Who changed what about ``model``'s versions and rollout, and when."""
         return self._invoke(api.history(model), timeout=timeout, compress=compress)
 
-    # -- reading ----------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        error: InferWireError = UnavailableError("server closed the connection")
-        try:
-            while True:
-                frame = self._read_frame()
-                if frame is None:
-                    break
-                self._dispatch(*frame)
-        except InferWireError as exc:
-            error = exc
-        except (OSError, ValueError) as exc:  # socket closed under us
-            error = UnavailableError(f"connection lost: {exc}")
-        self._shutdown(error)
-
-    def _dispatch(self, frame_type: int, flags: int, method: int, request_id: int, payload: bytes) -> None:
-        if frame_type in (wire.RESPONSE, wire.ERROR):
-            with self._lock:
-                entry = self._pending.pop(request_id, None)
-            if entry is None:
-                return  # not ours (already failed locally); nothing waits for it
-            self._slots.release()
-            if entry.cancelled:
-                return
-            try:
-                entry.future.set_result(decode_answer(entry.call, frame_type, flags, payload, self.max_frame_size))
-            except InferWireError as exc:
-                entry.future.set_exception(exc)
-        elif frame_type == wire.PING:
-            self._send(wire.encode_frame(wire.PONG, payload[: wire.MAX_PING_PAYLOAD]))
-        elif frame_type == wire.AUTH:
-            principal = wire.parse_authenticated(payload)
-            with self._lock:
-                self.principal = principal
-                waiter = self._auth_waiters.popleft() if self._auth_waiters else None
-            if waiter is not None:
-                waiter.set_result(principal)
-        elif frame_type == wire.GOAWAY:
-            goaway = wire.parse_goaway(payload)
-            with self._lock:
-                if self._closed is None:
-                    self._closed = wire.goaway_error(goaway)
-                waiters: List[Future[Principal]] = []
-                if goaway.code != wire.StatusCode.UNAVAILABLE:
-                    waiters, self._auth_waiters = list(self._auth_waiters), deque()
-            for waiter in waiters:  # e.g. UNAUTHENTICATED, saying which check the new credentials failed
-                waiter.set_exception(error_for(goaway.code, goaway.message))
-            if goaway.code != wire.StatusCode.UNAVAILABLE:
-                raise wire.goaway_error(goaway)
-        # PONG, HELLO again, and unknown frame types are ignored (section 9).
 
     # -- sending ----------------------------------------------------------------
 
-    def _send(self, frame: bytes) -> None:
-        with self._send_lock:
-            self._sendall(frame)
-
     def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
         timeout = self.timeout if timeout is None else timeout
-        compress = (self.compression if compress is None else compress) and self.hello.compression
+        compress = self.compression if compress is None else compress
         deadline = None if timeout is None else time.monotonic() + timeout
         payload = call.request.SerializeToString()
-
-        if not self._slots.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-            raise DeadlineExceededError("deadline passed waiting for a free request slot on the connection")
-        entry = _Pending(call)
-        with self._lock:
-            if self._closed is not None:
-                self._slots.release()
-                raise self._closed
-            request_id = self._allocate_id()
-            self._pending[request_id] = entry
-        remaining = None if deadline is None else deadline - time.monotonic()
-        try:
-            frame = wire.encode_request(
-                call.method, request_id, payload, timeout=remaining, compress=compress,
-                max_frame_size=self.max_frame_size,
-            )
-            self._send(frame)
-        except BaseException as exc:
-            with self._lock:
-                lost = self._pending.pop(request_id, None)
-            if lost is not None:
-                self._slots.release()
-            if isinstance(exc, OSError):
-                raise UnavailableError(f"could not send request: {exc}") from exc
-            raise
-
-        try:
-            return entry.future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            self._cancel(request_id, entry)
-            if entry.future.done():  # the answer won the race with the timer
-                return entry.future.result()
-            raise DeadlineExceededError(f"no answer within {timeout} s; request cancelled") from None
-
-    def _allocate_id(self) -> int:
-        """Next request id, wrapping 2**32-1 -> 1 and skipping ids still in flight (call with the lock)."""
+        retried = False
         while True:
-            self._next_id = self._next_id % wire.MAX_REQUEST_ID + 1
-            if self._next_id not in self._pending:
-                return self._next_id
-
-    def _cancel(self, request_id: int, entry: _Pending[Any]) -> None:
-        """Send CANCEL; the id stays reserved until the server's final frame for it arrives."""
-        with self._lock:
-            if self._pending.get(request_id) is not entry or entry.future.done():
-                return
-            entry.cancelled = True
-        try:
-            self._send(wire.encode_frame(wire.CANCEL, request_id=request_id))
-        except OSError:
-            pass
+            conn, _ = self._connection(deadline)
+            try:
+                return conn.invoke(call, payload, deadline=deadline, timeout=timeout, compress=compress)
+            except wire.NotExecuted as not_executed:
+                if retried:
+                    raise wire.fresh(not_executed.error) from None
+                retried = True  # never ran: once more, on a new connection
