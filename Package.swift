@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // zlib, for compressed frame payloads.
@@ -93,13 +94,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // The TCP server: NIO transport, TLS, per-connection protocol state, graceful shutdown.
+        // The TCP server: NIO transport, TLS, per-connection protocol state, graceful shutdown;
+        // the HTTP listener for metrics and health probes.
         .target(
             name: "InferWireServer",
             dependencies: [
                 "InferWireAuth", "InferWireCore", "InferWireEngine", "InferWireWire", "InferWireProto",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -193,6 +193,23 @@ public final class RequestDispatcher: Sendable {
         return self.registry.snapshot().models.values.allSatisfy { $0.stable != nil && $0.failure == nil }
     }
 
+    /// Why the server is not ready, one line per reason; empty when it is (``isReady``).
+    public var readinessProblems: [String] {
+        var problems: [String] = []
+        if self.shuttingDown.load(ordering: .relaxed) { problems.append("the server is shutting down") }
+        for (name, entry) in self.registry.snapshot().models.sorted(by: { $0.key < $1.key }) {
+            if let failure = entry.failure {
+                problems.append("model '\(name)' failed to load: \(failure)")
+            } else if entry.stable == nil {
+                problems.append("model '\(name)' has no version serving")
+            }
+            for (version, reason) in entry.failedVersions.sorted(by: { $0.key < $1.key }) {
+                problems.append("model '\(name)' version \(version) failed to load: \(reason)")
+            }
+        }
+        return problems
+    }
+
     private func infer(
         _ request: Inferwire_V1_InferRequest,
         deadline: ContinuousClock.Instant?,
@@ -250,6 +267,11 @@ public final class RequestDispatcher: Sendable {
             throw InferWireError(code: .notFound, message: "model '\(name)' has no version")
         }
         return first
+    }
+
+    /// Counters and timings of every ready version of every model, for metrics.
+    public func statisticsForExport() throws -> [Inferwire_V1_VersionStatistics] {
+        try self.statistics(model: "").versions
     }
 
     /// Counters and timings of every version of `model` (or of every model).

@@ -8,6 +8,7 @@ public import NIOCore
 import NIOPosix
 import NIOSSL
 public import ServiceLifecycle
+import Synchronization
 
 /// The InferWire TCP server: a `Service` that listens, serves connections, and on
 /// graceful shutdown stops accepting, sends GOAWAY on every connection, lets
@@ -115,6 +116,20 @@ public final class InferWireServer: Service, Sendable {
     private let dispatcher: RequestDispatcher
     private let tlsContexts: TLSContextStore?
     private let credentialChecks: CredentialChecks?
+    /// Created when the server starts listening; its counts feed metrics.
+    private let limiterBox = Mutex<ConnectionLimiter?>(nil)
+
+    /// Whether the listener has bound its port and accepts connections.
+    public var isListening: Bool { self.limiterBox.withLock { $0 != nil } }
+
+    /// Connection counts of this listener (zero before it listens).
+    public var connectionCounts: ConnectionCounts {
+        self.limiterBox.withLock { $0 }?.counts
+            ?? ConnectionCounts(open: 0, accepted: 0, refusedOverTotal: 0, refusedOverAddress: 0)
+    }
+
+    /// What this listener serves, for logs and metrics labels.
+    public var services: Configuration.Services { self.configuration.services }
     private let logger: Logger
     private let group: any EventLoopGroup
     private let onListening: (@Sendable (SocketAddress) -> Void)?
@@ -204,8 +219,10 @@ public final class InferWireServer: Service, Sendable {
         guard let address = listener.channel.localAddress else {
             throw InferWireError(code: .internal, message: "listening socket has no local address")
         }
-        // Tools read the port from "listening on HOST:PORT"; the management listener words it apart.
-        let listening = services == .management ? "management listening on" : "listening on"
+        self.limiterBox.withLock { $0 = limiter }
+        // Tools read the inference port from "listening on HOST:PORT"; the management listener
+        // words it apart.
+        let listening = services == .management ? "management listener on" : "listening on"
         let security = [tlsContexts != nil ? "TLS" : nil, credentialChecks != nil ? "authentication required" : nil]
             .compactMap { $0 }
         logger.info(

@@ -101,6 +101,15 @@ struct Serve: AsyncParsableCommand {
     )
     var insecure = false
 
+    @Option(help: "Address the HTTP listener (metrics, health probes) binds.")
+    var httpHost = "127.0.0.1"
+
+    @Option(help: "Port of the HTTP listener: GET /metrics, /health/live, /health/ready (and /v2/health/…).")
+    var httpPort = 8502
+
+    @Flag(help: "No HTTP listener.")
+    var noHttp = false
+
     func validate() throws {
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -133,6 +142,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard self.jwtKeys != nil || (self.jwtIssuer == nil && self.jwtAudience == nil) else {
             throw ValidationError("--jwt-issuer and --jwt-audience need --jwt-keys")
+        }
+        guard (0...65535).contains(self.httpPort) else {
+            throw ValidationError("--http-port must be between 0 and 65535")
         }
         if let port = self.managementPort {
             guard (0...65535).contains(port) else {
@@ -245,6 +257,30 @@ struct Serve: AsyncParsableCommand {
                     manager: manager, pollInterval: self.mode == "poll" ? .seconds(self.pollInterval) : nil,
                     guardInterval: .seconds(1)))
         ]
+        if !self.noHttp {
+            let exporter = MetricsExporter(
+                dispatcher: dispatcher, manager: self.noManagement ? nil : manager,
+                listeners: [("inference", server)] + (servers.count > 1 ? [("management", servers[1])] : []))
+            services.append(
+                .init(
+                    service: HTTPEndpointServer(
+                        configuration: .init(host: self.httpHost, port: self.httpPort),
+                        sources: .init(
+                            readiness: {
+                                var problems = dispatcher.readinessProblems
+                                for status in manager.list() {
+                                    for version in status.versions where version.state == .loading {
+                                        problems.append("model '\(status.name)' version \(version.version) is loading")
+                                    }
+                                }
+                                if !server.isListening {
+                                    problems.append("the inference listener is not listening yet")
+                                }
+                                return Readiness(problems: problems)
+                            },
+                            metrics: { exporter.exposition() }),
+                        logger: logger, eventLoopGroup: group)))
+        }
         if tls != nil || authenticator != nil {
             services.append(
                 .init(service: CredentialReloader(servers: servers, authenticator: authenticator, logger: logger)))

@@ -98,7 +98,7 @@ def main() -> None:
         cwd=os.path.dirname(os.path.abspath(__file__)), env=env)
     server = subprocess.Popen(
         [args.inferwire, "serve", "--repository", os.path.join(ROOT, "examples", "models"), "--port", str(iw_port),
-         "--log-level", "warning"], stdout=subprocess.DEVNULL)
+         "--http-port", "0", "--log-level", "warning"], stdout=subprocess.DEVNULL)
     try:
         body = json.dumps({"inputs": [row]})
         url = f"http://127.0.0.1:{rest_port}/predict"

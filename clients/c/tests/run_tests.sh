@@ -123,7 +123,7 @@ TOKENS
 # start NAME [serve flags...]: starts a server on a free port, logging to $TMP/NAME.log
 start() {
     name=$1; shift
-    "$SERVER" serve --repository "$TMP/models" --host 127.0.0.1 --port 0 "$@" 2>"$TMP/$name.log" &
+    "$SERVER" serve --repository "$TMP/models" --host 127.0.0.1 --port 0 --http-port 0 "$@" 2>"$TMP/$name.log" &
     eval "PID_$name=$!"
     PIDS="$PIDS $!"
 }

@@ -47,7 +47,8 @@ def running_server(base: Path, *flags: str, port: int = 0) -> Iterator[Address]:
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [SERVER, "serve", "--repository", str(repository), "--host", "127.0.0.1", "--port", str(port), *flags],
+            [SERVER, "serve", "--repository", str(repository), "--host", "127.0.0.1", "--port", str(port),
+             "--http-port", "0", *flags],
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
