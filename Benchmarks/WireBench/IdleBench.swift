@@ -116,7 +116,8 @@ struct IdleBench: AsyncParsableCommand {
         let server = try ServerProcess(
             executable: self.server,
             arguments: [
-                "serve", "--repository", self.repository, "--port", "0", "--http-port", "0", "--token-file", credentials.tokenFile,
+                "serve", "--repository", self.repository, "--port", "0", "--http-port", "0", "--token-file",
+                credentials.tokenFile,
                 "--max-connections", "\(self.idle + 1000)", "--max-connections-per-address", "\(self.idle + 1000)",
             ], logPath: credentials.directory + "/server.log")
         defer { server.stop() }
@@ -184,7 +185,8 @@ struct IdleBench: AsyncParsableCommand {
         let server = try ServerProcess(
             executable: self.server,
             arguments: [
-                "serve", "--repository", self.repository, "--port", "0", "--http-port", "0", "--token-file", credentials.tokenFile,
+                "serve", "--repository", self.repository, "--port", "0", "--http-port", "0", "--token-file",
+                credentials.tokenFile,
                 "--max-connections-per-address", "100000",
             ], prefix: ["/usr/bin/prlimit", "--nofile=\(self.fileLimit):\(self.fileLimit)", "--"],
             logPath: credentials.directory + "/limited.log")

@@ -97,7 +97,9 @@ struct OpenFileLimitTests {
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        process.arguments = ["--nofile=64:64", binary, "serve", "--repository", repository, "--port", "0", "--http-port", "0"]
+        process.arguments = [
+            "--nofile=64:64", binary, "serve", "--repository", repository, "--port", "0", "--http-port", "0",
+        ]
         let log = Pipe()
         process.standardError = log
         process.standardOutput = FileHandle.nullDevice

@@ -38,7 +38,8 @@ struct ReloadSignalTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
-            "serve", "--repository", packageRoot + "/examples/models", "--port", "0", "--http-port", "0", "--token-file",
+            "serve", "--repository", packageRoot + "/examples/models", "--port", "0", "--http-port", "0",
+            "--token-file",
             directory + "/tokens", "--tls-cert", directory + "/cert.pem", "--tls-key", directory + "/key.pem",
         ]
         let log = Pipe()
