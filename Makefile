@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-onnx compare-rest fixtures clean
+.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-metrics bench-onnx compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -56,6 +56,11 @@ bench-batching: deps
 bench-rollout: deps
 	swift build -c release --product inferwire-wirebench
 	.build/release/inferwire-wirebench rollout --repository $(REPOSITORY)
+
+## Request metrics on vs off, interleaved: p50 at 1 in flight, req/s at 64 (release build).
+bench-metrics: deps
+	swift build -c release --product inferwire-wirebench
+	.build/release/inferwire-wirebench metrics --repository $(REPOSITORY)
 
 ## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
 bench-onnx:

@@ -18,7 +18,7 @@ let benchLogger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler(
 func withInProcessServer(
     dispatcher: RequestDispatcher, ioThreads: Int? = nil, limits: InferWireServer.Configuration.Limits = .defaults,
     tls: InferWireServer.Configuration.TLS? = nil, authenticator: Authenticator? = nil,
-    services: [any Service] = [],
+    services: [any Service] = [], countsTraffic: Bool = true, onServer: (InferWireServer) -> Void = { _ in },
     _ body: (_ port: Int) async throws -> Void
 ) async throws {
     let logger = benchLogger
@@ -26,9 +26,10 @@ func withInProcessServer(
         ioThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     let server = try InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: 0, limits: limits, tls: tls), dispatcher: dispatcher,
-        logger: logger, authenticator: authenticator, eventLoopGroup: group,
+        configuration: .init(host: "127.0.0.1", port: 0, limits: limits, tls: tls, countsTraffic: countsTraffic),
+        dispatcher: dispatcher, logger: logger, authenticator: authenticator, eventLoopGroup: group,
         onListening: { continuation.yield($0.port!) })
+    onServer(server)
     let services = ServiceGroup(configuration: .init(services: services + [server], logger: logger))
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await services.run() }

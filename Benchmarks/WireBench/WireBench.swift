@@ -20,7 +20,10 @@ struct Bench: AsyncParsableCommand {
         commandName: "inferwire-wirebench",
         abstract:
             "InferWire's benchmarks: the request path against a raw TCP floor, batching, rollouts, TLS and authentication, idle connections.",
-        subcommands: [WireBench.self, BatchingBench.self, RolloutBench.self, SecurityBench.self, IdleBench.self],
+        subcommands: [
+            WireBench.self, BatchingBench.self, RolloutBench.self, SecurityBench.self, IdleBench.self,
+            MetricsBench.self,
+        ],
         defaultSubcommand: WireBench.self)
 }
 

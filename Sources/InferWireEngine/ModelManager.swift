@@ -47,6 +47,33 @@ public final class ModelManager: Sendable {
         var rollout: RolloutState
         var models: [Int64: LoadedModel] = [:]
         var shadowTally: ShadowTally?
+        /// Promotions and rollbacks applied since start, by ``RolloutCounts`` field.
+        var rolloutCounts = RolloutCounts()
+    }
+
+    /// Rollout changes applied to one model since the server started, for metrics.
+    public struct RolloutCounts: Sendable, Hashable {
+        public var promotions: UInt64 = 0
+        /// Rollbacks asked for through management.
+        public var rollbacks: UInt64 = 0
+        /// Canaries withdrawn by the canary guard.
+        public var automaticRollbacks: UInt64 = 0
+
+        mutating func count(_ event: RolloutEvent) {
+            switch event {
+            case .promote: self.promotions += 1
+            case .rollback: self.rollbacks += 1
+            case .guardRollback: self.automaticRollbacks += 1
+            default: break
+            }
+        }
+    }
+
+    /// What metrics report of one model: its rollout counts and each loaded version's load time.
+    public struct ModelFacts: Sendable {
+        public var name: String
+        public var rolloutCounts: RolloutCounts
+        public var loadDurations: [Int64: Duration]
     }
 
     public let repository: ModelRepository
@@ -328,6 +355,18 @@ public final class ModelManager: Sendable {
         self.state.withLock { records in records.keys.sorted().map { Self.modelStatus(records[$0]!) } }
     }
 
+    /// Rollout counts and load times of every model, by name.
+    public func facts() -> [ModelFacts] {
+        self.state.withLock { records in
+            records.keys.sorted().map { name in
+                let record = records[name]!
+                return ModelFacts(
+                    name: name, rolloutCounts: record.rolloutCounts,
+                    loadDurations: record.models.mapValues(\.loadDuration))
+            }
+        }
+    }
+
     public func history(_ name: String) throws(InferWireError) -> [Inferwire_V1_HistoryEntry] {
         try self.state.withLock { records throws(InferWireError) in
             if name.isEmpty {
@@ -371,6 +410,7 @@ public final class ModelManager: Sendable {
             records throws(InferWireError) -> (RolloutState, T, [RolloutEffect], Int?) in
             guard var record = records[name] else { throw Self.unknown(name) }
             let effects = try record.rollout.apply(event, by: actor, at: now)
+            record.rolloutCounts.count(event)
             let result = update(&record)
             records[name] = record
             if effects.contains(.publishRouting) { self.publish(records) }

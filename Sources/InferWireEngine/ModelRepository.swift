@@ -13,17 +13,22 @@ public final class LoadedModel: Sendable {
     public var signature: ModelSignature { self.model.signature }
     /// The version's queue, batcher and instance threads.
     public let scheduler: ModelScheduler
+    /// How long its loader took to read and prepare it.
+    public let loadDuration: Duration
 
-    /// - Parameter inPlaceExecutionLimit: how short single-row runs must be to run a lone
-    ///   request on the I/O thread (``ModelScheduler/inPlaceExecutionLimit``).
+    /// - Parameters:
+    ///   - inPlaceExecutionLimit: how short single-row runs must be to run a lone request on
+    ///     the I/O thread (``ModelScheduler/inPlaceExecutionLimit``).
+    ///   - loadDuration: how long loading took, for metrics.
     public init(
         name: String, version: Int64, config: Inferwire_V1_ModelConfig, model: any InferenceModel,
-        inPlaceExecutionLimit: Duration = ModelScheduler.defaultInPlaceExecutionLimit
+        inPlaceExecutionLimit: Duration = ModelScheduler.defaultInPlaceExecutionLimit, loadDuration: Duration = .zero
     ) {
         self.name = name
         self.version = version
         self.config = config
         self.model = model
+        self.loadDuration = loadDuration
         self.scheduler = ModelScheduler(
             label: "\(name):\(version)",
             policy: BatchingPolicy(config: config, signature: model.signature),
@@ -280,9 +285,11 @@ public struct ModelRepository: Sendable {
                 code: .unimplemented,
                 message: "platform '\(config.platform)' is not available (this server runs: \(known))")
         }
+        let start = ContinuousClock.now
         let instance = try loader.load(
             config: config, versionDirectory: self.directory + "/" + model + "/" + String(version))
-        return LoadedModel(name: model, version: version, config: config, model: instance)
+        return LoadedModel(
+            name: model, version: version, config: config, model: instance, loadDuration: .now - start)
     }
 
     private static func reason(_ error: any Error) -> String {

@@ -179,7 +179,7 @@ public final class ModelScheduler: Sendable {
             return nil
         }
         if let refusal {
-            self.statistics.withLock { $0.failures += 1 }
+            self.statistics.withLock { $0.recordRefusal(refusal.code, received: request.received) }
             respond(.failure(refusal))
             return
         }
@@ -201,7 +201,7 @@ public final class ModelScheduler: Sendable {
         // Answered without running, and without claiming an instance.
         let now = ContinuousClock.now
         if let refusal = Self.refusal(cancellation: cancellation, deadline: deadline, now: now, queued: false) {
-            self.statistics.withLock { $0.failures += 1 }
+            self.statistics.withLock { $0.recordRefusal(refusal.code, received: request.received) }
             respond(.failure(refusal))
             return true
         }
@@ -253,8 +253,12 @@ public final class ModelScheduler: Sendable {
                 if case .run = step { state.busy += 1 }
                 return step
             }
+            if !dropped.isEmpty {
+                self.statistics.withLock { stats in
+                    for (entry, error) in dropped { stats.recordRefusal(error.code, received: entry.request.received) }
+                }
+            }
             for (entry, error) in dropped { entry.respond(.failure(error)) }
-            if !dropped.isEmpty { self.statistics.withLock { $0.failures += UInt64(dropped.count) } }
             switch step {
             case .exit:
                 return
@@ -357,38 +361,50 @@ public final class ModelScheduler: Sendable {
             }
         }
         let end = ContinuousClock.now
-        var failures = 0
+        let responses: [Result<[UInt8], InferWireError>]
         switch result {
         case .success(let perRequest):
-            for (entry, outputs) in zip(batch, perRequest) {
-                let response = Result { () throws(InferWireError) in try entry.request.response(outputs: outputs) }
-                if case .failure = response { failures += 1 }
-                entry.respond(response)
+            responses = zip(batch, perRequest).map { entry, outputs in
+                Result { () throws(InferWireError) in try entry.request.response(outputs: outputs) }
             }
         case .failure(let error) where batch.count > 1:
             // One request's inputs (an index out of range, say) must not fail the others:
             // run each alone, so every caller gets the answer its own inputs give.
             _ = error
-            for entry in batch {
-                let response = Result { () throws(InferWireError) in try entry.request.run() }
-                if case .failure = response { failures += 1 }
-                entry.respond(response)
-            }
+            responses = batch.map { entry in Result { () throws(InferWireError) in try entry.request.run() } }
         case .failure(let error):
-            failures = 1
-            batch[0].respond(.failure(error))
+            responses = [.failure(error)]
         }
+        // Recorded before answering, so a caller that reads statistics after its answer sees it.
+        let answered = ContinuousClock.now
         let rows = batch.reduce(0) { $0 + $1.request.rows }
         self.statistics.withLock { stats in
-            stats.record(
-                execution: end - start, rows: rows, queueTimes: batch.map { start - $0.arrival }, failures: failures)
+            stats.recordExecution(rows: rows)
+            let compute = SchedulerStatistics.micros(end - start)
+            let epoch = SlidingWindow.epoch(answered)
+            for (entry, response) in zip(batch, responses) {
+                stats.recordRequest(
+                    queued: SchedulerStatistics.micros(start - entry.arrival), compute: compute,
+                    code: response.code, received: entry.request.received, answered: answered, epoch: epoch)
+            }
         }
+        for (entry, response) in zip(batch, responses) { entry.respond(response) }
         return end - start
     }
 }
 
 extension Result {
     var isFailure: Bool { if case .failure = self { true } else { false } }
+}
+
+extension Result<[UInt8], InferWireError> {
+    /// The status the answer carries: OK, or the error's code.
+    var code: InferWireError.Code {
+        switch self {
+        case .success: .ok
+        case .failure(let error): error.code
+        }
+    }
 }
 
 /// Concatenating requests along the batch dimension and splitting outputs back.
@@ -533,6 +549,12 @@ struct SchedulerStatistics: Sendable {
     var computeMicros: UInt64 = 0
     var queueHistogram = [UInt64](repeating: 0, count: 32)
     var computeHistogram = [UInt64](repeating: 0, count: 32)
+    /// Answers by status code: index = the code's number; the last slot holds codes beyond
+    /// the known ones.
+    var statusCounts = [UInt64](repeating: 0, count: 18)
+    /// Read-to-answer times, for requests whose arrival was timed (request metrics on).
+    var requestMicros: UInt64 = 0
+    var requestHistogram = [UInt64](repeating: 0, count: 32)
     var window = SlidingWindow()
 
     static func micros(_ d: Duration) -> UInt64 {
@@ -544,24 +566,37 @@ struct SchedulerStatistics: Sendable {
         micros == 0 ? 0 : min(31, 64 - micros.leadingZeroBitCount)
     }
 
-    /// One execution of `rows` rows that answered requests which waited `queueTimes`.
-    mutating func record(execution: Duration, rows: Int, queueTimes: [Duration], failures: Int) {
-        let compute = Self.micros(execution)
-        self.recordExecution(rows: rows)
-        let epoch = SlidingWindow.epoch()
-        for (index, q) in queueTimes.enumerated() {
-            // Which requests of a batch failed is not tracked here: count the first `failures`.
-            self.recordRequest(queued: Self.micros(q), compute: compute, failed: index < failures, epoch: epoch)
-        }
-    }
-
     /// A request run inline, on the I/O thread: no queue, one row count, no array.
-    mutating func recordInline(execution: Duration, rows: Int, failed: Bool) {
+    mutating func recordInline(
+        execution: Duration, rows: Int, code: InferWireError.Code, received: ContinuousClock.Instant?,
+        answered: ContinuousClock.Instant
+    ) {
         self.recordExecution(rows: rows)
-        self.recordRequest(queued: 0, compute: Self.micros(execution), failed: failed, epoch: SlidingWindow.epoch())
+        self.recordRequest(
+            queued: 0, compute: Self.micros(execution), code: code, received: received, answered: answered,
+            epoch: SlidingWindow.epoch(answered))
     }
 
-    private mutating func recordExecution(rows: Int) {
+    /// A request routed to this version and answered without running: invalid inputs, a full
+    /// queue, a deadline or a cancel. It counts as a failure and by its code, not in the
+    /// queue and compute times nor in the sliding window (which judges the model's answers).
+    mutating func recordRefusal(_ code: InferWireError.Code, received: ContinuousClock.Instant?) {
+        self.failures += 1
+        self.countStatus(code)
+        if let received { self.recordRequestTime(Self.micros(.now - received)) }
+    }
+
+    private mutating func countStatus(_ code: InferWireError.Code) {
+        let index = Int(code.rawValue)
+        self.statusCounts[index >= 0 && index < self.statusCounts.count - 1 ? index : self.statusCounts.count - 1] += 1
+    }
+
+    private mutating func recordRequestTime(_ micros: UInt64) {
+        self.requestMicros += micros
+        self.requestHistogram[Self.bucket(micros)] += 1
+    }
+
+    mutating func recordExecution(rows: Int) {
         self.executions += 1
         if rows < self.smallBatchSizes.count {
             self.smallBatchSizes[rows] += 1
@@ -570,9 +605,15 @@ struct SchedulerStatistics: Sendable {
         }
     }
 
-    private mutating func recordRequest(queued: UInt64, compute: UInt64, failed: Bool, epoch: Int) {
+    mutating func recordRequest(
+        queued: UInt64, compute: UInt64, code: InferWireError.Code, received: ContinuousClock.Instant?,
+        answered: ContinuousClock.Instant, epoch: Int
+    ) {
+        let failed = code != .ok
         self.requests += 1
         if failed { self.failures += 1 }
+        self.countStatus(code)
+        if let received { self.recordRequestTime(Self.micros(answered - received)) }
         self.window.record(epoch: epoch, latencyMicros: queued + compute, failed: failed)
         self.queueMicros += queued
         self.queueHistogram[Self.bucket(queued)] += 1
@@ -594,6 +635,9 @@ struct SchedulerStatistics: Sendable {
         m.computeTimeUs = self.computeMicros
         m.queueTimeHistogram = self.queueHistogram
         m.computeTimeHistogram = self.computeHistogram
+        for (code, count) in self.statusCounts.enumerated() where count > 0 { m.statusCounts[UInt32(code)] = count }
+        m.requestTimeUs = self.requestMicros
+        if self.requestHistogram.contains(where: { $0 > 0 }) { m.requestTimeHistogram = self.requestHistogram }
         return m
     }
 }

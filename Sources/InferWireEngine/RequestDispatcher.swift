@@ -57,21 +57,29 @@ public final class RequestDispatcher: Sendable {
     /// Requests whose inputs total more than this many bytes run off the I/O thread
     /// even on a lightweight model.
     public let inlineByteLimit: Int
+    /// Whether infer requests are timed from the moment they are read to their answer (the
+    /// request duration metric). Status counts, queue and compute times are kept either way.
+    public let timesRequests: Bool
     private let shuttingDown: Atomic<Bool>
+    /// Infer requests answered before reaching a model version (undecodable, not permitted,
+    /// an unknown model or version), by status code as in ``SchedulerStatistics/statusCounts``.
+    private let unrouted = Mutex([UInt64](repeating: 0, count: 18))
 
     /// - Parameters:
     ///   - registry: the models to serve.
     ///   - info: what ServerMetadata reports.
     ///   - inlineByteLimit: inputs above this size go through the version's scheduler even
     ///     for lightweight models.
+    ///   - timesRequests: see ``timesRequests``.
     public init(
         registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(),
-        inlineByteLimit: Int = 64 * 1024
+        inlineByteLimit: Int = 64 * 1024, timesRequests: Bool = true
     ) {
         self.registry = registry
         self.manager = manager
         self.info = info
         self.inlineByteLimit = inlineByteLimit
+        self.timesRequests = timesRequests
         self.shuttingDown = Atomic(false)
     }
 
@@ -124,7 +132,8 @@ public final class RequestDispatcher: Sendable {
             case .serverReady?:
                 _ = try Self.decode(Inferwire_V1_ServerReadyRequest.self, payload)
                 var response = Inferwire_V1_ServerReadyResponse()
-                response.ready = self.isReady
+                response.notReadyReasons = self.readinessProblems
+                response.ready = response.notReadyReasons.isEmpty
                 respond(.success(try Self.encode(response)))
             case .serverMetadata?:
                 _ = try Self.decode(Inferwire_V1_ServerMetadataRequest.self, payload)
@@ -153,11 +162,12 @@ public final class RequestDispatcher: Sendable {
                 let model = try snapshot.resolve(request.name, request.hasVersion ? request.version : nil)
                 respond(.success(try Self.encode(Self.metadata(of: model, in: snapshot))))
             case .infer?:
+                let received: ContinuousClock.Instant? = self.timesRequests ? .now : nil
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
                 try Authorization.check(model: request.modelName, principal: principal)
                 try self.infer(
-                    request, deadline: deadline, cancellation: cancellation, mayRunInPlace: mayRunInPlace,
-                    respond: respond)
+                    request, received: received, deadline: deadline, cancellation: cancellation,
+                    mayRunInPlace: mayRunInPlace, respond: respond)
             case .modelStatistics?:
                 let request = try Self.decode(Inferwire_V1_ModelStatisticsRequest.self, payload)
                 var statistics: Inferwire_V1_ModelStatisticsResponse
@@ -181,16 +191,32 @@ public final class RequestDispatcher: Sendable {
                     method: method, payload: payload, respond: respond)
             }
         } catch let error as InferWireError {
+            // Errors thrown out of an infer came before any model version took the request.
+            if method == UInt16(Method.infer.rawValue) { self.countUnrouted(error.code) }
             respond(.failure(error))
         } catch {
             respond(.failure(InferWireError(code: .internal, message: "\(error)", cause: error)))
         }
     }
 
-    /// Ready: not shutting down, and every model in the repository has a version serving.
-    public var isReady: Bool {
-        guard !self.shuttingDown.load(ordering: .relaxed) else { return false }
-        return self.registry.snapshot().models.values.allSatisfy { $0.stable != nil && $0.failure == nil }
+    /// Ready: not shutting down, every model in the repository has a version serving, and
+    /// no version failed to load (``readinessProblems`` is empty).
+    public var isReady: Bool { self.readinessProblems.isEmpty }
+
+    private func countUnrouted(_ code: InferWireError.Code) {
+        let index = Int(code.rawValue)
+        self.unrouted.withLock { $0[index >= 0 && index < $0.count - 1 ? index : $0.count - 1] += 1 }
+    }
+
+    /// Infer requests answered before reaching a model version (undecodable, not permitted,
+    /// naming an unknown model or version), by status code; codes never seen are absent.
+    public var unroutedStatusCounts: [InferWireError.Code: UInt64] {
+        let counts = self.unrouted.withLock { $0 }
+        var byCode: [InferWireError.Code: UInt64] = [:]
+        for (index, count) in counts.enumerated() where count > 0 {
+            byCode[InferWireError.Code(rawValue: index == counts.count - 1 ? 2 : index), default: 0] += count
+        }
+        return byCode
     }
 
     /// Why the server is not ready, one line per reason; empty when it is (``isReady``).
@@ -212,6 +238,7 @@ public final class RequestDispatcher: Sendable {
 
     private func infer(
         _ request: Inferwire_V1_InferRequest,
+        received: ContinuousClock.Instant?,
         deadline: ContinuousClock.Instant?,
         cancellation: RequestCancellation?,
         mayRunInPlace: Bool,
@@ -219,7 +246,14 @@ public final class RequestDispatcher: Sendable {
     ) throws(InferWireError) {
         let (loaded, entry) = try self.registry.snapshot().route(
             request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
-        let prepared = try PreparedRequest(request, for: loaded)
+        let prepared: PreparedRequest
+        do {
+            prepared = try PreparedRequest(request, for: loaded, received: received)
+        } catch {
+            loaded.scheduler.statistics.withLock { $0.recordRefusal(error.code, received: received) }
+            respond(.failure(error))
+            return
+        }
         var respond = respond
 
         // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
@@ -227,7 +261,7 @@ public final class RequestDispatcher: Sendable {
         if let tally = entry.shadow, !request.hasVersion, loaded.version == entry.stable, entry.shadowPercent > 0,
             Int.random(in: 0..<100) < entry.shadowPercent,
             let candidate = entry.versions[tally.version],
-            let mirrored = try? PreparedRequest(request, for: candidate)
+            let mirrored = try? PreparedRequest(request, for: candidate, received: received)
         {
             let pair = ShadowPair(tally: tally)
             let primary = respond
@@ -244,14 +278,16 @@ public final class RequestDispatcher: Sendable {
             if let refusal = ModelScheduler.refusal(
                 cancellation: cancellation, deadline: deadline, now: .now, queued: false)
             {
+                loaded.scheduler.statistics.withLock { $0.recordRefusal(refusal.code, received: received) }
                 respond(.failure(refusal))
                 return
             }
             let start = ContinuousClock.now
             let result = Result { () throws(InferWireError) -> [UInt8] in try prepared.run() }
-            let elapsed = ContinuousClock.now - start
+            let end = ContinuousClock.now
             loaded.scheduler.statistics.withLock {
-                $0.recordInline(execution: elapsed, rows: prepared.rows, failed: result.isFailure)
+                $0.recordInline(
+                    execution: end - start, rows: prepared.rows, code: result.code, received: received, answered: end)
             }
             respond(result)
         } else if !(mayRunInPlace
@@ -267,6 +303,16 @@ public final class RequestDispatcher: Sendable {
             throw InferWireError(code: .notFound, message: "model '\(name)' has no version")
         }
         return first
+    }
+
+    /// Requests waiting in each ready version's queue, for metrics.
+    public func queueDepths() -> [(model: String, version: Int64, queued: Int)] {
+        let snapshot = self.registry.snapshot()
+        return snapshot.models.sorted(by: { $0.key < $1.key }).flatMap { name, entry in
+            entry.readyVersions.compactMap { version in
+                entry.versions[version].map { (name, version, $0.scheduler.queued) }
+            }
+        }
     }
 
     /// Counters and timings of every ready version of every model, for metrics.
@@ -337,8 +383,12 @@ struct PreparedRequest: Sendable {
     let priority: Inferwire_V1_Priority
     /// Rows in the batch dimension (1 for models without one).
     let rows: Int
+    /// When the server read the request; nil when requests are not timed.
+    let received: ContinuousClock.Instant?
 
-    init(_ request: Inferwire_V1_InferRequest, for model: LoadedModel) throws(InferWireError) {
+    init(
+        _ request: Inferwire_V1_InferRequest, for model: LoadedModel, received: ContinuousClock.Instant? = nil
+    ) throws(InferWireError) {
         let signature = model.signature
         let name = model.name
         var byName: [String: Inferwire_V1_Tensor] = [:]
@@ -417,6 +467,7 @@ struct PreparedRequest: Sendable {
         self.inputBytes = bytes
         self.priority = request.priority
         self.rows = batch ?? 1
+        self.received = received
     }
 
     /// Executes the model and serializes the response.

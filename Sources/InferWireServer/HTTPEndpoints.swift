@@ -49,12 +49,13 @@ public final class HTTPEndpointServer: Service, Sendable {
         /// Liveness: the process answers; false only when it should be restarted.
         public var live: @Sendable () -> Bool
         public var readiness: @Sendable () -> Readiness
-        /// The Prometheus text exposition.
-        public var metrics: @Sendable () -> String
+        /// The Prometheus text exposition; nil when the server keeps no metrics (`/metrics`
+        /// answers 404 saying so).
+        public var metrics: (@Sendable () -> String)?
 
         public init(
             live: @escaping @Sendable () -> Bool = { true }, readiness: @escaping @Sendable () -> Readiness,
-            metrics: @escaping @Sendable () -> String
+            metrics: (@Sendable () -> String)?
         ) {
             self.live = live
             self.readiness = readiness
@@ -195,9 +196,11 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
         }
         switch path {
         case "/metrics":
+            guard let metrics = self.sources.metrics else {
+                return self.send(.notFound, "metrics are switched off on this server\n", head: head, context: context)
+            }
             self.send(
-                .ok, self.sources.metrics(), head: head,
-                contentType: "text/plain; version=0.0.4; charset=utf-8", context: context)
+                .ok, metrics(), head: head, contentType: "text/plain; version=0.0.4; charset=utf-8", context: context)
         case "/health/live", "/v2/health/live":
             let live = self.sources.live()
             self.send(live ? .ok : .serviceUnavailable, live ? "live\n" : "not live\n", head: head, context: context)

@@ -68,6 +68,9 @@ public final class InferWireServer: Service, Sendable {
         public var tls: TLS?
         /// The methods this listener serves; the others are answered UNIMPLEMENTED.
         public var services: Services
+        /// Whether connections count bytes and requests in flight (``InferWireServer/traffic``)
+        /// for metrics. Off, the request path does no counting of its own.
+        public var countsTraffic: Bool
 
         /// Which methods a listener serves (PROTOCOL.md section 1c). SERVER_LIVE,
         /// SERVER_READY and SERVER_METADATA are served on every listener.
@@ -99,13 +102,14 @@ public final class InferWireServer: Service, Sendable {
 
         public init(
             host: String = "127.0.0.1", port: Int = 8500, limits: Limits = .defaults, tls: TLS? = nil,
-            services: Services = .all
+            services: Services = .all, countsTraffic: Bool = true
         ) {
             self.host = host
             self.port = port
             self.limits = limits
             self.tls = tls
             self.services = services
+            self.countsTraffic = countsTraffic
         }
 
         /// 127.0.0.1:8500 with default limits.
@@ -127,6 +131,10 @@ public final class InferWireServer: Service, Sendable {
         self.limiterBox.withLock { $0 }?.counts
             ?? ConnectionCounts(open: 0, accepted: 0, refusedOverTotal: 0, refusedOverAddress: 0)
     }
+
+    /// Bytes and requests in flight on this listener; nil when it does not count them
+    /// (``Configuration/countsTraffic``).
+    public let traffic: ListenerTraffic?
 
     /// What this listener serves, for logs and metrics labels.
     public var services: Configuration.Services { self.configuration.services }
@@ -154,6 +162,7 @@ public final class InferWireServer: Service, Sendable {
         self.tlsContexts = try configuration.tls.map { tls throws(InferWireError) in try TLSContextStore(files: tls) }
         self.credentialChecks = authenticator.map { CredentialChecks(authenticator: $0) }
         self.configuration = configuration
+        self.traffic = configuration.countsTraffic ? ListenerTraffic() : nil
         self.dispatcher = dispatcher
         self.logger = logger
         self.group = eventLoopGroup
@@ -172,6 +181,7 @@ public final class InferWireServer: Service, Sendable {
         let tlsContexts = self.tlsContexts
         let credentialChecks = self.credentialChecks
         let services = self.configuration.services
+        let traffic = self.traffic
         var limits = self.configuration.limits
         let logger = self.logger
         if let openFiles = OpenFileLimit.raiseToHardLimit() {
@@ -207,7 +217,7 @@ public final class InferWireServer: Service, Sendable {
                         try pipeline.addHandler(
                             ServerConnectionHandler(
                                 dispatcher: dispatcher, limits: limits, logger: logger, rejections: rejections,
-                                credentialChecks: credentialChecks, services: services))
+                                credentialChecks: credentialChecks, services: services, traffic: traffic))
                     case .reject(let reason):
                         rejections.log("connection-limit", "refusing a connection from \(address): \(reason)")
                         try pipeline.addHandler(RefusingHandler(reason: reason, waitsForTLS: tlsContexts != nil))
@@ -263,4 +273,22 @@ public final class InferWireServer: Service, Sendable {
             connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
     }
+}
+
+/// Bytes read and written by one listener's connections, and its requests in flight.
+/// Connections add their byte counts once per read burst and flush, not per frame.
+public final class ListenerTraffic: Sendable {
+    let bytesIn = Atomic<UInt64>(0)
+    let bytesOut = Atomic<UInt64>(0)
+    let requestsInFlight = Atomic<Int>(0)
+
+    init() {}
+
+    /// Bytes read from and written to connections since start (TLS: the plaintext).
+    public var bytes: (received: UInt64, sent: UInt64) {
+        (self.bytesIn.load(ordering: .relaxed), self.bytesOut.load(ordering: .relaxed))
+    }
+
+    /// Requests dispatched and not yet answered.
+    public var inFlight: Int { max(0, self.requestsInFlight.load(ordering: .relaxed)) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import InferWireCore
 public import InferWireEngine
 import InferWireProto
 import Prometheus
@@ -39,19 +40,39 @@ public struct MetricsExporter: Sendable {
         let statistics = (try? self.dispatcher.statisticsForExport()) ?? []
         for version in statistics {
             let labels = [("model", version.name), ("version", "\(version.version)")]
-            counter(
-                "inferwire_requests_total", labels,
-                help: "Requests answered by an execution of the model version, successful or not."
-            ).increment(by: Int64(version.requestCount))
-            counter(
-                "inferwire_request_failures_total", labels,
-                help: "Requests that failed: the model's error, a deadline passed in the queue, a full queue."
-            ).increment(by: Int64(version.failureCount))
+            // OK is always present, so rates have a series before the first request.
+            var byCode = version.statusCounts
+            byCode[0] = byCode[0] ?? 0
+            for (code, count) in byCode.sorted(by: { $0.key < $1.key }) {
+                counter(
+                    "inferwire_requests_total",
+                    labels + [("code", "\(InferWireError.Code(rawValue: Int(code)))")],
+                    help:
+                        "Infer requests answered by a model version, by status code (refusals before running included)."
+                ).increment(by: Int64(count))
+            }
             counter(
                 "inferwire_executions_total", labels,
                 help: "Model executions; requests / executions is the mean batch size."
             ).increment(by: Int64(version.executionCount))
         }
+        for (code, count) in self.dispatcher.unroutedStatusCounts.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            counter(
+                "inferwire_unrouted_requests_total", [("code", "\(code)")],
+                help:
+                    "Infer requests answered before reaching a model version: undecodable, not permitted, or naming no model or version served."
+            ).increment(by: Int64(count))
+        }
+        for depth in self.dispatcher.queueDepths() {
+            gauge(
+                "inferwire_queue_depth", [("model", depth.model), ("version", "\(depth.version)")],
+                help: "Requests waiting in the version's queue."
+            ).set(Int64(depth.queued))
+        }
+        histograms += Self.histogram(
+            "inferwire_request_duration_seconds",
+            "Time from reading an infer request to its answer being ready: decoding, queue, compute, encoding.",
+            statistics, buckets: \.requestTimeHistogram, sumMicros: \.requestTimeUs)
         histograms += Self.histogram(
             "inferwire_queue_duration_seconds", "Time requests waited in the version's queue.", statistics,
             buckets: \.queueTimeHistogram, sumMicros: \.queueTimeUs)
@@ -76,6 +97,46 @@ public struct MetricsExporter: Sendable {
                 "inferwire_stable_version", [("model", status.name)],
                 help: "The version unlabelled requests go to (0: none)."
             ).set(status.rollout.stableVersion)
+            gauge(
+                "inferwire_shadow_percent", [("model", status.name)],
+                help: "Share of stable's unlabelled requests mirrored to the shadow version."
+            ).set(Int64(status.rollout.shadowPercent))
+            if status.hasShadow {
+                let labels = [("model", status.name), ("version", "\(status.shadow.version)")]
+                counter(
+                    "inferwire_shadow_comparisons_total", labels,
+                    help: "Answers of the shadow version compared with stable's."
+                ).increment(by: Int64(status.shadow.compared))
+                counter(
+                    "inferwire_shadow_differences_total", labels,
+                    help: "Compared answers where the shadow version's differed from stable's."
+                ).increment(by: Int64(status.shadow.differing))
+                counter(
+                    "inferwire_shadow_failures_total", labels,
+                    help: "Mirrored requests the shadow version failed while stable answered."
+                ).increment(by: Int64(status.shadow.shadowFailures))
+                gauge(
+                    "inferwire_shadow_max_abs_difference", labels,
+                    help: "Largest absolute difference between a shadow and a stable output value."
+                ).set(status.shadow.maxAbsDifference)
+            }
+        }
+        for model in self.manager?.facts() ?? [] {
+            for (event, count) in [
+                ("promote", model.rolloutCounts.promotions), ("rollback", model.rolloutCounts.rollbacks),
+                ("automatic_rollback", model.rolloutCounts.automaticRollbacks),
+            ] {
+                counter(
+                    "inferwire_rollout_events_total", [("model", model.name), ("event", event)],
+                    help: "Promotions, rollbacks and canary-guard rollbacks since start."
+                ).increment(by: Int64(count))
+            }
+            for (version, duration) in model.loadDurations.sorted(by: { $0.key < $1.key }) {
+                gauge(
+                    "inferwire_model_load_duration_seconds", [("model", model.name), ("version", "\(version)")],
+                    help: "How long loading the version took."
+                ).set(Double(duration.inNanoseconds) / 1e9)
+            }
         }
 
         for (name, server) in self.listeners {
@@ -94,16 +155,36 @@ public struct MetricsExporter: Sendable {
                     help: "Connections refused since start, by the limit that refused them."
                 ).increment(by: Int64(count))
             }
+            if let traffic = server.traffic {
+                let bytes = traffic.bytes
+                counter(
+                    "inferwire_received_bytes_total", [("listener", name)],
+                    help: "Bytes read from connections (after TLS decryption)."
+                ).increment(by: Int64(bytes.received))
+                counter(
+                    "inferwire_sent_bytes_total", [("listener", name)],
+                    help: "Bytes written to connections (before TLS encryption)."
+                ).increment(by: Int64(bytes.sent))
+                gauge(
+                    "inferwire_requests_in_flight", [("listener", name)],
+                    help: "Requests read and not yet answered."
+                ).set(Int64(traffic.inFlight))
+            }
         }
 
         let process = ProcessFacts.read()
         gauge("process_resident_memory_bytes", help: "Resident memory size in bytes.")
             .set(process.residentBytes)
         gauge("process_open_fds", help: "Open file descriptors.").set(Int64(process.openFiles))
+        gauge("process_start_time_seconds", help: "Start time of the process since the Unix epoch in seconds.")
+            .set(ProcessFacts.startTime)
         counter("process_cpu_seconds_total", help: "User and system CPU time in seconds.")
             .increment(by: process.cpuSeconds)
         return registry.emitToString() + histograms
     }
+
+    /// Power-of-two buckets exported: 1 µs to 2^24 µs (16.8 s); longer times land in +Inf.
+    static let exportedBuckets = 25
 
     /// A Prometheus histogram from power-of-two microsecond buckets (bucket i: under 2^i µs).
     static func histogram(
@@ -115,15 +196,17 @@ public struct MetricsExporter: Sendable {
         var text = "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
         for version in versions {
             let labels = "model=\"\(escape(version.name))\",version=\"\(version.version)\""
+            let counts = version[keyPath: buckets]
             var cumulative: UInt64 = 0
-            for (index, count) in version[keyPath: buckets].enumerated() {
-                cumulative += count
+            for index in 0..<Self.exportedBuckets {
+                cumulative += index < counts.count ? counts[index] : 0
                 let bound = Double(UInt64(1) << UInt64(index)) / 1_000_000
                 text += "\(name)_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
             }
-            text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
+            let total = counts.reduce(0, +)
+            text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(total)\n"
             text += "\(name)_sum{\(labels)} \(Double(version[keyPath: sumMicros]) / 1_000_000)\n"
-            text += "\(name)_count{\(labels)} \(cumulative)\n"
+            text += "\(name)_count{\(labels)} \(total)\n"
         }
         return text
     }
@@ -180,4 +263,21 @@ struct ProcessFacts {
         facts.openFiles = OpenFileLimit.openDescriptors() ?? 0
         return facts
     }
+
+    /// When the process started, in seconds since the Unix epoch: now less the process's
+    /// age, which /proc gives in clock ticks since boot.
+    static let startTime: Double = {
+        var uptime = 0.0
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")"),
+            let boot = (try? String(contentsOfFile: "/proc/uptime", encoding: .utf8))?.split(separator: " ").first
+                .flatMap({ Double($0) })
+        {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 19, let ticks = Double(fields[19]) {
+                uptime = boot - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+            }
+        }
+        return Date().timeIntervalSince1970 - uptime
+    }()
 }

@@ -62,6 +62,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var coalesced: ByteBuffer?
     /// The methods this listener serves.
     private let services: InferWireServer.Configuration.Services
+    /// The listener's byte and in-flight counts; nil when it keeps none.
+    private let traffic: ListenerTraffic?
+    /// Bytes read and written since they were last added to ``traffic``.
+    private var unreportedBytesIn = 0
+    private var unreportedBytesOut = 0
 
     /// The largest AUTH payload read: a bearer token, even a JWT with many claims, is far smaller.
     static let maxAuthPayload = 16 * 1024
@@ -69,9 +74,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     init(
         dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger,
         rejections: RateLimitedLog, credentialChecks: CredentialChecks? = nil,
-        services: InferWireServer.Configuration.Services = .all
+        services: InferWireServer.Configuration.Services = .all, traffic: ListenerTraffic? = nil
     ) {
         self.dispatcher = dispatcher
+        self.traffic = traffic
         self.limits = limits
         self.logger = logger
         self.rejections = rejections
@@ -149,8 +155,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.state.readStarted() else { return }
+        let buffer = self.unwrapInboundIn(data)
+        self.unreportedBytesIn &+= buffer.readableBytes
         do {
-            try self.frames.process(buffer: self.unwrapInboundIn(data)) { self.handleInbound($0, context: context) }
+            try self.frames.process(buffer: buffer) { self.handleInbound($0, context: context) }
         } catch {
             self.decodingFailed(error, context: context)
         }
@@ -237,8 +245,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.dispatch(request, mayRunInPlace: action.mayRunInPlace, context: context)
         }
         if self.state.burstEnded() { self.flushFrames(context: context) }
+        self.reportTraffic()
         // A GOAWAY read in this burst drains the connection; it closes once nothing is left.
         self.closeIfDrained(context: context)
+    }
+
+    /// Adds the bytes counted since the last report to the listener's totals.
+    private func reportTraffic() {
+        guard let traffic = self.traffic else { return }
+        if self.unreportedBytesIn > 0 {
+            traffic.bytesIn.add(UInt64(self.unreportedBytesIn), ordering: .relaxed)
+            self.unreportedBytesIn = 0
+        }
+        if self.unreportedBytesOut > 0 {
+            traffic.bytesOut.add(UInt64(self.unreportedBytesOut), ordering: .relaxed)
+            self.unreportedBytesOut = 0
+        }
     }
 
     private func dispatch(_ request: StateMachine.ReadyRequest, mayRunInPlace: Bool, context: ChannelHandlerContext) {
@@ -263,12 +285,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let handler = NIOLoopBound(self, eventLoop: loop)
         let inbox = self.inbox
         let (id, token) = (request.id, request.token)
+        let traffic = self.traffic
+        traffic?.requestsInFlight.add(1, ordering: .relaxed)
         self.dispatcher.handle(
             method: request.method, payload: request.payload, deadline: request.deadline,
             cancellation: request.cancellation,
             mayRunInPlace: mayRunInPlace,
             principal: principal
         ) { result in
+            traffic?.requestsInFlight.subtract(1, ordering: .relaxed)
             if loop.inEventLoop {
                 handler.value.complete(id: id, token: token, result)
             } else if inbox.post(id: id, token: token, result) {
@@ -279,6 +304,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.cancelTimers()
+        self.reportTraffic()
         let withdrawn = self.state.channelClosed()
         if withdrawn > 0 {
             self.logger.debug("peer closed with requests in flight", metadata: ["in_flight": "\(withdrawn)"])
@@ -576,6 +602,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     static let coalescingLimit = 16 * 1024
 
     private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        self.unreportedBytesOut &+= frame.readableBytes
         if frame.readableBytes <= Self.coalescingLimit {
             if self.coalesced == nil {
                 self.coalesced = frame
@@ -599,6 +626,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func flushFrames(context: ChannelHandlerContext) {
         self.writeCoalesced(context: context)
         context.flush()
+        if self.unreportedBytesOut > 0 { self.reportTraffic() }
     }
 }
 

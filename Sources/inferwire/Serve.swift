@@ -110,6 +110,12 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "No HTTP listener.")
     var noHttp = false
 
+    @Flag(
+        help:
+            "Keep no metrics: requests are not timed end to end, connections count no bytes, and /metrics answers 404. Health probes and MODEL_STATISTICS stay."
+    )
+    var noMetrics = false
+
     func validate() throws {
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -202,7 +208,8 @@ struct Serve: AsyncParsableCommand {
             logger.warning("no model loaded from \(self.repository)")
         }
         let dispatcher = RequestDispatcher(
-            registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime))
+            registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime),
+            timesRequests: !self.noMetrics)
         let group: MultiThreadedEventLoopGroup =
             self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         var authenticator: Authenticator?
@@ -231,7 +238,7 @@ struct Serve: AsyncParsableCommand {
         let server = try InferWireServer(
             configuration: .init(
                 host: self.host, port: self.port, limits: limits, tls: tls,
-                services: self.managementPort == nil ? .all : .inference),
+                services: self.managementPort == nil ? .all : .inference, countsTraffic: !self.noMetrics),
             dispatcher: dispatcher,
             logger: logger,
             authenticator: authenticator,
@@ -244,7 +251,7 @@ struct Serve: AsyncParsableCommand {
                 try InferWireServer(
                     configuration: .init(
                         host: self.managementHost, port: managementPort, limits: limits, tls: tls,
-                        services: .management),
+                        services: .management, countsTraffic: !self.noMetrics),
                     dispatcher: dispatcher, logger: managementLogger, authenticator: authenticator,
                     eventLoopGroup: group))
         }
@@ -261,6 +268,7 @@ struct Serve: AsyncParsableCommand {
             let exporter = MetricsExporter(
                 dispatcher: dispatcher, manager: self.noManagement ? nil : manager,
                 listeners: [("inference", server)] + (servers.count > 1 ? [("management", servers[1])] : []))
+            let metrics: (@Sendable () -> String)? = self.noMetrics ? nil : { @Sendable in exporter.exposition() }
             services.append(
                 .init(
                     service: HTTPEndpointServer(
@@ -278,7 +286,7 @@ struct Serve: AsyncParsableCommand {
                                 }
                                 return Readiness(problems: problems)
                             },
-                            metrics: { exporter.exposition() }),
+                            metrics: metrics),
                         logger: logger, eventLoopGroup: group)))
         }
         if tls != nil || authenticator != nil {

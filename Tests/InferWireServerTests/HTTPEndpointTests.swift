@@ -1,6 +1,7 @@
 import Foundation
 import InferWireCore
 import InferWireEngine
+import InferWireProto
 import InferWireServer
 import Logging
 import NIOCore
@@ -68,7 +69,8 @@ struct HTTPEndpointTests {
     }
 
     @Test(
-        "metrics count requests per model and version, with duration and batch histograms, connections and the process")
+        "metrics count requests per model, version and status code, with duration and batch histograms, connections, bytes and the process"
+    )
     func metrics() async throws {
         let dispatcher = RequestDispatcher(registry: try makeRegistry())
         let box = ServerBox()
@@ -81,6 +83,14 @@ struct HTTPEndpointTests {
                         Tensor(name: "X", values: [Float](repeating: 0.5, count: 32), shape: [1, 32])
                     ])
             }
+            // A shape the model does not take, and a model the server does not have.
+            await #expect(throws: InferWireError.self) {
+                try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: [Float(1)], shape: [1, 1])])
+            }
+            await #expect(throws: InferWireError.self) {
+                try await client.infer(
+                    model: "no-such-model", inputs: [Tensor(name: "X", values: [Float(1)], shape: [1])])
+            }
             await client.close()
             let exporter = MetricsExporter(
                 dispatcher: dispatcher, manager: nil, listeners: [("inference", try #require(box.server))])
@@ -92,14 +102,52 @@ struct HTTPEndpointTests {
                 #expect(answer.raw.contains("Content-Type: text/plain; version=0.0.4"))
                 return answer.body
             }
-            #expect(text.contains(#"inferwire_requests_total{model="mlp",version="1"} 3"#), "\(text)")
+            #expect(text.contains(#"inferwire_requests_total{model="mlp",version="1",code="OK"} 3"#), "\(text)")
+            #expect(text.contains(#"inferwire_requests_total{model="mlp",version="1",code="INVALID_ARGUMENT"} 1"#))
+            #expect(text.contains(#"inferwire_requests_total{model="add_sub",version="1",code="OK"} 0"#))
+            // The unknown model's name is the client's string: it is no label value.
+            #expect(text.contains(#"inferwire_unrouted_requests_total{code="NOT_FOUND"} 1"#))
+            #expect(!text.contains("no-such-model"))
             #expect(text.contains(#"inferwire_executions_total{model="mlp",version="1"} 3"#))
+            #expect(text.contains(#"inferwire_request_duration_seconds_count{model="mlp",version="1"} 4"#))
+            #expect(
+                text.contains(#"inferwire_request_duration_seconds_bucket{model="mlp",version="1",le="16.777216"}"#))
+            #expect(text.contains(#"inferwire_queue_depth{model="mlp",version="1"} 0"#))
+            #expect(text.contains(#"inferwire_requests_in_flight{listener="inference"} 0"#))
+            for name in ["inferwire_received_bytes_total", "inferwire_sent_bytes_total"] {
+                let value = text.split(separator: "\n").first { $0.hasPrefix(name + #"{listener="inference"}"#) }
+                    .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+                #expect((value ?? 0) > 32 * 4 * 3, "\(name)")
+            }
             #expect(text.contains("# TYPE inferwire_compute_duration_seconds histogram"))
             #expect(text.contains(#"inferwire_compute_duration_seconds_count{model="mlp",version="1"} 3"#))
             #expect(text.contains(#"inferwire_batch_size_bucket{model="mlp",version="1",le="1"} 3"#))
             #expect(text.contains(#"inferwire_connections_accepted_total{listener="inference"} 1"#))
             #expect(text.contains("process_resident_memory_bytes "))
             #expect(text.contains("process_open_fds "))
+            #expect(text.contains("process_start_time_seconds "))
+        }
+    }
+
+    @Test("with metrics off, /metrics answers 404 and requests are not timed end to end")
+    func metricsOff() async throws {
+        let dispatcher = RequestDispatcher(registry: try makeRegistry(), timesRequests: false)
+        try await withServer(dispatcher: dispatcher) { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            _ = try await client.infer(
+                model: "mlp", inputs: [Tensor(name: "X", values: [Float](repeating: 0.5, count: 32), shape: [1, 32])])
+            await client.close()
+            let statistics = try dispatcher.statisticsForBench(model: "mlp")
+            #expect(statistics.statusCounts == [0: 1])
+            #expect(statistics.requestTimeHistogram.isEmpty)
+            #expect(statistics.requestTimeUs == 0)
+        }
+        let sources = HTTPEndpointServer.Sources(readiness: { Readiness(problems: []) }, metrics: nil)
+        try await withHTTPEndpoints(sources: sources) { port in
+            let answer = try await get("/metrics", port: port)
+            #expect(answer.status == 404)
+            #expect(answer.body.contains("metrics are switched off"))
+            #expect(try await get("/health/ready", port: port).status == 200)
         }
     }
 

@@ -45,32 +45,9 @@ struct PrometheusScrapeTests {
             try await withHTTPEndpoints(
                 sources: .init(readiness: { Readiness(problems: []) }, metrics: { exporter.exposition() })
             ) { httpPort in
-                let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-                    "inferwire-prometheus-\(UUID().uuidString)"
-                ).path
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                defer { try? FileManager.default.removeItem(atPath: directory) }
-                let configuration = """
-                    global: {scrape_interval: 1s, evaluation_interval: 1s}
-                    scrape_configs:
-                      - job_name: inferwire
-                        static_configs: [{targets: ['127.0.0.1:\(httpPort)']}]
-                    """
-                try Data(configuration.utf8).write(to: URL(fileURLWithPath: directory + "/prometheus.yml"))
-                let prometheusPort = try freeLoopbackPort()
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: binary)
-                process.arguments = [
-                    "--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
-                    "--web.listen-address=127.0.0.1:\(prometheusPort)",
-                ]
-                process.standardError = FileHandle.nullDevice
-                process.standardOutput = FileHandle.nullDevice
-                try process.run()
-                defer {
-                    process.terminate()
-                    process.waitUntilExit()
-                }
+                let prometheus = try PrometheusProcess(scraping: httpPort)
+                defer { prometheus.stop() }
+                let prometheusPort = prometheus.port
 
                 let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
                 for _ in 0..<20 {
@@ -81,7 +58,7 @@ struct PrometheusScrapeTests {
                 await client.close()
 
                 let requests = try await self.waitForValue(
-                    #"inferwire_requests_total{model="mlp",version="1"}"#, port: prometheusPort
+                    #"inferwire_requests_total{model="mlp",version="1",code="OK"}"#, port: prometheusPort
                 ) { $0 >= 20 }
                 #expect(requests == 20)
                 let quantile = try await self.waitForValue(
@@ -91,6 +68,96 @@ struct PrometheusScrapeTests {
                 #expect(quantile > 0 && quantile < 10)
             }
         }
+    }
+
+    @Test("every query of the Grafana dashboard in deploy/ returns data from a served repository")
+    func dashboard() async throws {
+        let binary = packageRoot + "/.build/debug/inferwire"
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/prometheus"),
+            FileManager.default.isExecutableFile(atPath: binary)
+        else {
+            Issue.record("needs Debian's prometheus package and \(binary) (make test builds and installs both)")
+            return
+        }
+        let dashboard = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: packageRoot + "/deploy/grafana/inferwire-dashboard.json")))
+        var queries: [(panel: String, expr: String)] = []
+        for panel in (dashboard as? [String: Any])?["panels"] as? [[String: Any]] ?? [] {
+            for target in panel["targets"] as? [[String: Any]] ?? [] {
+                if let expr = target["expr"] as? String { queries.append((panel["title"] as? String ?? "?", expr)) }
+            }
+        }
+        #expect(queries.count >= 20)
+
+        // A repository of our own: the server writes its rollout state there.
+        let repository = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "inferwire-dashboard-\(UUID().uuidString)"
+        ).path
+        try FileManager.default.copyItem(atPath: packageRoot + "/examples/models", toPath: repository)
+        defer { try? FileManager.default.removeItem(atPath: repository) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["serve", "--repository", repository, "--port", "0", "--http-port", "0"]
+        let log = Pipe()
+        process.standardError = log
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let lines = LogLines(log.fileHandleForReading)
+        func portLogged(after marker: String) -> Int? {
+            lines.waitFor { line in
+                line.range(of: marker).map { Int(line[$0.upperBound...].prefix { $0.isNumber }) } ?? nil
+            }
+        }
+        let port = try #require(portLogged(after: "listening on 127.0.0.1:"))
+        let httpPort = try #require(portLogged(after: "HTTP endpoints (metrics, health) on 127.0.0.1:"))
+        let prometheus = try PrometheusProcess(scraping: httpPort)
+        defer { prometheus.stop() }
+
+        // Rates need a sample from before the traffic.
+        _ = try await self.waitForValue(#"count(inferwire_requests_total)"#, port: prometheus.port) { $0 > 0 }
+
+        // Traffic that gives every panel something: answers and errors, a canary promoted and
+        // rolled back, a shadow (left running: its series end with it).
+        let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+        let mlp = Tensor(name: "X", values: [Float](repeating: 0.5, count: 32), shape: [1, 32])
+        let fraud = Tensor(name: "X", values: (0..<8).map { Float($0) / 8 }, shape: [1, 8])
+        for _ in 0..<20 { _ = try await client.infer(model: "mlp", inputs: [mlp]) }
+        await #expect(throws: InferWireError.self) {
+            try await client.infer(model: "mlp", inputs: [Tensor(name: "X", values: [Float(1)], shape: [1, 1])])
+        }
+        await #expect(throws: InferWireError.self) { try await client.infer(model: "no-such-model", inputs: [mlp]) }
+        _ = try await client.setTraffic("fraud", canary: 1, percent: 50)
+        for _ in 0..<10 { _ = try await client.infer(model: "fraud", inputs: [fraud]) }
+        _ = try await client.promote("fraud")
+        _ = try await client.rollback("fraud")
+        _ = try await client.setShadow("fraud", version: 1, percent: 100)
+        _ = try await self.waitForValue(#"count(inferwire_shadow_comparisons_total)"#, port: prometheus.port) { $0 > 0 }
+        for _ in 0..<20 { _ = try await client.infer(model: "fraud", inputs: [fraud]) }
+        await client.close()
+
+        // The server's counters as Prometheus sees them once they are final, then every query.
+        _ = try await self.waitForValue(
+            #"sum(inferwire_rollout_events_total{event="rollback"})"#, port: prometheus.port
+        ) { $0 >= 1 }
+        let deadline = ContinuousClock.now + .seconds(30)
+        var empty = queries
+        while !empty.isEmpty && ContinuousClock.now < deadline {
+            var stillEmpty: [(panel: String, expr: String)] = []
+            for query in empty {
+                let expr = query.expr.replacingOccurrences(of: "$__rate_interval", with: "5m")
+                    .replacingOccurrences(of: "$__range", with: "5m").replacingOccurrences(of: "$model", with: ".*")
+                    .replacingOccurrences(of: "$job", with: ".*")
+                let values = (try? await self.values(expr, port: prometheus.port)) ?? []
+                if !values.contains(where: { !$0.isNaN }) { stillEmpty.append(query) }
+            }
+            empty = stillEmpty
+            if !empty.isEmpty { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        for query in empty { Issue.record("panel '\(query.panel)' has no data: \(query.expr)") }
     }
 
     /// Queries Prometheus until the query's first value satisfies `done` (60 s at most).
@@ -108,6 +175,19 @@ struct PrometheusScrapeTests {
         return last ?? -1
     }
 
+    /// Every value an instant query returns (one per series).
+    func values(_ query: String, port: Int) async throws -> [Double] {
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "+&=")
+        let encoded = query.addingPercentEncoding(withAllowedCharacters: allowed) ?? query
+        let answer = try await get("/api/v1/query?query=\(encoded)", port: port)
+        guard answer.status == 200,
+            let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+            let data = json["data"] as? [String: Any], let results = data["result"] as? [[String: Any]]
+        else { return [] }
+        return results.compactMap { ($0["value"] as? [Any])?.last as? String }.compactMap { Double($0) }
+    }
+
     func query(_ query: String, port: Int) async throws -> Double? {
         var allowed = CharacterSet.urlQueryAllowed
         allowed.remove(charactersIn: "+&=")
@@ -119,5 +199,44 @@ struct PrometheusScrapeTests {
             let value = results.first?["value"] as? [Any], value.count == 2, let text = value[1] as? String
         else { return nil }
         return Double(text)
+    }
+}
+
+/// Debian's Prometheus on a free loopback port, scraping one target every second, with its
+/// data in a temporary directory removed by ``stop()``.
+struct PrometheusProcess {
+    let port: Int
+    let directory: String
+    let process: Process
+
+    init(scraping target: Int) throws {
+        self.directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent(
+                "inferwire-prometheus-\(UUID().uuidString)"
+            ).path
+        try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
+        let configuration = """
+            global: {scrape_interval: 1s, evaluation_interval: 1s}
+            scrape_configs:
+              - job_name: inferwire
+                static_configs: [{targets: ['127.0.0.1:\(target)']}]
+            """
+        try Data(configuration.utf8).write(to: URL(fileURLWithPath: self.directory + "/prometheus.yml"))
+        self.port = try freeLoopbackPort()
+        self.process = Process()
+        self.process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
+        self.process.arguments = [
+            "--config.file=\(self.directory)/prometheus.yml", "--storage.tsdb.path=\(self.directory)/data",
+            "--web.listen-address=127.0.0.1:\(self.port)",
+        ]
+        self.process.standardError = FileHandle.nullDevice
+        self.process.standardOutput = FileHandle.nullDevice
+        try self.process.run()
+    }
+
+    func stop() {
+        self.process.terminate()
+        self.process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: self.directory)
     }
 }

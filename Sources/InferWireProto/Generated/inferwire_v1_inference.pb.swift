@@ -93,6 +93,10 @@ public nonisolated struct Inferwire_V1_ServerReadyResponse: Sendable {
 
   public var ready: Bool = false
 
+  /// Why the server is not ready, one sentence per reason (empty when ready): shutting
+  /// down, a model with no version serving, a version that failed to load.
+  public var notReadyReasons: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -345,6 +349,15 @@ public nonisolated struct Inferwire_V1_InferRequest: Sendable {
   /// With a sticky canary, requests with the same key always reach the same version.
   public var routingKey: String = String()
 
+  /// W3C Trace Context (https://www.w3.org/TR/trace-context/): the caller's `traceparent`
+  /// header value, "00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>", and its
+  /// optional `tracestate`. The server's spans for this request are children of it, and
+  /// its log lines for the request carry the trace id. An invalid value is ignored (the
+  /// request is served as if it had none), as the W3C recommendation says.
+  public var traceparent: String = String()
+
+  public var tracestate: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -418,6 +431,18 @@ public nonisolated struct Inferwire_V1_VersionStatistics: Sendable {
   public var queueTimeHistogram: [UInt64] = []
 
   public var computeTimeHistogram: [UInt64] = []
+
+  /// Answers by status code: key = the code's number (0: OK), value = requests. Counts
+  /// every request routed to this version, those refused before running included
+  /// (invalid inputs, a full queue, a deadline passed while queued, a cancel).
+  public var statusCounts: Dictionary<UInt32,UInt64> = [:]
+
+  /// Time from the server reading a request to its answer being ready, in microseconds:
+  /// the sum over requests and a histogram with the buckets above. 0 and empty when the
+  /// server runs without request metrics.
+  public var requestTimeUs: UInt64 = 0
+
+  public var requestTimeHistogram: [UInt64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -514,7 +539,7 @@ nonisolated extension Inferwire_V1_ServerReadyRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Inferwire_V1_ServerReadyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerReadyResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ready\0\u{3}not_ready_reasons\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -523,6 +548,7 @@ nonisolated extension Inferwire_V1_ServerReadyResponse: SwiftProtobuf.Message, S
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.notReadyReasons) }()
       default: break
       }
     }
@@ -532,11 +558,15 @@ nonisolated extension Inferwire_V1_ServerReadyResponse: SwiftProtobuf.Message, S
     if self.ready != false {
       try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 1)
     }
+    if !self.notReadyReasons.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.notReadyReasons, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Inferwire_V1_ServerReadyResponse, rhs: Inferwire_V1_ServerReadyResponse) -> Bool {
     if lhs.ready != rhs.ready {return false}
+    if lhs.notReadyReasons != rhs.notReadyReasons {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -924,7 +954,7 @@ nonisolated extension Inferwire_V1_Parameter: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InferRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0\u{1}priority\0\u{3}routing_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_name\0\u{1}version\0\u{1}id\0\u{1}inputs\0\u{3}output_names\0\u{1}parameters\0\u{1}priority\0\u{3}routing_key\0\u{1}traceparent\0\u{1}tracestate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -940,6 +970,8 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMessageMap<SwiftProtobuf.ProtobufString,Inferwire_V1_Parameter>.self, value: &self.parameters) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.priority) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.routingKey) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.traceparent) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.tracestate) }()
       default: break
       }
     }
@@ -974,6 +1006,12 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if !self.routingKey.isEmpty {
       try visitor.visitSingularStringField(value: self.routingKey, fieldNumber: 8)
     }
+    if !self.traceparent.isEmpty {
+      try visitor.visitSingularStringField(value: self.traceparent, fieldNumber: 9)
+    }
+    if !self.tracestate.isEmpty {
+      try visitor.visitSingularStringField(value: self.tracestate, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -986,6 +1024,8 @@ nonisolated extension Inferwire_V1_InferRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.parameters != rhs.parameters {return false}
     if lhs.priority != rhs.priority {return false}
     if lhs.routingKey != rhs.routingKey {return false}
+    if lhs.traceparent != rhs.traceparent {return false}
+    if lhs.tracestate != rhs.tracestate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1073,7 +1113,7 @@ nonisolated extension Inferwire_V1_ModelStatisticsRequest: SwiftProtobuf.Message
 
 nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VersionStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}request_count\0\u{3}failure_count\0\u{3}execution_count\0\u{3}batch_size_counts\0\u{3}queue_time_us\0\u{3}compute_time_us\0\u{3}queue_time_histogram\0\u{3}compute_time_histogram\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}request_count\0\u{3}failure_count\0\u{3}execution_count\0\u{3}batch_size_counts\0\u{3}queue_time_us\0\u{3}compute_time_us\0\u{3}queue_time_histogram\0\u{3}compute_time_histogram\0\u{3}status_counts\0\u{3}request_time_us\0\u{3}request_time_histogram\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1091,6 +1131,9 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.computeTimeUs) }()
       case 9: try { try decoder.decodeRepeatedUInt64Field(value: &self.queueTimeHistogram) }()
       case 10: try { try decoder.decodeRepeatedUInt64Field(value: &self.computeTimeHistogram) }()
+      case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt64>.self, value: &self.statusCounts) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.requestTimeUs) }()
+      case 13: try { try decoder.decodeRepeatedUInt64Field(value: &self.requestTimeHistogram) }()
       default: break
       }
     }
@@ -1127,6 +1170,15 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
     if !self.computeTimeHistogram.isEmpty {
       try visitor.visitPackedUInt64Field(value: self.computeTimeHistogram, fieldNumber: 10)
     }
+    if !self.statusCounts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt64>.self, value: self.statusCounts, fieldNumber: 11)
+    }
+    if self.requestTimeUs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestTimeUs, fieldNumber: 12)
+    }
+    if !self.requestTimeHistogram.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.requestTimeHistogram, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1141,6 +1193,9 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
     if lhs.computeTimeUs != rhs.computeTimeUs {return false}
     if lhs.queueTimeHistogram != rhs.queueTimeHistogram {return false}
     if lhs.computeTimeHistogram != rhs.computeTimeHistogram {return false}
+    if lhs.statusCounts != rhs.statusCounts {return false}
+    if lhs.requestTimeUs != rhs.requestTimeUs {return false}
+    if lhs.requestTimeHistogram != rhs.requestTimeHistogram {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
