@@ -42,7 +42,8 @@ struct MetricsBench: AsyncParsableCommand {
         let on = RequestDispatcher(registry: registry, timesRequests: true)
         let off = RequestDispatcher(registry: registry, timesRequests: false)
         var measuredServer: InferWireServer?
-        try await withInProcessServer(dispatcher: on, ioThreads: 1, onServer: { measuredServer = $0 }) { onPort in
+        let keep: (InferWireServer) -> Void = { measuredServer = $0 }
+        try await withInProcessServer(dispatcher: on, ioThreads: 1, onServer: keep) { onPort in
             try await withInProcessServer(dispatcher: off, ioThreads: 1, countsTraffic: false) { offPort in
                 let exporter = MetricsExporter(
                     dispatcher: on, manager: nil, listeners: [("inference", measuredServer!)])
