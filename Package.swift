@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
         // zlib, for compressed frame payloads.
@@ -61,8 +62,8 @@ let package = Package(
         ),
 
         // The serving engine: model repository and registry, per-version schedulers and the
-        // batcher, request dispatch, the model manager (rollouts, shadow, guard). No sockets.
-        // Only the server, the CLI and their tests link it.
+        // batcher, request dispatch, the model manager (rollouts, shadow, guard), request spans
+        // (swift-distributed-tracing). No sockets. Only the server, the CLI and their tests link it.
         .target(
             name: "InferWireEngine",
             dependencies: [
@@ -70,6 +71,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -238,6 +240,8 @@ let package = Package(
                 "InferWireWire",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -235,13 +235,17 @@ public final class InferWireClient: Sendable {
     ///   - outputs: the outputs to return; empty for all.
     public func infer(
         model: String, version: Int64? = nil, label: String? = nil, inputs: [Tensor], outputs: [String] = [],
-        timeout: Duration? = nil
+        timeout: Duration? = nil, traceParent: TraceParent? = nil, traceState: String? = nil
     ) async throws -> InferResult {
         var request = Inferwire_V1_InferRequest()
         request.modelName = model
         if let version { request.version.version = version } else if let label { request.version.label = label }
         request.inputs = inputs.map(\.wire)
         request.outputNames = outputs
+        if let traceParent {
+            request.traceparent = traceParent.description
+            request.tracestate = traceState ?? ""
+        }
         let response = try await self.infer(request, timeout: timeout)
         return InferResult(
             modelName: response.modelName, modelVersion: response.modelVersion,
@@ -253,6 +257,16 @@ public final class InferWireClient: Sendable {
         try await self.call(
             .serverLive, Inferwire_V1_ServerLiveRequest(), as: Inferwire_V1_ServerLiveResponse.self, timeout: timeout
         ).live
+    }
+
+    /// Why the server does not accept work, one sentence per reason; empty when it does (it is
+    /// ready: not shutting down, every model has a version serving, no version failed to load).
+    public func serverNotReadyReasons(timeout: Duration? = nil) async throws -> [String] {
+        let answer = try await self.call(
+            .serverReady, Inferwire_V1_ServerReadyRequest(), as: Inferwire_V1_ServerReadyResponse.self, timeout: timeout
+        )
+        return answer.ready
+            ? [] : answer.notReadyReasons.isEmpty ? ["the server says it is not ready"] : answer.notReadyReasons
     }
 
     /// Whether the server accepts work: not shutting down, and every model has a version serving.

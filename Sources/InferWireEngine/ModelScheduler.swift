@@ -388,6 +388,11 @@ public final class ModelScheduler: Sendable {
                     code: response.code, received: entry.request.received, answered: answered, epoch: epoch)
             }
         }
+        for entry in batch {
+            guard let trace = entry.request.trace else { continue }
+            trace.child("inferwire.queue", from: entry.arrival, to: start)
+            trace.child("inferwire.compute", from: start, to: end, batchSize: rows)
+        }
         for (entry, response) in zip(batch, responses) { entry.respond(response) }
         return end - start
     }

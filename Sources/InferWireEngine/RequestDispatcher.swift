@@ -1,6 +1,7 @@
 import Foundation
 public import InferWireCore
 public import InferWireProto
+public import Logging
 import Synchronization
 
 /// Facts a server reports about itself.
@@ -64,6 +65,12 @@ public final class RequestDispatcher: Sendable {
     /// Infer requests answered before reaching a model version (undecodable, not permitted,
     /// an unknown model or version), by status code as in ``SchedulerStatistics/statusCounts``.
     private let unrouted = Mutex([UInt64](repeating: 0, count: 18))
+    /// Spans for infer requests; nil makes none.
+    public let tracing: RequestTracing?
+    /// One infer request in this many is written to the access log (when the caller passes
+    /// an access logger to ``handle(method:payload:deadline:cancellation:mayRunInPlace:principal:accessLogger:respond:)``).
+    public let accessLogInterval: UInt64
+    private let accessLogCounter = Atomic<UInt64>(0)
 
     /// - Parameters:
     ///   - registry: the models to serve.
@@ -71,15 +78,21 @@ public final class RequestDispatcher: Sendable {
     ///   - inlineByteLimit: inputs above this size go through the version's scheduler even
     ///     for lightweight models.
     ///   - timesRequests: see ``timesRequests``.
+    ///   - tracing: where request spans go; by default the tracer the process bootstrapped,
+    ///     if any.
+    ///   - accessLogSampleRate: the share of infer requests the access log records, 0 to 1.
     public init(
         registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(),
-        inlineByteLimit: Int = 64 * 1024, timesRequests: Bool = true
+        inlineByteLimit: Int = 64 * 1024, timesRequests: Bool = true,
+        tracing: RequestTracing? = RequestTracing.bootstrapped, accessLogSampleRate: Double = 1
     ) {
         self.registry = registry
         self.manager = manager
         self.info = info
         self.inlineByteLimit = inlineByteLimit
         self.timesRequests = timesRequests
+        self.tracing = tracing
+        self.accessLogInterval = UInt64(max(1, min(1e9, (1 / max(accessLogSampleRate, 1e-9)).rounded())))
         self.shuttingDown = Atomic(false)
     }
 
@@ -110,6 +123,8 @@ public final class RequestDispatcher: Sendable {
     ///   - principal: who asks; a method outside its roles, or a model outside its scope, is
     ///     answered PERMISSION_DENIED. nil: the server has no authentication, and every caller
     ///     may do everything.
+    ///   - accessLogger: where a sample of infer requests (one in ``accessLogInterval``) is
+    ///     logged when answered, with the connection's metadata; nil logs none.
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
     public func handle(
@@ -119,6 +134,7 @@ public final class RequestDispatcher: Sendable {
         cancellation: RequestCancellation? = nil,
         mayRunInPlace: Bool = false,
         principal: Principal? = nil,
+        accessLogger: Logger? = nil,
         respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
     ) {
         do {
@@ -165,6 +181,14 @@ public final class RequestDispatcher: Sendable {
                 let received: ContinuousClock.Instant? = self.timesRequests ? .now : nil
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
                 try Authorization.check(model: request.modelName, principal: principal)
+                var respond = respond
+                if let accessLogger,
+                    self.accessLogCounter.wrappingAdd(1, ordering: .relaxed).oldValue % self.accessLogInterval == 0
+                {
+                    respond = Self.logged(
+                        request, received: received ?? .now, principal: principal, logger: accessLogger,
+                        respond: respond)
+                }
                 try self.infer(
                     request, received: received, deadline: deadline, cancellation: cancellation,
                     mayRunInPlace: mayRunInPlace, respond: respond)
@@ -202,6 +226,33 @@ public final class RequestDispatcher: Sendable {
     /// Ready: not shutting down, every model in the repository has a version serving, and
     /// no version failed to load (``readinessProblems`` is empty).
     public var isReady: Bool { self.readinessProblems.isEmpty }
+
+    /// Wraps `respond` to write the request's access log line once it is answered.
+    static func logged(
+        _ request: Inferwire_V1_InferRequest, received: ContinuousClock.Instant, principal: Principal?,
+        logger: Logger, respond: @escaping @Sendable (Result<[UInt8], InferWireError>) -> Void
+    ) -> @Sendable (Result<[UInt8], InferWireError>) -> Void {
+        var metadata: Logger.Metadata = ["model": "\(request.modelName)"]
+        if request.hasVersion { metadata["version_selector"] = "\(request.version)" }
+        if !request.id.isEmpty { metadata["request_id"] = "\(request.id)" }
+        if let principal { metadata["principal"] = "\(principal.name)" }
+        if let parent = TraceParent(request.traceparent) {
+            metadata["trace_id"] = "\(parent.traceID)"
+            metadata["parent_span_id"] = "\(parent.parentSpanID)"
+        }
+        let known = metadata
+        return { result in
+            var metadata = known
+            metadata["code"] = "\(result.code)"
+            metadata["duration_us"] = "\((ContinuousClock.now - received).inMicroseconds)"
+            switch result {
+            case .success(let bytes): metadata["response_bytes"] = "\(bytes.count)"
+            case .failure(let error): metadata["error"] = "\(error.message)"
+            }
+            logger.info("infer", metadata: metadata)
+            respond(result)
+        }
+    }
 
     private func countUnrouted(_ code: InferWireError.Code) {
         let index = Int(code.rawValue)
@@ -246,15 +297,31 @@ public final class RequestDispatcher: Sendable {
     ) throws(InferWireError) {
         let (loaded, entry) = try self.registry.snapshot().route(
             request.modelName, request.hasVersion ? request.version : nil, routingKey: request.routingKey)
+        var respond = respond
+        var trace: RequestTrace?
+        if let tracing = self.tracing {
+            let started = tracing.start(
+                model: loaded.name, version: loaded.version, requestID: request.id, traceparent: request.traceparent,
+                tracestate: request.tracestate, at: received ?? ContinuousClock.now)
+            let traced = respond
+            respond = { result in
+                if case .failure(let error) = result {
+                    started.finish(error.code, message: error.message, at: .now)
+                } else {
+                    started.finish(.ok, message: nil, at: .now)
+                }
+                traced(result)
+            }
+            trace = started
+        }
         let prepared: PreparedRequest
         do {
-            prepared = try PreparedRequest(request, for: loaded, received: received)
+            prepared = try PreparedRequest(request, for: loaded, received: received, trace: trace)
         } catch {
             loaded.scheduler.statistics.withLock { $0.recordRefusal(error.code, received: received) }
             respond(.failure(error))
             return
         }
-        var respond = respond
 
         // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
         // compare the answers, and return only stable's.
@@ -285,6 +352,7 @@ public final class RequestDispatcher: Sendable {
             let start = ContinuousClock.now
             let result = Result { () throws(InferWireError) -> [UInt8] in try prepared.run() }
             let end = ContinuousClock.now
+            trace?.child("inferwire.compute", from: start, to: end, batchSize: prepared.rows)
             loaded.scheduler.statistics.withLock {
                 $0.recordInline(
                     execution: end - start, rows: prepared.rows, code: result.code, received: received, answered: end)
@@ -385,9 +453,12 @@ struct PreparedRequest: Sendable {
     let rows: Int
     /// When the server read the request; nil when requests are not timed.
     let received: ContinuousClock.Instant?
+    /// The request's span, when requests are traced.
+    let trace: RequestTrace?
 
     init(
-        _ request: Inferwire_V1_InferRequest, for model: LoadedModel, received: ContinuousClock.Instant? = nil
+        _ request: Inferwire_V1_InferRequest, for model: LoadedModel, received: ContinuousClock.Instant? = nil,
+        trace: RequestTrace? = nil
     ) throws(InferWireError) {
         let signature = model.signature
         let name = model.name
@@ -468,6 +539,7 @@ struct PreparedRequest: Sendable {
         self.priority = request.priority
         self.rows = batch ?? 1
         self.received = received
+        self.trace = trace
     }
 
     /// Executes the model and serializes the response.

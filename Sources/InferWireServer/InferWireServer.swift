@@ -71,6 +71,10 @@ public final class InferWireServer: Service, Sendable {
         /// Whether connections count bytes and requests in flight (``InferWireServer/traffic``)
         /// for metrics. Off, the request path does no counting of its own.
         public var countsTraffic: Bool
+        /// Whether infer requests are written to the access log: a sample of them (the
+        /// dispatcher's ``InferWireEngine/RequestDispatcher/accessLogInterval``), at info level,
+        /// with the connection's peer.
+        public var logsAccess: Bool
 
         /// Which methods a listener serves (PROTOCOL.md section 1c). SERVER_LIVE,
         /// SERVER_READY and SERVER_METADATA are served on every listener.
@@ -102,7 +106,7 @@ public final class InferWireServer: Service, Sendable {
 
         public init(
             host: String = "127.0.0.1", port: Int = 8500, limits: Limits = .defaults, tls: TLS? = nil,
-            services: Services = .all, countsTraffic: Bool = true
+            services: Services = .all, countsTraffic: Bool = true, logsAccess: Bool = false
         ) {
             self.host = host
             self.port = port
@@ -110,6 +114,7 @@ public final class InferWireServer: Service, Sendable {
             self.tls = tls
             self.services = services
             self.countsTraffic = countsTraffic
+            self.logsAccess = logsAccess
         }
 
         /// 127.0.0.1:8500 with default limits.
@@ -182,6 +187,7 @@ public final class InferWireServer: Service, Sendable {
         let credentialChecks = self.credentialChecks
         let services = self.configuration.services
         let traffic = self.traffic
+        let logsAccess = self.configuration.logsAccess
         var limits = self.configuration.limits
         let logger = self.logger
         if let openFiles = OpenFileLimit.raiseToHardLimit() {
@@ -217,7 +223,8 @@ public final class InferWireServer: Service, Sendable {
                         try pipeline.addHandler(
                             ServerConnectionHandler(
                                 dispatcher: dispatcher, limits: limits, logger: logger, rejections: rejections,
-                                credentialChecks: credentialChecks, services: services, traffic: traffic))
+                                credentialChecks: credentialChecks, services: services, traffic: traffic,
+                                logsAccess: logsAccess))
                     case .reject(let reason):
                         rejections.log("connection-limit", "refusing a connection from \(address): \(reason)")
                         try pipeline.addHandler(RefusingHandler(reason: reason, waitsForTLS: tlsContexts != nil))

@@ -67,6 +67,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Bytes read and written since they were last added to ``traffic``.
     private var unreportedBytesIn = 0
     private var unreportedBytesOut = 0
+    /// Whether dispatched requests carry this connection's logger for the access log.
+    private let logsAccess: Bool
 
     /// The largest AUTH payload read: a bearer token, even a JWT with many claims, is far smaller.
     static let maxAuthPayload = 16 * 1024
@@ -74,10 +76,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     init(
         dispatcher: RequestDispatcher, limits: InferWireServer.Configuration.Limits, logger: Logger,
         rejections: RateLimitedLog, credentialChecks: CredentialChecks? = nil,
-        services: InferWireServer.Configuration.Services = .all, traffic: ListenerTraffic? = nil
+        services: InferWireServer.Configuration.Services = .all, traffic: ListenerTraffic? = nil,
+        logsAccess: Bool = false
     ) {
         self.dispatcher = dispatcher
         self.traffic = traffic
+        self.logsAccess = logsAccess
         self.limits = limits
         self.logger = logger
         self.rejections = rejections
@@ -291,7 +295,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             method: request.method, payload: request.payload, deadline: request.deadline,
             cancellation: request.cancellation,
             mayRunInPlace: mayRunInPlace,
-            principal: principal
+            principal: principal,
+            accessLogger: self.logsAccess ? self.logger : nil
         ) { result in
             traffic?.requestsInFlight.subtract(1, ordering: .relaxed)
             if loop.inEventLoop {

@@ -56,6 +56,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Log line format: text, or json (one JSON object per line: time, level, label, message, metadata).")
+    var logFormat = "text"
+
+    @Option(
+        help:
+            "Access log: the share of infer requests logged when answered (0 to 1; 0, the default, logs none), with model, code, duration, peer, principal and trace id."
+    )
+    var accessLogRate = 0.0
+
     @Flag(help: "Switch off the management service (load, unload, traffic, promote, rollback).")
     var noManagement = false
 
@@ -117,6 +126,12 @@ struct Serve: AsyncParsableCommand {
     var noMetrics = false
 
     func validate() throws {
+        guard ["text", "json"].contains(self.logFormat) else {
+            throw ValidationError("--log-format must be text or json")
+        }
+        guard (0...1).contains(self.accessLogRate) else {
+            throw ValidationError("--access-log-rate must be between 0 and 1")
+        }
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
         }
@@ -181,7 +196,13 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: self.logLevel) ?? .info
+        let json = self.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -209,7 +230,7 @@ struct Serve: AsyncParsableCommand {
         }
         let dispatcher = RequestDispatcher(
             registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime),
-            timesRequests: !self.noMetrics)
+            timesRequests: !self.noMetrics, accessLogSampleRate: self.accessLogRate)
         let group: MultiThreadedEventLoopGroup =
             self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         var authenticator: Authenticator?
@@ -238,7 +259,8 @@ struct Serve: AsyncParsableCommand {
         let server = try InferWireServer(
             configuration: .init(
                 host: self.host, port: self.port, limits: limits, tls: tls,
-                services: self.managementPort == nil ? .all : .inference, countsTraffic: !self.noMetrics),
+                services: self.managementPort == nil ? .all : .inference, countsTraffic: !self.noMetrics,
+                logsAccess: self.accessLogRate > 0),
             dispatcher: dispatcher,
             logger: logger,
             authenticator: authenticator,

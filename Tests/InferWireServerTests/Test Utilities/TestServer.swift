@@ -96,15 +96,18 @@ func withServer<T: Sendable>(
     listenerServices: InferWireServer.Configuration.Services = .all,
     port: Int = 0,
     services: [any Service] = [],
+    logger: Logger = quiet,
+    logsAccess: Bool = false,
     onServer: @Sendable (InferWireServer) -> Void = { _ in },
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     defer { dispatcher.stopExecution() }
     let server = try InferWireServer(
-        configuration: .init(host: "127.0.0.1", port: port, limits: limits, tls: tls, services: listenerServices),
+        configuration: .init(
+            host: "127.0.0.1", port: port, limits: limits, tls: tls, services: listenerServices, logsAccess: logsAccess),
         dispatcher: dispatcher,
-        logger: quiet,
+        logger: logger,
         authenticator: authenticator,
         onListening: { continuation.yield($0.port!) })
     onServer(server)
