@@ -106,6 +106,29 @@ public struct VersionStatistics: Sendable, Hashable {
     /// Power-of-two histograms in microseconds: bucket i counts durations in [2^(i-1), 2^i) µs.
     public var queueTimeHistogram: [UInt64]
     public var computeTimeHistogram: [UInt64]
+    /// Answers by status code, refusals before running included.
+    public var statusCounts: [InferWireError.Code: UInt64]
+    /// Time from the server reading a request to its answer, summed over requests (zero when
+    /// the server keeps no request metrics), and its histogram (buckets as above).
+    public var requestTime: Duration
+    public var requestTimeHistogram: [UInt64]
+    /// Input feature statistics over the requests the server's prediction log sampled.
+    public var features: [FeatureStatistics]
+
+    /// Running statistics of one input feature (position `index` of input `input` in every row).
+    public struct FeatureStatistics: Sendable, Hashable {
+        public var input: String
+        public var index: Int
+        /// Values seen, NaN excluded.
+        public var count: UInt64
+        public var mean: Double
+        /// Population variance.
+        public var variance: Double
+        public var min: Double
+        public var max: Double
+        /// NaN (missing) values seen.
+        public var missing: UInt64
+    }
 
     package init(_ wire: Inferwire_V1_VersionStatistics) {
         self.name = wire.name
@@ -118,6 +141,15 @@ public struct VersionStatistics: Sendable, Hashable {
         self.computeTime = .microseconds(Int64(clamping: wire.computeTimeUs))
         self.queueTimeHistogram = wire.queueTimeHistogram
         self.computeTimeHistogram = wire.computeTimeHistogram
+        self.statusCounts = Dictionary(
+            wire.statusCounts.map { (InferWireError.Code(rawValue: Int($0.key)), $0.value) }, uniquingKeysWith: +)
+        self.requestTime = .microseconds(Int64(clamping: wire.requestTimeUs))
+        self.requestTimeHistogram = wire.requestTimeHistogram
+        self.features = wire.features.map {
+            FeatureStatistics(
+                input: $0.input, index: Int($0.index), count: $0.count, mean: $0.mean, variance: $0.variance,
+                min: $0.min, max: $0.max, missing: $0.missing)
+        }
     }
 }
 

@@ -67,6 +67,8 @@ public final class RequestDispatcher: Sendable {
     private let unrouted = Mutex([UInt64](repeating: 0, count: 18))
     /// Spans for infer requests; nil makes none.
     public let tracing: RequestTracing?
+    /// Where a sample of requests and answers is written; nil writes none.
+    public let predictionLog: PredictionLog?
     /// One infer request in this many is written to the access log (when the caller passes
     /// an access logger to ``handle(method:payload:deadline:cancellation:mayRunInPlace:principal:accessLogger:respond:)``).
     public let accessLogInterval: UInt64
@@ -81,11 +83,14 @@ public final class RequestDispatcher: Sendable {
     ///   - tracing: where request spans go; by default the tracer the process bootstrapped,
     ///     if any.
     ///   - accessLogSampleRate: the share of infer requests the access log records, 0 to 1.
+    ///   - predictionLog: where a sample of requests and answers goes, if anywhere.
     public init(
         registry: ModelRegistry, manager: ModelManager? = nil, info: ServerInfo = ServerInfo(),
         inlineByteLimit: Int = 64 * 1024, timesRequests: Bool = true,
-        tracing: RequestTracing? = RequestTracing.bootstrapped, accessLogSampleRate: Double = 1
+        tracing: RequestTracing? = RequestTracing.bootstrapped, accessLogSampleRate: Double = 1,
+        predictionLog: PredictionLog? = nil
     ) {
+        self.predictionLog = predictionLog
         self.registry = registry
         self.manager = manager
         self.info = info
@@ -322,6 +327,18 @@ public final class RequestDispatcher: Sendable {
             respond(.failure(error))
             return
         }
+        if let log = self.predictionLog, log.samples() {
+            let logged = respond
+            let (model, version, id, inputs) = (loaded.name, loaded.version, request.id, prepared.inputs)
+            let traceID = TraceParent(request.traceparent)?.traceID
+            respond = { result in
+                log.offer(
+                    PredictionLog.Record(
+                        time: Date(), model: model, version: version, requestID: id, traceID: traceID, inputs: inputs,
+                        answer: result))
+                logged(result)
+            }
+        }
 
         // Shadow: mirror a share of stable's unlabelled traffic to a candidate version,
         // compare the answers, and return only stable's.
@@ -399,8 +416,11 @@ public final class RequestDispatcher: Sendable {
         where name.isEmpty || modelName == name {
             for version in entry.readyVersions {
                 let loaded = entry.versions[version]!
-                response.versions.append(
-                    loaded.scheduler.statistics.withLock { $0.message(name: modelName, version: version) })
+                var statistics = loaded.scheduler.statistics.withLock { $0.message(name: modelName, version: version) }
+                if let log = self.predictionLog {
+                    statistics.features = log.featureStatistics(model: modelName, version: version).map(\.wire)
+                }
+                response.versions.append(statistics)
             }
         }
         return response

@@ -172,6 +172,51 @@ public struct MetricsExporter: Sendable {
             }
         }
 
+        if let log = self.dispatcher.predictionLog {
+            let counts = log.counts
+            counter(
+                "inferwire_prediction_log_records_total", help: "Sampled requests written to the prediction log."
+            ).increment(by: Int64(counts.written))
+            for (reason, count) in [("buffer_full", counts.dropped), ("write_failed", counts.failed)] {
+                counter(
+                    "inferwire_prediction_log_dropped_total", [("reason", reason)],
+                    help:
+                        "Sampled requests not logged: the buffer was full (the request did not wait), or the write failed."
+                ).increment(by: Int64(count))
+            }
+            gauge("inferwire_prediction_log_buffered", help: "Records waiting for the prediction log's writer.")
+                .set(Int64(counts.buffered))
+            for (model, versions) in log.featureStatistics().sorted(by: { $0.key < $1.key }) {
+                for (version, features) in versions.sorted(by: { $0.key < $1.key }) {
+                    for feature in features {
+                        let labels = [
+                            ("model", model), ("version", "\(version)"), ("input", feature.input),
+                            ("feature", "\(feature.index)"),
+                        ]
+                        counter(
+                            "inferwire_feature_values_total", labels,
+                            help: "Values of the input feature seen in sampled requests (NaN excluded)."
+                        ).increment(by: Int64(feature.count))
+                        counter(
+                            "inferwire_feature_missing_total", labels,
+                            help: "NaN (missing) values of the input feature in sampled requests."
+                        ).increment(by: Int64(feature.missing))
+                        guard feature.count > 0 else { continue }
+                        gauge("inferwire_feature_mean", labels, help: "Mean of the input feature in sampled requests.")
+                            .set(feature.mean)
+                        gauge(
+                            "inferwire_feature_stddev", labels,
+                            help: "Standard deviation of the input feature in sampled requests."
+                        ).set(feature.variance.squareRoot())
+                        gauge("inferwire_feature_min", labels, help: "Smallest value of the input feature seen.")
+                            .set(feature.min)
+                        gauge("inferwire_feature_max", labels, help: "Largest value of the input feature seen.")
+                            .set(feature.max)
+                    }
+                }
+            }
+        }
+
         let process = ProcessFacts.read()
         gauge("process_resident_memory_bytes", help: "Resident memory size in bytes.")
             .set(process.residentBytes)

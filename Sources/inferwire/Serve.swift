@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import InferWireAuth
 import InferWireCore
 import InferWireEngine
@@ -64,6 +65,21 @@ struct Serve: AsyncParsableCommand {
             "Access log: the share of infer requests logged when answered (0 to 1; 0, the default, logs none), with model, code, duration, peer, principal and trace id."
     )
     var accessLogRate = 0.0
+
+    @Option(
+        help:
+            "Prediction log: write a sample of requests and answers to <dir>/<model>/<version>/predictions-<n>.jsonl, and keep per-feature statistics of each version."
+    )
+    var predictionLog: String?
+
+    @Option(help: "The share of infer requests the prediction log records (0 to 1).")
+    var predictionLogRate = 0.01
+
+    @Option(help: "Prediction log: a file is closed and the next begun at this many MiB.")
+    var predictionLogFileMib = 64
+
+    @Option(help: "Prediction log: files kept per model version; the oldest are deleted.")
+    var predictionLogFiles = 8
 
     @Flag(help: "Switch off the management service (load, unload, traffic, promote, rollback).")
     var noManagement = false
@@ -131,6 +147,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...1).contains(self.accessLogRate) else {
             throw ValidationError("--access-log-rate must be between 0 and 1")
+        }
+        guard self.predictionLogRate > 0 && self.predictionLogRate <= 1 else {
+            throw ValidationError("--prediction-log-rate must be above 0 and at most 1")
+        }
+        guard self.predictionLogFileMib >= 1, self.predictionLogFiles >= 1 else {
+            throw ValidationError("--prediction-log-file-mib and --prediction-log-files must be at least 1")
         }
         guard (1024...Int(UInt32.max)).contains(self.maxFrameSize) else {
             throw ValidationError("--max-frame-size must be between 1024 and \(UInt32.max)")
@@ -228,9 +250,19 @@ struct Serve: AsyncParsableCommand {
         if manager.list().allSatisfy({ $0.versions.allSatisfy { $0.state != .ready } }) {
             logger.warning("no model loaded from \(self.repository)")
         }
+        let predictionLog = try self.predictionLog.map { directory throws(InferWireError) in
+            try PredictionLog(
+                configuration: .init(
+                    directory: directory, sampleRate: self.predictionLogRate,
+                    maxFileBytes: self.predictionLogFileMib << 20, maxFiles: self.predictionLogFiles))
+        }
+        if let predictionLog {
+            logger.info(
+                "prediction log: one request in \(predictionLog.interval) to \(predictionLog.configuration.directory)")
+        }
         let dispatcher = RequestDispatcher(
             registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime),
-            timesRequests: !self.noMetrics, accessLogSampleRate: self.accessLogRate)
+            timesRequests: !self.noMetrics, accessLogSampleRate: self.accessLogRate, predictionLog: predictionLog)
         let group: MultiThreadedEventLoopGroup =
             self.threads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? .singleton
         var authenticator: Authenticator?
@@ -315,6 +347,7 @@ struct Serve: AsyncParsableCommand {
             services.append(
                 .init(service: CredentialReloader(servers: servers, authenticator: authenticator, logger: logger)))
         }
+        if let predictionLog { services.append(.init(service: PredictionLogService(log: predictionLog))) }
         // The servers last, so that they stop first on shutdown.
         services.append(contentsOf: servers.map { .init(service: $0) })
         var groupConfiguration = ServiceGroupConfiguration(
@@ -353,6 +386,22 @@ struct CredentialReloader: Service {
                 self.logger.notice("SIGHUP: reloaded the TLS certificate and credentials")
             } else {
                 self.logger.error("SIGHUP: kept the previous files: \(failures.joined(separator: "; "))")
+            }
+        }
+    }
+}
+
+/// Closes the prediction log once the servers have stopped: what is buffered is written.
+struct PredictionLogService: Service {
+    let log: PredictionLog
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        // Closing writes files: off the concurrency pool.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                self.log.close()
+                continuation.resume()
             }
         }
     }

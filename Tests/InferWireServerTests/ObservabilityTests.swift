@@ -207,6 +207,53 @@ struct ObservabilityTests {
         #expect(object["list"] as? [String] == ["a", "b"])
     }
 
+    @Test(
+        "the prediction log writes sampled requests per version and its feature statistics reach MODEL_STATISTICS and /metrics"
+    )
+    func predictionLog() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "inferwire-predictions-\(UUID().uuidString)"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try PredictionLog(configuration: .init(directory: directory, sampleRate: 0.5))
+        let dispatcher = RequestDispatcher(registry: try makeRegistry(), predictionLog: log)
+        let box = ServerBox()
+        try await withServer(dispatcher: dispatcher, onServer: box.store) { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            for row in 0..<8 {
+                _ = try await client.infer(
+                    model: "fraud", version: 2,
+                    inputs: [Tensor(name: "X", values: (0..<8).map { Float(row * 8 + $0) }, shape: [1, 8])],
+                    traceParent: Self.parent)
+            }
+            log.flush()
+            let statistics = try #require(try await client.modelStatistics("fraud").first { $0.version == 2 })
+            #expect(statistics.features.count == 8)
+            let first = try #require(statistics.features.first)
+            // Rows 0, 2, 4, 6 were sampled: feature 0 saw 0, 16, 32, 48.
+            #expect(first.input == "X" && first.index == 0 && first.count == 4)
+            #expect(first.mean == 24 && first.min == 0 && first.max == 48)
+            #expect(abs(first.variance - 320) < 1e-9)
+            #expect(statistics.statusCounts[.ok] == 8)
+            await client.close()
+            let text = MetricsExporter(
+                dispatcher: dispatcher, manager: nil, listeners: [("inference", try #require(box.server))]
+            ).exposition()
+            #expect(text.contains(#"inferwire_prediction_log_records_total 4"#), "\(text)")
+            #expect(text.contains(#"inferwire_prediction_log_dropped_total{reason="buffer_full"} 0"#))
+            #expect(text.contains(#"inferwire_feature_mean{model="fraud",version="2",input="X",feature="0"} 24"#))
+            #expect(
+                text.contains(#"inferwire_feature_values_total{model="fraud",version="2",input="X",feature="7"} 4"#))
+        }
+        log.close()
+        let file = directory + "/fraud/2/predictions-000001.jsonl"
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 4)
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        #expect(record["trace_id"] as? String == Self.parent.traceID)
+        #expect((record["outputs"] as? [String: Any])?.keys.sorted() == ["label", "probabilities"])
+    }
+
     @Test("SERVER_READY says why the server is not ready")
     func readinessReasons() async throws {
         var contents = try ModelRepository(

@@ -444,6 +444,42 @@ public nonisolated struct Inferwire_V1_VersionStatistics: Sendable {
 
   public var requestTimeHistogram: [UInt64] = []
 
+  /// Running statistics of each input feature, over the requests the prediction log
+  /// sampled (serve --prediction-log); empty without it. Compare them between versions, or
+  /// with the training data, to see drift.
+  public var features: [Inferwire_V1_FeatureStatistics] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One feature: position `index` of input `input` in every sampled row (for an input of
+/// shape [rows, n], column `index`; for an input without a batch dimension, element `index`).
+public nonisolated struct Inferwire_V1_FeatureStatistics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var input: String = String()
+
+  public var index: UInt32 = 0
+
+  /// Values seen, NaN excluded.
+  public var count: UInt64 = 0
+
+  public var mean: Double = 0
+
+  /// Population variance (the sum of squared differences from the mean, over count).
+  public var variance: Double = 0
+
+  public var min: Double = 0
+
+  public var max: Double = 0
+
+  /// NaN values seen: missing values, as exporters encode them.
+  public var missing: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1113,7 +1149,7 @@ nonisolated extension Inferwire_V1_ModelStatisticsRequest: SwiftProtobuf.Message
 
 nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VersionStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}request_count\0\u{3}failure_count\0\u{3}execution_count\0\u{3}batch_size_counts\0\u{3}queue_time_us\0\u{3}compute_time_us\0\u{3}queue_time_histogram\0\u{3}compute_time_histogram\0\u{3}status_counts\0\u{3}request_time_us\0\u{3}request_time_histogram\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}request_count\0\u{3}failure_count\0\u{3}execution_count\0\u{3}batch_size_counts\0\u{3}queue_time_us\0\u{3}compute_time_us\0\u{3}queue_time_histogram\0\u{3}compute_time_histogram\0\u{3}status_counts\0\u{3}request_time_us\0\u{3}request_time_histogram\0\u{1}features\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1134,6 +1170,7 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
       case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt64>.self, value: &self.statusCounts) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.requestTimeUs) }()
       case 13: try { try decoder.decodeRepeatedUInt64Field(value: &self.requestTimeHistogram) }()
+      case 14: try { try decoder.decodeRepeatedMessageField(value: &self.features) }()
       default: break
       }
     }
@@ -1179,6 +1216,9 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
     if !self.requestTimeHistogram.isEmpty {
       try visitor.visitPackedUInt64Field(value: self.requestTimeHistogram, fieldNumber: 13)
     }
+    if !self.features.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.features, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1196,6 +1236,72 @@ nonisolated extension Inferwire_V1_VersionStatistics: SwiftProtobuf.Message, Swi
     if lhs.statusCounts != rhs.statusCounts {return false}
     if lhs.requestTimeUs != rhs.requestTimeUs {return false}
     if lhs.requestTimeHistogram != rhs.requestTimeHistogram {return false}
+    if lhs.features != rhs.features {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_FeatureStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FeatureStatistics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}input\0\u{1}index\0\u{1}count\0\u{1}mean\0\u{1}variance\0\u{1}min\0\u{1}max\0\u{1}missing\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.input) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.mean) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.variance) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.min) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.max) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.missing) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.input.isEmpty {
+      try visitor.visitSingularStringField(value: self.input, fieldNumber: 1)
+    }
+    if self.index != 0 {
+      try visitor.visitSingularUInt32Field(value: self.index, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 3)
+    }
+    if self.mean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.mean, fieldNumber: 4)
+    }
+    if self.variance.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.variance, fieldNumber: 5)
+    }
+    if self.min.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.min, fieldNumber: 6)
+    }
+    if self.max.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.max, fieldNumber: 7)
+    }
+    if self.missing != 0 {
+      try visitor.visitSingularUInt64Field(value: self.missing, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_FeatureStatistics, rhs: Inferwire_V1_FeatureStatistics) -> Bool {
+    if lhs.input != rhs.input {return false}
+    if lhs.index != rhs.index {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.mean != rhs.mean {return false}
+    if lhs.variance != rhs.variance {return false}
+    if lhs.min != rhs.min {return false}
+    if lhs.max != rhs.max {return false}
+    if lhs.missing != rhs.missing {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
