@@ -97,7 +97,10 @@ struct PrometheusScrapeTests {
         defer { try? FileManager.default.removeItem(atPath: repository) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--repository", repository, "--port", "0", "--http-port", "0"]
+        process.arguments = [
+            "serve", "--repository", repository, "--port", "0", "--http-port", "0", "--prediction-log",
+            repository + "/.predictions", "--prediction-log-rate", "1",
+        ]
         let log = Pipe()
         process.standardError = log
         process.standardOutput = FileHandle.nullDevice
@@ -182,10 +185,25 @@ struct PrometheusScrapeTests {
         let encoded = query.addingPercentEncoding(withAllowedCharacters: allowed) ?? query
         let answer = try await get("/api/v1/query?query=\(encoded)", port: port)
         guard answer.status == 200,
-            let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+            let json = try JSONSerialization.jsonObject(with: Data(Self.body(answer).utf8)) as? [String: Any],
             let data = json["data"] as? [String: Any], let results = data["result"] as? [[String: Any]]
         else { return [] }
         return results.compactMap { ($0["value"] as? [Any])?.last as? String }.compactMap { Double($0) }
+    }
+
+    /// The body of a response, its chunks joined when Prometheus sent it chunked (large answers).
+    static func body(_ answer: (status: Int, body: String, raw: String)) -> String {
+        let head = answer.raw.components(separatedBy: "\r\n\r\n").first ?? ""
+        guard head.lowercased().contains("transfer-encoding: chunked") else { return answer.body }
+        var rest = Substring(answer.body)
+        var joined = ""
+        while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+            let start = lineEnd.upperBound
+            let bytes = rest[start...].utf8.prefix(size)
+            joined += String(decoding: bytes, as: UTF8.self)
+            rest = rest[rest.utf8.index(start, offsetBy: size)...].dropFirst(2)
+        }
+        return joined
     }
 
     func query(_ query: String, port: Int) async throws -> Double? {
@@ -194,7 +212,7 @@ struct PrometheusScrapeTests {
         let encoded = query.addingPercentEncoding(withAllowedCharacters: allowed) ?? query
         let answer = try await get("/api/v1/query?query=\(encoded)", port: port)
         guard answer.status == 200,
-            let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+            let json = try JSONSerialization.jsonObject(with: Data(Self.body(answer).utf8)) as? [String: Any],
             let data = json["data"] as? [String: Any], let results = data["result"] as? [[String: Any]],
             let value = results.first?["value"] as? [Any], value.count == 2, let text = value[1] as? String
         else { return nil }
