@@ -39,10 +39,10 @@ extern "C" {
  * @{
  */
 #define INFERWIRE_VERSION_MAJOR 0
-#define INFERWIRE_VERSION_MINOR 3
+#define INFERWIRE_VERSION_MINOR 4
 #define INFERWIRE_VERSION_PATCH 0
 /** "MAJOR.MINOR.PATCH", the same as inferwire_version() of the matching library. */
-#define INFERWIRE_VERSION_STRING "0.3.0"
+#define INFERWIRE_VERSION_STRING "0.4.0"
 /** @} */
 
 /**
@@ -143,6 +143,15 @@ typedef struct iw_infer_request {
      * answer, the client sends CANCEL and reports IW_DEADLINE_EXCEEDED.
      */
     uint64_t timeout_us;
+    /**
+     * W3C Trace Context (PROTOCOL.md, "Trace context"): the caller's `traceparent`
+     * header value, "00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>",
+     * and its optional `tracestate`. The server's spans and log records for the
+     * request join that trace. NULL or "": none. Sent as given: the server ignores
+     * a value it cannot parse (the request is served as if it had none).
+     */
+    const char *traceparent;
+    const char *tracestate;
 } iw_infer_request;
 
 /** The answer to an INFER request. Free with iw_result_free(). */

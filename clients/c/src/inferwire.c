@@ -1685,6 +1685,8 @@ static iw_status_code pack_infer(const iw_infer_request *r, uint8_t **out, size_
     m.version = make_selector(&vs, r->model_version, r->label);
     if (r->id) m.id = (char *)r->id;
     if (r->routing_key) m.routing_key = (char *)r->routing_key;
+    if (r->traceparent) m.traceparent = (char *)r->traceparent;
+    if (r->tracestate) m.tracestate = (char *)r->tracestate;
     m.priority = r->priority == IW_PRIORITY_HIGH ? INFERWIRE__V1__PRIORITY__HIGH
                                                  : INFERWIRE__V1__PRIORITY__NORMAL;
     m.n_output_names = r->output_names ? r->n_output_names : 0;

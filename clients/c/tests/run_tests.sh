@@ -4,7 +4,8 @@
 # one, one from another CA, one for another host name), mutual-TLS servers and a server
 # with a token file, from certificates and tokens made here; for the reconnection tests
 # servers that end idle connections after 0.3 s (plaintext, tokens, TLS) and one that the
-# tests have stopped and started again on the same port (see run_bin). Then runs the test
+# tests have stopped and started again on the same port (see run_bin), and one that logs
+# every infer request (--access-log-rate 1) for the trace context test. Then runs the test
 # binary natively and under valgrind, then test_install.sh (make install into temporary
 # prefixes, programs built with pkg-config), and prints "N passed, N failed" (checks from
 # all runs; a valgrind error counts as a failure).
@@ -154,14 +155,16 @@ start idle --idle-timeout 0.3
 start idle_auth --idle-timeout 0.3 --token-file "$TMP/tokens"
 start idle_tls $TLS --idle-timeout 0.3
 start restart --shutdown-timeout 2
+start traced --access-log-rate 1
 PORT=$(port_of plain) || fail_setup "no plaintext server"
-for s in tls tls_expired tls_wrong_ca tls_wrong_host mtls mtls_auth auth idle idle_auth idle_tls restart; do
+for s in tls tls_expired tls_wrong_ca tls_wrong_host mtls mtls_auth auth idle idle_auth idle_tls restart traced; do
     p=$(port_of $s) || fail_setup "no $s server"
     var=IW_PORT_$(echo "$s" | tr a-z A-Z)
     eval "$var=$p"
     export "$var"
 done
 export IW_PKI="$PKI" IW_TOKEN_ADMIN IW_TOKEN_INFER IW_TOKEN_MANAGE
+export IW_LOG_TRACED="$TMP/traced.log" # its access log: every infer request, with trace ids
 echo "server $SERVER on port $PORT (TLS $IW_PORT_TLS, mTLS $IW_PORT_MTLS, tokens $IW_PORT_AUTH, restarted $IW_PORT_RESTART)"
 
 # --- the server the restart test stops and starts again, on the same port

@@ -149,6 +149,59 @@ static void test_known_answer(void)
     iw_close(c);
 }
 
+/* The Trace Context recommendation's example traceparent, and a tracestate. */
+#define TRACE_ID "4bf92f3577b34da6a3ce929d0e0e4736"
+#define PARENT_SPAN_ID "00f067aa0ba902b7"
+#define TRACEPARENT "00-" TRACE_ID "-" PARENT_SPAN_ID "-01"
+#define TRACESTATE "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+
+/* traceparent/tracestate go with blocking and pipelined requests and those are served;
+ * a traceparent the server cannot parse is ignored, not refused. */
+static void test_trace_context(void)
+{
+    iw_conn *c = conn_with(NULL);
+    if (!c) return;
+    static addsub s;
+    iw_error err;
+    iw_result *r = NULL;
+    addsub_init(&s, 2, 3.0f);
+    s.req.traceparent = TRACEPARENT;
+    s.req.tracestate = TRACESTATE;
+    s.req.id = "traced";
+    CHECK(iw_infer(c, &s.req, &r, &err) == IW_OK, "traced infer: %s %s", iw_status_name(err.code), err.message);
+    if (r) {
+        CHECK(addsub_ok(&s, r), "wrong add_sub answer with a traceparent");
+        CHECK(r->id && strcmp(r->id, "traced") == 0, "correlation id echoed");
+        iw_result_free(r);
+        r = NULL;
+    }
+    const char *invalid[] = {"not a traceparent", "00-00000000000000000000000000000000-" PARENT_SPAN_ID "-01",
+                             "00-" TRACE_ID "-" PARENT_SPAN_ID, ""};
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        addsub_init(&s, 1, (float)i);
+        s.req.traceparent = invalid[i];
+        s.req.tracestate = "x";
+        iw_status_code rc = iw_infer(c, &s.req, &r, &err);
+        CHECK(rc == IW_OK && r && addsub_ok(&s, r), "traceparent '%s' gave %s: %s", invalid[i],
+              iw_status_name(rc), err.message);
+        iw_result_free(r);
+        r = NULL;
+    }
+    /* pipelined */
+    addsub_init(&s, 3, 7.0f);
+    s.req.traceparent = TRACEPARENT;
+    uint32_t id = 0;
+    CHECK(iw_send_infer(c, &s.req, &id, &err) == IW_OK, "traced send: %s", err.message);
+    iw_completion comp;
+    memset(&comp, 0, sizeof comp);
+    int pr = iw_poll(c, 10000, &comp, &err);
+    CHECK(pr == 1 && comp.request_id == id && comp.error.code == IW_OK && comp.result &&
+              addsub_ok(&s, comp.result),
+          "traced pipelined request: poll %d, %s %s", pr, iw_status_name(comp.error.code), comp.error.message);
+    if (pr == 1) iw_completion_clear(&comp);
+    iw_close(c);
+}
+
 /* 64 requests in flight, mixing a slow model (mlp, 64 rows) with add_sub, so that
  * answers usually come back out of order; every answer must match its request id.
  * How many arrive out of order depends on timing, so it is reported, not asserted
@@ -408,6 +461,71 @@ static bool have_env(const char *server)
     bool ok = pki_dir && env_port(server);
     CHECK(ok, "IW_PKI and IW_PORT_%s are not set (run the tests through run_tests.sh)", server);
     return ok;
+}
+
+/* The line of the server log at path that names request_id=id (NULL if none) in line[]. */
+static const char *log_line(const char *path, const char *id, char *line, size_t size)
+{
+    char key[128];
+    snprintf(key, sizeof key, "request_id=%s ", id);
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    const char *found = NULL;
+    while (!found && fgets(line, (int)size, f))
+        if (strstr(line, key)) found = line;
+    fclose(f);
+    return found;
+}
+
+/* Against the server with an access log of every request (run_tests.sh: "traced", log in
+ * IW_LOG_TRACED): the traced request's line names the trace id and parent span id sent;
+ * an untraced one's names none. The ids are unique per run (native, then valgrind). */
+static void test_trace_context_logged(void)
+{
+    const char *path = getenv("IW_LOG_TRACED");
+    uint16_t tp = env_port("TRACED");
+    CHECK(path && tp, "IW_LOG_TRACED and IW_PORT_TRACED are not set (run the tests through run_tests.sh)");
+    if (!path || !tp) return;
+    iw_options o = {.default_timeout_us = 30000000};
+    iw_error err;
+    iw_conn *c = iw_connect("127.0.0.1", tp, &o, &err);
+    CHECK(c != NULL, "connect to the traced server: %s", err.message);
+    if (!c) return;
+    char traced[64], untraced[64];
+    snprintf(traced, sizeof traced, "c-traced-%ld", (long)getpid());
+    snprintf(untraced, sizeof untraced, "c-untraced-%ld", (long)getpid());
+    static addsub s;
+    iw_result *r = NULL;
+    addsub_init(&s, 1, 1.0f);
+    s.req.id = traced;
+    s.req.traceparent = TRACEPARENT;
+    s.req.tracestate = TRACESTATE;
+    CHECK(iw_infer(c, &s.req, &r, &err) == IW_OK, "traced infer: %s", err.message);
+    iw_result_free(r);
+    r = NULL;
+    s.req.id = untraced;
+    s.req.traceparent = NULL;
+    s.req.tracestate = NULL;
+    CHECK(iw_infer(c, &s.req, &r, &err) == IW_OK, "untraced infer: %s", err.message);
+    iw_result_free(r);
+    iw_close(c);
+
+    /* the server writes the line before it answers; wait a little anyway */
+    static char a[4096], b[4096];
+    const char *la = NULL, *lb = NULL;
+    for (int i = 0; i < 100 && !(la && lb); i++) {
+        la = log_line(path, traced, a, sizeof a);
+        lb = log_line(path, untraced, b, sizeof b);
+        if (!(la && lb)) nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+    }
+    CHECK(la != NULL, "no access log line for %s in %s", traced, path);
+    CHECK(lb != NULL, "no access log line for %s in %s", untraced, path);
+    if (la) {
+        CHECK(strstr(la, "trace_id=" TRACE_ID) != NULL, "traced line lacks the trace id: %s", la);
+        CHECK(strstr(la, "parent_span_id=" PARENT_SPAN_ID) != NULL, "traced line lacks the parent span: %s", la);
+        CHECK(strstr(la, "code=OK") != NULL, "traced line: %s", la);
+    }
+    if (lb) CHECK(strstr(lb, "trace_id=") == NULL, "untraced line names a trace: %s", lb);
 }
 
 static iw_connect_options tls_opts(void)
@@ -1359,6 +1477,8 @@ int main(int argc, char **argv)
         {"version", test_version},
         {"hello_and_health", test_hello_and_health},
         {"known_answer", test_known_answer},
+        {"trace_context", test_trace_context},
+        {"trace_context_logged", test_trace_context_logged},
         {"pipelining", test_pipelining},
         {"errors", test_errors},
         {"deadline", test_deadline},

@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -38,12 +38,20 @@ Address = Tuple[str, int]
 
 
 @contextlib.contextmanager
-def running_server(base: Path, *flags: str, port: int = 0) -> Iterator[Address]:
-    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields ``(host, port)``, then SIGTERMs it."""
+def running_server(
+    base: Path, *flags: str, port: int = 0, prepare: Optional[Callable[[Path], None]] = None
+) -> Iterator[Address]:
+    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields ``(host, port)``, then SIGTERMs it.
+
+    ``prepare``, if given, is called with the copied model repository before the server
+    starts (to add or break models). The server's log is ``base / "server.log"``.
+    """
     if not os.access(SERVER, os.X_OK):
         pytest.fail(f"no server binary at {SERVER} (set INFERWIRE_SERVER)")
     repository = base / "models"
     shutil.copytree(EXAMPLE_MODELS, repository)
+    if prepare is not None:
+        prepare(repository)
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

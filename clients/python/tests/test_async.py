@@ -33,6 +33,23 @@ def test_async_known_answer_and_errors(server):
     run(main())
 
 
+def test_async_trace_context_and_ready_reasons(server):
+    async def main():
+        async with inferwire.AsyncClient(*server, timeout=30) as client:
+            assert await client.server_ready()
+            assert await client.server_not_ready_reasons() == []
+            a = np.array([[1, 2, 3, 4]], np.float32)
+            for traceparent in ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "invalid"):
+                result = await client.infer(
+                    "add_sub", {"INPUT0": a, "INPUT1": a}, traceparent=traceparent, tracestate="congo=t61rcWkgMzE",
+                    request_id=traceparent,
+                )
+                assert result.id == traceparent
+                np.testing.assert_array_equal(result["OUTPUT0"], 2 * a)
+
+    run(main())
+
+
 def test_async_many_tasks_one_connection(server):
     async def one(client, i):
         a = np.full((1 + i % 3, 4), i, np.float32)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import inferwire
+from conftest import running_server
 from inferwire import _wire
+
+#: A valid W3C traceparent (the example of the Trace Context recommendation) and a tracestate.
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACESTATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
 
 
 def add_sub_inputs(a, b):
@@ -58,6 +65,64 @@ def test_model_metadata_and_ready(client):
     assert [(i.name, i.datatype, list(i.shape)) for i in meta.inputs] == [("X", inferwire.DataType.FP32, [-1, 8])]
     assert client.model_ready("add_sub")
     assert not client.model_ready("no_such_model")
+
+
+def test_server_not_ready_reasons_empty_when_ready(client):
+    assert client.server_ready()
+    assert client.server_not_ready_reasons() == []
+
+
+def test_server_not_ready_reasons(tmp_path):
+    # A version that fails to load keeps the server not ready; the answer says why.
+    def add_broken_model(repository: Path) -> None:
+        (repository / "broken" / "1").mkdir(parents=True)
+        (repository / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+        (repository / "broken" / "config.pbtxt").write_text('name: "broken"\nplatform: "onnx"\n')
+
+    with running_server(tmp_path, prepare=add_broken_model) as address, inferwire.Client(*address, timeout=30) as c:
+        assert not c.server_ready()
+        reasons = c.server_not_ready_reasons()
+        assert reasons and all(isinstance(reason, str) and reason for reason in reasons)
+        assert any("broken" in reason for reason in reasons), reasons
+        assert c.infer("add_sub", add_sub_inputs([[1] * 4], [[1] * 4]))["OUTPUT0"].sum() == 8  # the others serve
+
+
+def test_infer_with_trace_context(client):
+    result = client.infer(
+        "add_sub", add_sub_inputs([[1, 2, 3, 4]], [[10, 20, 30, 40]]), traceparent=TRACEPARENT,
+        tracestate=TRACESTATE, request_id="traced",
+    )
+    assert result.id == "traced"
+    np.testing.assert_array_equal(result["OUTPUT0"], [[11, 22, 33, 44]])
+    np.testing.assert_array_equal(result["OUTPUT1"], [[-9, -18, -27, -36]])
+    # The server ignores a traceparent it cannot parse: the request is served, never refused.
+    for invalid in ("not a traceparent", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", TRACEPARENT.upper()):
+        result = client.infer("add_sub", add_sub_inputs([[1] * 4], [[2] * 4]), traceparent=invalid, tracestate="x")
+        np.testing.assert_array_equal(result["OUTPUT0"], [[3] * 4])
+
+
+def test_trace_context_reaches_the_server(tmp_path):
+    # With an access log of every request (JSON lines), the traced request's line carries the
+    # trace id and parent span id that were sent; the untraced one has none.
+    with running_server(tmp_path, "--access-log-rate", "1", "--log-format", "json") as address:
+        with inferwire.Client(*address, timeout=30) as c:
+            inputs = add_sub_inputs([[1] * 4], [[1] * 4])
+            c.infer("add_sub", inputs, traceparent=TRACEPARENT, tracestate=TRACESTATE, request_id="traced")
+            c.infer("add_sub", inputs, request_id="untraced")
+        records = {}
+        deadline = time.monotonic() + 10
+        while len(records) < 2 and time.monotonic() < deadline:
+            for line in (tmp_path / "server.log").read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    if record.get("message") == "infer" and "request_id" in record:
+                        records[record["request_id"]] = record
+            time.sleep(0.05)
+    assert set(records) == {"traced", "untraced"}, records
+    assert records["traced"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert records["traced"]["parent_span_id"] == "00f067aa0ba902b7"
+    assert records["traced"]["code"] == "OK"
+    assert "trace_id" not in records["untraced"]
 
 
 def test_unknown_model_is_not_found(client):

@@ -142,6 +142,8 @@ from inferwire._proto.management_pb2 import HistoryEntry
 def blocking(client: Client) -> None:
     assert_type(client.infer("m", {}), InferResult)
     assert_type(client.server_live(), bool)
+    assert_type(client.server_not_ready_reasons(), List[str])
+    assert_type(client.infer("m", {}, traceparent="00-...", tracestate=""), InferResult)
     assert_type(client.history("m"), List[HistoryEntry])
     assert_type(client.principal, Optional[Principal])
     assert_type(client.authenticate("token"), Principal)
@@ -156,6 +158,8 @@ async def awaiting(client: AsyncClient) -> None:
     call.close()
     assert_type(await client.infer("m", {}), InferResult)
     assert_type(await client.server_live(), bool)
+    assert_type(await client.server_not_ready_reasons(), List[str])
+    assert_type(await client.infer("m", {}, traceparent="00-...", tracestate=""), InferResult)
     assert_type(await AsyncClient.connect("h", 1), AsyncClient)
     assert_type(await client.authenticate("token"), Principal)
     # A forgotten await is a type error (--strict also fails if this ignore were not needed).

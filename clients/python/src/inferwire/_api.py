@@ -153,6 +153,8 @@ def infer(
     routing_key: str,
     request_id: str,
     parameters: Optional[Mapping[str, ParameterValue]],
+    traceparent: str = "",
+    tracestate: str = "",
 ) -> Call[inference_pb2.InferResponse, InferResult]:
     request = inference_pb2.InferRequest(
         model_name=model,
@@ -161,6 +163,8 @@ def infer(
         inputs=[to_tensor(name, value) for name, value in inputs.items()],
         output_names=list(outputs or ()),
         routing_key=routing_key,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
     # protoc's stubs type enum fields as the enum class, but any int is a valid value.
     request.priority = priority  # type: ignore[assignment]
@@ -177,6 +181,12 @@ def server_live() -> Call[inference_pb2.ServerLiveResponse, bool]:
 def server_ready() -> Call[inference_pb2.ServerReadyResponse, bool]:
     return Call(Method.SERVER_READY, inference_pb2.ServerReadyRequest(), inference_pb2.ServerReadyResponse,
                 lambda r: r.ready)
+
+
+def server_not_ready_reasons() -> Call[inference_pb2.ServerReadyResponse, List[str]]:
+    return Call(Method.SERVER_READY, inference_pb2.ServerReadyRequest(), inference_pb2.ServerReadyResponse,
+                # A server older than not_ready_reasons only says "not ready".
+                lambda r: [] if r.ready else (list(r.not_ready_reasons) or ["the server says it is not ready"]))
 
 
 def server_metadata() -> Call[inference_pb2.ServerMetadataResponse, inference_pb2.ServerMetadataResponse]:

@@ -588,6 +588,8 @@ class AsyncClient:
         routing_key: str = "",
         request_id: str = "",
         parameters: Optional[Mapping[str, ParameterValue]] = None,
+        traceparent: str = "",
+        tracestate: str = "",
         timeout: Optional[float] = None,
         compress: Optional[bool] = None,
     ) -> InferResult:
@@ -598,10 +600,14 @@ class AsyncClient:
         route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
         ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
         ``parameters`` are passed to the model (bool, int, float or str values).
+        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
+        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
+        the request join that trace. Empty: none; a value the server cannot parse is
+        ignored, not refused.
         """
         call = api.infer(
             model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
-            request_id=request_id, parameters=parameters,
+            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
         )
         return await self._invoke(call, timeout=timeout, compress=compress)
 
@@ -612,6 +618,13 @@ class AsyncClient:
     async def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
         """Whether the server is ready: not shutting down and every model has a version serving."""
         return await self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    async def server_not_ready_reasons(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[str]:
+        """Why the server is not ready, one sentence per reason (shutting down, a model with no
+        version serving, a version that failed to load); empty when it is ready."""
+        return await self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
 
     async def server_metadata(
         self, *, timeout: Optional[float] = None, compress: Optional[bool] = None

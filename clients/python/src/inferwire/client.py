@@ -725,6 +725,8 @@ class Client:
         routing_key: str = "",
         request_id: str = "",
         parameters: Optional[Mapping[str, ParameterValue]] = None,
+        traceparent: str = "",
+        tracestate: str = "",
         timeout: Optional[float] = None,
         compress: Optional[bool] = None,
     ) -> InferResult:
@@ -735,10 +737,14 @@ class Client:
         route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
         ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
         ``parameters`` are passed to the model (bool, int, float or str values).
+        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
+        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
+        the request join that trace. Empty: none; a value the server cannot parse is
+        ignored, not refused.
         """
         call = api.infer(
             model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
-            request_id=request_id, parameters=parameters,
+            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
         )
         return self._invoke(call, timeout=timeout, compress=compress)
 
@@ -749,6 +755,13 @@ class Client:
     def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
         """Whether the server is ready: not shutting down and every model has a version serving."""
         return self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    def server_not_ready_reasons(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[str]:
+        """Why the server is not ready, one sentence per reason (shutting down, a model with no
+        version serving, a version that failed to load); empty when it is ready."""
+        return self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
 
     def server_metadata(
         self, *, timeout: Optional[float] = None, compress: Optional[bool] = None

@@ -706,6 +706,12 @@ void   inferwire__v1__version_statistics__batch_size_counts_entry__init
   static const Inferwire__V1__VersionStatistics__BatchSizeCountsEntry init_value = INFERWIRE__V1__VERSION_STATISTICS__BATCH_SIZE_COUNTS_ENTRY__INIT;
   *message = init_value;
 }
+void   inferwire__v1__version_statistics__status_counts_entry__init
+                     (Inferwire__V1__VersionStatistics__StatusCountsEntry         *message)
+{
+  static const Inferwire__V1__VersionStatistics__StatusCountsEntry init_value = INFERWIRE__V1__VERSION_STATISTICS__STATUS_COUNTS_ENTRY__INIT;
+  *message = init_value;
+}
 void   inferwire__v1__version_statistics__init
                      (Inferwire__V1__VersionStatistics         *message)
 {
@@ -749,6 +755,51 @@ void   inferwire__v1__version_statistics__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &inferwire__v1__version_statistics__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   inferwire__v1__feature_statistics__init
+                     (Inferwire__V1__FeatureStatistics         *message)
+{
+  static const Inferwire__V1__FeatureStatistics init_value = INFERWIRE__V1__FEATURE_STATISTICS__INIT;
+  *message = init_value;
+}
+size_t inferwire__v1__feature_statistics__get_packed_size
+                     (const Inferwire__V1__FeatureStatistics *message)
+{
+  assert(message->base.descriptor == &inferwire__v1__feature_statistics__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t inferwire__v1__feature_statistics__pack
+                     (const Inferwire__V1__FeatureStatistics *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &inferwire__v1__feature_statistics__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t inferwire__v1__feature_statistics__pack_to_buffer
+                     (const Inferwire__V1__FeatureStatistics *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &inferwire__v1__feature_statistics__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Inferwire__V1__FeatureStatistics *
+       inferwire__v1__feature_statistics__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Inferwire__V1__FeatureStatistics *)
+     protobuf_c_message_unpack (&inferwire__v1__feature_statistics__descriptor,
+                                allocator, len, data);
+}
+void   inferwire__v1__feature_statistics__free_unpacked
+                     (Inferwire__V1__FeatureStatistics *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &inferwire__v1__feature_statistics__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   inferwire__v1__model_statistics_response__init
@@ -870,7 +921,7 @@ const ProtobufCMessageDescriptor inferwire__v1__server_ready_request__descriptor
   (ProtobufCMessageInit) inferwire__v1__server_ready_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__server_ready_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor inferwire__v1__server_ready_response__field_descriptors[2] =
 {
   {
     "ready",
@@ -884,14 +935,27 @@ static const ProtobufCFieldDescriptor inferwire__v1__server_ready_response__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "not_ready_reasons",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Inferwire__V1__ServerReadyResponse, n_not_ready_reasons),
+    offsetof(Inferwire__V1__ServerReadyResponse, not_ready_reasons),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__server_ready_response__field_indices_by_name[] = {
+  1,   /* field[1] = not_ready_reasons */
   0,   /* field[0] = ready */
 };
 static const ProtobufCIntRange inferwire__v1__server_ready_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__server_ready_response__descriptor =
 {
@@ -901,7 +965,7 @@ const ProtobufCMessageDescriptor inferwire__v1__server_ready_response__descripto
   "Inferwire__V1__ServerReadyResponse",
   "inferwire.v1",
   sizeof(Inferwire__V1__ServerReadyResponse),
-  1,
+  2,
   inferwire__v1__server_ready_response__field_descriptors,
   inferwire__v1__server_ready_response__field_indices_by_name,
   1,  inferwire__v1__server_ready_response__number_ranges,
@@ -1515,7 +1579,7 @@ const ProtobufCMessageDescriptor inferwire__v1__infer_request__parameters_entry_
   (ProtobufCMessageInit) inferwire__v1__infer_request__parameters_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__infer_request__field_descriptors[8] =
+static const ProtobufCFieldDescriptor inferwire__v1__infer_request__field_descriptors[10] =
 {
   {
     "model_name",
@@ -1613,6 +1677,30 @@ static const ProtobufCFieldDescriptor inferwire__v1__infer_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "traceparent",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__InferRequest, traceparent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tracestate",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__InferRequest, tracestate),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__infer_request__field_indices_by_name[] = {
   2,   /* field[2] = id */
@@ -1622,12 +1710,14 @@ static const unsigned inferwire__v1__infer_request__field_indices_by_name[] = {
   5,   /* field[5] = parameters */
   6,   /* field[6] = priority */
   7,   /* field[7] = routing_key */
+  8,   /* field[8] = traceparent */
+  9,   /* field[9] = tracestate */
   1,   /* field[1] = version */
 };
 static const ProtobufCIntRange inferwire__v1__infer_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__infer_request__descriptor =
 {
@@ -1637,7 +1727,7 @@ const ProtobufCMessageDescriptor inferwire__v1__infer_request__descriptor =
   "Inferwire__V1__InferRequest",
   "inferwire.v1",
   sizeof(Inferwire__V1__InferRequest),
-  8,
+  10,
   inferwire__v1__infer_request__field_descriptors,
   inferwire__v1__infer_request__field_indices_by_name,
   1,  inferwire__v1__infer_request__number_ranges,
@@ -1874,7 +1964,58 @@ const ProtobufCMessageDescriptor inferwire__v1__version_statistics__batch_size_c
   (ProtobufCMessageInit) inferwire__v1__version_statistics__batch_size_counts_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__version_statistics__field_descriptors[10] =
+static const ProtobufCFieldDescriptor inferwire__v1__version_statistics__status_counts_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__VersionStatistics__StatusCountsEntry, key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__VersionStatistics__StatusCountsEntry, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__version_statistics__status_counts_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange inferwire__v1__version_statistics__status_counts_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__version_statistics__status_counts_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.VersionStatistics.StatusCountsEntry",
+  "StatusCountsEntry",
+  "Inferwire__V1__VersionStatistics__StatusCountsEntry",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__VersionStatistics__StatusCountsEntry),
+  2,
+  inferwire__v1__version_statistics__status_counts_entry__field_descriptors,
+  inferwire__v1__version_statistics__status_counts_entry__field_indices_by_name,
+  1,  inferwire__v1__version_statistics__status_counts_entry__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__version_statistics__status_counts_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__version_statistics__field_descriptors[14] =
 {
   {
     "name",
@@ -1996,6 +2137,54 @@ static const ProtobufCFieldDescriptor inferwire__v1__version_statistics__field_d
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "status_counts",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Inferwire__V1__VersionStatistics, n_status_counts),
+    offsetof(Inferwire__V1__VersionStatistics, status_counts),
+    &inferwire__v1__version_statistics__status_counts_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_time_us",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__VersionStatistics, request_time_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_time_histogram",
+    13,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Inferwire__V1__VersionStatistics, n_request_time_histogram),
+    offsetof(Inferwire__V1__VersionStatistics, request_time_histogram),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "features",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Inferwire__V1__VersionStatistics, n_features),
+    offsetof(Inferwire__V1__VersionStatistics, features),
+    &inferwire__v1__feature_statistics__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__version_statistics__field_indices_by_name[] = {
   5,   /* field[5] = batch_size_counts */
@@ -2003,16 +2192,20 @@ static const unsigned inferwire__v1__version_statistics__field_indices_by_name[]
   7,   /* field[7] = compute_time_us */
   4,   /* field[4] = execution_count */
   3,   /* field[3] = failure_count */
+  13,   /* field[13] = features */
   0,   /* field[0] = name */
   8,   /* field[8] = queue_time_histogram */
   6,   /* field[6] = queue_time_us */
   2,   /* field[2] = request_count */
+  12,   /* field[12] = request_time_histogram */
+  11,   /* field[11] = request_time_us */
+  10,   /* field[10] = status_counts */
   1,   /* field[1] = version */
 };
 static const ProtobufCIntRange inferwire__v1__version_statistics__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__version_statistics__descriptor =
 {
@@ -2022,11 +2215,140 @@ const ProtobufCMessageDescriptor inferwire__v1__version_statistics__descriptor =
   "Inferwire__V1__VersionStatistics",
   "inferwire.v1",
   sizeof(Inferwire__V1__VersionStatistics),
-  10,
+  14,
   inferwire__v1__version_statistics__field_descriptors,
   inferwire__v1__version_statistics__field_indices_by_name,
   1,  inferwire__v1__version_statistics__number_ranges,
   (ProtobufCMessageInit) inferwire__v1__version_statistics__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__feature_statistics__field_descriptors[8] =
+{
+  {
+    "input",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, input),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mean",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, mean),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "variance",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, variance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, min),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, max),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "missing",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__FeatureStatistics, missing),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__feature_statistics__field_indices_by_name[] = {
+  2,   /* field[2] = count */
+  1,   /* field[1] = index */
+  0,   /* field[0] = input */
+  6,   /* field[6] = max */
+  3,   /* field[3] = mean */
+  5,   /* field[5] = min */
+  7,   /* field[7] = missing */
+  4,   /* field[4] = variance */
+};
+static const ProtobufCIntRange inferwire__v1__feature_statistics__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__feature_statistics__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.FeatureStatistics",
+  "FeatureStatistics",
+  "Inferwire__V1__FeatureStatistics",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__FeatureStatistics),
+  8,
+  inferwire__v1__feature_statistics__field_descriptors,
+  inferwire__v1__feature_statistics__field_indices_by_name,
+  1,  inferwire__v1__feature_statistics__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__feature_statistics__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor inferwire__v1__model_statistics_response__field_descriptors[1] =

@@ -36,6 +36,8 @@ typedef struct Inferwire__V1__InferResponse__ParametersEntry Inferwire__V1__Infe
 typedef struct Inferwire__V1__ModelStatisticsRequest Inferwire__V1__ModelStatisticsRequest;
 typedef struct Inferwire__V1__VersionStatistics Inferwire__V1__VersionStatistics;
 typedef struct Inferwire__V1__VersionStatistics__BatchSizeCountsEntry Inferwire__V1__VersionStatistics__BatchSizeCountsEntry;
+typedef struct Inferwire__V1__VersionStatistics__StatusCountsEntry Inferwire__V1__VersionStatistics__StatusCountsEntry;
+typedef struct Inferwire__V1__FeatureStatistics Inferwire__V1__FeatureStatistics;
 typedef struct Inferwire__V1__ModelStatisticsResponse Inferwire__V1__ModelStatisticsResponse;
 
 
@@ -81,10 +83,16 @@ struct  Inferwire__V1__ServerReadyResponse
 {
   ProtobufCMessage base;
   protobuf_c_boolean ready;
+  /*
+   * Why the server is not ready, one sentence per reason (empty when ready): shutting
+   * down, a model with no version serving, a version that failed to load.
+   */
+  size_t n_not_ready_reasons;
+  char **not_ready_reasons;
 };
 #define INFERWIRE__V1__SERVER_READY_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__server_ready_response__descriptor) \
-    , 0 }
+    , 0, 0,NULL }
 
 
 struct  Inferwire__V1__ServerMetadataRequest
@@ -290,10 +298,19 @@ struct  Inferwire__V1__InferRequest
    * With a sticky canary, requests with the same key always reach the same version.
    */
   char *routing_key;
+  /*
+   * W3C Trace Context (https://www.w3.org/TR/trace-context/): the caller's `traceparent`
+   * header value, "00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>", and its
+   * optional `tracestate`. The server's spans for this request are children of it, and
+   * its log lines for the request carry the trace id. An invalid value is ignored (the
+   * request is served as if it had none), as the W3C recommendation says.
+   */
+  char *traceparent;
+  char *tracestate;
 };
 #define INFERWIRE__V1__INFER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__infer_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0,NULL, INFERWIRE__V1__PRIORITY__NORMAL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0,NULL, INFERWIRE__V1__PRIORITY__NORMAL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Inferwire__V1__InferResponse__ParametersEntry
@@ -350,6 +367,17 @@ struct  Inferwire__V1__VersionStatistics__BatchSizeCountsEntry
     , 0, 0 }
 
 
+struct  Inferwire__V1__VersionStatistics__StatusCountsEntry
+{
+  ProtobufCMessage base;
+  uint32_t key;
+  uint64_t value;
+};
+#define INFERWIRE__V1__VERSION_STATISTICS__STATUS_COUNTS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__version_statistics__status_counts_entry__descriptor) \
+    , 0, 0 }
+
+
 /*
  * Counts and times since the version was loaded.
  */
@@ -388,10 +416,62 @@ struct  Inferwire__V1__VersionStatistics
   uint64_t *queue_time_histogram;
   size_t n_compute_time_histogram;
   uint64_t *compute_time_histogram;
+  /*
+   * Answers by status code: key = the code's number (0: OK), value = requests. Counts
+   * every request routed to this version, those refused before running included
+   * (invalid inputs, a full queue, a deadline passed while queued, a cancel).
+   */
+  size_t n_status_counts;
+  Inferwire__V1__VersionStatistics__StatusCountsEntry **status_counts;
+  /*
+   * Time from the server reading a request to its answer being ready, in microseconds:
+   * the sum over requests and a histogram with the buckets above. 0 and empty when the
+   * server runs without request metrics.
+   */
+  uint64_t request_time_us;
+  size_t n_request_time_histogram;
+  uint64_t *request_time_histogram;
+  /*
+   * Running statistics of each input feature, over the requests the prediction log
+   * sampled (serve --prediction-log); empty without it. Compare them between versions, or
+   * with the training data, to see drift.
+   */
+  size_t n_features;
+  Inferwire__V1__FeatureStatistics **features;
 };
 #define INFERWIRE__V1__VERSION_STATISTICS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__version_statistics__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, 0, 0, 0,NULL, 0,NULL, 0,NULL, 0, 0,NULL, 0,NULL }
+
+
+/*
+ * One feature: position `index` of input `input` in every sampled row (for an input of
+ * shape [rows, n], column `index`; for an input without a batch dimension, element `index`).
+ */
+struct  Inferwire__V1__FeatureStatistics
+{
+  ProtobufCMessage base;
+  char *input;
+  uint32_t index;
+  /*
+   * Values seen, NaN excluded.
+   */
+  uint64_t count;
+  double mean;
+  /*
+   * Population variance (the sum of squared differences from the mean, over count).
+   */
+  double variance;
+  double min;
+  double max;
+  /*
+   * NaN values seen: missing values, as exporters encode them.
+   */
+  uint64_t missing;
+};
+#define INFERWIRE__V1__FEATURE_STATISTICS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__feature_statistics__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Inferwire__V1__ModelStatisticsResponse
@@ -702,6 +782,9 @@ void   inferwire__v1__model_statistics_request__free_unpacked
 /* Inferwire__V1__VersionStatistics__BatchSizeCountsEntry methods */
 void   inferwire__v1__version_statistics__batch_size_counts_entry__init
                      (Inferwire__V1__VersionStatistics__BatchSizeCountsEntry         *message);
+/* Inferwire__V1__VersionStatistics__StatusCountsEntry methods */
+void   inferwire__v1__version_statistics__status_counts_entry__init
+                     (Inferwire__V1__VersionStatistics__StatusCountsEntry         *message);
 /* Inferwire__V1__VersionStatistics methods */
 void   inferwire__v1__version_statistics__init
                      (Inferwire__V1__VersionStatistics         *message);
@@ -720,6 +803,25 @@ Inferwire__V1__VersionStatistics *
                       const uint8_t       *data);
 void   inferwire__v1__version_statistics__free_unpacked
                      (Inferwire__V1__VersionStatistics *message,
+                      ProtobufCAllocator *allocator);
+/* Inferwire__V1__FeatureStatistics methods */
+void   inferwire__v1__feature_statistics__init
+                     (Inferwire__V1__FeatureStatistics         *message);
+size_t inferwire__v1__feature_statistics__get_packed_size
+                     (const Inferwire__V1__FeatureStatistics   *message);
+size_t inferwire__v1__feature_statistics__pack
+                     (const Inferwire__V1__FeatureStatistics   *message,
+                      uint8_t             *out);
+size_t inferwire__v1__feature_statistics__pack_to_buffer
+                     (const Inferwire__V1__FeatureStatistics   *message,
+                      ProtobufCBuffer     *buffer);
+Inferwire__V1__FeatureStatistics *
+       inferwire__v1__feature_statistics__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   inferwire__v1__feature_statistics__free_unpacked
+                     (Inferwire__V1__FeatureStatistics *message,
                       ProtobufCAllocator *allocator);
 /* Inferwire__V1__ModelStatisticsResponse methods */
 void   inferwire__v1__model_statistics_response__init
@@ -799,8 +901,14 @@ typedef void (*Inferwire__V1__ModelStatisticsRequest_Closure)
 typedef void (*Inferwire__V1__VersionStatistics__BatchSizeCountsEntry_Closure)
                  (const Inferwire__V1__VersionStatistics__BatchSizeCountsEntry *message,
                   void *closure_data);
+typedef void (*Inferwire__V1__VersionStatistics__StatusCountsEntry_Closure)
+                 (const Inferwire__V1__VersionStatistics__StatusCountsEntry *message,
+                  void *closure_data);
 typedef void (*Inferwire__V1__VersionStatistics_Closure)
                  (const Inferwire__V1__VersionStatistics *message,
+                  void *closure_data);
+typedef void (*Inferwire__V1__FeatureStatistics_Closure)
+                 (const Inferwire__V1__FeatureStatistics *message,
                   void *closure_data);
 typedef void (*Inferwire__V1__ModelStatisticsResponse_Closure)
                  (const Inferwire__V1__ModelStatisticsResponse *message,
@@ -832,6 +940,8 @@ extern const ProtobufCMessageDescriptor inferwire__v1__infer_response__parameter
 extern const ProtobufCMessageDescriptor inferwire__v1__model_statistics_request__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__version_statistics__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__version_statistics__batch_size_counts_entry__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__version_statistics__status_counts_entry__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__feature_statistics__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__model_statistics_response__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -30,10 +30,12 @@ class ServerReadyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerReadyResponse(_message.Message):
-    __slots__ = ("ready",)
+    __slots__ = ("ready", "not_ready_reasons")
     READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_REASONS_FIELD_NUMBER: _ClassVar[int]
     ready: bool
-    def __init__(self, ready: bool = ...) -> None: ...
+    not_ready_reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: bool = ..., not_ready_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServerMetadataRequest(_message.Message):
     __slots__ = ()
@@ -123,7 +125,7 @@ class Parameter(_message.Message):
     def __init__(self, bool_param: bool = ..., int64_param: _Optional[int] = ..., string_param: _Optional[str] = ..., double_param: _Optional[float] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("model_name", "version", "id", "inputs", "output_names", "parameters", "priority", "routing_key")
+    __slots__ = ("model_name", "version", "id", "inputs", "output_names", "parameters", "priority", "routing_key", "traceparent", "tracestate")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +141,8 @@ class InferRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: VersionSelector
     id: str
@@ -147,7 +151,9 @@ class InferRequest(_message.Message):
     parameters: _containers.MessageMap[str, Parameter]
     priority: Priority
     routing_key: str
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[_Union[VersionSelector, _Mapping]] = ..., id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., output_names: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., priority: _Optional[_Union[Priority, str]] = ..., routing_key: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    tracestate: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[_Union[VersionSelector, _Mapping]] = ..., id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., output_names: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., priority: _Optional[_Union[Priority, str]] = ..., routing_key: _Optional[str] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class InferResponse(_message.Message):
     __slots__ = ("model_name", "model_version", "id", "outputs", "parameters")
@@ -177,8 +183,15 @@ class ModelStatisticsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class VersionStatistics(_message.Message):
-    __slots__ = ("name", "version", "request_count", "failure_count", "execution_count", "batch_size_counts", "queue_time_us", "compute_time_us", "queue_time_histogram", "compute_time_histogram")
+    __slots__ = ("name", "version", "request_count", "failure_count", "execution_count", "batch_size_counts", "queue_time_us", "compute_time_us", "queue_time_histogram", "compute_time_histogram", "status_counts", "request_time_us", "request_time_histogram", "features")
     class BatchSizeCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    class StatusCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +208,10 @@ class VersionStatistics(_message.Message):
     COMPUTE_TIME_US_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIME_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_TIME_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    STATUS_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIME_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     request_count: int
@@ -205,7 +222,31 @@ class VersionStatistics(_message.Message):
     compute_time_us: int
     queue_time_histogram: _containers.RepeatedScalarFieldContainer[int]
     compute_time_histogram: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., request_count: _Optional[int] = ..., failure_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_size_counts: _Optional[_Mapping[int, int]] = ..., queue_time_us: _Optional[int] = ..., compute_time_us: _Optional[int] = ..., queue_time_histogram: _Optional[_Iterable[int]] = ..., compute_time_histogram: _Optional[_Iterable[int]] = ...) -> None: ...
+    status_counts: _containers.ScalarMap[int, int]
+    request_time_us: int
+    request_time_histogram: _containers.RepeatedScalarFieldContainer[int]
+    features: _containers.RepeatedCompositeFieldContainer[FeatureStatistics]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., request_count: _Optional[int] = ..., failure_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_size_counts: _Optional[_Mapping[int, int]] = ..., queue_time_us: _Optional[int] = ..., compute_time_us: _Optional[int] = ..., queue_time_histogram: _Optional[_Iterable[int]] = ..., compute_time_histogram: _Optional[_Iterable[int]] = ..., status_counts: _Optional[_Mapping[int, int]] = ..., request_time_us: _Optional[int] = ..., request_time_histogram: _Optional[_Iterable[int]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ...) -> None: ...
+
+class FeatureStatistics(_message.Message):
+    __slots__ = ("input", "index", "count", "mean", "variance", "min", "max", "missing")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    input: str
+    index: int
+    count: int
+    mean: float
+    variance: float
+    min: float
+    max: float
+    missing: int
+    def __init__(self, input: _Optional[str] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., missing: _Optional[int] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("versions",)
