@@ -1,3 +1,4 @@
+public import CoreMetrics
 import Foundation
 public import InferWireCore
 public import InferWireProto
@@ -30,15 +31,19 @@ public final class ModelManager: Sendable {
         public var historyLimit: Int
         /// The clock of grace periods and periodic work.
         public var clock: any Clock<Duration>
+        /// Where rollout events and model loads are counted (swift-metrics); nil: the
+        /// process's `MetricsSystem.factory` when an event happens.
+        public var metricsFactory: (any MetricsFactory)?
 
         public init(
             statePath: String? = nil, store: (any RolloutStore)? = nil, historyLimit: Int = 200,
-            clock: any Clock<Duration> = ContinuousClock()
+            clock: any Clock<Duration> = ContinuousClock(), metricsFactory: (any MetricsFactory)? = nil
         ) {
             self.statePath = statePath
             self.store = store
             self.historyLimit = historyLimit
             self.clock = clock
+            self.metricsFactory = metricsFactory
         }
     }
 
@@ -47,33 +52,34 @@ public final class ModelManager: Sendable {
         var rollout: RolloutState
         var models: [Int64: LoadedModel] = [:]
         var shadowTally: ShadowTally?
-        /// Promotions and rollbacks applied since start, by ``RolloutCounts`` field.
-        var rolloutCounts = RolloutCounts()
     }
 
-    /// Rollout changes applied to one model since the server started, for metrics.
-    public struct RolloutCounts: Sendable, Hashable {
-        public var promotions: UInt64 = 0
-        /// Rollbacks asked for through management.
-        public var rollbacks: UInt64 = 0
-        /// Canaries withdrawn by the canary guard.
-        public var automaticRollbacks: UInt64 = 0
+    /// What metrics report of one model at scrape time: each loaded version's load time.
+    public struct ModelFacts: Sendable {
+        public var name: String
+        public var loadDurations: [Int64: Duration]
+    }
 
-        mutating func count(_ event: RolloutEvent) {
-            switch event {
-            case .promote: self.promotions += 1
-            case .rollback: self.rollbacks += 1
-            case .guardRollback: self.automaticRollbacks += 1
-            default: break
-            }
+    /// The metric name rollout events are counted under, with `model` and `event` dimensions.
+    public static let rolloutEventsMetric = "inferwire_rollout_events_total"
+    /// The metric name version loads are counted under, with `model` and `result` (`ready`, `failed`).
+    public static let loadsMetric = "inferwire_model_loads_total"
+
+    /// The word an event is counted as, for the events metrics count.
+    static func countedName(_ event: RolloutEvent) -> String? {
+        switch event {
+        case .promote: "promote"
+        case .rollback: "rollback"
+        case .guardRollback: "automatic_rollback"
+        default: nil
         }
     }
 
-    /// What metrics report of one model: its rollout counts and each loaded version's load time.
-    public struct ModelFacts: Sendable {
-        public var name: String
-        public var rolloutCounts: RolloutCounts
-        public var loadDurations: [Int64: Duration]
+    private func count(_ metric: String, _ dimensions: [(String, String)]) {
+        Counter(
+            label: metric, dimensions: dimensions, factory: self.configuration.metricsFactory ?? MetricsSystem.factory
+        )
+        .increment()
     }
 
     public let repository: ModelRepository
@@ -106,6 +112,10 @@ public final class ModelManager: Sendable {
     /// rollout state (falling back to the highest version as stable).
     public func start() async throws {
         let contents = try self.repository.loadAll(logger: self.logger)
+        for model in contents.models { self.count(Self.loadsMetric, [("model", model.name), ("result", "ready")]) }
+        for failure in contents.failures where failure.version != nil {
+            self.count(Self.loadsMetric, [("model", failure.model), ("result", "failed")])
+        }
         let persisted = await self.saves.store.load()
         let now = Date()
         var phases: [String: [Int64: VersionPhase]] = [:]
@@ -221,6 +231,7 @@ public final class ModelManager: Sendable {
             Result { try repository.load(model: name, version: version, config: config) }
         }
         let event: RolloutEvent
+        self.count(Self.loadsMetric, [("model", name), ("result", result.isFailure ? "failed" : "ready")])
         switch result {
         case .success:
             event = .versionReady(version)
@@ -360,9 +371,7 @@ public final class ModelManager: Sendable {
         self.state.withLock { records in
             records.keys.sorted().map { name in
                 let record = records[name]!
-                return ModelFacts(
-                    name: name, rolloutCounts: record.rolloutCounts,
-                    loadDurations: record.models.mapValues(\.loadDuration))
+                return ModelFacts(name: name, loadDurations: record.models.mapValues(\.loadDuration))
             }
         }
     }
@@ -410,12 +419,14 @@ public final class ModelManager: Sendable {
             records throws(InferWireError) -> (RolloutState, T, [RolloutEffect], Int?) in
             guard var record = records[name] else { throw Self.unknown(name) }
             let effects = try record.rollout.apply(event, by: actor, at: now)
-            record.rolloutCounts.count(event)
             let result = update(&record)
             records[name] = record
             if effects.contains(.publishRouting) { self.publish(records) }
             let saving = effects.contains(.persist) ? self.saves.submit(Self.persisted(records)) : nil
             return (record.rollout, result, effects, saving)
+        }
+        if let counted = Self.countedName(event) {
+            self.count(Self.rolloutEventsMetric, [("model", name), ("event", counted)])
         }
         await self.perform(effects, model: name, by: actor)
         if let saving { await self.saves.flush(through: saving) }

@@ -1,3 +1,4 @@
+public import CoreMetrics
 import InferWireCore
 public import Logging
 public import NIOCore
@@ -68,12 +69,20 @@ public final class HTTPEndpointServer: Service, Sendable {
     private let logger: Logger
     private let group: any EventLoopGroup
     private let onListening: (@Sendable (SocketAddress) -> Void)?
+    private let metricsFactory: (any MetricsFactory)?
 
+    /// The metric name answered requests are counted under (swift-metrics), with `path` (one
+    /// of the served paths, or `other`) and `code` (the HTTP status) dimensions.
+    public static let requestsMetric = "inferwire_http_requests_total"
+
+    /// - Parameter metricsFactory: where requests are counted (``requestsMetric``); nil: the
+    ///   process's `MetricsSystem.factory`.
     public init(
         configuration: Configuration, sources: Sources, logger: Logger,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        onListening: (@Sendable (SocketAddress) -> Void)? = nil
+        onListening: (@Sendable (SocketAddress) -> Void)? = nil, metricsFactory: (any MetricsFactory)? = nil
     ) {
+        self.metricsFactory = metricsFactory
         self.configuration = configuration
         self.sources = sources
         self.logger = logger
@@ -83,6 +92,7 @@ public final class HTTPEndpointServer: Service, Sendable {
 
     public func run() async throws {
         let sources = self.sources
+        let factory = self.metricsFactory ?? MetricsSystem.factory
         let limit = self.configuration.maxConnections
         let open = Atomic<Int>(0)
         let readTimeout = TimeAmount.nanoseconds(self.configuration.readTimeout.inNanoseconds)
@@ -96,7 +106,8 @@ public final class HTTPEndpointServer: Service, Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandler(IdleStateHandler(readTimeout: readTimeout))
-                    try pipeline.addHandler(HTTPEndpointHandler(sources: sources, admitted: admitted))
+                    try pipeline.addHandler(
+                        HTTPEndpointHandler(sources: sources, admitted: admitted, metricsFactory: factory))
                     return channel
                 }
             }
@@ -141,12 +152,18 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
 
     private let sources: HTTPEndpointServer.Sources
     private let admitted: Bool
+    private let metricsFactory: any MetricsFactory
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
 
-    init(sources: HTTPEndpointServer.Sources, admitted: Bool) {
+    static let paths: Set<String> = [
+        "/metrics", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready",
+    ]
+
+    init(sources: HTTPEndpointServer.Sources, admitted: Bool, metricsFactory: any MetricsFactory) {
         self.sources = sources
         self.admitted = admitted
+        self.metricsFactory = metricsFactory
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -183,9 +200,8 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
             return self.send(
                 .serviceUnavailable, "too many HTTP connections\n", head: head, close: true, context: context)
         }
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let known = ["/metrics", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"]
-        guard known.contains(path) else {
+        let path = Self.path(head)
+        guard Self.paths.contains(path) else {
             return self.send(
                 .notFound, "not found; try /metrics, /health/live, /health/ready\n", head: head, context: context)
         }
@@ -211,11 +227,21 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
         }
     }
 
+    static func path(_ head: HTTPRequestHead) -> String {
+        head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+    }
+
     private func send(
         _ status: HTTPResponseStatus, _ body: String, head: HTTPRequestHead,
         contentType: String = "text/plain; charset=utf-8", extraHeaders: [(String, String)] = [], close: Bool = false,
         context: ChannelHandlerContext
     ) {
+        let path = Self.path(head)
+        Counter(
+            label: HTTPEndpointServer.requestsMetric,
+            dimensions: [("path", Self.paths.contains(path) ? path : "other"), ("code", "\(status.code)")],
+            factory: self.metricsFactory
+        ).increment()
         let keepAlive = head.isKeepAlive && !close
         var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", "\(body.utf8.count)")])
         headers.add(contentsOf: extraHeaders)

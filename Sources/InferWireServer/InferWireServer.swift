@@ -1,3 +1,4 @@
+public import CoreMetrics
 public import InferWireAuth
 import InferWireCore
 public import InferWireEngine
@@ -146,6 +147,15 @@ public final class InferWireServer: Service, Sendable {
     private let logger: Logger
     private let group: any EventLoopGroup
     private let onListening: (@Sendable (SocketAddress) -> Void)?
+    private let metricsFactory: (any MetricsFactory)?
+
+    /// The metric name connections closed or refused for a reason are counted under
+    /// (swift-metrics), with `listener` and `reason` dimensions: `connection-limit`,
+    /// `handshake-timeout`, `protocol-error`, `http`, `authentication`, `plaintext-on-tls`, `tls`.
+    public static let rejectionsMetric = "inferwire_connections_rejected_total"
+
+    /// The listener's name in metrics: `management` for a listener serving only management.
+    public var metricsName: String { self.configuration.services == .management ? "management" : "inference" }
 
     /// - Parameters:
     ///   - configuration: where to listen and the limits to enforce.
@@ -155,6 +165,8 @@ public final class InferWireServer: Service, Sendable {
     ///     ``InferWireCore/Principal/anonymous``.
     ///   - eventLoopGroup: the I/O threads; one per core by default.
     ///   - onListening: called once with the bound address (the real port when `port` is 0).
+    ///   - metricsFactory: where rejected connections are counted (``rejectionsMetric``); nil:
+    ///     the process's `MetricsSystem.factory`.
     /// - Throws: when the TLS files do not load.
     public init(
         configuration: Configuration,
@@ -162,8 +174,10 @@ public final class InferWireServer: Service, Sendable {
         logger: Logger,
         authenticator: Authenticator? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        onListening: (@Sendable (SocketAddress) -> Void)? = nil
+        onListening: (@Sendable (SocketAddress) -> Void)? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) throws(InferWireError) {
+        self.metricsFactory = metricsFactory
         self.tlsContexts = try configuration.tls.map { tls throws(InferWireError) in try TLSContextStore(files: tls) }
         self.credentialChecks = authenticator.map { CredentialChecks(authenticator: $0) }
         self.configuration = configuration
@@ -201,7 +215,11 @@ public final class InferWireServer: Service, Sendable {
                 limits.maxConnectionsPerAddress = min(limits.maxConnectionsPerAddress, ceiling)
             }
         }
-        let rejections = RateLimitedLog(logger: logger)
+        let rejections = RateLimitedLog(
+            logger: logger,
+            counting: .init(
+                metric: Self.rejectionsMetric, dimensions: [("listener", self.metricsName)],
+                factory: self.metricsFactory ?? MetricsSystem.factory))
         let limiter = ConnectionLimiter(
             maxConnections: limits.maxConnections, maxPerAddress: limits.maxConnectionsPerAddress)
         let listener = try await ServerBootstrap(group: self.group)

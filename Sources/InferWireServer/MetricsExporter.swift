@@ -2,27 +2,33 @@ import Foundation
 import InferWireCore
 public import InferWireEngine
 import InferWireProto
-import Prometheus
+public import Prometheus
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The Prometheus exposition of a server, collected at scrape time from counters the
-/// request path keeps anyway (per-version statistics, connection counts), so that serving
-/// pays nothing for metrics.
+/// The Prometheus exposition of a server: what the request path counts, collected at
+/// scrape time from the counters it keeps anyway (per-version statistics, connection
+/// counts), and the events reported through swift-metrics (rollout events, model loads,
+/// rejected connections, HTTP requests) into `events`, the registry behind the process's
+/// `PrometheusMetricsFactory`.
 public struct MetricsExporter: Sendable {
     public let dispatcher: RequestDispatcher
     public let manager: ModelManager?
     /// Listeners by name (`inference`, `management`).
     public let listeners: [(name: String, server: InferWireServer)]
+    /// Where swift-metrics events are kept; nil exports none.
+    public let events: PrometheusCollectorRegistry?
 
     public init(
-        dispatcher: RequestDispatcher, manager: ModelManager?, listeners: [(name: String, server: InferWireServer)]
+        dispatcher: RequestDispatcher, manager: ModelManager?, listeners: [(name: String, server: InferWireServer)],
+        events: PrometheusCollectorRegistry? = nil
     ) {
         self.dispatcher = dispatcher
         self.manager = manager
         self.listeners = listeners
+        self.events = events
     }
 
     /// The metrics, in the Prometheus text format.
@@ -122,15 +128,6 @@ public struct MetricsExporter: Sendable {
             }
         }
         for model in self.manager?.facts() ?? [] {
-            for (event, count) in [
-                ("promote", model.rolloutCounts.promotions), ("rollback", model.rolloutCounts.rollbacks),
-                ("automatic_rollback", model.rolloutCounts.automaticRollbacks),
-            ] {
-                counter(
-                    "inferwire_rollout_events_total", [("model", model.name), ("event", event)],
-                    help: "Promotions, rollbacks and canary-guard rollbacks since start."
-                ).increment(by: Int64(count))
-            }
             for (version, duration) in model.loadDurations.sorted(by: { $0.key < $1.key }) {
                 gauge(
                     "inferwire_model_load_duration_seconds", [("model", model.name), ("version", "\(version)")],
@@ -225,7 +222,7 @@ public struct MetricsExporter: Sendable {
             .set(ProcessFacts.startTime)
         counter("process_cpu_seconds_total", help: "User and system CPU time in seconds.")
             .increment(by: process.cpuSeconds)
-        return registry.emitToString() + histograms
+        return registry.emitToString() + histograms + (self.events?.emitToString() ?? "")
     }
 
     /// Power-of-two buckets exported: 1 µs to 2^24 µs (16.8 s); longer times land in +Inf.

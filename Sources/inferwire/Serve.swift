@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import InferWireAuth
 import InferWireCore
@@ -8,6 +9,7 @@ import InferWireProto
 import InferWireServer
 import Logging
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -230,6 +232,10 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "inferwire")
+        // Events (rollout changes, model loads, rejected connections, HTTP requests) go through
+        // swift-metrics into this registry, which /metrics emits with what it collects.
+        let events = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: events))
 
         // Before any model loads: the BLAS library is chosen and loaded once per process.
         var runtime: [String: String] = [:]
@@ -321,7 +327,8 @@ struct Serve: AsyncParsableCommand {
         if !self.noHttp {
             let exporter = MetricsExporter(
                 dispatcher: dispatcher, manager: self.noManagement ? nil : manager,
-                listeners: [("inference", server)] + (servers.count > 1 ? [("management", servers[1])] : []))
+                listeners: [("inference", server)] + (servers.count > 1 ? [("management", servers[1])] : []),
+                events: events)
             let metrics: (@Sendable () -> String)? = self.noMetrics ? nil : { @Sendable in exporter.exposition() }
             services.append(
                 .init(

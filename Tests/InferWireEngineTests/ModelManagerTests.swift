@@ -1,8 +1,10 @@
+import CoreMetrics
 import Foundation
 import InferWireCore
 import InferWireEngine
 import InferWireProto
 import Logging
+import MetricsTestKit
 import Testing
 
 /// A repository of built-in identity models in a temporary directory.
@@ -25,10 +27,10 @@ struct TemporaryRepository: ~Copyable {
 
     var statePath: String { self.root + "/.inferwire-state.json" }
 
-    func manager() async throws -> ModelManager {
+    func manager(metricsFactory: (any MetricsFactory)? = nil) async throws -> ModelManager {
         let manager = ModelManager(
-            repository: ModelRepository(directory: self.root), configuration: .init(statePath: self.statePath),
-            logger: quiet)
+            repository: ModelRepository(directory: self.root),
+            configuration: .init(statePath: self.statePath, metricsFactory: metricsFactory), logger: quiet)
         try await manager.start()
         return manager
     }
@@ -78,6 +80,31 @@ struct ModelManagerTests {
 
         let actions = try manager.history("echo").map(\.action)
         #expect(actions.suffix(4) == ["load", "traffic", "promote", "rollback"])
+    }
+
+    @Test("promotions, rollbacks and loads are counted through swift-metrics; refused changes are not")
+    func eventsCounted() async throws {
+        let metrics = TestMetrics()
+        let repo = try TemporaryRepository(versions: [1, 2])
+        let manager = try await repo.manager(metricsFactory: metrics)
+        defer { manager.stopAll() }
+        #expect(
+            try metrics.expectCounter(ModelManager.loadsMetric, [("model", "echo"), ("result", "ready")]).totalValue
+                == 2)
+        await #expect(throws: InferWireError.self) { try await manager.promote("echo") }  // no canary
+        _ = try await manager.setTraffic("echo", canary: 1, percent: 10, sticky: false)
+        _ = try await manager.promote("echo")
+        _ = try await manager.rollback("echo")
+        // A second rollback counts only if it was applied.
+        let second = (try? await manager.rollback("echo")) != nil
+        func count(_ event: String) throws -> Int64 {
+            try metrics.expectCounter(ModelManager.rolloutEventsMetric, [("model", "echo"), ("event", event)])
+                .totalValue
+        }
+        #expect(try count("promote") == 1)
+        #expect(try count("rollback") == (second ? 2 : 1))
+        _ = try? await manager.load("echo", version: 9)  // no such directory: refused before loading
+        #expect(metrics.counters(label: ModelManager.loadsMetric).count == 1)
     }
 
     @Test("a 10% canary gets about 10% of unlabelled requests; a sticky canary keeps each key on one version")
@@ -247,7 +274,7 @@ final class GuardedModel {
     let manager: ModelManager
     let dispatcher: RequestDispatcher
 
-    init(marker: String?, guard: String) async throws {
+    init(marker: String?, guard: String, metricsFactory: (any MetricsFactory)? = nil) async throws {
         self.root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-guard-\(UUID())").path
         for version in [1, 2] {
             try FileManager.default.createDirectory(
@@ -262,7 +289,8 @@ final class GuardedModel {
         rollout { guard { \(`guard`) } }
         """.write(toFile: "\(self.root)/m/config.pbtxt", atomically: true, encoding: .utf8)
         self.manager = ModelManager(
-            repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]), logger: quiet)
+            repository: ModelRepository(directory: self.root, loaders: [FaultyWhenMarkedLoader()]),
+            configuration: .init(metricsFactory: metricsFactory), logger: quiet)
         try await self.manager.start()
         self.dispatcher = RequestDispatcher(registry: self.manager.registry, manager: self.manager)
         _ = try await self.manager.setTraffic("m", canary: 1, percent: 50, sticky: false)
@@ -298,6 +326,20 @@ struct GuardedRolloutTests {
         #expect(last.action == "auto-rollback")
         #expect(last.actor == "guard")
         #expect(last.detail.contains("error rate"))
+    }
+
+    @Test("an automatic rollback is counted through swift-metrics as automatic_rollback")
+    func autoRollbackCounted() async throws {
+        let metrics = TestMetrics()
+        let model = try await GuardedModel(
+            marker: "FAULTY", guard: "max_error_rate_increase: 0.05 window_seconds: 30 min_requests: 20",
+            metricsFactory: metrics)
+        try model.send(200)
+        #expect(await model.manager.checkGuards() == ["m"])
+        let counter = try metrics.expectCounter(
+            ModelManager.rolloutEventsMetric, [("model", "m"), ("event", "automatic_rollback")])
+        #expect(counter.totalValue == 1)
+        #expect(metrics.counters(label: ModelManager.rolloutEventsMetric).count == 1)
     }
 
     @Test("a canary whose p99 latency breaches the guard's ratio is rolled back")

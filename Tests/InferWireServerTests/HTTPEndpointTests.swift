@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import InferWireCore
 import InferWireEngine
@@ -5,6 +6,7 @@ import InferWireProto
 import InferWireServer
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import Testing
 
@@ -13,12 +15,13 @@ import Testing
 /// Runs the HTTP listener on a free loopback port for the duration of `body`.
 func withHTTPEndpoints<T: Sendable>(
     sources: HTTPEndpointServer.Sources, readTimeout: Duration = .seconds(30),
+    metricsFactory: (any MetricsFactory)? = nil,
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
     let server = HTTPEndpointServer(
         configuration: .init(host: "127.0.0.1", port: 0, readTimeout: readTimeout), sources: sources, logger: quiet,
-        onListening: { continuation.yield($0.port!) })
+        onListening: { continuation.yield($0.port!) }, metricsFactory: metricsFactory)
     let group = ServiceGroup(configuration: .init(services: [server], logger: quiet))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
@@ -126,6 +129,37 @@ struct HTTPEndpointTests {
             #expect(text.contains("process_resident_memory_bytes "))
             #expect(text.contains("process_open_fds "))
             #expect(text.contains("process_start_time_seconds "))
+        }
+    }
+
+    @Test("HTTP requests and rejected connections are counted through swift-metrics and exported with the rest")
+    func eventsExported() async throws {
+        let events = PrometheusCollectorRegistry()
+        let factory = PrometheusMetricsFactory(registry: events)
+        let dispatcher = RequestDispatcher(registry: try makeRegistry())
+        let box = ServerBox()
+        try await withServer(dispatcher: dispatcher, metricsFactory: factory, onServer: box.store) { port in
+            // HTTP on the binary port: answered 400, the connection closed, and counted.
+            let refused = try await httpExchange(port: port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(refused.status == 400)
+            let exporter = MetricsExporter(
+                dispatcher: dispatcher, manager: nil, listeners: [("inference", try #require(box.server))],
+                events: events)
+            try await withHTTPEndpoints(
+                sources: .init(readiness: { Readiness(problems: []) }, metrics: { exporter.exposition() }),
+                metricsFactory: factory
+            ) { httpPort in
+                #expect(try await get("/nope?x=1", port: httpPort).status == 404)
+                #expect(try await get("/health/live", port: httpPort).status == 200)
+                let text = try await get("/metrics", port: httpPort).body
+                #expect(
+                    text.contains(#"inferwire_connections_rejected_total{listener="inference",reason="http"} 1"#),
+                    "\(text)")
+                #expect(text.contains(#"inferwire_http_requests_total{path="other",code="404"} 1"#))
+                #expect(text.contains(#"inferwire_http_requests_total{path="/health/live",code="200"} 1"#))
+                // The client's path is no label value.
+                #expect(!text.contains("nope"))
+            }
         }
     }
 

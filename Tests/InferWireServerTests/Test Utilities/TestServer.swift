@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import InferWireAuth
 import InferWireCore
@@ -98,6 +99,7 @@ func withServer<T: Sendable>(
     services: [any Service] = [],
     logger: Logger = quiet,
     logsAccess: Bool = false,
+    metricsFactory: (any MetricsFactory)? = nil,
     onServer: @Sendable (InferWireServer) -> Void = { _ in },
     _ body: @Sendable (_ port: Int) async throws -> T
 ) async throws -> T {
@@ -109,7 +111,7 @@ func withServer<T: Sendable>(
         dispatcher: dispatcher,
         logger: logger,
         authenticator: authenticator,
-        onListening: { continuation.yield($0.port!) })
+        onListening: { continuation.yield($0.port!) }, metricsFactory: metricsFactory)
     onServer(server)
     let group = ServiceGroup(configuration: .init(services: services + [server], logger: quiet))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
