@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-metrics bench-onnx compare-rest fixtures clean
+.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-metrics bench-onnx onnx-node-tests compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -65,6 +65,10 @@ bench-metrics: deps
 ## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
 bench-onnx:
 	scripts/bench-onnx
+
+## ONNX's own node test cases through InferWire's runtime (onnx from PyPI in .venv-onnx).
+onnx-node-tests:
+	scripts/onnx-node-tests --quiet
 
 ## Rebuild the ONNX fixtures and example models with scikit-learn/skl2onnx/onnxruntime.
 fixtures:

@@ -197,6 +197,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // ONNX's node test cases through the runtime: `scripts/onnx-node-tests`.
+        .executableTarget(
+            name: "inferwire-onnx-conformance",
+            dependencies: [
+                "InferWireONNX", "InferWireCore", "InferWireProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/OnnxConformance",
+            swiftSettings: swiftSettings
+        ),
+
         .testTarget(
             name: "InferWireWireTests",
             dependencies: [

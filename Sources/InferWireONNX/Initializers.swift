@@ -1,4 +1,5 @@
 import Foundation
+import InferWireCore
 import InferWireProto
 
 extension OnnxTensor {
@@ -170,5 +171,18 @@ struct Attributes {
         if !a.refAttrName.isEmpty { return nil }
         self.used.insert(name)
         return a
+    }
+}
+
+/// ONNX tensors as InferWire tensors, for tools that feed ONNX's test data to the runtime.
+package enum OnnxTensorConversion {
+    /// A `TensorProto` (ONNX's test data format) as a wire tensor; throws for element types the
+    /// runtime does not hold.
+    package static func tensor(_ proto: Onnx_TensorProto, name: String) throws -> Tensor {
+        do {
+            return try OnnxTensor(proto: proto).wire(name: name)
+        } catch {
+            throw InferWireError(code: .invalidArgument, message: error.message)
+        }
     }
 }

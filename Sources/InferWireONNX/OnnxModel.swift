@@ -2,10 +2,33 @@ import Foundation
 import InferWireCore
 import InferWireProto
 
-/// The domains InferWire runs, with the newest opset it knows for each.
+/// The domains InferWire runs: the newest opsets it accepts, and the operator versions its
+/// kernels were written for.
 enum OpsetSupport {
-    static let defaultDomainMax = 21
-    static let mlDomainMax = 3
+    static let defaultDomainMax = OperatorVersions.newestDefault
+    static let mlDomainMax = OperatorVersions.newestML
+
+    /// The opset through which a kernel knows its operator's versions, unless
+    /// ``Operators/implementedThrough`` says more: later versions run only when they changed
+    /// nothing but the element types accepted.
+    static let kernelsWrittenFor = (defaultDomain: 21, mlDomain: 3)
+
+    /// Why a node at `opset` cannot run as the operator's version there, or nil when it can.
+    static func refusal(op: String, domain: String, opset: Int) -> String? {
+        let key = domain.isEmpty ? op : domain + "." + op
+        guard let versions = OperatorVersions.table[key] else { return nil }
+        guard let effective = versions.since.last(where: { $0 <= opset }) else {
+            return "\(op) does not exist at opset \(opset) (its first version is opset \(versions.since[0]))"
+        }
+        let through =
+            Operators.implementedThrough[key]
+            ?? (domain.isEmpty ? Self.kernelsWrittenFor.defaultDomain : Self.kernelsWrittenFor.mlDomain)
+        let known = versions.since.last(where: { $0 <= through }) ?? 0
+        let changed = versions.since.filter { $0 > known && $0 <= effective && !versions.typeOnly.contains($0) }
+        guard let first = changed.first else { return nil }
+        return
+            "\(op)-\(first) (in opset \(opset)) changed \(op)'s inputs or attributes; InferWire runs \(op) through version \(known)"
+    }
 }
 
 /// A graph input or output as declared in the model.
@@ -177,17 +200,25 @@ struct GraphLoader {
         }
 
         var steps: [ExecutionPlan.Step] = []
+        // Every node that cannot run, so that one load names them all.
+        var problems: [String] = []
         for (index, node) in ordered {
             let domain = node.domain == "ai.onnx" ? "" : node.domain
             guard let opset = opsets[domain] else {
-                throw OnnxError(
+                problems.append(
                     "\(Self.label(node, index: index, opset: nil)): the model imports no opset for domain '\(domain)'")
+                continue
             }
             let label = Self.label(node, index: index, opset: opset)
             let registry = domain == "" ? Operators.defaultDomain : (domain == "ai.onnx.ml" ? Operators.mlDomain : [:])
             guard let factory = registry[node.opType] else {
-                throw OnnxError(
+                problems.append(
                     "\(label): operator \(domain.isEmpty ? "" : domain + ".")\(node.opType) is not supported")
+                continue
+            }
+            if let refusal = OpsetSupport.refusal(op: node.opType, domain: domain, opset: opset) {
+                problems.append("\(label): \(refusal)")
+                continue
             }
             let inputSlots: [Int?] = node.input.map { $0.isEmpty ? nil : slot($0) }
             var constantInputs: [Int: OnnxTensor] = [:]
@@ -204,11 +235,15 @@ struct GraphLoader {
                 // understand fails the load rather than being silently ignored.
                 try context.attributes.checkAllUsed()
             } catch let error as OnnxError {
-                throw error.message.hasPrefix(label) ? error : OnnxError("\(label): \(error.message)")
+                problems.append(error.message.hasPrefix(label) ? error.message : "\(label): \(error.message)")
+                continue
             } catch {
-                throw OnnxError("\(label): \(error)")
+                problems.append("\(label): \(error)")
+                continue
             }
             let outputSlots = node.output.map { slot($0) }
+            // Once a node is refused, later nodes are only checked, not folded.
+            guard problems.isEmpty else { continue }
 
             // Constant folding: a node whose inputs are all known now is computed once, here.
             let allConstant = inputSlots.allSatisfy { $0 == nil || constants[$0!] != nil }
@@ -223,6 +258,11 @@ struct GraphLoader {
             }
             steps.append(
                 ExecutionPlan.Step(kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: []))
+        }
+
+        if problems.count == 1 { throw OnnxError(problems[0]) }
+        if problems.count > 1 {
+            throw OnnxError("\(problems.count) nodes cannot run: " + problems.joined(separator: "; "))
         }
 
         let inputSlots = inputs.map { slots[$0.name]! }

@@ -11,10 +11,23 @@ enum Operators {
         return r
     }()
 
+    /// Operators (ML ones as `ai.onnx.ml.<name>`) whose kernels know versions after
+    /// ``OpsetSupport/kernelsWrittenFor``, by the opset through which they do.
+    static let implementedThrough: [String: Int] = [:]
+
     /// The "ai.onnx.ml" domain.
     static let mlDomain: [String: KernelFactory] = {
         var r: [String: KernelFactory] = [:]
         MLOps.register(&r)
         return r
     }()
+
+}
+
+/// What the runtime implements, for tools.
+package enum OnnxRuntimeOperators {
+    /// Every operator the runtime implements: default-domain names, and `ai.onnx.ml.<name>`.
+    package static var implemented: Set<String> {
+        Set(Operators.defaultDomain.keys).union(Operators.mlDomain.keys.map { "ai.onnx.ml." + $0 })
+    }
 }

@@ -1,9 +1,10 @@
 import Foundation
 import InferWireCore
 import InferWireEngine
-import InferWireONNX
 import InferWireProto
 import Testing
+
+@testable import InferWireONNX
 
 /// A model with one node, built in code.
 func singleNodeModel(
@@ -116,6 +117,56 @@ struct LoadErrorTests {
     func newOpset() throws {
         let message = loadError(try singleNodeModel(op: "Relu", opset: 99).serializedData())
         #expect(message?.contains("opset 99 is newer than InferWire supports") == true)
+    }
+
+    @Test("every opset through the newest onnx defines loads operators whose later versions changed only types")
+    func currentOpsets() throws {
+        for opset in Int64(13)...Int64(28) {
+            let model = try load(try singleNodeModel(op: "Relu", opset: opset).serializedData())
+            let out = try model.execute([Tensor(name: "X", values: [Float(-1), 2, -3, 4], shape: [4])])
+            #expect(out[0].values(as: Float.self) == [0, 2, 0, 4], "opset \(opset)")
+        }
+        // Conv-22 only added element types: a 22 model runs it as Conv-11.
+        #expect(OperatorVersions.table["Conv"]?.typeOnly.contains(22) == true)
+        #expect(OperatorVersions.newestDefault >= 28)
+    }
+
+    @Test("an operator whose version at the model's opset changed its inputs or attributes is refused by name")
+    func changedVersion() throws {
+        // Cast-24 added an attribute; the runtime's Cast knows versions through 21.
+        var to = Onnx_AttributeProto()
+        to.name = "to"
+        to.type = .int
+        to.i = 1
+        let message = loadError(try singleNodeModel(op: "Cast", attributes: [to], opset: 24).serializedData())
+        #expect(
+            message?.contains("Cast-24 (in opset 24) changed Cast's inputs or attributes") == true, "\(message ?? "")")
+        #expect(loadError(try singleNodeModel(op: "Cast", attributes: [to], opset: 23).serializedData()) == nil)
+        // An operator that does not exist yet at the imported opset.
+        let early = loadError(try singleNodeModel(op: "Gelu", opset: 17).serializedData())
+        #expect(early?.contains("Gelu") == true)
+    }
+
+    @Test("one load error names every node that cannot run")
+    func everyUnsupportedNode() throws {
+        var model = singleNodeModel(op: "Hardmax")
+        var second = model.graph.node[0]
+        second.name = "second"
+        second.opType = "Celu"
+        second.input = ["Y"]
+        second.output = ["Z"]
+        var third = second
+        third.name = "third"
+        third.opType = "Relu"
+        third.input = ["Z"]
+        third.output = ["W"]
+        model.graph.node += [second, third]
+        model.graph.output[0].name = "W"
+        let message = loadError(try model.serializedData())
+        #expect(message?.contains("2 nodes cannot run") == true, "\(message ?? "")")
+        #expect(message?.contains("operator Hardmax is not supported") == true)
+        #expect(message?.contains("node 'second' (Celu, opset 17): operator Celu is not supported") == true)
+        #expect(message?.contains("third") == false)
     }
 
     @Test("external tensor data is refused with a clear error")
