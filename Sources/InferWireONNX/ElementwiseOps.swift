@@ -277,9 +277,20 @@ enum ElementwiseOps {
             guard let code32 = Int32(exactly: code), let target = ElementType(onnx: code32) else {
                 throw c.error("casting to type \(code) is not supported")
             }
-            _ = try c.attributes.int("saturate")  // only meaningful for float8 targets
+            // Both only change float8 targets, which are refused above.
+            _ = try c.attributes.int("saturate")
+            _ = try c.attributes.string("round_mode")
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in [try cast(try input(inputs, 0, "Cast"), to: target)] }
+        }
+        r["CastLike"] = { c in
+            try c.require(inputs: 2...2)
+            _ = try c.attributes.int("saturate")
+            _ = try c.attributes.string("round_mode")
+            try c.attributes.checkAllUsed()
+            return FunctionKernel { inputs in
+                [try cast(try input(inputs, 0, "CastLike"), to: try input(inputs, 1, "CastLike").elementType)]
+            }
         }
     }
 }

@@ -83,9 +83,12 @@ final class OnnxModel: InferenceModel {
         // they prove that each node's shapes and types work out before any request
         // arrives. With other symbolic dimensions a guessed shape could fail a correct
         // model, so the static checks above are all such a model gets.
-        let fullyKnown = self.inputs.allSatisfy {
-            $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
-        }
+        // Nor does a model with inputs whose values are shapes or axes: ones are no valid guess.
+        let fullyKnown =
+            loaded.shapeValuedInputs.isEmpty
+            && self.inputs.allSatisfy {
+                $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
+            }
         for rows in fullyKnown ? (batched ? [1, 2] : [1]) : [] {
             let trial = try self.inputs.map { value throws(OnnxError) -> OnnxTensor in
                 let shape = value.shape.enumerated().map { index, dim in dim >= 0 ? dim : rows }
@@ -130,7 +133,20 @@ struct GraphLoader {
         var plan: ExecutionPlan
         var inputs: [GraphValue]
         var outputs: [GraphValue]
+        /// Graph inputs whose values a node reads as a shape, axes, sizes or counts: a trial
+        /// run would have to guess them.
+        var shapeValuedInputs: [String]
     }
+
+    /// Input positions whose values operators read as shapes, axes, indices of dimensions,
+    /// sizes or counts (nil: from that position on).
+    static let shapeValuedPositions: [String: [Int]] = [
+        "Reshape": [1], "Unsqueeze": [1], "Squeeze": [1], "Slice": [1, 2, 3, 4], "Expand": [1], "Tile": [1],
+        "ConstantOfShape": [0], "Range": [0, 1, 2], "TopK": [1], "OneHot": [1], "Pad": [1, 2, 3], "Resize": [1, 2, 3],
+        "Upsample": [1], "Split": [1], "CumSum": [1], "ReduceSum": [1], "ReduceMean": [1], "ReduceMax": [1],
+        "ReduceMin": [1], "ReduceProd": [1], "ReduceSumSquare": [1], "ReduceL1": [1], "ReduceL2": [1],
+        "ReduceLogSum": [1], "ReduceLogSumExp": [1], "Trilu": [1], "Clip": [1, 2],
+    ]
 
     func load() throws(OnnxError) -> Loaded {
         guard self.model.hasGraph else { throw OnnxError("the model has no graph") }
@@ -290,7 +306,15 @@ struct GraphLoader {
                 steps.contains { $0.inputs.contains(constantSlot) } || outputSlots.contains(constantSlot)
             }.map { ($0.key, $0.value) },
             inputSlots: inputSlots, outputSlots: outputSlots, steps: steps)
-        return Loaded(plan: plan, inputs: inputs, outputs: outputs)
+        let inputNames = Set(inputs.map(\.name))
+        var shapeValued: [String] = []
+        for node in graph.node where node.domain.isEmpty || node.domain == "ai.onnx" {
+            for position in Self.shapeValuedPositions[node.opType] ?? [] where position < node.input.count {
+                let name = node.input[position]
+                if inputNames.contains(name) && !shapeValued.contains(name) { shapeValued.append(name) }
+            }
+        }
+        return Loaded(plan: plan, inputs: inputs, outputs: outputs, shapeValuedInputs: shapeValued)
     }
 
     static func label(_ node: Onnx_NodeProto, index: Int, opset: Int?) -> String {

@@ -8,12 +8,17 @@ enum Operators {
         ReductionOps.register(&r)
         LinearAlgebraOps.register(&r)
         ConvolutionOps.register(&r)
+        LogicalOps.register(&r)
+        MathOps.register(&r)
         return r
     }()
 
     /// Operators (ML ones as `ai.onnx.ml.<name>`) whose kernels know versions after
     /// ``OpsetSupport/kernelsWrittenFor``, by the opset through which they do.
-    static let implementedThrough: [String: Int] = [:]
+    static let implementedThrough: [String: Int] = [
+        // Written against the newest versions (Cast-24's round_mode only affects float8 targets).
+        "Cast": 28, "CastLike": 28, "Mod": 28,
+    ]
 
     /// The "ai.onnx.ml" domain.
     static let mlDomain: [String: KernelFactory] = {

@@ -32,7 +32,7 @@ struct ReductionLayout {
     }
 }
 
-enum ReduceKind: Sendable { case sum, mean, max }
+enum ReduceKind: Sendable { case sum, mean, max, min, prod, sumSquare, l1, l2, logSum, logSumExp }
 
 func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bool, kind: ReduceKind) throws
     -> OnnxTensor
@@ -41,13 +41,23 @@ func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bo
     let set = Set(try (axes ?? []).map { a throws(OnnxError) in try normalizeAxis(a, rank: x.rank) })
     let all = (axes ?? []).isEmpty ? Set(0..<x.rank) : set
     let layout = ReductionLayout(shape: x.shape, axes: all, keepDims: keepDims)
-    func run<T: FloatingPoint>(_ v: [T]) -> [T] {
+    func run<T: BinaryFloatingPoint>(_ v: [T], log: (T) -> T, exp: (T) -> T) -> [T] {
         v.withUnsafeBufferPointer { p in
             layout.bases.map { base in
                 switch kind {
                 case .sum: return layout.offsets.reduce(T.zero) { $0 + p[base + $1] }
                 case .mean: return layout.offsets.reduce(T.zero) { $0 + p[base + $1] } / T(layout.offsets.count)
                 case .max: return layout.offsets.reduce(-T.infinity) { Swift.max($0, p[base + $1]) }
+                case .min: return layout.offsets.reduce(T.infinity) { Swift.min($0, p[base + $1]) }
+                case .prod: return layout.offsets.reduce(T(1)) { $0 * p[base + $1] }
+                case .sumSquare: return layout.offsets.reduce(T.zero) { $0 + p[base + $1] * p[base + $1] }
+                case .l1: return layout.offsets.reduce(T.zero) { $0 + Swift.abs(p[base + $1]) }
+                case .l2: return layout.offsets.reduce(T.zero) { $0 + p[base + $1] * p[base + $1] }.squareRoot()
+                case .logSum: return log(layout.offsets.reduce(T.zero) { $0 + p[base + $1] })
+                case .logSumExp:
+                    let m = layout.offsets.reduce(-T.infinity) { Swift.max($0, p[base + $1]) }
+                    guard m.isFinite else { return log(layout.offsets.reduce(T.zero) { $0 + exp(p[base + $1]) }) }
+                    return m + log(layout.offsets.reduce(T.zero) { $0 + exp(p[base + $1] - m) })
                 }
             }
         }
@@ -61,15 +71,38 @@ func reduce(_ x: OnnxTensor, axes: [Int]?, keepDims: Bool, noopWithEmptyAxes: Bo
                     return layout.offsets.isEmpty
                         ? 0 : layout.offsets.reduce(T.zero) { $0 &+ p[base + $1] } / T(layout.offsets.count)
                 case .max: return layout.offsets.reduce(T.min) { Swift.max($0, p[base + $1]) }
+                case .min: return layout.offsets.reduce(T.max) { Swift.min($0, p[base + $1]) }
+                case .prod: return layout.offsets.reduce(T(1)) { $0 &* p[base + $1] }
+                case .sumSquare: return layout.offsets.reduce(T.zero) { $0 &+ p[base + $1] &* p[base + $1] }
+                case .l1:
+                    return layout.offsets.reduce(T.zero) { $0 &+ (p[base + $1] < 0 ? 0 &- p[base + $1] : p[base + $1]) }
+                case .l2:
+                    let sum = layout.offsets.reduce(0.0) { $0 + Double(p[base + $1]) * Double(p[base + $1]) }
+                    return T(sum.squareRoot().rounded(.towardZero))
+                case .logSum:
+                    let sum = layout.offsets.reduce(0.0) { $0 + Double(p[base + $1]) }
+                    return T(exactly: Foundation.log(sum).rounded(.towardZero)) ?? 0
+                case .logSumExp:
+                    let sum = layout.offsets.reduce(0.0) { $0 + Foundation.exp(Double(p[base + $1])) }
+                    return T(exactly: Foundation.log(sum).rounded(.towardZero)) ?? 0
                 }
             }
         }
     }
     switch x.storage {
-    case .float(let v): return OnnxTensor(shape: layout.outShape, storage: .float(run(v)))
-    case .double(let v): return OnnxTensor(shape: layout.outShape, storage: .double(run(v)))
+    case .float(let v): return OnnxTensor(shape: layout.outShape, storage: .float(run(v, log: logf, exp: expf)))
+    case .double(let v):
+        return OnnxTensor(shape: layout.outShape, storage: .double(run(v, log: Foundation.log, exp: Foundation.exp)))
     case .int64(let v): return OnnxTensor(shape: layout.outShape, storage: .int64(runInt(v)))
     case .int32(let v): return OnnxTensor(shape: layout.outShape, storage: .int32(runInt(v)))
+    case .bool(let v) where kind == .max || kind == .min:
+        // Max of booleans is any, min is all.
+        let result = v.withUnsafeBufferPointer { p in
+            layout.bases.map { base in
+                kind == .max ? layout.offsets.contains { p[base + $0] } : layout.offsets.allSatisfy { p[base + $0] }
+            }
+        }
+        return OnnxTensor(shape: layout.outShape, storage: .bool(result))
     default: throw OnnxError("reduction of \(x.elementType) is not supported")
     }
 }
@@ -122,7 +155,8 @@ func softmax(_ x: OnnxTensor, axis: Int, legacy: Bool, log: Bool) throws -> Onnx
     }
 }
 
-func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool) throws -> OnnxTensor {
+/// The index of the largest (or, `minimum`, the smallest) element along `axis`.
+func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool, minimum: Bool = false) throws -> OnnxTensor {
     let a = try normalizeAxis(axis, rank: x.rank)
     let outer = x.shape[..<a].reduce(1, *)
     let n = x.shape[a]
@@ -140,7 +174,9 @@ func argMax(_ x: OnnxTensor, axis: Int, keepDims: Bool, selectLast: Bool) throws
                     for k in 1..<max(n, 1) {
                         let value = p[base + k * inner]
                         let current = p[base + best * inner]
-                        if value > current || (selectLast && value == current) { best = k }
+                        if (minimum ? value < current : value > current) || (selectLast && value == current) {
+                            best = k
+                        }
                     }
                     out[o * inner + i] = Int64(best)
                 }
@@ -161,6 +197,9 @@ enum ReductionOps {
     static func register(_ r: inout [String: KernelFactory]) {
         for (name, kind, axesInputFrom) in [
             ("ReduceSum", ReduceKind.sum, 13), ("ReduceMean", .mean, 18), ("ReduceMax", .max, 18),
+            ("ReduceMin", .min, 18), ("ReduceProd", .prod, 18), ("ReduceSumSquare", .sumSquare, 18),
+            ("ReduceL1", .l1, 18), ("ReduceL2", .l2, 18), ("ReduceLogSum", .logSum, 18),
+            ("ReduceLogSumExp", .logSumExp, 18),
         ] {
             r[name] = { c in
                 try c.require(inputs: 1...2)
@@ -186,14 +225,20 @@ enum ReductionOps {
                 }
             }
         }
-        r["ArgMax"] = { c in
-            try c.require(inputs: 1...1)
-            let axis = try c.attributes.int("axis", default: 0)
-            let keepDims = try c.attributes.int("keepdims", default: 1) != 0
-            let selectLast = try c.attributes.int("select_last_index", default: 0) != 0
-            try c.attributes.checkAllUsed()
-            return FunctionKernel { inputs in
-                [try argMax(try input(inputs, 0, "ArgMax"), axis: axis, keepDims: keepDims, selectLast: selectLast)]
+        for (name, minimum) in [("ArgMax", false), ("ArgMin", true)] {
+            r[name] = { c in
+                try c.require(inputs: 1...1)
+                let axis = try c.attributes.int("axis", default: 0)
+                let keepDims = try c.attributes.int("keepdims", default: 1) != 0
+                let selectLast = try c.attributes.int("select_last_index", default: 0) != 0
+                try c.attributes.checkAllUsed()
+                return FunctionKernel { inputs in
+                    [
+                        try argMax(
+                            try input(inputs, 0, name), axis: axis, keepDims: keepDims, selectLast: selectLast,
+                            minimum: minimum)
+                    ]
+                }
             }
         }
     }
