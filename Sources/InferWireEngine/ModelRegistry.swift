@@ -132,7 +132,14 @@ extension ModelRegistry.Snapshot {
             }
         }
         guard let stable = entry.stable, let model = entry.versions[stable] else {
-            throw InferWireError(code: .unavailable, message: "model '\(name)' has no ready version")
+            // Say why: the versions that failed to load carry the loader's reasons.
+            let failed = entry.failedVersions.sorted { $0.key < $1.key }.map {
+                "version \($0.key) failed to load: \($0.value)"
+            }
+            throw InferWireError(
+                code: .unavailable,
+                message: "model '\(name)' has no ready version"
+                    + (failed.isEmpty ? "" : "; " + failed.joined(separator: "; ")))
         }
         return (model, entry)
     }

@@ -6,8 +6,8 @@ extension OnnxTensor {
     /// Decodes an initializer or a tensor attribute.
     init(proto: Onnx_TensorProto) throws(OnnxError) {
         let what = proto.name.isEmpty ? "tensor" : "initializer '\(proto.name)'"
-        if proto.dataLocation == .external || !proto.externalData.isEmpty {
-            throw OnnxError("\(what) keeps its data in an external file; InferWire loads single-file models only")
+        if proto.dataLocation == .external {
+            throw OnnxError("\(what) keeps its data in an external file, which is read only for initializers")
         }
         guard proto.dims.allSatisfy({ $0 >= 0 }) else { throw OnnxError("\(what) has a negative dimension") }
         let shape = proto.dims.map { Int($0) }
@@ -183,6 +183,90 @@ package enum OnnxTensorConversion {
             return try OnnxTensor(proto: proto).wire(name: name)
         } catch {
             throw InferWireError(code: .invalidArgument, message: error.message)
+        }
+    }
+}
+
+/// Tensors whose bytes live in files beside the model (`location`, `offset`, `length`, as
+/// ONNX's external data format says), confined to the version directory.
+struct ExternalData {
+    let directory: String
+
+    /// The tensor with its external bytes read into `raw_data`, after checking the path stays
+    /// in the directory and the byte range fits the file and the tensor's shape.
+    func inlined(_ proto: Onnx_TensorProto) throws(OnnxError) -> Onnx_TensorProto {
+        let what = "initializer '\(proto.name)'"
+        var entries: [String: String] = [:]
+        for entry in proto.externalData { entries[entry.key] = entry.value }
+        guard let location = entries["location"], !location.isEmpty else {
+            throw OnnxError("\(what): external data without a location")
+        }
+        let components = location.split(separator: "/", omittingEmptySubsequences: false)
+        guard !location.hasPrefix("/"), !location.contains("\0"), !components.contains(where: { $0 == ".." }) else {
+            throw OnnxError("\(what): external data location '\(location)' leaves the version directory")
+        }
+        guard let offset = Int(entries["offset"] ?? "0"), offset >= 0 else {
+            throw OnnxError("\(what): external data offset '\(entries["offset"] ?? "")' is not a byte offset")
+        }
+        guard let type = ElementType(onnx: proto.dataType), let size = type.rawElementSize else {
+            throw OnnxError(
+                "\(what): external data of type \(ElementType.name(ofONNX: proto.dataType)) is not supported")
+        }
+        guard proto.dims.allSatisfy({ $0 >= 0 }) else { throw OnnxError("\(what) has a negative dimension") }
+        let count = try checkedCount(proto.dims.map { Int($0) }, what)
+        let (expected, overflow) = count.multipliedReportingOverflow(by: size)
+        guard !overflow else { throw OnnxError("\(what) is too large") }
+        if let text = entries["length"] {
+            guard let length = Int(text), length == expected else {
+                throw OnnxError(
+                    "\(what): external data length \(text) does not hold dims \(proto.dims) (\(expected) bytes)")
+            }
+        }
+        // Symbolic links may not lead out of the directory either.
+        let root = URL(fileURLWithPath: self.directory).resolvingSymlinksInPath().path
+        let file = URL(fileURLWithPath: self.directory + "/" + location).resolvingSymlinksInPath().path
+        guard file.hasPrefix(root + "/") else {
+            throw OnnxError("\(what): external data location '\(location)' leaves the version directory")
+        }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+            let fileSize = (attributes[.size] as? NSNumber)?.intValue,
+            attributes[.type] as? FileAttributeType == .typeRegular
+        else {
+            throw OnnxError("\(what): external data file '\(location)' cannot be read")
+        }
+        guard offset <= fileSize, expected <= fileSize - offset else {
+            throw OnnxError(
+                "\(what): external data needs \(expected) bytes at offset \(offset) of '\(location)', which has \(fileSize)"
+            )
+        }
+        guard let handle = FileHandle(forReadingAtPath: file) else {
+            throw OnnxError("\(what): external data file '\(location)' cannot be read")
+        }
+        defer { try? handle.close() }
+        let bytes: Data
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            bytes = try handle.read(upToCount: expected) ?? Data()
+        } catch {
+            throw OnnxError("\(what): reading '\(location)' failed")
+        }
+        guard bytes.count == expected else { throw OnnxError("\(what): '\(location)' ended early") }
+        var inlined = proto
+        inlined.rawData = bytes
+        inlined.dataLocation = .default
+        inlined.externalData = []
+        return inlined
+    }
+}
+
+extension ElementType {
+    /// Bytes per element in `raw_data`; nil for strings.
+    var rawElementSize: Int? {
+        switch self {
+        case .float, .int32: 4
+        case .double, .int64: 8
+        case .bool: 1
+        case .string: nil
         }
     }
 }

@@ -50,8 +50,11 @@ final class OnnxModel: InferenceModel {
 
     /// Parses, validates and plans a model, then runs it once on zeros to prove every
     /// node's shapes work out.
-    /// - Parameter maxBatchSize: used when every input has a symbolic first dimension.
-    init(data: Data, name: String, maxBatchSize: Int = 1 << 16) throws(OnnxError) {
+    /// - Parameters:
+    ///   - maxBatchSize: used when every input has a symbolic first dimension.
+    ///   - directory: where tensors kept in external data files are read from (the version
+    ///     directory; their paths must stay inside it); nil refuses external data.
+    init(data: Data, name: String, maxBatchSize: Int = 1 << 16, directory: String? = nil) throws(OnnxError) {
         do {
             _ = try BLAS.load()
         } catch {
@@ -63,7 +66,7 @@ final class OnnxModel: InferenceModel {
         } catch {
             throw OnnxError("not a valid ONNX file (\(data.count) bytes): \(error)")
         }
-        let loaded = try GraphLoader(model: model).load()
+        let loaded = try GraphLoader(model: model, externalData: directory.map { ExternalData(directory: $0) }).load()
         self.plan = loaded.plan
         self.inputs = loaded.inputs
         self.outputs = loaded.outputs
@@ -128,6 +131,7 @@ final class OnnxModel: InferenceModel {
 /// Turns a `ModelProto` into an execution plan.
 struct GraphLoader {
     let model: Onnx_ModelProto
+    var externalData: ExternalData? = nil
 
     struct Loaded {
         var plan: ExecutionPlan
@@ -183,6 +187,10 @@ struct GraphLoader {
         // Initializers.
         var constants: [Int: OnnxTensor] = [:]
         for initializer in graph.initializer {
+            var initializer = initializer
+            if let externalData = self.externalData, initializer.dataLocation == .external {
+                initializer = try externalData.inlined(initializer)
+            }
             constants[slot(initializer.name)] = try OnnxTensor(proto: initializer)
         }
 

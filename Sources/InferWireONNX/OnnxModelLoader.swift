@@ -31,7 +31,7 @@ public struct OnnxModelLoader: ModelLoader {
         let model: OnnxModel
         do {
             let batch = config.maxBatchSize > 0 ? Int(config.maxBatchSize) : self.defaultMaxBatchSize
-            model = try OnnxModel(data: data, name: config.name, maxBatchSize: batch)
+            model = try OnnxModel(data: data, name: config.name, maxBatchSize: batch, directory: versionDirectory)
         } catch {
             throw InferWireError(code: .invalidArgument, message: "\(file): \(error.message)", cause: error)
         }

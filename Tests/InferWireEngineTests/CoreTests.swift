@@ -174,6 +174,19 @@ struct RoutingTests {
             code { () throws(InferWireError) in try snapshot.resolve("identity", self.selector(label: "blue")) }
                 == .invalidArgument)
     }
+
+    @Test("a model whose only version failed to load answers UNAVAILABLE with the loader's reason")
+    func onlyVersionFailed() {
+        let registry = ModelRegistry(
+            contents: .init(models: [], failures: [.init(model: "broken", version: 1, reason: "truncated file")]))
+        do {
+            _ = try registry.snapshot().resolve("broken", nil)
+            Issue.record("a model with no ready version resolved")
+        } catch {
+            #expect(error.code == .unavailable)
+            #expect(error.message == "model 'broken' has no ready version; version 1 failed to load: truncated file")
+        }
+    }
 }
 
 @Suite("Built-in models")

@@ -180,17 +180,64 @@ struct LoadErrorTests {
         #expect(message?.contains("third") == false)
     }
 
-    @Test("external tensor data is refused with a clear error")
+    @Test("external data beside model.onnx is read; paths out of the version directory and short files are refused")
     func externalData() throws {
-        var model = singleNodeModel(op: "Add", inputs: ["X", "W"])
-        var weight = Onnx_TensorProto()
-        weight.name = "W"
-        weight.dataType = 1
-        weight.dims = [4]
-        weight.dataLocation = .external
-        model.graph.initializer = [weight]
-        let message = loadError(try model.serializedData())
-        #expect(message?.contains("external file") == true)
+        func model(location: String, offset: Int? = nil, length: Int? = nil) throws -> Data {
+            var model = singleNodeModel(op: "Add", inputs: ["X", "W"])
+            var weight = Onnx_TensorProto()
+            weight.name = "W"
+            weight.dataType = 1
+            weight.dims = [4]
+            weight.dataLocation = .external
+            var entries = [("location", location)]
+            if let offset { entries.append(("offset", "\(offset)")) }
+            if let length { entries.append(("length", "\(length)")) }
+            weight.externalData = entries.map { key, value in
+                var entry = Onnx_StringStringEntryProto()
+                entry.key = key
+                entry.value = value
+                return entry
+            }
+            model.graph.initializer = [weight]
+            return try model.serializedData()
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-external-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // 8 bytes of padding, then the four weights, as torch's exporter lays files out.
+        let weights: [Float] = [10, 20, 30, 40]
+        try (Data(count: 8) + weights.withUnsafeBytes { Data($0) }).write(
+            to: directory.appendingPathComponent("model.onnx.data"))
+        func loadHere(_ data: Data) throws -> any InferenceModel {
+            try data.write(to: directory.appendingPathComponent("model.onnx"))
+            var config = Inferwire_V1_ModelConfig()
+            config.name = "m"
+            config.platform = "onnx"
+            return try OnnxModelLoader().load(config: config, versionDirectory: directory.path)
+        }
+        func refusal(_ data: Data) -> String {
+            do {
+                _ = try loadHere(data)
+                return "loaded"
+            } catch {
+                return (error as? InferWireError)?.message ?? "\(error)"
+            }
+        }
+        let loaded = try loadHere(try model(location: "model.onnx.data", offset: 8, length: 16))
+        let sum = try loaded.execute([Tensor(name: "X", values: [Float](repeating: 1, count: 4), shape: [4])])
+        #expect(sum[0].values(as: Float.self) == [11, 21, 31, 41])
+
+        #expect(refusal(try model(location: "../escape.data")).contains("leaves the version directory"))
+        #expect(refusal(try model(location: "/etc/passwd")).contains("leaves the version directory"))
+        #expect(refusal(try model(location: "model.onnx.data", offset: 16)).contains("needs 16 bytes at offset 16"))
+        #expect(refusal(try model(location: "model.onnx.data", length: 12)).contains("does not hold dims"))
+        #expect(refusal(try model(location: "missing.data")).contains("cannot be read"))
+        // A symbolic link out of the directory is followed and refused.
+        try FileManager.default.createSymbolicLink(
+            atPath: directory.appendingPathComponent("link.data").path, withDestinationPath: "/etc/hostname")
+        #expect(refusal(try model(location: "link.data")).contains("leaves the version directory"))
+        // Messages name the file as the model does, never the server's directory.
+        #expect(!refusal(try model(location: "missing.data")).contains(directory.path))
     }
 
     @Test("a model that fails its trial run names the node")
