@@ -55,6 +55,9 @@ extension Int64: TensorElement { public static var dataType: DataType { .int64 }
 extension Int16: TensorElement { public static var dataType: DataType { .int16 } }
 extension Int8: TensorElement { public static var dataType: DataType { .int8 } }
 extension UInt8: TensorElement { public static var dataType: DataType { .uint8 } }
+extension UInt16: TensorElement { public static var dataType: DataType { .uint16 } }
+extension UInt32: TensorElement { public static var dataType: DataType { .uint32 } }
+extension UInt64: TensorElement { public static var dataType: DataType { .uint64 } }
 extension Bool: TensorElement { public static var dataType: DataType { .bool } }
 
 extension Tensor {
@@ -202,6 +205,20 @@ extension Tensor {
         case .fp64:
             try check(contents.fp64Contents.count, "fp64_contents")
             return contents.fp64Contents.map { $0.bitPattern.littleEndian }.withUnsafeBytes { Data($0) }
+        case .uint16:
+            try check(contents.uintContents.count, "uint_contents")
+            guard contents.uintContents.allSatisfy({ $0 <= UInt16.max }) else {
+                throw invalid("a UINT16 value is out of range")
+            }
+            return contents.uintContents.map { UInt16($0).littleEndian }.withUnsafeBytes { Data($0) }
+        case .uint32:
+            try check(contents.uintContents.count, "uint_contents")
+            return contents.uintContents.map { $0.littleEndian }.withUnsafeBytes { Data($0) }
+        case .uint64:
+            throw invalid("UINT64 tensors are sent in raw_contents")
+        case .bf16:
+            try check(contents.fp32Contents.count, "fp32_contents")
+            return contents.fp32Contents.map { bfloat16Bits($0).littleEndian }.withUnsafeBytes { Data($0) }
         case .bytes:
             try check(contents.bytesContents.count, "bytes_contents")
             var data = Data()
@@ -215,4 +232,17 @@ extension Tensor {
             throw invalid("datatype is not set")
         }
     }
+}
+
+/// A float rounded to bfloat16 (to nearest, ties to even), as its 16 bits.
+package func bfloat16Bits(_ value: Float) -> UInt16 {
+    if value.isNaN { return 0x7FC0 }
+    let bits = value.bitPattern
+    let rounding: UInt32 = 0x7FFF + ((bits >> 16) & 1)
+    return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
+}
+
+/// The float a bfloat16's 16 bits hold.
+package func bfloat16Value(_ bits: UInt16) -> Float {
+    Float(bitPattern: UInt32(bits) << 16)
 }

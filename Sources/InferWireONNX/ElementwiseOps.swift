@@ -298,6 +298,11 @@ enum ElementwiseOps {
 /// Converts a tensor's elements, as ONNX Cast does (float to integer truncates toward zero).
 func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
     if x.elementType == target { return x }
+    if target.isNarrow {
+        // Into the wide type, then wrapped (integers) or rounded (floats) into the narrow one.
+        let wide = try cast(x.widened, to: target.wide)
+        return OnnxTensor(shape: x.shape, storage: target.narrowed(wide.storage), narrow: target)
+    }
     // Route through Double for numbers; strings parse and print.
     let doubles: [Double]
     switch x.storage {
@@ -334,5 +339,7 @@ func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
     case .string:
         if case .float(let v) = x.storage { return OnnxTensor(shape: x.shape, storage: .string(v.map { "\($0)" })) }
         return OnnxTensor(shape: x.shape, storage: .string(doubles.map { "\($0)" }))
+    case .int8, .uint8, .int16, .uint16, .uint32, .float16, .bfloat16:
+        throw OnnxError("Cast to \(target) went astray")  // handled above
     }
 }

@@ -57,6 +57,28 @@ struct ExecutionPlan: Sendable {
         let outputs: [Int]
         /// Slots whose last reader is this step: freed after it.
         var release: [Int]
+        /// Whether outputs in the wide type of a narrow input are that narrow type (false for
+        /// operators whose output type does not follow their inputs': Cast, Shape, ArgMax, …).
+        var keepsNarrowTypes = true
+    }
+
+    /// Operators whose output types are not their inputs': narrow types are not carried over.
+    static let typeChangingOperators: Set<String> = [
+        "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "TopK", "ai.onnx.ml.LabelEncoder",
+        "ai.onnx.ml.TreeEnsembleClassifier", "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.ArrayFeatureExtractor",
+        "ConstantOfShape", "Constant",
+    ]
+
+    /// Runs a kernel on narrow-typed inputs: on their wide storage, then its outputs of that
+    /// wide type wrapped or rounded back to the (first) narrow input type.
+    static func run(_ kernel: any Kernel, _ arguments: [OnnxTensor?], keepsNarrowTypes: Bool) throws -> [OnnxTensor] {
+        guard let narrow = arguments.lazy.compactMap({ $0?.narrow }).first else { return try kernel.run(arguments) }
+        let results = try kernel.run(arguments.map { $0?.widened })
+        guard keepsNarrowTypes else { return results }
+        return results.map { result in
+            guard result.narrow == nil, result.storageType == narrow.wide else { return result }
+            return OnnxTensor(shape: result.shape, storage: narrow.narrowed(result.storage), narrow: narrow)
+        }
     }
 
     var slotCount: Int
@@ -74,7 +96,7 @@ struct ExecutionPlan: Sendable {
             let arguments = step.inputs.map { $0.flatMap { slots[$0] } }
             let results: [OnnxTensor]
             do {
-                results = try step.kernel.run(arguments)
+                results = try Self.run(step.kernel, arguments, keepsNarrowTypes: step.keepsNarrowTypes)
             } catch let error as OnnxError {
                 throw OnnxError("\(step.label): \(error.message)")
             }

@@ -70,8 +70,34 @@ extension OnnxTensor {
         case .string:
             try check(proto.stringData.count, "string_data")
             storage = .string(proto.stringData.map { String(decoding: $0, as: UTF8.self) })
+        case .int8, .uint8, .int16, .uint16, .float16, .bfloat16:
+            // Raw little-endian elements, or int32_data holding each value (or bit pattern).
+            let values: [Int32]
+            if !raw.isEmpty {
+                switch type {
+                case .int8: values = try fromRaw(Int8.self).map(Int32.init)
+                case .uint8: values = try fromRaw(UInt8.self).map(Int32.init)
+                case .int16: values = try fromRaw(Int16.self).map(Int32.init)
+                default: values = try fromRaw(UInt16.self).map(Int32.init)
+                }
+            } else {
+                try check(proto.int32Data.count, "int32_data")
+                values = proto.int32Data
+            }
+            switch type {
+            case .float16: storage = .float(values.map { Float(Float16(bitPattern: UInt16(truncatingIfNeeded: $0))) })
+            case .bfloat16: storage = .float(values.map { bfloat16Value(UInt16(truncatingIfNeeded: $0)) })
+            default: storage = type.narrowed(.int32(values))
+            }
+        case .uint32:
+            if !raw.isEmpty {
+                storage = .int64(try fromRaw(UInt32.self).map(Int64.init))
+            } else {
+                try check(proto.uint64Data.count, "uint64_data")
+                storage = .int64(proto.uint64Data.map { Int64(UInt32(truncatingIfNeeded: $0)) })
+            }
         }
-        self.init(shape: shape, storage: storage)
+        self.init(shape: shape, storage: storage, narrow: type.isNarrow ? type : nil)
     }
 }
 
@@ -263,9 +289,10 @@ extension ElementType {
     /// Bytes per element in `raw_data`; nil for strings.
     var rawElementSize: Int? {
         switch self {
-        case .float, .int32: 4
+        case .float, .int32, .uint32: 4
         case .double, .int64: 8
-        case .bool: 1
+        case .bool, .int8, .uint8: 1
+        case .int16, .uint16, .float16, .bfloat16: 2
         case .string: nil
         }
     }

@@ -266,6 +266,8 @@ struct GraphLoader {
                 continue
             }
             let outputSlots = node.output.map { slot($0) }
+            let keepsNarrowTypes = !ExecutionPlan.typeChangingOperators.contains(
+                domain.isEmpty ? node.opType : domain + "." + node.opType)
             // Once a node is refused, later nodes are only checked, not folded.
             guard problems.isEmpty else { continue }
 
@@ -273,7 +275,8 @@ struct GraphLoader {
             let allConstant = inputSlots.allSatisfy { $0 == nil || constants[$0!] != nil }
             if allConstant && !inputSlots.isEmpty || node.opType == "Constant" {
                 do {
-                    let values = try kernel.run(inputSlots.map { $0.flatMap { constants[$0] } })
+                    let values = try ExecutionPlan.run(
+                        kernel, inputSlots.map { $0.flatMap { constants[$0] } }, keepsNarrowTypes: keepsNarrowTypes)
                     for (s, v) in zip(outputSlots, values) { constants[s] = v }
                     continue
                 } catch {
@@ -281,7 +284,9 @@ struct GraphLoader {
                 }
             }
             steps.append(
-                ExecutionPlan.Step(kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: []))
+                ExecutionPlan.Step(
+                    kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: [],
+                    keepsNarrowTypes: keepsNarrowTypes))
         }
 
         if problems.count == 1 { throw OnnxError(problems[0]) }

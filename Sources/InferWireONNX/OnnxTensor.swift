@@ -2,9 +2,13 @@ import Foundation
 import InferWireCore
 import InferWireProto
 
-/// The element types the runtime computes with.
+/// The element types the runtime computes with. The narrow ones (INT8, UINT8, INT16, UINT16,
+/// UINT32, FLOAT16, BFLOAT16) are held in a wider storage (``wide``) and tagged: kernels
+/// compute in the wide type, and their results are wrapped or rounded back to the narrow type
+/// (``ExecutionPlan``), as onnxruntime computes FP16 in FP32 and rounds.
 enum ElementType: Sendable, Hashable, CustomStringConvertible {
     case float, double, int64, int32, bool, string
+    case int8, uint8, int16, uint16, uint32, float16, bfloat16
 
     /// From ONNX's `TensorProto.DataType` number.
     init?(onnx code: Int32) {
@@ -15,6 +19,13 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         case 6: self = .int32
         case 9: self = .bool
         case 8: self = .string
+        case 3: self = .int8
+        case 2: self = .uint8
+        case 5: self = .int16
+        case 4: self = .uint16
+        case 12: self = .uint32
+        case 10: self = .float16
+        case 16: self = .bfloat16
         default: return nil
         }
     }
@@ -27,8 +38,27 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         case .int32: 6
         case .bool: 9
         case .string: 8
+        case .int8: 3
+        case .uint8: 2
+        case .int16: 5
+        case .uint16: 4
+        case .uint32: 12
+        case .float16: 10
+        case .bfloat16: 16
         }
     }
+
+    /// The storage a narrow type is computed in; the type itself for the others.
+    var wide: ElementType {
+        switch self {
+        case .int8, .uint8, .int16, .uint16: .int32
+        case .uint32: .int64
+        case .float16, .bfloat16: .float
+        default: self
+        }
+    }
+
+    var isNarrow: Bool { self.wide != self }
 
     /// The wire type InferWire uses for it.
     var dataType: DataType {
@@ -39,6 +69,13 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         case .int32: .int32
         case .bool: .bool
         case .string: .bytes
+        case .int8: .int8
+        case .uint8: .uint8
+        case .int16: .int16
+        case .uint16: .uint16
+        case .uint32: .uint32
+        case .float16: .fp16
+        case .bfloat16: .bf16
         }
     }
 
@@ -50,6 +87,13 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         case .int32: self = .int32
         case .bool: self = .bool
         case .bytes: self = .string
+        case .int8: self = .int8
+        case .uint8: self = .uint8
+        case .int16: self = .int16
+        case .uint16: self = .uint16
+        case .uint32: self = .uint32
+        case .fp16: self = .float16
+        case .bf16: self = .bfloat16
         default: return nil
         }
     }
@@ -62,6 +106,27 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         case .int32: "int32"
         case .bool: "bool"
         case .string: "string"
+        case .int8: "int8"
+        case .uint8: "uint8"
+        case .int16: "int16"
+        case .uint16: "uint16"
+        case .uint32: "uint32"
+        case .float16: "float16"
+        case .bfloat16: "bfloat16"
+        }
+    }
+
+    /// A wide value brought into this (narrow) type's range: integers wrap, floats round.
+    func narrowed(_ storage: OnnxTensor.Storage) -> OnnxTensor.Storage {
+        switch (self, storage) {
+        case (.int8, .int32(let v)): .int32(v.map { Int32(Int8(truncatingIfNeeded: $0)) })
+        case (.uint8, .int32(let v)): .int32(v.map { Int32(UInt8(truncatingIfNeeded: $0)) })
+        case (.int16, .int32(let v)): .int32(v.map { Int32(Int16(truncatingIfNeeded: $0)) })
+        case (.uint16, .int32(let v)): .int32(v.map { Int32(UInt16(truncatingIfNeeded: $0)) })
+        case (.uint32, .int64(let v)): .int64(v.map { Int64(UInt32(truncatingIfNeeded: $0)) })
+        case (.float16, .float(let v)): .float(v.map { Float(Float16($0)) })
+        case (.bfloat16, .float(let v)): .float(v.map { bfloat16Value(bfloat16Bits($0)) })
+        default: storage
         }
     }
 
@@ -88,17 +153,29 @@ struct OnnxTensor: Sendable {
 
     var shape: [Int]
     var storage: Storage
+    /// The narrow type the wide storage holds (see ``ElementType/wide``); nil: the storage's own.
+    var narrow: ElementType?
 
-    init(shape: [Int], storage: Storage) {
+    init(shape: [Int], storage: Storage, narrow: ElementType? = nil) {
         self.shape = shape
         self.storage = storage
+        self.narrow = narrow
     }
+
+    /// The same elements, no longer tagged with a narrow type: what kernels compute on.
+    var widened: OnnxTensor { OnnxTensor(shape: self.shape, storage: self.storage) }
 
     init(shape: [Int], floats: [Float]) { self.init(shape: shape, storage: .float(floats)) }
     init(shape: [Int], doubles: [Double]) { self.init(shape: shape, storage: .double(doubles)) }
     init(shape: [Int], int64s: [Int64]) { self.init(shape: shape, storage: .int64(int64s)) }
 
     var elementType: ElementType {
+        if let narrow = self.narrow { return narrow }
+        return self.storageType
+    }
+
+    /// The type of the storage itself (the wide type of a narrow tensor).
+    var storageType: ElementType {
         switch self.storage {
         case .float: .float
         case .double: .double
@@ -128,6 +205,11 @@ struct OnnxTensor: Sendable {
     /// valid index into any dimension of size two or more.
     static func ones(_ type: ElementType, shape: [Int]) -> OnnxTensor {
         let n = shape.reduce(1, *)
+        if type.isNarrow {
+            var tensor = Self.ones(type.wide, shape: shape)
+            tensor.narrow = type
+            return tensor
+        }
         switch type {
         case .float: return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)))
         case .double: return OnnxTensor(shape: shape, storage: .double(Array(repeating: 1, count: n)))
@@ -135,6 +217,8 @@ struct OnnxTensor: Sendable {
         case .int32: return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)))
         case .bool: return OnnxTensor(shape: shape, storage: .bool(Array(repeating: true, count: n)))
         case .string: return OnnxTensor(shape: shape, storage: .string(Array(repeating: "1", count: n)))
+        case .int8, .uint8, .int16, .uint16, .uint32, .float16, .bfloat16:
+            return OnnxTensor(shape: shape, storage: .int32([]))  // narrow types return above
         }
     }
 }
@@ -178,6 +262,19 @@ extension OnnxTensor {
                 offset += length
             }
             self.init(shape: tensor.shape, storage: .string(strings))
+        case .int8: self.init(shape: tensor.shape, storage: .int32(load(Int8.self).map(Int32.init)), narrow: .int8)
+        case .uint8: self.init(shape: tensor.shape, storage: .int32(load(UInt8.self).map(Int32.init)), narrow: .uint8)
+        case .int16: self.init(shape: tensor.shape, storage: .int32(load(Int16.self).map(Int32.init)), narrow: .int16)
+        case .uint16:
+            self.init(shape: tensor.shape, storage: .int32(load(UInt16.self).map(Int32.init)), narrow: .uint16)
+        case .uint32:
+            self.init(shape: tensor.shape, storage: .int64(load(UInt32.self).map(Int64.init)), narrow: .uint32)
+        case .fp16:
+            self.init(
+                shape: tensor.shape, storage: .float(load(UInt16.self).map { Float(Float16(bitPattern: $0)) }),
+                narrow: .float16)
+        case .bf16:
+            self.init(shape: tensor.shape, storage: .float(load(UInt16.self).map(bfloat16Value)), narrow: .bfloat16)
         default:
             throw OnnxError("input '\(tensor.name)': \(tensor.dataType.name) is not supported by the ONNX runtime")
         }
@@ -185,6 +282,24 @@ extension OnnxTensor {
 
     /// Encodes as a wire tensor.
     func wire(name: String) -> Tensor {
+        func bytes<T>(_ values: [T]) -> Data { values.withUnsafeBytes { Data($0) } }
+        let data: Data
+        switch (self.narrow, self.storage) {
+        case (.int8?, .int32(let v)): data = bytes(v.map { Int8(truncatingIfNeeded: $0) })
+        case (.uint8?, .int32(let v)): data = bytes(v.map { UInt8(truncatingIfNeeded: $0) })
+        case (.int16?, .int32(let v)): data = bytes(v.map { Int16(truncatingIfNeeded: $0) })
+        case (.uint16?, .int32(let v)): data = bytes(v.map { UInt16(truncatingIfNeeded: $0) })
+        case (.uint32?, .int64(let v)): data = bytes(v.map { UInt32(truncatingIfNeeded: $0) })
+        case (.float16?, .float(let v)): data = bytes(v.map { Float16($0).bitPattern })
+        case (.bfloat16?, .float(let v)): data = bytes(v.map(bfloat16Bits))
+        default:
+            data = self.wideBytes
+        }
+        return Tensor(name: name, dataType: self.elementType.dataType, shape: self.shape, data: data)
+    }
+
+    /// The storage's own little-endian bytes.
+    private var wideBytes: Data {
         func bytes<T>(_ values: [T]) -> Data { values.withUnsafeBytes { Data($0) } }
         let data: Data
         switch self.storage {
@@ -202,6 +317,6 @@ extension OnnxTensor {
             }
             data = out
         }
-        return Tensor(name: name, dataType: self.elementType.dataType, shape: self.shape, data: data)
+        return data
     }
 }

@@ -49,6 +49,12 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
 
   /// variable-length byte strings, see Tensor.raw_contents
   case bytes // = 10
+  case uint16 // = 11
+  case uint32 // = 12
+  case uint64 // = 13
+
+  /// bfloat16: the upper 16 bits of an IEEE 754 binary32
+  case bf16 // = 14
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -68,6 +74,10 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     case 8: self = .fp32
     case 9: self = .fp64
     case 10: self = .bytes
+    case 11: self = .uint16
+    case 12: self = .uint32
+    case 13: self = .uint64
+    case 14: self = .bf16
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -85,6 +95,10 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     case .fp32: return 8
     case .fp64: return 9
     case .bytes: return 10
+    case .uint16: return 11
+    case .uint32: return 12
+    case .uint64: return 13
+    case .bf16: return 14
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -102,6 +116,10 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     .fp32,
     .fp64,
     .bytes,
+    .uint16,
+    .uint32,
+    .uint64,
+    .bf16,
   ]
 
 }
@@ -196,7 +214,7 @@ public nonisolated struct Inferwire_V1_TensorSpec: Sendable {
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_DataType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}BOOL\0\u{1}UINT8\0\u{1}INT8\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}FP16\0\u{1}FP32\0\u{1}FP64\0\u{1}BYTES\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}BOOL\0\u{1}UINT8\0\u{1}INT8\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}FP16\0\u{1}FP32\0\u{1}FP64\0\u{1}BYTES\0\u{1}UINT16\0\u{1}UINT32\0\u{1}UINT64\0\u{1}BF16\0")
 }
 
 nonisolated extension Inferwire_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
