@@ -177,15 +177,31 @@ enum ConvolutionOps {
         }
         for (name, isMax) in [("MaxPool", true), ("AveragePool", false)] {
             r[name] = { c in
-                try c.require(inputs: 1...1)
-                guard c.outputCount == 1 else { throw c.error("the Indices output is not supported") }
-                let kernelShape = try c.attributes.ints("kernel_shape")
+                try c.require(inputs: 1...1, outputs: isMax ? 1...2 : 1...1)
+                let indices = c.outputCount == 2
+                guard let kernelShape = try c.attributes.ints("kernel_shape") else {
+                    throw c.error("kernel_shape is required")
+                }
                 let countIncludePad = isMax ? false : try c.attributes.int("count_include_pad", default: 0) != 0
                 if isMax, try c.attributes.int("storage_order", default: 0) != 0 {
-                    throw c.error("storage_order 1 is not supported")
+                    throw c.error("storage_order 1 (column-major Indices) is not supported")
                 }
-                let (window, autoPad) = try Window2D.parse(&c, kernel: kernelShape, allowDilation: isMax)
+                let general = try WindowND.parse(&c, kernel: kernelShape)
                 try c.attributes.checkAllUsed()
+                // Other ranks, MaxPool's Indices and AveragePool's dilations take the general path.
+                guard kernelShape.count == 2, !indices, isMax || general.dilations == [1, 1] else {
+                    return FunctionKernel { inputs in
+                        try poolND(
+                            try input(inputs, 0, name), window: general, isMax: isMax,
+                            countIncludePad: countIncludePad, indices: indices, name: name)
+                    }
+                }
+                let window = Window2D(
+                    kernel: (kernelShape[0], kernelShape[1]), strides: (general.strides[0], general.strides[1]),
+                    dilations: (general.dilations[0], general.dilations[1]),
+                    pads: (general.pads[0], general.pads[1], general.pads[2], general.pads[3]),
+                    ceilMode: general.ceilMode)
+                let autoPad = general.autoPad
                 return FunctionKernel { inputs in
                     let x = try input(inputs, 0, name)
                     guard x.rank == 4, let xv = x.floats else {
@@ -248,6 +264,24 @@ enum ConvolutionOps {
                     }
                     return [OnnxTensor(shape: [n, ch, oh, ow], floats: result)]
                 }
+            }
+        }
+        r["GlobalMaxPool"] = { c in
+            try c.require(inputs: 1...1)
+            return FunctionKernel { inputs in
+                let x = try input(inputs, 0, "GlobalMaxPool")
+                guard x.rank >= 3, let values = doubles(x), x.storageType == .float || x.storageType == .double else {
+                    throw OnnxError("GlobalMaxPool takes float or double [N,C,...], got \(x.shape)")
+                }
+                let planes = x.shape[0] * x.shape[1]
+                let size = x.shape[2...].reduce(1, *)
+                let maxima = (0..<planes).map { p in values[(p * size)..<((p + 1) * size)].max() ?? -.infinity }
+                let shape = Array(x.shape[..<2]) + [Int](repeating: 1, count: x.rank - 2)
+                return [
+                    x.storageType == .float
+                        ? OnnxTensor(shape: shape, floats: maxima.map { Float($0) })
+                        : OnnxTensor(shape: shape, doubles: maxima)
+                ]
             }
         }
         r["GlobalAveragePool"] = { c in

@@ -1,0 +1,149 @@
+import Foundation
+
+/// Window geometry of any spatial rank, for the pools the 2-D fast path does not take:
+/// 1-D and 3-D kernels, AveragePool with dilations, MaxPool with its Indices output.
+struct WindowND: Sendable {
+    var kernel: [Int]
+    var strides: [Int]
+    var dilations: [Int]
+    /// Begin pads for each spatial axis, then end pads.
+    var pads: [Int]
+    var ceilMode: Bool
+    var autoPad: String
+
+    static func parse(_ c: inout NodeContext, kernel: [Int]) throws -> WindowND {
+        let rank = kernel.count
+        let strides = try c.attributes.ints("strides") ?? [Int](repeating: 1, count: rank)
+        let dilations = try c.attributes.ints("dilations") ?? [Int](repeating: 1, count: rank)
+        let pads = try c.attributes.ints("pads") ?? [Int](repeating: 0, count: 2 * rank)
+        let autoPad = try c.attributes.string("auto_pad", default: "NOTSET")
+        let ceil = try c.attributes.int("ceil_mode", default: 0) != 0
+        guard rank >= 1, strides.count == rank, dilations.count == rank, pads.count == 2 * rank else {
+            throw c.error("kernel_shape, strides, dilations and pads must describe \(rank) dimensions")
+        }
+        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else {
+            throw c.error("auto_pad '\(autoPad)' is not supported")
+        }
+        let limit = 1 << 16
+        guard kernel.allSatisfy({ $0 >= 1 && $0 <= limit }), strides.allSatisfy({ $0 >= 1 && $0 <= limit }),
+            dilations.allSatisfy({ $0 >= 1 && $0 <= limit }), pads.allSatisfy({ $0 >= 0 && $0 <= limit })
+        else {
+            throw c.error(
+                "kernel_shape, strides and dilations must be 1…\(limit) and pads 0…\(limit); got \(kernel), \(strides), \(dilations), \(pads)"
+            )
+        }
+        return WindowND(
+            kernel: kernel, strides: strides, dilations: dilations, pads: pads, ceilMode: ceil, autoPad: autoPad)
+    }
+
+    /// Output sizes and begin pads for spatial sizes `sizes`.
+    func resolve(_ sizes: [Int]) throws -> (out: [Int], begin: [Int], end: [Int]) {
+        let rank = self.kernel.count
+        var out = [Int](repeating: 0, count: rank)
+        var begin = Array(self.pads[..<rank])
+        var end = Array(self.pads[rank...])
+        for d in 0..<rank {
+            let n = sizes[d]
+            let s = self.strides[d]
+            let extent = (self.kernel[d] - 1) * self.dilations[d] + 1
+            switch self.autoPad {
+            case "VALID":
+                begin[d] = 0
+                end[d] = 0
+                out[d] = n >= extent ? (n - extent) / s + 1 : 0
+            case "SAME_UPPER", "SAME_LOWER":
+                out[d] = (n + s - 1) / s
+                let total = max(0, (out[d] - 1) * s + extent - n)
+                begin[d] = self.autoPad == "SAME_UPPER" ? total / 2 : total - total / 2
+                end[d] = total - begin[d]
+            default:
+                let span = n + begin[d] + end[d] - extent
+                if span < 0 {
+                    out[d] = 0
+                } else {
+                    out[d] = (self.ceilMode ? (span + s - 1) / s : span / s) + 1
+                    // With ceil_mode, a last window that would start in the end padding is dropped.
+                    if self.ceilMode, (out[d] - 1) * s >= n + begin[d] { out[d] -= 1 }
+                }
+            }
+            guard out[d] > 0 else { throw OnnxError("window larger than the padded input \(sizes)") }
+        }
+        return (out, begin, end)
+    }
+}
+
+/// MaxPool or AveragePool over [N, C, spatial...] of any spatial rank; with `indices`, also the
+/// flat row-major index into the input of each maximum (MaxPool's second output).
+func poolND(
+    _ x: OnnxTensor, window: WindowND, isMax: Bool, countIncludePad: Bool, indices: Bool, name: String
+) throws -> [OnnxTensor] {
+    let rank = window.kernel.count
+    guard x.rank == rank + 2 else {
+        throw OnnxError("\(name) with a \(rank)-D kernel takes [N, C, \(rank) sizes], got \(x.shape)")
+    }
+    guard let values = doubles(x), x.storageType == .float || x.storageType == .double else {
+        throw OnnxError("\(name) takes float or double, got \(x.elementType)")
+    }
+    let sizes = Array(x.shape[2...])
+    let (out, begin, end) = try window.resolve(sizes)
+    let planes = x.shape[0] * x.shape[1]
+    let planeSize = sizes.reduce(1, *)
+    let outCount = try checkedCount([planes] + out, "\(name)'s output")
+    var result = [Double](repeating: 0, count: outCount)
+    var argmax = [Int64](repeating: 0, count: indices ? outCount : 0)
+    let kernelCount = window.kernel.reduce(1, *)
+    var o = 0
+    for plane in 0..<planes {
+        let base = plane * planeSize
+        forEachIndex(out) { position in
+            var best = -Double.infinity
+            var bestIndex = -1
+            var sum = 0.0
+            var count = 0
+            var padded = 0
+            var k = [Int](repeating: 0, count: rank)
+            for _ in 0..<kernelCount {
+                var inside = true
+                var inPadding = true
+                var flat = 0
+                for d in 0..<rank {
+                    let i = position[d] * window.strides[d] - begin[d] + k[d] * window.dilations[d]
+                    if i < 0 || i >= sizes[d] { inside = false }
+                    if i < -begin[d] || i >= sizes[d] + end[d] { inPadding = false }
+                    flat = flat * sizes[d] + i
+                }
+                if inside {
+                    let v = values[base + flat]
+                    if v > best || bestIndex < 0 {
+                        best = v
+                        bestIndex = base + flat
+                    }
+                    sum += v
+                    count += 1
+                } else if inPadding {
+                    padded += 1
+                }
+                var d = rank - 1
+                while d >= 0 {
+                    k[d] += 1
+                    if k[d] < window.kernel[d] { break }
+                    k[d] = 0
+                    d -= 1
+                }
+            }
+            if isMax {
+                result[o] = bestIndex < 0 ? -Double.infinity : best
+                if indices { argmax[o] = Int64(max(bestIndex, 0)) }
+            } else {
+                let divisor = countIncludePad ? count + padded : count
+                result[o] = divisor > 0 ? sum / Double(divisor) : 0
+            }
+            o += 1
+        }
+    }
+    let shape = Array(x.shape[..<2]) + out
+    let y =
+        x.storageType == .float
+        ? OnnxTensor(shape: shape, floats: result.map { Float($0) }) : OnnxTensor(shape: shape, doubles: result)
+    return indices ? [y, OnnxTensor(shape: shape, int64s: argmax)] : [y]
+}
