@@ -205,7 +205,9 @@ enum ConvolutionOps {
                 return FunctionKernel { inputs in
                     let x = try input(inputs, 0, name)
                     guard x.rank == 4, let xv = x.floats else {
-                        throw OnnxError("\(name) supports float [N,C,H,W] inputs, got \(x.shape)")
+                        return try poolND(
+                            x, window: general, isMax: isMax, countIncludePad: countIncludePad, indices: false,
+                            name: name)
                     }
                     let (n, ch, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
                     let (oh, ow, pads) = try window.resolve(h: h, w: w, autoPad: autoPad)

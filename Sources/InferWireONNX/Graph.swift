@@ -60,21 +60,34 @@ struct ExecutionPlan: Sendable {
         /// Whether outputs in the wide type of a narrow input are that narrow type (false for
         /// operators whose output type does not follow their inputs': Cast, Shape, ArgMax, …).
         var keepsNarrowTypes = true
+        /// See ``typeSourceInputs``; nil: the first narrow-typed input.
+        var typeSource: Int? = nil
     }
 
     /// Operators whose output types are not their inputs': narrow types are not carried over.
     static let typeChangingOperators: Set<String> = [
         "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "TopK", "ai.onnx.ml.LabelEncoder",
         "ai.onnx.ml.TreeEnsembleClassifier", "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.ArrayFeatureExtractor",
-        "ConstantOfShape", "Constant",
+        "ConstantOfShape", "Constant", "QuantizeLinear", "DequantizeLinear",
     ]
+
+    /// The input whose element type an operator's output takes, where it is not the first
+    /// narrow-typed input (OneHot's indices may be INT8 while its values are BF16).
+    static let typeSourceInputs: [String: Int] = ["OneHot": 2, "Where": 1]
 
     /// Runs a kernel on narrow-typed inputs: on their wide storage, then its outputs of that
     /// wide type wrapped or rounded back to the (first) narrow input type.
-    static func run(_ kernel: any Kernel, _ arguments: [OnnxTensor?], keepsNarrowTypes: Bool) throws -> [OnnxTensor] {
-        guard let narrow = arguments.lazy.compactMap({ $0?.narrow }).first else { return try kernel.run(arguments) }
+    static func run(
+        _ kernel: any Kernel, _ arguments: [OnnxTensor?], keepsNarrowTypes: Bool, typeSource: Int? = nil
+    ) throws -> [OnnxTensor] {
+        // Operators that set their output types themselves see the narrow types as they are.
+        guard keepsNarrowTypes, arguments.contains(where: { $0?.narrow != nil }) else {
+            return try kernel.run(arguments)
+        }
         let results = try kernel.run(arguments.map { $0?.widened })
-        guard keepsNarrowTypes else { return results }
+        let source = typeSource.flatMap { $0 < arguments.count ? arguments[$0] : nil }
+        guard let narrow = typeSource == nil ? arguments.lazy.compactMap({ $0?.narrow }).first : source?.narrow
+        else { return results }
         return results.map { result in
             guard result.narrow == nil, result.storageType == narrow.wide else { return result }
             return OnnxTensor(shape: result.shape, storage: narrow.narrowed(result.storage), narrow: narrow)
@@ -96,7 +109,8 @@ struct ExecutionPlan: Sendable {
             let arguments = step.inputs.map { $0.flatMap { slots[$0] } }
             let results: [OnnxTensor]
             do {
-                results = try Self.run(step.kernel, arguments, keepsNarrowTypes: step.keepsNarrowTypes)
+                results = try Self.run(
+                    step.kernel, arguments, keepsNarrowTypes: step.keepsNarrowTypes, typeSource: step.typeSource)
             } catch let error as OnnxError {
                 throw OnnxError("\(step.label): \(error.message)")
             }

@@ -268,6 +268,7 @@ struct GraphLoader {
             let outputSlots = node.output.map { slot($0) }
             let keepsNarrowTypes = !ExecutionPlan.typeChangingOperators.contains(
                 domain.isEmpty ? node.opType : domain + "." + node.opType)
+            let typeSource = domain.isEmpty ? ExecutionPlan.typeSourceInputs[node.opType] : nil
             // Once a node is refused, later nodes are only checked, not folded.
             guard problems.isEmpty else { continue }
 
@@ -276,7 +277,8 @@ struct GraphLoader {
             if allConstant && !inputSlots.isEmpty || node.opType == "Constant" {
                 do {
                     let values = try ExecutionPlan.run(
-                        kernel, inputSlots.map { $0.flatMap { constants[$0] } }, keepsNarrowTypes: keepsNarrowTypes)
+                        kernel, inputSlots.map { $0.flatMap { constants[$0] } }, keepsNarrowTypes: keepsNarrowTypes,
+                        typeSource: typeSource)
                     for (s, v) in zip(outputSlots, values) { constants[s] = v }
                     continue
                 } catch {
@@ -286,7 +288,7 @@ struct GraphLoader {
             steps.append(
                 ExecutionPlan.Step(
                     kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: [],
-                    keepsNarrowTypes: keepsNarrowTypes))
+                    keepsNarrowTypes: keepsNarrowTypes, typeSource: typeSource))
         }
 
         if problems.count == 1 { throw OnnxError(problems[0]) }

@@ -11,6 +11,7 @@ enum Operators {
         LogicalOps.register(&r)
         MathOps.register(&r)
         TensorOps.register(&r)
+        IndexingOps.register(&r)
         return r
     }()
 
@@ -18,7 +19,7 @@ enum Operators {
     /// ``OpsetSupport/kernelsWrittenFor``, by the opset through which they do.
     static let implementedThrough: [String: Int] = [
         // Written against the newest versions (Cast-24's round_mode only affects float8 targets).
-        "Cast": 28, "CastLike": 28, "Mod": 28, "Range": 28,
+        "Cast": 28, "CastLike": 28, "Mod": 28, "Range": 28, "QuantizeLinear": 28, "DequantizeLinear": 28,
     ]
 
     /// The "ai.onnx.ml" domain.

@@ -81,8 +81,8 @@ func poolND(
     guard x.rank == rank + 2 else {
         throw OnnxError("\(name) with a \(rank)-D kernel takes [N, C, \(rank) sizes], got \(x.shape)")
     }
-    guard let values = doubles(x), x.storageType == .float || x.storageType == .double else {
-        throw OnnxError("\(name) takes float or double, got \(x.elementType)")
+    guard let values = doubles(x), isMax || x.storageType == .float || x.storageType == .double else {
+        throw OnnxError("\(name) takes numbers (AveragePool: float or double), got \(x.elementType)")
     }
     let sizes = Array(x.shape[2...])
     let (out, begin, end) = try window.resolve(sizes)
@@ -142,8 +142,6 @@ func poolND(
         }
     }
     let shape = Array(x.shape[..<2]) + out
-    let y =
-        x.storageType == .float
-        ? OnnxTensor(shape: shape, floats: result.map { Float($0) }) : OnnxTensor(shape: shape, doubles: result)
+    let y = try asType(result, like: OnnxTensor(shape: shape, storage: x.storage))
     return indices ? [y, OnnxTensor(shape: shape, int64s: argmax)] : [y]
 }
