@@ -165,8 +165,10 @@ public nonisolated struct Inferwire_V1_Tensor: Sendable {
 
 /// Typed element lists. Only the field that matches the tensor's datatype may
 /// be used: bool_contents for BOOL; int_contents for INT8, INT16, INT32;
-/// uint_contents for UINT8; int64_contents for INT64; fp32_contents for FP32
-/// and FP16 (converted on arrival); fp64_contents for FP64; bytes_contents for BYTES.
+/// uint_contents for UINT8, UINT16, UINT32; int64_contents for INT64;
+/// fp32_contents for FP32, and for FP16 and BF16 (rounded to nearest even on
+/// arrival); fp64_contents for FP64; bytes_contents for BYTES. UINT64 has no
+/// typed list: it is sent in raw_contents.
 public nonisolated struct Inferwire_V1_TensorContents: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -88,7 +88,11 @@ typedef struct iw_error {
     char message[512];
 } iw_error;
 
-/** Element types; the numbers mirror `inferwire.v1.DataType`. */
+/**
+ * Element types; the numbers mirror `inferwire.v1.DataType`. UINT16, UINT32,
+ * UINT64 and BF16 were added to protocol version 1 later: a server that does
+ * not run a type answers IW_INVALID_ARGUMENT.
+ */
 typedef enum iw_datatype {
     IW_TYPE_INVALID = 0,
     IW_BOOL = 1,
@@ -97,10 +101,14 @@ typedef enum iw_datatype {
     IW_INT16 = 4,
     IW_INT32 = 5,
     IW_INT64 = 6,
-    IW_FP16 = 7,
-    IW_FP32 = 8,
-    IW_FP64 = 9,
-    IW_BYTES = 10
+    IW_FP16 = 7,   /**< IEEE 754 binary16 */
+    IW_FP32 = 8,   /**< IEEE 754 binary32 */
+    IW_FP64 = 9,   /**< IEEE 754 binary64 */
+    IW_BYTES = 10,
+    IW_UINT16 = 11,
+    IW_UINT32 = 12,
+    IW_UINT64 = 13,
+    IW_BF16 = 14   /**< bfloat16: the upper 16 bits of an IEEE 754 binary32 */
 } iw_datatype;
 
 /** Bytes per element of a datatype; 0 for BYTES and invalid types. */

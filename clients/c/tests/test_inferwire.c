@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,6 +21,9 @@
 #include <unistd.h>
 
 #include "inferwire.h"
+/* The scripted server decodes and encodes InferRequest/InferResponse with the library's
+ * generated protobuf-c code (in libinferwire.a; gen/ is on the include path). */
+#include "inferwire/v1/inference.pb-c.h"
 
 static int passed, failed;
 static uint16_t port;
@@ -1149,8 +1153,10 @@ static void test_restart(void)
  * server produces only by chance: a request answered ERROR UNAVAILABLE after the
  * server's GOAWAY, a connection closed with requests unanswered. It answers every
  * request with SERVER_LIVE's response (live = true) unless the script says
- * otherwise, and counts the connections and requests it saw. */
-enum script { SCRIPT_REFUSE_ONCE, SCRIPT_REFUSE_ALWAYS, SCRIPT_DROP, SCRIPT_DRAIN };
+ * otherwise, and counts the connections and requests it saw. SCRIPT_ECHO answers
+ * one INFER request with its own inputs as outputs, for data types that no example
+ * model takes. */
+enum script { SCRIPT_REFUSE_ONCE, SCRIPT_REFUSE_ALWAYS, SCRIPT_DROP, SCRIPT_DRAIN, SCRIPT_ECHO };
 
 typedef struct fake {
     enum script script;
@@ -1160,6 +1166,11 @@ typedef struct fake {
     int connections, requests;
     bool failed;         /* the script did not go as planned (message in why) */
     char why[200];
+    /* SCRIPT_ECHO: the inputs of the INFER request as they arrived on the wire */
+    size_t echo_n;
+    int echo_datatype[8];  /* Tensor.datatype, the wire number */
+    size_t echo_raw[8];    /* raw_contents bytes */
+    bool echo_typed[8];    /* the typed `contents` lists were used (they should not be) */
 } fake;
 
 static const uint8_t HELLO_V1[] = {0x08, 0x01};       /* Hello{version: 1} */
@@ -1281,6 +1292,53 @@ static void fk_answer_one(fake *f, int fd)
     fk_hold(fd);
 }
 
+/* Reads one REQUEST, which must be an INFER that parses; answers it with a RESPONSE
+ * whose outputs are the request's inputs (same name, datatype, shape and raw bytes),
+ * noting what arrived; then waits for the client to close. */
+static void fk_echo(fake *f, int fd)
+{
+    uint8_t h[16], *body = NULL, *out = NULL;
+    Inferwire__V1__InferRequest *req = NULL;
+    if (!fk_io(f, fd, h, 16, true)) goto done;
+    uint32_t len = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    uint16_t method = (uint16_t)((h[6] << 8) | h[7]);
+    uint32_t id = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
+    body = malloc(len ? len : 1);
+    if (!body || (len && !fk_io(f, fd, body, len, true))) goto done;
+    f->requests++;
+    if (h[4] == 2 && h[5] == 0 && method == 6) req = inferwire__v1__infer_request__unpack(NULL, len, body);
+    if (!req) {
+        f->failed = true;
+        snprintf(f->why, sizeof f->why, "expected an uncompressed INFER REQUEST that parses: type %u, flags %u, method %u",
+                 h[4], h[5], method);
+        goto done;
+    }
+    for (size_t i = 0; i < req->n_inputs && i < 8; i++) {
+        const Inferwire__V1__Tensor *t = req->inputs[i];
+        f->echo_datatype[i] = (int)t->datatype;
+        f->echo_raw[i] = t->raw_contents.len;
+        f->echo_typed[i] = t->contents != NULL;
+    }
+    f->echo_n = req->n_inputs;
+    Inferwire__V1__InferResponse resp;
+    inferwire__v1__infer_response__init(&resp);
+    resp.model_name = req->model_name;
+    resp.model_version = 1;
+    resp.id = req->id;
+    resp.n_outputs = req->n_inputs;
+    resp.outputs = req->inputs;
+    size_t n = inferwire__v1__infer_response__get_packed_size(&resp);
+    out = malloc(n ? n : 1);
+    if (!out) goto done;
+    inferwire__v1__infer_response__pack(&resp, out);
+    fk_frame(f, fd, 3, method, id, out, n);
+done:
+    free(out);
+    if (req) inferwire__v1__infer_request__free_unpacked(req, NULL);
+    free(body);
+    fk_hold(fd);
+}
+
 static void *fk_run(void *arg)
 {
     fake *f = arg;
@@ -1318,6 +1376,9 @@ static void *fk_run(void *arg)
         fk_status(f, fd, 4, id[1], m[1], "the server is going away: request not run");
         fk_close(fd);
         fk_hold(fd2);
+        break;
+    case SCRIPT_ECHO:
+        fk_echo(f, fd);
         break;
     }
     return NULL;
@@ -1453,6 +1514,135 @@ static void test_pipelined_goaway(void)
     CHECK(f.connections == 2 && f.requests == 4, "connections %d, requests %d (want 2, 4)", f.connections, f.requests);
 }
 
+/* ----------------------------------------------------------------- data types */
+
+/* The float32 whose upper half is the bfloat16 `bits` (the lower half zero). */
+static float bf16_to_float(uint16_t bits)
+{
+    uint32_t w = (uint32_t)bits << 16;
+    float v;
+    memcpy(&v, &w, sizeof v);
+    return v;
+}
+
+static void put_le(uint8_t *p, uint64_t v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const void *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) v |= (uint64_t)((const uint8_t *)p)[i] << (8 * i);
+    return v;
+}
+
+/* iw_datatype mirrors inferwire.v1.DataType, names and numbers (as the generated code
+ * has them), and iw_datatype_size knows each type's element size (PROTOCOL.md, Tensors). */
+static void test_datatype_table(void)
+{
+    static const struct { iw_datatype dt; const char *wire; size_t size; } types[] = {
+        {IW_TYPE_INVALID, "DATA_TYPE_UNSPECIFIED", 0},
+        {IW_BOOL, "BOOL", 1}, {IW_UINT8, "UINT8", 1}, {IW_INT8, "INT8", 1},
+        {IW_INT16, "INT16", 2}, {IW_INT32, "INT32", 4}, {IW_INT64, "INT64", 8},
+        {IW_FP16, "FP16", 2}, {IW_FP32, "FP32", 4}, {IW_FP64, "FP64", 8}, {IW_BYTES, "BYTES", 0},
+        {IW_UINT16, "UINT16", 2}, {IW_UINT32, "UINT32", 4}, {IW_UINT64, "UINT64", 8},
+        {IW_BF16, "BF16", 2},
+    };
+    const size_t n = sizeof types / sizeof types[0];
+    const ProtobufCEnumDescriptor *d = &inferwire__v1__data_type__descriptor;
+    CHECK(d->n_values == n, "the generated DataType has %u values, the header %zu", d->n_values, n);
+    for (size_t i = 0; i < n; i++) {
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(d, (int)types[i].dt);
+        CHECK(v != NULL && strcmp(v->name, types[i].wire) == 0, "iw_datatype %d is %s on the wire, want %s",
+              (int)types[i].dt, v ? v->name : "(none)", types[i].wire);
+        CHECK(iw_datatype_size(types[i].dt) == types[i].size, "%s: %zu bytes per element, want %zu",
+              types[i].wire, iw_datatype_size(types[i].dt), types[i].size);
+    }
+    CHECK(IW_UINT16 == 11 && IW_UINT32 == 12 && IW_UINT64 == 13 && IW_BF16 == 14,
+          "UINT16 %d, UINT32 %d, UINT64 %d, BF16 %d", IW_UINT16, IW_UINT32, IW_UINT64, IW_BF16);
+    CHECK((int)IW_UINT16 == (int)INFERWIRE__V1__DATA_TYPE__UINT16 && (int)IW_UINT32 == (int)INFERWIRE__V1__DATA_TYPE__UINT32 &&
+          (int)IW_UINT64 == (int)INFERWIRE__V1__DATA_TYPE__UINT64 && (int)IW_BF16 == (int)INFERWIRE__V1__DATA_TYPE__BF16,
+          "the header and the generated enum disagree");
+    CHECK(iw_datatype_size((iw_datatype)15) == 0, "a type number past BF16 has no size");
+}
+
+/* UINT16, UINT32, UINT64 and BF16 tensors as the library encodes them into an INFER
+ * request and decodes them from the response: the scripted server answers with the
+ * request's own inputs. No example model takes these types, so no real server is used. */
+static void test_datatype_roundtrip(void)
+{
+    static const uint64_t u16v[] = {0, 1, 0x0102, 0x8000, 0xfffe, 0xffff};
+    static const uint64_t u32v[] = {0, 1, 0x01020304, 0xffffffff};
+    static const uint64_t u64v[] = {0, 0x0102030405060708ull, UINT64_MAX};
+    /* 1, -2, 3.140625, +inf, the smallest subnormal (2^-133), -0 */
+    static const uint64_t bf16v[] = {0x3f80, 0xc000, 0x4049, 0x7f80, 0x0001, 0x8000};
+    static const uint64_t bf16s[] = {0x4040}; /* 3, a scalar */
+    static const int64_t shape23[] = {2, 3}, shape4[] = {4}, shape31[] = {3, 1}, shape6[] = {6};
+    struct { const char *name; iw_datatype dt; const int64_t *shape; size_t ndim; const uint64_t *v; size_t count; } in[] = {
+        {"U16", IW_UINT16, shape23, 2, u16v, 6},
+        {"U32", IW_UINT32, shape4, 1, u32v, 4},
+        {"U64", IW_UINT64, shape31, 2, u64v, 3},
+        {"H", IW_BF16, shape6, 1, bf16v, 6},
+        {"HS", IW_BF16, NULL, 0, bf16s, 1},
+    };
+    enum { N = sizeof in / sizeof in[0] };
+    uint8_t bytes[N][64];
+    iw_tensor t[N];
+    for (size_t i = 0; i < N; i++) {
+        size_t es = iw_datatype_size(in[i].dt);
+        for (size_t k = 0; k < in[i].count; k++) put_le(bytes[i] + k * es, in[i].v[k], es);
+        t[i] = (iw_tensor){in[i].name, in[i].dt, in[i].shape, in[i].ndim, bytes[i], in[i].count * es};
+    }
+    CHECK(t[0].size == 12 && t[1].size == 16 && t[2].size == 24 && t[3].size == 12 && t[4].size == 2,
+          "sizes %zu %zu %zu %zu %zu", t[0].size, t[1].size, t[2].size, t[3].size, t[4].size);
+
+    fake f;
+    if (!fk_start(&f, SCRIPT_ECHO)) return;
+    iw_conn *c = fk_connect(&f);
+    iw_result *r = NULL;
+    if (c) {
+        iw_infer_request req = {.model_name = "echo", .inputs = t, .n_inputs = N};
+        iw_error err;
+        iw_status_code rc = iw_infer(c, &req, &r, &err);
+        CHECK(rc == IW_OK && r, "echo infer: %s %s", iw_status_name(rc), err.message);
+    }
+    if (r) {
+        CHECK(r->n_outputs == N, "%zu outputs, want %d", r->n_outputs, (int)N);
+        for (size_t i = 0; i < N; i++) {
+            const iw_tensor *o = iw_result_output(r, in[i].name);
+            CHECK(o != NULL, "output %s missing", in[i].name);
+            if (!o) continue;
+            bool same_shape = o->ndim == in[i].ndim;
+            for (size_t d = 0; same_shape && d < o->ndim; d++) same_shape = o->shape[d] == in[i].shape[d];
+            CHECK(o->datatype == in[i].dt && same_shape, "%s: datatype %d, ndim %zu", in[i].name, (int)o->datatype, o->ndim);
+            CHECK(o->size == t[i].size && o->size == in[i].count * iw_datatype_size(o->datatype) &&
+                  memcmp(o->data, t[i].data, t[i].size) == 0, "%s: %zu bytes back, sent %zu", in[i].name, o->size, t[i].size);
+        }
+        const iw_tensor *u64 = iw_result_output(r, "U64"), *h = iw_result_output(r, "H"), *hs = iw_result_output(r, "HS");
+        if (u64 && u64->size == 24)
+            CHECK(get_le((const uint8_t *)u64->data + 16, 8) == UINT64_MAX &&
+                  get_le((const uint8_t *)u64->data + 8, 8) == 0x0102030405060708ull, "UINT64 values");
+        if (h && h->size == 12) {
+            float v[6];
+            for (size_t k = 0; k < 6; k++) v[k] = bf16_to_float((uint16_t)get_le((const uint8_t *)h->data + 2 * k, 2));
+            CHECK(v[0] == 1.0f && v[1] == -2.0f && v[2] == 3.140625f && v[3] > 3.4e38f && v[4] == 0x1p-133f &&
+                  v[5] == 0.0f && signbit(v[5]), "BF16 values %g %g %g %g %g %g", v[0], v[1], v[2], v[3], v[4], v[5]);
+        }
+        if (hs && hs->size == 2)
+            CHECK(bf16_to_float((uint16_t)get_le(hs->data, 2)) == 3.0f, "BF16 scalar");
+        iw_result_free(r);
+    }
+    iw_close(c);
+    fk_join(&f);
+    static const int wire[N] = {11, 12, 13, 14, 14};
+    CHECK(f.echo_n == N, "the server saw %zu inputs, want %d", f.echo_n, (int)N);
+    for (size_t i = 0; i < N && i < f.echo_n; i++)
+        CHECK(f.echo_datatype[i] == wire[i] && f.echo_raw[i] == t[i].size && !f.echo_typed[i],
+              "%s on the wire: datatype %d (want %d), raw_contents %zu bytes (want %zu), typed contents %d",
+              in[i].name, f.echo_datatype[i], wire[i], f.echo_raw[i], t[i].size, f.echo_typed[i]);
+}
+
 /* Header and library agree, and the string is spelled from the three numbers. */
 static void test_version(void)
 {
@@ -1496,6 +1686,8 @@ int main(int argc, char **argv)
         {"retry_refused", test_retry_refused},
         {"no_retry_in_flight", test_no_retry_in_flight},
         {"pipelined_goaway", test_pipelined_goaway},
+        {"datatype_table", test_datatype_table},
+        {"datatype_roundtrip", test_datatype_roundtrip},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int f = failed;

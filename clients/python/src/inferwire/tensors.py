@@ -2,6 +2,10 @@
 
 Elements travel little-endian in row-major order in ``raw_contents``; BYTES
 elements are each a 4-byte little-endian length followed by the bytes.
+
+BF16 (bfloat16, the upper 16 bits of an IEEE 754 binary32) has no numpy dtype:
+received BF16 tensors decode to float32 (exactly: every bfloat16 value is a
+float32 value), and this module never sends BF16 (float32 arrays go as FP32).
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ _DTYPES: Tuple[Tuple[tensor_pb2.DataType, np.dtype[Any]], ...] = (
     (DataType.FP32, np.dtype(np.float32)),
     (DataType.FP64, np.dtype(np.float64)),
     (DataType.BYTES, np.dtype(object)),
+    (DataType.UINT16, np.dtype(np.uint16)),
+    (DataType.UINT32, np.dtype(np.uint32)),
+    (DataType.UINT64, np.dtype(np.uint64)),
 )
 # Keyed by plain int so that any received datatype number can be looked up.
-_TO_NUMPY: Dict[int, np.dtype[Any]] = {wire: dt for wire, dt in _DTYPES}
+# BF16 decodes to float32 (see from_tensor) but is never chosen for sending.
+_TO_NUMPY: Dict[int, np.dtype[Any]] = {**{wire: dt for wire, dt in _DTYPES}, DataType.BF16: np.dtype(np.float32)}
 _FROM_NUMPY: Dict[np.dtype[Any], tensor_pb2.DataType] = {dt: wire for wire, dt in _DTYPES if wire != DataType.BYTES}
 
 _LENGTH = struct.Struct("<I")
@@ -49,7 +57,10 @@ def wire_dtype(dtype: DTypeLike) -> tensor_pb2.DataType:
 
 
 def numpy_dtype(datatype: int) -> np.dtype[Any]:
-    """The numpy dtype for a wire ``DataType`` (BYTES maps to ``object`` holding ``bytes``)."""
+    """The numpy dtype ``from_tensor`` gives a wire ``DataType``.
+
+    BYTES maps to ``object`` (holding ``bytes``); BF16, which numpy lacks, to float32.
+    """
     try:
         return _TO_NUMPY[datatype]
     except KeyError:
@@ -98,17 +109,29 @@ def to_tensor(name: str, value: ArrayLike) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(name=name, datatype=datatype, shape=array.shape, raw_contents=raw)
 
 
+def _decode_bf16(raw: bytes, count: int, name: str, shape: Tuple[int, ...]) -> NDArray[np.float32]:
+    if len(raw) != count * 2:
+        raise ValueError(f"tensor {name!r}: {len(raw)} bytes do not fit shape {list(shape)} of bfloat16")
+    halves = np.frombuffer(raw, dtype=np.dtype("<u2"))
+    # A bfloat16 is the upper half of a binary32: put its bits there, zeros below.
+    words = halves.astype(np.uint32) << np.uint32(16)
+    return words.view(np.float32).reshape(shape)
+
+
 def from_tensor(tensor: tensor_pb2.Tensor) -> NDArray[Any]:
     """Decode a ``Tensor`` (``raw_contents``) into a numpy array of its dtype and shape.
 
     Numeric arrays are read-only views of the received bytes; call ``.copy()``
-    for a writable one.
+    for a writable one. BF16 tensors, which numpy has no dtype for, decode to a
+    new (writable) float32 array holding the same values exactly.
     """
     dtype = numpy_dtype(tensor.datatype)
     shape = tuple(tensor.shape)
     count = int(np.prod(shape, dtype=np.int64))
     if tensor.datatype == DataType.BYTES:
         return _decode_bytes(tensor.raw_contents, count).reshape(shape)
+    if tensor.datatype == DataType.BF16:
+        return _decode_bf16(tensor.raw_contents, count, tensor.name, shape)
     little = dtype.newbyteorder("<")
     if len(tensor.raw_contents) != count * dtype.itemsize:
         raise ValueError(

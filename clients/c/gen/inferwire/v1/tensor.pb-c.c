@@ -412,7 +412,7 @@ const ProtobufCMessageDescriptor inferwire__v1__tensor_spec__descriptor =
   (ProtobufCMessageInit) inferwire__v1__tensor_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[11] =
+static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[15] =
 {
   { "DATA_TYPE_UNSPECIFIED", "INFERWIRE__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED", 0 },
   { "BOOL", "INFERWIRE__V1__DATA_TYPE__BOOL", 1 },
@@ -425,12 +425,17 @@ static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[
   { "FP32", "INFERWIRE__V1__DATA_TYPE__FP32", 8 },
   { "FP64", "INFERWIRE__V1__DATA_TYPE__FP64", 9 },
   { "BYTES", "INFERWIRE__V1__DATA_TYPE__BYTES", 10 },
+  { "UINT16", "INFERWIRE__V1__DATA_TYPE__UINT16", 11 },
+  { "UINT32", "INFERWIRE__V1__DATA_TYPE__UINT32", 12 },
+  { "UINT64", "INFERWIRE__V1__DATA_TYPE__UINT64", 13 },
+  { "BF16", "INFERWIRE__V1__DATA_TYPE__BF16", 14 },
 };
 static const ProtobufCIntRange inferwire__v1__data_type__value_ranges[] = {
-{0, 0},{0, 11}
+{0, 0},{0, 15}
 };
-static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_name[11] =
+static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_name[15] =
 {
+  { "BF16", 14 },
   { "BOOL", 1 },
   { "BYTES", 10 },
   { "DATA_TYPE_UNSPECIFIED", 0 },
@@ -441,6 +446,9 @@ static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_na
   { "INT32", 5 },
   { "INT64", 6 },
   { "INT8", 3 },
+  { "UINT16", 11 },
+  { "UINT32", 12 },
+  { "UINT64", 13 },
   { "UINT8", 2 },
 };
 const ProtobufCEnumDescriptor inferwire__v1__data_type__descriptor =
@@ -450,9 +458,9 @@ const ProtobufCEnumDescriptor inferwire__v1__data_type__descriptor =
   "DataType",
   "Inferwire__V1__DataType",
   "inferwire.v1",
-  11,
+  15,
   inferwire__v1__data_type__enum_values_by_number,
-  11,
+  15,
   inferwire__v1__data_type__enum_values_by_name,
   1,
   inferwire__v1__data_type__value_ranges,

@@ -51,7 +51,14 @@ typedef enum _Inferwire__V1__DataType {
   /*
    * variable-length byte strings, see Tensor.raw_contents
    */
-  INFERWIRE__V1__DATA_TYPE__BYTES = 10
+  INFERWIRE__V1__DATA_TYPE__BYTES = 10,
+  INFERWIRE__V1__DATA_TYPE__UINT16 = 11,
+  INFERWIRE__V1__DATA_TYPE__UINT32 = 12,
+  INFERWIRE__V1__DATA_TYPE__UINT64 = 13,
+  /*
+   * bfloat16: the upper 16 bits of an IEEE 754 binary32
+   */
+  INFERWIRE__V1__DATA_TYPE__BF16 = 14
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(INFERWIRE__V1__DATA_TYPE)
 } Inferwire__V1__DataType;
 
@@ -87,8 +94,10 @@ struct  Inferwire__V1__Tensor
 /*
  * Typed element lists. Only the field that matches the tensor's datatype may
  * be used: bool_contents for BOOL; int_contents for INT8, INT16, INT32;
- * uint_contents for UINT8; int64_contents for INT64; fp32_contents for FP32
- * and FP16 (converted on arrival); fp64_contents for FP64; bytes_contents for BYTES.
+ * uint_contents for UINT8, UINT16, UINT32; int64_contents for INT64;
+ * fp32_contents for FP32, and for FP16 and BF16 (rounded to nearest even on
+ * arrival); fp64_contents for FP64; bytes_contents for BYTES. UINT64 has no
+ * typed list: it is sent in raw_contents.
  */
 struct  Inferwire__V1__TensorContents
 {

@@ -20,6 +20,10 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FP32: _ClassVar[DataType]
     FP64: _ClassVar[DataType]
     BYTES: _ClassVar[DataType]
+    UINT16: _ClassVar[DataType]
+    UINT32: _ClassVar[DataType]
+    UINT64: _ClassVar[DataType]
+    BF16: _ClassVar[DataType]
 DATA_TYPE_UNSPECIFIED: DataType
 BOOL: DataType
 UINT8: DataType
@@ -31,6 +35,10 @@ FP16: DataType
 FP32: DataType
 FP64: DataType
 BYTES: DataType
+UINT16: DataType
+UINT32: DataType
+UINT64: DataType
+BF16: DataType
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw_contents", "contents")
