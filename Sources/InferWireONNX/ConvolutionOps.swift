@@ -77,13 +77,29 @@ enum ConvolutionOps {
     static func register(_ r: inout [String: KernelFactory]) {
         r["Conv"] = { c in
             try c.require(inputs: 2...3)
-            let kernelShape = try c.attributes.ints("kernel_shape")
+            // kernel_shape may be omitted: then it is taken from the weights (at run time when
+            // they are an input rather than an initializer).
+            let kernelShape =
+                try c.attributes.ints("kernel_shape") ?? c.constantInputs[1].map { Array($0.shape.dropFirst(2)) }
             let group = try c.attributes.int("group", default: 1)
-            // kernel_shape may be omitted: then it is taken from the weights.
-            let weights = c.constantInputs[1]
-            let (window, autoPad) = try Window2D.parse(
-                &c, kernel: kernelShape ?? weights.map { Array($0.shape.dropFirst(2)) })
+            let attributes = try WindowND.Attributes(&c)
             try c.attributes.checkAllUsed()
+            // Kernels of other ranks, or of a size known only at run time, are convolved directly.
+            guard let kernelShape, kernelShape.count == 2 else {
+                let known = try kernelShape.map { k throws(OnnxError) in try WindowND.make(kernel: k, attributes) }
+                return FunctionKernel { inputs in
+                    let x = try input(inputs, 0, "Conv")
+                    let w = try input(inputs, 1, "Conv")
+                    let window = try known ?? WindowND.make(kernel: Array(w.shape.dropFirst(2)), attributes)
+                    return [try convND(x, w, bias: inputs.count > 2 ? inputs[2] : nil, group: group, window: window)]
+                }
+            }
+            let general = try WindowND.make(kernel: kernelShape, attributes)
+            let window = Window2D(
+                kernel: (kernelShape[0], kernelShape[1]), strides: (general.strides[0], general.strides[1]),
+                dilations: (general.dilations[0], general.dilations[1]),
+                pads: (general.pads[0], general.pads[1], general.pads[2], general.pads[3]), ceilMode: false)
+            let autoPad = general.autoPad
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "Conv")
                 let w = try input(inputs, 1, "Conv")

@@ -11,24 +11,51 @@ struct WindowND: Sendable {
     var ceilMode: Bool
     var autoPad: String
 
-    static func parse(_ c: inout NodeContext, kernel: [Int]) throws -> WindowND {
-        let rank = kernel.count
-        let strides = try c.attributes.ints("strides") ?? [Int](repeating: 1, count: rank)
-        let dilations = try c.attributes.ints("dilations") ?? [Int](repeating: 1, count: rank)
-        let pads = try c.attributes.ints("pads") ?? [Int](repeating: 0, count: 2 * rank)
-        let autoPad = try c.attributes.string("auto_pad", default: "NOTSET")
-        let ceil = try c.attributes.int("ceil_mode", default: 0) != 0
-        guard rank >= 1, strides.count == rank, dilations.count == rank, pads.count == 2 * rank else {
-            throw c.error("kernel_shape, strides, dilations and pads must describe \(rank) dimensions")
+    /// A node's window attributes, read before the kernel's size may be known.
+    struct Attributes: Sendable {
+        var strides: [Int]?
+        var dilations: [Int]?
+        var pads: [Int]?
+        var autoPad: String
+        var ceilMode: Bool
+
+        init(_ c: inout NodeContext) throws {
+            self.strides = try c.attributes.ints("strides")
+            self.dilations = try c.attributes.ints("dilations")
+            self.pads = try c.attributes.ints("pads")
+            self.autoPad = try c.attributes.string("auto_pad", default: "NOTSET")
+            self.ceilMode = try c.attributes.int("ceil_mode", default: 0) != 0
+            guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(self.autoPad) else {
+                throw c.error("auto_pad '\(self.autoPad)' is not supported")
+            }
         }
-        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else {
-            throw c.error("auto_pad '\(autoPad)' is not supported")
+    }
+
+    static func parse(_ c: inout NodeContext, kernel: [Int]) throws -> WindowND {
+        let attributes = try Attributes(&c)
+        do {
+            return try Self.make(kernel: kernel, attributes)
+        } catch {
+            throw c.error(error.message)
+        }
+    }
+
+    /// The window for a kernel of known size and the node's attributes.
+    static func make(kernel: [Int], _ attributes: Attributes) throws(OnnxError) -> WindowND {
+        let rank = kernel.count
+        let strides = attributes.strides ?? [Int](repeating: 1, count: rank)
+        let dilations = attributes.dilations ?? [Int](repeating: 1, count: rank)
+        let pads = attributes.pads ?? [Int](repeating: 0, count: 2 * rank)
+        let autoPad = attributes.autoPad
+        let ceil = attributes.ceilMode
+        guard rank >= 1, strides.count == rank, dilations.count == rank, pads.count == 2 * rank else {
+            throw OnnxError("kernel_shape, strides, dilations and pads must describe \(rank) dimensions")
         }
         let limit = 1 << 16
         guard kernel.allSatisfy({ $0 >= 1 && $0 <= limit }), strides.allSatisfy({ $0 >= 1 && $0 <= limit }),
             dilations.allSatisfy({ $0 >= 1 && $0 <= limit }), pads.allSatisfy({ $0 >= 0 && $0 <= limit })
         else {
-            throw c.error(
+            throw OnnxError(
                 "kernel_shape, strides and dilations must be 1…\(limit) and pads 0…\(limit); got \(kernel), \(strides), \(dilations), \(pads)"
             )
         }
@@ -144,4 +171,68 @@ func poolND(
     let shape = Array(x.shape[..<2]) + out
     let y = try asType(result, like: OnnxTensor(shape: shape, storage: x.storage))
     return indices ? [y, OnnxTensor(shape: shape, int64s: argmax)] : [y]
+}
+
+/// Convolution of any spatial rank, computed directly (the 2-D case has its own im2col and
+/// GEMM path): x [N, C, spatial...], w [M, C/group, kernel...], bias [M].
+func convND(_ x: OnnxTensor, _ w: OnnxTensor, bias: OnnxTensor?, group: Int, window: WindowND) throws -> OnnxTensor {
+    let rank = window.kernel.count
+    guard x.rank == rank + 2, w.rank == rank + 2 else {
+        throw OnnxError(
+            "Conv with a \(rank)-D kernel takes [N, C, \(rank) sizes], got \(x.shape) and weights \(w.shape)")
+    }
+    guard let xv = doubles(x), let wv = doubles(w), x.storageType == .float || x.storageType == .double else {
+        throw OnnxError("Conv takes float or double, got \(x.elementType)")
+    }
+    let (n, channels, m, perGroup) = (x.shape[0], x.shape[1], w.shape[0], w.shape[1])
+    guard group >= 1, channels == perGroup * group, m % group == 0 else {
+        throw OnnxError("Conv: input channels \(channels) and weights \(w.shape) do not fit group \(group)")
+    }
+    let b = bias.flatMap(doubles)
+    if let b, b.count != m { throw OnnxError("Conv: bias has \(b.count) values for \(m) output channels") }
+    let sizes = Array(x.shape[2...])
+    let (out, begin, _) = try window.resolve(sizes)
+    let outShape = [n, m] + out
+    let count = try checkedCount(outShape, "Conv output")
+    let planeSize = sizes.reduce(1, *)
+    let kernelSize = window.kernel.reduce(1, *)
+    var result = [Double](repeating: 0, count: count)
+    let outputsPerGroup = m / group
+    var o = 0
+    for batch in 0..<n {
+        for oc in 0..<m {
+            let g = oc / outputsPerGroup
+            forEachIndex(out) { position in
+                var sum = b?[oc] ?? 0
+                for ic in 0..<perGroup {
+                    let xBase = (batch * channels + g * perGroup + ic) * planeSize
+                    let wBase = (oc * perGroup + ic) * kernelSize
+                    var k = [Int](repeating: 0, count: rank)
+                    for kFlat in 0..<kernelSize {
+                        var inside = true
+                        var flat = 0
+                        for d in 0..<rank {
+                            let i = position[d] * window.strides[d] - begin[d] + k[d] * window.dilations[d]
+                            if i < 0 || i >= sizes[d] {
+                                inside = false
+                                break
+                            }
+                            flat = flat * sizes[d] + i
+                        }
+                        if inside { sum += xv[xBase + flat] * wv[wBase + kFlat] }
+                        var d = rank - 1
+                        while d >= 0 {
+                            k[d] += 1
+                            if k[d] < window.kernel[d] { break }
+                            k[d] = 0
+                            d -= 1
+                        }
+                    }
+                }
+                result[o] = sum
+                o += 1
+            }
+        }
+    }
+    return try asType(result, like: OnnxTensor(shape: outShape, storage: x.storage))
 }
