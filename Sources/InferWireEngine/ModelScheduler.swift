@@ -554,9 +554,8 @@ struct SchedulerStatistics: Sendable {
     var computeMicros: UInt64 = 0
     var queueHistogram = [UInt64](repeating: 0, count: 32)
     var computeHistogram = [UInt64](repeating: 0, count: 32)
-    /// Answers by status code: index = the code's number; the last slot holds codes beyond
-    /// the known ones.
-    var statusCounts = [UInt64](repeating: 0, count: 18)
+    /// Answers by status code.
+    var statusCounts = StatusCounts()
     /// Read-to-answer times, for requests whose arrival was timed (request metrics on).
     var requestMicros: UInt64 = 0
     var requestHistogram = [UInt64](repeating: 0, count: 32)
@@ -587,13 +586,8 @@ struct SchedulerStatistics: Sendable {
     /// queue and compute times nor in the sliding window (which judges the model's answers).
     mutating func recordRefusal(_ code: InferWireError.Code, received: ContinuousClock.Instant?) {
         self.failures += 1
-        self.countStatus(code)
+        self.statusCounts.add(code)
         if let received { self.recordRequestTime(Self.micros(.now - received)) }
-    }
-
-    private mutating func countStatus(_ code: InferWireError.Code) {
-        let index = Int(code.rawValue)
-        self.statusCounts[index >= 0 && index < self.statusCounts.count - 1 ? index : self.statusCounts.count - 1] += 1
     }
 
     private mutating func recordRequestTime(_ micros: UInt64) {
@@ -617,7 +611,7 @@ struct SchedulerStatistics: Sendable {
         let failed = code != .ok
         self.requests += 1
         if failed { self.failures += 1 }
-        self.countStatus(code)
+        self.statusCounts.add(code)
         if let received { self.recordRequestTime(Self.micros(answered - received)) }
         self.window.record(epoch: epoch, latencyMicros: queued + compute, failed: failed)
         self.queueMicros += queued
@@ -640,7 +634,9 @@ struct SchedulerStatistics: Sendable {
         m.computeTimeUs = self.computeMicros
         m.queueTimeHistogram = self.queueHistogram
         m.computeTimeHistogram = self.computeHistogram
-        for (code, count) in self.statusCounts.enumerated() where count > 0 { m.statusCounts[UInt32(code)] = count }
+        for (code, count) in self.statusCounts.byCode {
+            m.statusCounts[UInt32(truncatingIfNeeded: code.rawValue)] = count
+        }
         m.requestTimeUs = self.requestMicros
         if self.requestHistogram.contains(where: { $0 > 0 }) { m.requestTimeHistogram = self.requestHistogram }
         return m

@@ -126,9 +126,8 @@ public final class PredictionLog: Sendable {
     }
 
     public let configuration: Configuration
-    /// One request in this many is offered.
-    public let interval: UInt64
-    private let sampleCounter = Atomic<UInt64>(0)
+    /// Which requests are offered (``Configuration/sampleRate``).
+    public let sample: OneInN
     private let buffer = Mutex(Buffer())
     private let wakeup = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
@@ -147,7 +146,7 @@ public final class PredictionLog: Sendable {
     init(configuration: Configuration, writerGate: DispatchSemaphore?) throws(InferWireError) {
         self.configuration = configuration
         self.writerGate = writerGate
-        self.interval = UInt64(max(1, min(1e9, (1 / max(configuration.sampleRate, 1e-9)).rounded())))
+        self.sample = OneInN(rate: configuration.sampleRate)
         do {
             try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
         } catch {
@@ -164,11 +163,6 @@ public final class PredictionLog: Sendable {
         }
         thread.name = "inferwire-prediction-log"
         thread.start()
-    }
-
-    /// Whether this request is one of the sample (one in ``interval``).
-    public func samples() -> Bool {
-        self.sampleCounter.wrappingAdd(1, ordering: .relaxed).oldValue % self.interval == 0
     }
 
     /// Hands a record to the writer; drops and counts it when the buffer is full. Never blocks
@@ -419,22 +413,17 @@ extension PredictionLog {
         /// One record as a JSON object on one line.
         static func line(_ record: Record) -> String {
             var text = "{\"time\":"
-            appendString(
-                ISO8601DateFormatter.string(
-                    from: record.time, timeZone: .gmt,
-                    formatOptions: [
-                        .withInternetDateTime, .withFractionalSeconds,
-                    ]), to: &text)
+            JSONText.appendString(JSONText.timestamp(record.time), to: &text)
             text += ",\"model\":"
-            appendString(record.model, to: &text)
+            JSONText.appendString(record.model, to: &text)
             text += ",\"version\":\(record.version)"
             if !record.requestID.isEmpty {
                 text += ",\"request_id\":"
-                appendString(record.requestID, to: &text)
+                JSONText.appendString(record.requestID, to: &text)
             }
             if let trace = record.traceID {
                 text += ",\"trace_id\":"
-                appendString(trace, to: &text)
+                JSONText.appendString(trace, to: &text)
             }
             text += ",\"inputs\":"
             appendTensors(record.inputs, to: &text)
@@ -448,7 +437,7 @@ extension PredictionLog {
                 }
             case .failure(let error):
                 text += ",\"code\":\"\(error.code)\",\"error\":"
-                appendString(error.message, to: &text)
+                JSONText.appendString(error.message, to: &text)
             }
             return text + "}\n"
         }
@@ -457,7 +446,7 @@ extension PredictionLog {
             text += "{"
             for (index, tensor) in tensors.enumerated() {
                 if index > 0 { text += "," }
-                appendString(tensor.name, to: &text)
+                JSONText.appendString(tensor.name, to: &text)
                 text +=
                     ":{\"datatype\":\"\(tensor.dataType.name)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data\":["
                 if let numbers = PredictionLog.numbers(tensor) {
@@ -475,31 +464,12 @@ extension PredictionLog {
                 } else if let strings = PredictionLog.strings(tensor) {
                     for (position, string) in strings.enumerated() {
                         if position > 0 { text += "," }
-                        appendString(string, to: &text)
+                        JSONText.appendString(string, to: &text)
                     }
                 }
                 text += "]}"
             }
             text += "}"
-        }
-
-        /// A JSON string literal (RFC 8259).
-        static func appendString(_ string: String, to text: inout String) {
-            text += "\""
-            for scalar in string.unicodeScalars {
-                switch scalar {
-                case "\"": text += "\\\""
-                case "\\": text += "\\\\"
-                case "\n": text += "\\n"
-                case "\r": text += "\\r"
-                case "\t": text += "\\t"
-                case _ where scalar.value < 0x20:
-                    let hex = String(scalar.value, radix: 16)
-                    text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                default: text.unicodeScalars.append(scalar)
-                }
-            }
-            text += "\""
         }
     }
 }

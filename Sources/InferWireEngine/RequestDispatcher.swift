@@ -64,15 +64,14 @@ public final class RequestDispatcher: Sendable {
     private let shuttingDown: Atomic<Bool>
     /// Infer requests answered before reaching a model version (undecodable, not permitted,
     /// an unknown model or version), by status code as in ``SchedulerStatistics/statusCounts``.
-    private let unrouted = Mutex([UInt64](repeating: 0, count: 18))
+    private let unrouted = Mutex(StatusCounts())
     /// Spans for infer requests; nil makes none.
     public let tracing: RequestTracing?
     /// Where a sample of requests and answers is written; nil writes none.
     public let predictionLog: PredictionLog?
-    /// One infer request in this many is written to the access log (when the caller passes
-    /// an access logger to ``handle(method:payload:deadline:cancellation:mayRunInPlace:principal:accessLogger:respond:)``).
-    public let accessLogInterval: UInt64
-    private let accessLogCounter = Atomic<UInt64>(0)
+    /// Which infer requests are written to the access log (when the caller passes an access
+    /// logger to ``handle(method:payload:deadline:cancellation:mayRunInPlace:principal:accessLogger:respond:)``).
+    public let accessLogSample: OneInN
 
     /// - Parameters:
     ///   - registry: the models to serve.
@@ -97,7 +96,7 @@ public final class RequestDispatcher: Sendable {
         self.inlineByteLimit = inlineByteLimit
         self.timesRequests = timesRequests
         self.tracing = tracing
-        self.accessLogInterval = UInt64(max(1, min(1e9, (1 / max(accessLogSampleRate, 1e-9)).rounded())))
+        self.accessLogSample = OneInN(rate: accessLogSampleRate)
         self.shuttingDown = Atomic(false)
     }
 
@@ -128,7 +127,7 @@ public final class RequestDispatcher: Sendable {
     ///   - principal: who asks; a method outside its roles, or a model outside its scope, is
     ///     answered PERMISSION_DENIED. nil: the server has no authentication, and every caller
     ///     may do everything.
-    ///   - accessLogger: where a sample of infer requests (one in ``accessLogInterval``) is
+    ///   - accessLogger: where a sample of infer requests (``accessLogSample``) is
     ///     logged when answered, with the connection's metadata; nil logs none.
     ///   - respond: called exactly once with the serialized response or the error; on the
     ///     calling thread when the work was cheap enough to do inline, else on an execution thread.
@@ -187,9 +186,7 @@ public final class RequestDispatcher: Sendable {
                 let request = try Self.decode(Inferwire_V1_InferRequest.self, payload)
                 try Authorization.check(model: request.modelName, principal: principal)
                 var respond = respond
-                if let accessLogger,
-                    self.accessLogCounter.wrappingAdd(1, ordering: .relaxed).oldValue % self.accessLogInterval == 0
-                {
+                if let accessLogger, self.accessLogSample.next() {
                     respond = Self.logged(
                         request, received: received ?? .now, principal: principal, logger: accessLogger,
                         respond: respond)
@@ -260,20 +257,12 @@ public final class RequestDispatcher: Sendable {
     }
 
     private func countUnrouted(_ code: InferWireError.Code) {
-        let index = Int(code.rawValue)
-        self.unrouted.withLock { $0[index >= 0 && index < $0.count - 1 ? index : $0.count - 1] += 1 }
+        self.unrouted.withLock { $0.add(code) }
     }
 
     /// Infer requests answered before reaching a model version (undecodable, not permitted,
     /// naming an unknown model or version), by status code; codes never seen are absent.
-    public var unroutedStatusCounts: [InferWireError.Code: UInt64] {
-        let counts = self.unrouted.withLock { $0 }
-        var byCode: [InferWireError.Code: UInt64] = [:]
-        for (index, count) in counts.enumerated() where count > 0 {
-            byCode[InferWireError.Code(rawValue: index == counts.count - 1 ? 2 : index), default: 0] += count
-        }
-        return byCode
-    }
+    public var unroutedStatusCounts: [InferWireError.Code: UInt64] { self.unrouted.withLock { $0.byCode } }
 
     /// Why the server is not ready, one line per reason; empty when it is (``isReady``).
     public var readinessProblems: [String] {
@@ -310,11 +299,7 @@ public final class RequestDispatcher: Sendable {
                 tracestate: request.tracestate, at: received ?? ContinuousClock.now)
             let traced = respond
             respond = { result in
-                if case .failure(let error) = result {
-                    started.finish(error.code, message: error.message, at: .now)
-                } else {
-                    started.finish(.ok, message: nil, at: .now)
-                }
+                started.finish(result, at: .now)
                 traced(result)
             }
             trace = started
@@ -327,7 +312,7 @@ public final class RequestDispatcher: Sendable {
             respond(.failure(error))
             return
         }
-        if let log = self.predictionLog, log.samples() {
+        if let log = self.predictionLog, log.sample.next() {
             let logged = respond
             let (model, version, id, inputs) = (loaded.name, loaded.version, request.id, prepared.inputs)
             let traceID = TraceParent(request.traceparent)?.traceID

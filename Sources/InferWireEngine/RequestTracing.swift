@@ -63,9 +63,9 @@ final class RequestTrace: Sendable {
     }
 
     /// Ends the request's span with its outcome.
-    func finish(_ code: InferWireError.Code, message: String?, at end: ContinuousClock.Instant) {
-        self.span.attributes["inferwire.status_code"] = "\(code)"
-        if code != .ok { self.span.setStatus(SpanStatus(code: .error, message: message)) }
+    func finish(_ result: Result<[UInt8], InferWireError>, at end: ContinuousClock.Instant) {
+        self.span.attributes["inferwire.status_code"] = "\(result.code)"
+        if case .failure(let error) = result { self.span.setStatus(SpanStatus(code: .error, message: error.message)) }
         self.span.end(at: TraceTime.timestamp(end))
     }
 }

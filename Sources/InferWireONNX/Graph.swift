@@ -57,41 +57,8 @@ struct ExecutionPlan: Sendable {
         let outputs: [Int]
         /// Slots whose last reader is this step: freed after it.
         var release: [Int]
-        /// Whether outputs in the wide type of a narrow input are that narrow type (false for
-        /// operators whose output type does not follow their inputs': Cast, Shape, ArgMax, …).
-        var keepsNarrowTypes = true
-        /// See ``typeSourceInputs``; nil: the first narrow-typed input.
-        var typeSource: Int? = nil
-    }
-
-    /// Operators whose output types are not their inputs': narrow types are not carried over.
-    static let typeChangingOperators: Set<String> = [
-        "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "TopK", "ai.onnx.ml.LabelEncoder",
-        "ai.onnx.ml.TreeEnsembleClassifier", "ai.onnx.ml.LinearClassifier", "ai.onnx.ml.ArrayFeatureExtractor",
-        "ConstantOfShape", "Constant", "QuantizeLinear", "DequantizeLinear",
-    ]
-
-    /// The input whose element type an operator's output takes, where it is not the first
-    /// narrow-typed input (OneHot's indices may be INT8 while its values are BF16).
-    static let typeSourceInputs: [String: Int] = ["OneHot": 2, "Where": 1]
-
-    /// Runs a kernel on narrow-typed inputs: on their wide storage, then its outputs of that
-    /// wide type wrapped or rounded back to the (first) narrow input type.
-    static func run(
-        _ kernel: any Kernel, _ arguments: [OnnxTensor?], keepsNarrowTypes: Bool, typeSource: Int? = nil
-    ) throws -> [OnnxTensor] {
-        // Operators that set their output types themselves see the narrow types as they are.
-        guard keepsNarrowTypes, arguments.contains(where: { $0?.narrow != nil }) else {
-            return try kernel.run(arguments)
-        }
-        let results = try kernel.run(arguments.map { $0?.widened })
-        let source = typeSource.flatMap { $0 < arguments.count ? arguments[$0] : nil }
-        guard let narrow = typeSource == nil ? arguments.lazy.compactMap({ $0?.narrow }).first : source?.narrow
-        else { return results }
-        return results.map { result in
-            guard result.narrow == nil, result.storageType == narrow.wide else { return result }
-            return OnnxTensor(shape: result.shape, storage: narrow.narrowed(result.storage), narrow: narrow)
-        }
+        /// How its outputs take narrow element types from its inputs.
+        var narrowTyping = NarrowTyping()
     }
 
     var slotCount: Int
@@ -109,8 +76,7 @@ struct ExecutionPlan: Sendable {
             let arguments = step.inputs.map { $0.flatMap { slots[$0] } }
             let results: [OnnxTensor]
             do {
-                results = try Self.run(
-                    step.kernel, arguments, keepsNarrowTypes: step.keepsNarrowTypes, typeSource: step.typeSource)
+                results = try step.narrowTyping.run(step.kernel, arguments)
             } catch let error as OnnxError {
                 throw OnnxError("\(step.label): \(error.message)")
             }
@@ -123,6 +89,47 @@ struct ExecutionPlan: Sendable {
         return try self.outputSlots.map { slot in
             guard let value = slots[slot] else { throw OnnxError("graph output was not computed") }
             return value
+        }
+    }
+}
+
+/// How an operator's outputs take the narrow element types (``ElementType/isNarrow``) of its
+/// inputs: kernels compute on the wide storage, and outputs of that wide type are wrapped or
+/// rounded back to the narrow type.
+struct NarrowTyping: Sendable {
+    /// False for operators that set their output types themselves (Cast, Shape, ArgMax, …):
+    /// they see narrow inputs as they are, and their outputs are left alone.
+    var follows = true
+    /// The input whose type the outputs take; nil: the first narrow-typed input.
+    var source: Int?
+    /// The outputs that take it; nil: every output of its wide type.
+    var outputs: Set<Int>?
+
+    /// The typing of a default-domain or `ai.onnx.ml.` operator.
+    init(operator name: String) {
+        switch name {
+        case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear":
+            self.follows = false
+        case "OneHot": self.source = 2  // its indices may be INT8 while its values are BF16
+        case "Where": self.source = 1
+        case "TopK": self.outputs = [0]  // the indices stay INT64
+        default: break
+        }
+    }
+
+    init() {}
+
+    func run(_ kernel: any Kernel, _ arguments: [OnnxTensor?]) throws -> [OnnxTensor] {
+        guard self.follows, arguments.contains(where: { $0?.narrow != nil }) else { return try kernel.run(arguments) }
+        let results = try kernel.run(arguments.map { $0?.widened })
+        let narrow =
+            self.source.map { $0 < arguments.count ? arguments[$0]?.narrow : nil }
+            ?? arguments.lazy.compactMap({ $0?.narrow }).first
+        guard let narrow else { return results }
+        return results.enumerated().map { index, result in
+            guard self.outputs?.contains(index) ?? true, result.narrow == nil, result.storageType == narrow.wide
+            else { return result }
+            return OnnxTensor(shape: result.shape, storage: narrow.narrowed(result.storage), narrow: narrow)
         }
     }
 }

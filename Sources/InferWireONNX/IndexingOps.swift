@@ -225,21 +225,8 @@ enum IndexingOps {
                 let result = values.enumerated().map { i, v in
                     (v - zeros[zeros.count == 1 ? 0 : index(i)]) * scales[scales.count == 1 ? 0 : index(i)]
                 }
-                if let output, output != scale.elementType {
-                    return [try cast(OnnxTensor(shape: x.shape, doubles: result), to: output)]
-                }
-                if scale.elementType == .float16 || scale.elementType == .bfloat16 {
-                    return [
-                        OnnxTensor(
-                            shape: x.shape, storage: scale.elementType.narrowed(.float(result.map { Float($0) })),
-                            narrow: scale.elementType)
-                    ]
-                }
-                return [
-                    scale.storageType == .double
-                        ? OnnxTensor(shape: x.shape, doubles: result)
-                        : OnnxTensor(shape: x.shape, floats: result.map { Float($0) })
-                ]
+                // The scale's type unless output_dtype names another.
+                return [try cast(OnnxTensor(shape: x.shape, doubles: result), to: output ?? scale.elementType)]
             }
         }
         r["QuantizeLinear"] = { c in
@@ -247,7 +234,7 @@ enum IndexingOps {
             let axis = try c.attributes.int("axis", default: 1)
             let block = try c.attributes.int("block_size", default: 0)
             _ = try c.attributes.int("saturate")  // only meaningful for float8 outputs
-            _ = try c.attributes.int("precision")  // computed in Double whatever it asks
+            _ = try c.attributes.int("precision")  // divided in the scale's precision, as the reference does
             let outputCode = try c.attributes.int("output_dtype", default: 0)
             try c.attributes.checkAllUsed()
             let output = Int32(exactly: outputCode).flatMap { ElementType(onnx: $0) }

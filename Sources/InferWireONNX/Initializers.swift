@@ -234,7 +234,7 @@ struct ExternalData {
         guard let offset = Int(entries["offset"] ?? "0"), offset >= 0 else {
             throw OnnxError("\(what): external data offset '\(entries["offset"] ?? "")' is not a byte offset")
         }
-        guard let type = ElementType(onnx: proto.dataType), let size = type.rawElementSize else {
+        guard let type = ElementType(onnx: proto.dataType), let size = type.dataType.elementSize else {
             throw OnnxError(
                 "\(what): external data of type \(ElementType.name(ofONNX: proto.dataType)) is not supported")
         }
@@ -282,18 +282,5 @@ struct ExternalData {
         inlined.dataLocation = .default
         inlined.externalData = []
         return inlined
-    }
-}
-
-extension ElementType {
-    /// Bytes per element in `raw_data`; nil for strings.
-    var rawElementSize: Int? {
-        switch self {
-        case .float, .int32, .uint32: 4
-        case .double, .int64: 8
-        case .bool, .int8, .uint8: 1
-        case .int16, .uint16, .float16, .bfloat16: 2
-        case .string: nil
-        }
     }
 }

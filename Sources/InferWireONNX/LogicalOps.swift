@@ -119,32 +119,11 @@ func select(_ condition: OnnxTensor, _ x: OnnxTensor, _ y: OnnxTensor) throws ->
         throw OnnxError("Where's condition must be bool, got \(condition.elementType)")
     }
     let shape = try broadcastShape(try broadcastShape(condition.shape, x.shape), y.shape)
-    let total = try checkedCount(shape, "Where's output")
-    let sc = broadcastStrides(condition.shape, to: shape)
-    let sx = broadcastStrides(x.shape, to: shape)
-    let sy = broadcastStrides(y.shape, to: shape)
-    func run<T>(_ a: [T], _ b: [T]) -> [T] {
-        var out: [T] = []
-        out.reserveCapacity(total)
-        var index = [Int](repeating: 0, count: shape.count)
-        for _ in 0..<total {
-            var (oc, ox, oy) = (0, 0, 0)
-            for d in 0..<shape.count {
-                oc += index[d] * sc[d]
-                ox += index[d] * sx[d]
-                oy += index[d] * sy[d]
-            }
-            out.append(cond[oc] ? a[ox] : b[oy])
-            var d = shape.count - 1
-            while d >= 0 {
-                index[d] += 1
-                if index[d] < shape[d] { break }
-                index[d] = 0
-                d -= 1
-            }
-        }
-        return out
-    }
+    let (c, fromX, fromY) = (
+        try broadcastIndices(from: condition.shape, to: shape), try broadcastIndices(from: x.shape, to: shape),
+        try broadcastIndices(from: y.shape, to: shape)
+    )
+    func run<T>(_ a: [T], _ b: [T]) -> [T] { c.indices.map { cond[c[$0]] ? a[fromX[$0]] : b[fromY[$0]] } }
     switch (x.storage, y.storage) {
     case (.float(let a), .float(let b)): return OnnxTensor(shape: shape, storage: .float(run(a, b)))
     case (.double(let a), .double(let b)): return OnnxTensor(shape: shape, storage: .double(run(a, b)))

@@ -149,7 +149,7 @@ struct GraphLoader {
         "ConstantOfShape": [0], "Range": [0, 1, 2], "TopK": [1], "OneHot": [1], "Pad": [1, 2, 3], "Resize": [1, 2, 3],
         "Upsample": [1], "Split": [1], "CumSum": [1], "ReduceSum": [1], "ReduceMean": [1], "ReduceMax": [1],
         "ReduceMin": [1], "ReduceProd": [1], "ReduceSumSquare": [1], "ReduceL1": [1], "ReduceL2": [1],
-        "ReduceLogSum": [1], "ReduceLogSumExp": [1], "Trilu": [1], "Clip": [1, 2],
+        "ReduceLogSum": [1], "ReduceLogSumExp": [1], "Trilu": [1],
     ]
 
     func load() throws(OnnxError) -> Loaded {
@@ -266,9 +266,7 @@ struct GraphLoader {
                 continue
             }
             let outputSlots = node.output.map { slot($0) }
-            let keepsNarrowTypes = !ExecutionPlan.typeChangingOperators.contains(
-                domain.isEmpty ? node.opType : domain + "." + node.opType)
-            let typeSource = domain.isEmpty ? ExecutionPlan.typeSourceInputs[node.opType] : nil
+            let narrowTyping = NarrowTyping(operator: domain.isEmpty ? node.opType : domain + "." + node.opType)
             // Once a node is refused, later nodes are only checked, not folded.
             guard problems.isEmpty else { continue }
 
@@ -276,9 +274,7 @@ struct GraphLoader {
             let allConstant = inputSlots.allSatisfy { $0 == nil || constants[$0!] != nil }
             if allConstant && !inputSlots.isEmpty || node.opType == "Constant" {
                 do {
-                    let values = try ExecutionPlan.run(
-                        kernel, inputSlots.map { $0.flatMap { constants[$0] } }, keepsNarrowTypes: keepsNarrowTypes,
-                        typeSource: typeSource)
+                    let values = try narrowTyping.run(kernel, inputSlots.map { $0.flatMap { constants[$0] } })
                     for (s, v) in zip(outputSlots, values) { constants[s] = v }
                     continue
                 } catch {
@@ -288,7 +284,7 @@ struct GraphLoader {
             steps.append(
                 ExecutionPlan.Step(
                     kernel: kernel, label: label, inputs: inputSlots, outputs: outputSlots, release: [],
-                    keepsNarrowTypes: keepsNarrowTypes, typeSource: typeSource))
+                    narrowTyping: narrowTyping))
         }
 
         if problems.count == 1 { throw OnnxError(problems[0]) }

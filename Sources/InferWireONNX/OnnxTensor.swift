@@ -205,20 +205,17 @@ struct OnnxTensor: Sendable {
     /// valid index into any dimension of size two or more.
     static func ones(_ type: ElementType, shape: [Int]) -> OnnxTensor {
         let n = shape.reduce(1, *)
-        if type.isNarrow {
-            var tensor = Self.ones(type.wide, shape: shape)
-            tensor.narrow = type
-            return tensor
-        }
+        let narrow = type.isNarrow ? type : nil
         switch type {
-        case .float: return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)))
+        case .float, .float16, .bfloat16:
+            return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)), narrow: narrow)
         case .double: return OnnxTensor(shape: shape, storage: .double(Array(repeating: 1, count: n)))
-        case .int64: return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 1, count: n)))
-        case .int32: return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)))
+        case .int64, .uint32:
+            return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 1, count: n)), narrow: narrow)
+        case .int32, .int8, .uint8, .int16, .uint16:
+            return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)), narrow: narrow)
         case .bool: return OnnxTensor(shape: shape, storage: .bool(Array(repeating: true, count: n)))
         case .string: return OnnxTensor(shape: shape, storage: .string(Array(repeating: "1", count: n)))
-        case .int8, .uint8, .int16, .uint16, .uint32, .float16, .bfloat16:
-            return OnnxTensor(shape: shape, storage: .int32([]))  // narrow types return above
         }
     }
 }

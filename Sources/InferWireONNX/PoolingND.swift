@@ -63,6 +63,14 @@ struct WindowND: Sendable {
             kernel: kernel, strides: strides, dilations: dilations, pads: pads, ceilMode: ceil, autoPad: autoPad)
     }
 
+    /// Each kernel position's offset along every spatial axis (dilations applied), in
+    /// row-major order: the flat kernel index of `taps[i]` is `i`.
+    var taps: [[Int]] {
+        var taps: [[Int]] = []
+        forEachIndex(self.kernel) { k in taps.append(zip(k, self.dilations).map { $0 * $1 }) }
+        return taps
+    }
+
     /// Output sizes and begin pads for spatial sizes `sizes`.
     func resolve(_ sizes: [Int]) throws -> (out: [Int], begin: [Int], end: [Int]) {
         let rank = self.kernel.count
@@ -118,7 +126,7 @@ func poolND(
     let outCount = try checkedCount([planes] + out, "\(name)'s output")
     var result = [Double](repeating: 0, count: outCount)
     var argmax = [Int64](repeating: 0, count: indices ? outCount : 0)
-    let kernelCount = window.kernel.reduce(1, *)
+    let taps = window.taps
     var o = 0
     for plane in 0..<planes {
         let base = plane * planeSize
@@ -128,13 +136,12 @@ func poolND(
             var sum = 0.0
             var count = 0
             var padded = 0
-            var k = [Int](repeating: 0, count: rank)
-            for _ in 0..<kernelCount {
+            for tap in taps {
                 var inside = true
                 var inPadding = true
                 var flat = 0
                 for d in 0..<rank {
-                    let i = position[d] * window.strides[d] - begin[d] + k[d] * window.dilations[d]
+                    let i = position[d] * window.strides[d] - begin[d] + tap[d]
                     if i < 0 || i >= sizes[d] { inside = false }
                     if i < -begin[d] || i >= sizes[d] + end[d] { inPadding = false }
                     flat = flat * sizes[d] + i
@@ -149,13 +156,6 @@ func poolND(
                     count += 1
                 } else if inPadding {
                     padded += 1
-                }
-                var d = rank - 1
-                while d >= 0 {
-                    k[d] += 1
-                    if k[d] < window.kernel[d] { break }
-                    k[d] = 0
-                    d -= 1
                 }
             }
             if isMax {
@@ -195,7 +195,7 @@ func convND(_ x: OnnxTensor, _ w: OnnxTensor, bias: OnnxTensor?, group: Int, win
     let outShape = [n, m] + out
     let count = try checkedCount(outShape, "Conv output")
     let planeSize = sizes.reduce(1, *)
-    let kernelSize = window.kernel.reduce(1, *)
+    let taps = window.taps
     var result = [Double](repeating: 0, count: count)
     let outputsPerGroup = m / group
     var o = 0
@@ -206,13 +206,12 @@ func convND(_ x: OnnxTensor, _ w: OnnxTensor, bias: OnnxTensor?, group: Int, win
                 var sum = b?[oc] ?? 0
                 for ic in 0..<perGroup {
                     let xBase = (batch * channels + g * perGroup + ic) * planeSize
-                    let wBase = (oc * perGroup + ic) * kernelSize
-                    var k = [Int](repeating: 0, count: rank)
-                    for kFlat in 0..<kernelSize {
+                    let wBase = (oc * perGroup + ic) * taps.count
+                    for (kFlat, tap) in taps.enumerated() {
                         var inside = true
                         var flat = 0
                         for d in 0..<rank {
-                            let i = position[d] * window.strides[d] - begin[d] + k[d] * window.dilations[d]
+                            let i = position[d] * window.strides[d] - begin[d] + tap[d]
                             if i < 0 || i >= sizes[d] {
                                 inside = false
                                 break
@@ -220,13 +219,6 @@ func convND(_ x: OnnxTensor, _ w: OnnxTensor, bias: OnnxTensor?, group: Int, win
                             flat = flat * sizes[d] + i
                         }
                         if inside { sum += xv[xBase + flat] * wv[wBase + kFlat] }
-                        var d = rank - 1
-                        while d >= 0 {
-                            k[d] += 1
-                            if k[d] < window.kernel[d] { break }
-                            k[d] = 0
-                            d -= 1
-                        }
                     }
                 }
                 result[o] = sum

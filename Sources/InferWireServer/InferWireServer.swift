@@ -73,7 +73,7 @@ public final class InferWireServer: Service, Sendable {
         /// for metrics. Off, the request path does no counting of its own.
         public var countsTraffic: Bool
         /// Whether infer requests are written to the access log: a sample of them (the
-        /// dispatcher's ``InferWireEngine/RequestDispatcher/accessLogInterval``), at info level,
+        /// dispatcher's ``InferWireEngine/RequestDispatcher/accessLogSample``), at info level,
         /// with the connection's peer.
         public var logsAccess: Bool
 

@@ -1,4 +1,5 @@
 import Foundation
+import InferWireCore
 public import Logging
 
 #if canImport(Glibc)
@@ -46,13 +47,13 @@ public struct JSONLogHandler: LogHandler {
     static func line(
         time: Date, level: Logger.Level, label: String, message: String, metadata: Logger.Metadata
     ) -> String {
-        var text = "{\"time\":\"\(Self.timestamp(time))\",\"level\":\"\(level.rawValue)\",\"label\":"
-        Self.appendString(label, to: &text)
+        var text = "{\"time\":\"\(JSONText.timestamp(time))\",\"level\":\"\(level.rawValue)\",\"label\":"
+        JSONText.appendString(label, to: &text)
         text += ",\"message\":"
-        Self.appendString(message, to: &text)
+        JSONText.appendString(message, to: &text)
         for key in metadata.keys.sorted() {
             text += ","
-            Self.appendString(Self.fixedKeys.contains(key) ? "metadata." + key : key, to: &text)
+            JSONText.appendString(Self.fixedKeys.contains(key) ? "metadata." + key : key, to: &text)
             text += ":"
             Self.append(metadata[key]!, to: &text)
         }
@@ -61,8 +62,8 @@ public struct JSONLogHandler: LogHandler {
 
     private static func append(_ value: Logger.MetadataValue, to text: inout String) {
         switch value {
-        case .string(let string): Self.appendString(string, to: &text)
-        case .stringConvertible(let convertible): Self.appendString(convertible.description, to: &text)
+        case .string(let string): JSONText.appendString(string, to: &text)
+        case .stringConvertible(let convertible): JSONText.appendString(convertible.description, to: &text)
         case .array(let values):
             text += "["
             for (index, value) in values.enumerated() {
@@ -74,43 +75,12 @@ public struct JSONLogHandler: LogHandler {
             text += "{"
             for (index, key) in dictionary.keys.sorted().enumerated() {
                 if index > 0 { text += "," }
-                Self.appendString(key, to: &text)
+                JSONText.appendString(key, to: &text)
                 text += ":"
                 Self.append(dictionary[key]!, to: &text)
             }
             text += "}"
         }
-    }
-
-    /// A JSON string literal (RFC 8259): quotes, backslashes and control characters escaped.
-    static func appendString(_ string: String, to text: inout String) {
-        text += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        text += "\""
-    }
-
-    /// `2026-12-07T12:00:00.123Z`.
-    static func timestamp(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        let millis = Int((date.timeIntervalSince1970 - Double(seconds)) * 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-        return
-            "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(ms)Z"
     }
 }
 

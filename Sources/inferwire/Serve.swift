@@ -264,7 +264,8 @@ struct Serve: AsyncParsableCommand {
         }
         if let predictionLog {
             logger.info(
-                "prediction log: one request in \(predictionLog.interval) to \(predictionLog.configuration.directory)")
+                "prediction log: one request in \(predictionLog.sample.interval) to \(predictionLog.configuration.directory)"
+            )
         }
         let dispatcher = RequestDispatcher(
             registry: manager.registry, manager: self.noManagement ? nil : manager, info: ServerInfo(runtime: runtime),

@@ -160,8 +160,8 @@ struct PredictionLogTests {
         let directory = try self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let log = try PredictionLog(configuration: .init(directory: directory, sampleRate: 0.1))
-        #expect(log.interval == 10)
-        #expect((0..<100).filter { _ in log.samples() }.count == 10)
+        #expect(log.sample.interval == 10)
+        #expect((0..<100).filter { _ in log.sample.next() }.count == 10)
         log.close()
     }
 }

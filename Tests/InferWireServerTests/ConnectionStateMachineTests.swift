@@ -486,10 +486,10 @@ struct ConnectionHardeningTests {
 
     @Test("a flood of one kind of rejection logs one line per interval, then says how many were left out")
     func rateLimitedLog() {
-        let lines = LineCollector()
+        let lines = CapturedLog()
         let clock = Mutex(ContinuousClock.now)
         let log = RateLimitedLog(
-            logger: Logger(label: "test") { _ in lines }, interval: .seconds(10), now: { clock.withLock { $0 } })
+            logger: lines.logger, interval: .seconds(10), now: { clock.withLock { $0 } })
         #expect(log.log("http", "peer sent HTTP"))
         for _ in 0..<500 { log.log("http", "peer sent HTTP") }
         // Another kind has its own allowance.
@@ -500,22 +500,5 @@ struct ConnectionHardeningTests {
             lines.messages == [
                 "peer sent HTTP", "bad frame", "peer sent HTTP (and 500 more like it since the last such line)",
             ])
-    }
-}
-
-/// A log handler that keeps every message.
-final class LineCollector: LogHandler, @unchecked Sendable {
-    private let lock = Mutex<[String]>([])
-    var messages: [String] { self.lock.withLock { $0 } }
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { self.metadata[key] }
-        set { self.metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        self.lock.withLock { $0.append(event.message.description) }
     }
 }

@@ -43,31 +43,6 @@ struct W3CInMemoryTracer: Tracer {
     func activeSpan(identifiedBy context: ServiceContext) -> InMemorySpan? { nil }
 }
 
-/// Log lines kept in memory, for assertions.
-final class CapturedLog: Sendable {
-    private let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
-
-    var logger: Logger {
-        Logger(label: "test") { _ in Handler(log: self) }
-    }
-
-    var entries: [(message: String, metadata: Logger.Metadata)] { self.lines.withLock { $0 } }
-
-    struct Handler: LogHandler {
-        let log: CapturedLog
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { self.metadata[key] }
-            set { self.metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
-            self.log.lines.withLock { $0.append(("\(event.message)", merged)) }
-        }
-    }
-}
-
 @Suite("Trace context, access log, JSON logs, readiness reasons", .timeLimit(.minutes(1)))
 struct ObservabilityTests {
     static let parent = TraceParent(

@@ -95,31 +95,15 @@ struct OpenFileLimitTests {
             toPath: repository + "/identity/config.pbtxt")
         defer { try? FileManager.default.removeItem(atPath: repository) }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        process.arguments = [
-            "--nofile=64:64", binary, "serve", "--repository", repository, "--port", "0", "--http-port", "0",
-        ]
-        let log = Pipe()
-        process.standardError = log
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        defer {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        // The log, read as it comes; the port from its "listening on" line.
-        let lines = LogLines(log.fileHandleForReading)
-        let port = try #require(
-            lines.waitFor { line in
-                line.range(of: "listening on 127.0.0.1:").map { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
-                    ?? nil
-            })
+        let server = try LoggedProcess(
+            "/usr/bin/prlimit",
+            ["--nofile=64:64", binary, "serve", "--repository", repository, "--port", "0", "--http-port", "0"])
+        defer { server.stop() }
+        let (process, lines) = (server.process, server.lines)
+        // The port from the log's "listening on" line.
+        let port = try #require(lines.number(after: "listening on 127.0.0.1:"))
         // The ceiling the server chose below its open-file limit, from its log.
-        let ceiling = try #require(
-            lines.waitFor { line in
-                line.range(of: "serving at most ").map { Int(line[$0.upperBound...].prefix { $0.isNumber }) } ?? nil
-            })
+        let ceiling = try #require(lines.number(after: "serving at most "))
         #expect(ceiling > 10 && ceiling < 64)
 
         var probes: [Probe] = []
@@ -200,5 +184,34 @@ final class LogLines: @unchecked Sendable {
 
     func contains(_ text: String) -> Bool {
         self.waitFor { $0.contains(text) ? true : nil } ?? false
+    }
+
+    /// The number right after `marker` in the first line holding it (a port, a count),
+    /// waiting for it as ``waitFor(_:)`` does.
+    func number(after marker: String) -> Int? {
+        self.waitFor { line in line.range(of: marker).map { Int(line[$0.upperBound...].prefix { $0.isNumber }) } ?? nil
+        }
+    }
+}
+
+/// A command whose standard error is read as log lines; ``stop()`` ends it.
+struct LoggedProcess {
+    let process: Process
+    let lines: LogLines
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        self.process = Process()
+        self.process.executableURL = URL(fileURLWithPath: executable)
+        self.process.arguments = arguments
+        let log = Pipe()
+        self.process.standardError = log
+        self.process.standardOutput = FileHandle.nullDevice
+        try self.process.run()
+        self.lines = LogLines(log.fileHandleForReading)
+    }
+
+    func stop() {
+        self.process.terminate()
+        self.process.waitUntilExit()
     }
 }

@@ -95,28 +95,15 @@ struct PrometheusScrapeTests {
         ).path
         try FileManager.default.copyItem(atPath: packageRoot + "/examples/models", toPath: repository)
         defer { try? FileManager.default.removeItem(atPath: repository) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "serve", "--repository", repository, "--port", "0", "--http-port", "0", "--prediction-log",
-            repository + "/.predictions", "--prediction-log-rate", "1",
-        ]
-        let log = Pipe()
-        process.standardError = log
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        defer {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        let lines = LogLines(log.fileHandleForReading)
-        func portLogged(after marker: String) -> Int? {
-            lines.waitFor { line in
-                line.range(of: marker).map { Int(line[$0.upperBound...].prefix { $0.isNumber }) } ?? nil
-            }
-        }
-        let port = try #require(portLogged(after: "listening on 127.0.0.1:"))
-        let httpPort = try #require(portLogged(after: "HTTP endpoints (metrics, health) on 127.0.0.1:"))
+        let server = try LoggedProcess(
+            binary,
+            [
+                "serve", "--repository", repository, "--port", "0", "--http-port", "0", "--prediction-log",
+                repository + "/.predictions", "--prediction-log-rate", "1",
+            ])
+        defer { server.stop() }
+        let port = try #require(server.lines.number(after: "listening on 127.0.0.1:"))
+        let httpPort = try #require(server.lines.number(after: "HTTP endpoints (metrics, health) on 127.0.0.1:"))
         let prometheus = try PrometheusProcess(scraping: httpPort)
         defer { prometheus.stop() }
 
@@ -206,17 +193,9 @@ struct PrometheusScrapeTests {
         return joined
     }
 
+    /// The query's first value.
     func query(_ query: String, port: Int) async throws -> Double? {
-        var allowed = CharacterSet.urlQueryAllowed
-        allowed.remove(charactersIn: "+&=")
-        let encoded = query.addingPercentEncoding(withAllowedCharacters: allowed) ?? query
-        let answer = try await get("/api/v1/query?query=\(encoded)", port: port)
-        guard answer.status == 200,
-            let json = try JSONSerialization.jsonObject(with: Data(Self.body(answer).utf8)) as? [String: Any],
-            let data = json["data"] as? [String: Any], let results = data["result"] as? [[String: Any]],
-            let value = results.first?["value"] as? [Any], value.count == 2, let text = value[1] as? String
-        else { return nil }
-        return Double(text)
+        try await self.values(query, port: port).first
     }
 }
 

@@ -35,27 +35,16 @@ struct ReloadSignalTests {
         try write("token \(TokenFile.digest(of: "first-token")) first infer\n", to: "tokens")
         try install("wrong-ca")
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
-            "serve", "--repository", packageRoot + "/examples/models", "--port", "0", "--http-port", "0",
-            "--token-file",
-            directory + "/tokens", "--tls-cert", directory + "/cert.pem", "--tls-key", directory + "/key.pem",
-        ]
-        let log = Pipe()
-        process.standardError = log
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        defer {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        let lines = LogLines(log.fileHandleForReading)
-        let port = try #require(
-            lines.waitFor { line in
-                line.range(of: "listening on 127.0.0.1:").map { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
-                    ?? nil
-            })
+        let server = try LoggedProcess(
+            binary,
+            [
+                "serve", "--repository", packageRoot + "/examples/models", "--port", "0", "--http-port", "0",
+                "--token-file", directory + "/tokens", "--tls-cert", directory + "/cert.pem", "--tls-key",
+                directory + "/key.pem",
+            ])
+        defer { server.stop() }
+        let (process, lines) = (server.process, server.lines)
+        let port = try #require(lines.number(after: "listening on 127.0.0.1:"))
         func connect(_ token: String) async throws -> InferWireClient {
             try await InferWireClient.connect(
                 host: "127.0.0.1", port: port,

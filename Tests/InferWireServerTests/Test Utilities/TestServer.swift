@@ -260,3 +260,30 @@ func addSubInputs(_ a: [Float], _ b: [Float]) -> [Tensor] {
         Tensor(name: "INPUT1", values: b, shape: [b.count / 4, 4]),
     ]
 }
+
+/// Log lines kept in memory with their metadata, for assertions; every logger made from it
+/// keeps its own metadata, as a real handler does.
+final class CapturedLog: Sendable {
+    private let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
+
+    var logger: Logger {
+        Logger(label: "test") { _ in Handler(log: self) }
+    }
+
+    var entries: [(message: String, metadata: Logger.Metadata)] { self.lines.withLock { $0 } }
+    var messages: [String] { self.entries.map(\.message) }
+
+    struct Handler: LogHandler {
+        let log: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { self.metadata[key] }
+            set { self.metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let merged = self.metadata.merging(event.metadata ?? [:]) { _, new in new }
+            self.log.lines.withLock { $0.append(("\(event.message)", merged)) }
+        }
+    }
+}
