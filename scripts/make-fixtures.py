@@ -29,7 +29,8 @@ EXAMPLES = os.path.join(ROOT, "examples", "models")
 OPSETS = {"": 17, "ai.onnx.ml": 3}
 rng = np.random.default_rng(20261126)
 
-DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL",
+          "int8": "INT8", "uint8": "UINT8"}
 
 
 def encode(array):
@@ -45,13 +46,33 @@ def encode(array):
     return {"dtype": dtype, "shape": list(array.shape), "data": data}
 
 
-def save(name, model, batches, tolerance=1e-5, example_dirs=()):
-    """Runs `model` on each input dict in `batches` and writes the fixture."""
+# Names (or prefixes) given on the command line limit which fixtures are written.
+ONLY = sys.argv[1:]
+
+
+def wanted(name):
+    return not ONLY or any(name.startswith(prefix) for prefix in ONLY)
+
+
+def save(name, model, batches, tolerance=1e-5, example_dirs=(), files=None):
+    """Runs `model` on each input dict in `batches` and writes the fixture. `files` (a
+    directory holding model.onnx and its external data) is copied instead of `model`."""
+    if not wanted(name):
+        return
     directory = os.path.join(FIXTURES, name)
-    os.makedirs(directory, exist_ok=True)
-    data = model.SerializeToString()
-    with open(os.path.join(directory, "model.onnx"), "wb") as f:
-        f.write(data)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    if files:
+        for entry in os.listdir(files):
+            shutil.copyfile(os.path.join(files, entry), os.path.join(directory, entry))
+        model = onnx.load(os.path.join(directory, "model.onnx"), load_external_data=False)
+        data = os.path.join(directory, "model.onnx")
+        size = sum(os.path.getsize(os.path.join(directory, e)) for e in os.listdir(directory))
+    else:
+        data = model.SerializeToString()
+        with open(os.path.join(directory, "model.onnx"), "wb") as f:
+            f.write(data)
+        size = len(data)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -68,7 +89,7 @@ def save(name, model, batches, tolerance=1e-5, example_dirs=()):
     for target in example_dirs:
         os.makedirs(target, exist_ok=True)
         shutil.copyfile(os.path.join(directory, "model.onnx"), os.path.join(target, "model.onnx"))
-    print(f"{name}: {len(data)} bytes, ops {sorted({n.op_type for n in model.graph.node})}")
+    print(f"{name}: {size} bytes, ops {sorted({n.op_type for n in model.graph.node})}")
 
 
 def fraud_data(n, features=8):
@@ -273,3 +294,241 @@ op("ml_tree_classifier_softmax",
 
 op("ml_array_feature_extractor", [N("ArrayFeatureExtractor", ["X", "idx"], ["Y"], domain="ai.onnx.ml")],
    [{"X": f32(3, 6)}], initializers=[("idx", np.array([4, 0, 4], np.int64))], ml=True)
+
+
+# Control flow: bodies that read values of the scopes around them.
+V = helper.make_tensor_value_info
+scan_body = helper.make_graph(
+    [N("Mul", ["row", "W"], ["weighted"]), N("Add", ["state", "weighted"], ["state_out"]),
+     N("ReduceSum", ["weighted"], ["total"], keepdims=0)],
+    "scan_body", [V("state", TensorProto.FLOAT, [3]), V("row", TensorProto.FLOAT, [3])],
+    [V("state_out", TensorProto.FLOAT, [3]), V("total", TensorProto.FLOAT, [])])
+op("scan_outer_scope", [N("Scan", ["S", "X"], ["final", "Y"], body=scan_body, num_scan_inputs=1,
+                          scan_output_directions=[1])],
+   [{"S": f32(3), "X": f32(5, 3)}, {"S": f32(3), "X": f32(1, 3)}], initializers=[("W", f32(3))],
+   outputs=[("final", TensorProto.FLOAT), ("Y", TensorProto.FLOAT)])
+loop_body = helper.make_graph(
+    [N("Add", ["acc", "X"], ["acc_out"]), N("Identity", ["cond"], ["cond_out"]),
+     N("Cast", ["i"], ["i_float"], to=TensorProto.FLOAT), N("Mul", ["acc_out", "i_float"], ["scaled"])],
+    "loop_body", [V("i", TensorProto.INT64, []), V("cond", TensorProto.BOOL, []), V("acc", TensorProto.FLOAT, None)],
+    [V("cond_out", TensorProto.BOOL, []), V("acc_out", TensorProto.FLOAT, None), V("scaled", TensorProto.FLOAT, None)])
+then_branch = helper.make_graph([N("Mul", ["X", "two"], ["doubled"])], "then", [], [V("doubled", TensorProto.FLOAT, None)],
+                                [numpy_helper.from_array(np.array(2, np.float32), "two")])
+else_branch = helper.make_graph([N("Loop", ["trips", "", "X"], ["summed", "steps"], body=loop_body),
+                                 N("ReduceSum", ["steps", "zero_axis"], ["stepsum"], keepdims=0),
+                                 N("Add", ["summed", "stepsum"], ["mixed"])],
+                                "else", [], [V("mixed", TensorProto.FLOAT, None)],
+                                [numpy_helper.from_array(np.array([0], np.int64), "zero_axis")])
+op("if_loop_outer_scope", [N("ReduceSum", ["X"], ["sum"], keepdims=0), N("Greater", ["sum", "zero"], ["positive"]),
+                           N("If", ["positive"], ["Y"], then_branch=then_branch, else_branch=else_branch)],
+   [{"X": f32(2, 3, low=0.1, high=1)}, {"X": f32(2, 3, low=-1, high=-0.1)}],
+   initializers=[("zero", np.float32(0)), ("trips", np.array(3, np.int64))])
+
+# --- families of models from today's exporters ---------------------------------------------
+# Each family has its own generator, so adding one leaves the others' bytes alone.
+
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType  # noqa: E402
+
+SKL_OPSETS = {"": 21, "ai.onnx.ml": 3}
+
+
+def family_rng(name):
+    return np.random.default_rng(sum(map(ord, name)))
+
+
+def sklearn_families():
+    from sklearn.cluster import KMeans
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import IsolationForest
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.svm import SVC, SVR
+
+    r = family_rng("sklearn")
+    x = r.normal(size=(300, 6)).astype(np.float32)
+    y3 = (x[:, 0] > 0.4).astype(np.int64) + (x[:, 1] + x[:, 2] > 0.5).astype(np.int64)
+    test = r.normal(size=(16, 6)).astype(np.float32)
+
+    svc = SVC(probability=True, random_state=0).fit(x, y3)
+    save("family_sklearn_svc", to_onnx(svc, x[:1], target_opset=SKL_OPSETS, options={"zipmap": False}),
+         batches_for(test, (1, 16)), tolerance=1e-4)
+    svr = SVR(kernel="poly", degree=2).fit(x, x[:, 0] * 2 + x[:, 1] ** 2)
+    save("family_sklearn_svr", to_onnx(svr, x[:1], target_opset=SKL_OPSETS), batches_for(test, (1, 16)), tolerance=1e-4)
+    knn = KNeighborsClassifier(n_neighbors=5).fit(x, y3)
+    save("family_sklearn_knn", to_onnx(knn, x[:1], target_opset=SKL_OPSETS, options={"zipmap": False}),
+         batches_for(test, (1, 16)), tolerance=1e-4)
+    forest = IsolationForest(n_estimators=10, max_samples=64, random_state=0).fit(x)
+    save("family_sklearn_isolation_forest", to_onnx(forest, x[:1], target_opset=SKL_OPSETS),
+         batches_for(test, (1, 16)), tolerance=1e-4)
+    kmeans = KMeans(n_clusters=4, n_init=1, random_state=0).fit(x)
+    save("family_sklearn_kmeans", to_onnx(kmeans, x[:1], target_opset=SKL_OPSETS), batches_for(test, (1, 16)),
+         tolerance=1e-4)
+
+    # A ColumnTransformer one-hot encoding two string columns beside a numeric one.
+    import pandas as pd
+    cities = np.array(["paris", "rome", "oslo", "lima"])
+    frame = pd.DataFrame({"city": r.choice(cities[:3], 300), "plan": r.choice(["free", "pro"], 300),
+                          "amount": x[:, 0]})
+    labels = ((frame["city"] == "rome") ^ (frame["amount"] > 0)).astype(np.int64)
+    encoder = make_pipeline(
+        ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+                           ("numeric", "passthrough", ["amount"])]),
+        LogisticRegression(max_iter=500)).fit(frame, labels)
+    types = [("city", StringTensorType([None, 1])), ("plan", StringTensorType([None, 1])),
+             ("amount", FloatTensorType([None, 1]))]
+    rows = {"city": np.array([["rome"], ["lima"], ["paris"], ["oslo"], ["rome"]]),  # lima: unseen
+            "plan": np.array([["pro"], ["free"], ["free"], ["pro"], ["free"]]),
+            "amount": np.array([[0.5], [-1.0], [2.0], [0.0], [-0.25]], np.float32)}
+    save("family_sklearn_onehot_pipeline",
+         to_onnx(encoder, initial_types=types, target_opset=SKL_OPSETS, options={"zipmap": False}),
+         [{k: v[:1] for k, v in rows.items()}, rows], tolerance=1e-4)
+
+    # TF-IDF over unigrams and bigrams, then a linear classifier.
+    texts = ["The quick brown fox jumps", "a lazy dog sleeps all day", "the dog barks at the fox",
+             "quick thinking saves the day", "brown dogs and brown foxes", "Nothing happens here."] * 5
+    text_labels = np.array([0, 1, 1, 0, 1, 0] * 5)
+    tfidf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2), LogisticRegression(max_iter=500))
+    tfidf.fit(texts, text_labels)
+    queries = np.array([["the quick dog"], ["BROWN FOX, lazy day!"], [""], ["unknown words only"],
+                        ["the the the fox"]])
+    save("family_sklearn_tfidf_pipeline",
+         to_onnx(tfidf, initial_types=[("text", StringTensorType([None, 1]))], target_opset=SKL_OPSETS,
+                 options={"zipmap": False}),
+         [{"text": queries[:1]}, {"text": queries}], tolerance=1e-4)
+
+
+def boosting_families():
+    import lightgbm
+    import xgboost
+    from onnxmltools import convert_lightgbm, convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType as MLFloat
+
+    r = family_rng("boosting")
+    x = r.normal(size=(400, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(np.int64)
+    y3 = y + (x[:, 3] > 0.8)
+    test = r.normal(size=(16, 6)).astype(np.float32)
+    types = [("X", MLFloat([None, 6]))]
+    for name, model in [("family_lightgbm_classifier", lightgbm.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(x, y)),
+                        ("family_lightgbm_multiclass", lightgbm.LGBMClassifier(n_estimators=10, num_leaves=8, verbose=-1).fit(x, y3)),
+                        ("family_lightgbm_regressor", lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, verbose=-1).fit(x, x[:, 0] * 3))]:
+        save(name, convert_lightgbm(model, initial_types=types, target_opset=15, zipmap=False),
+             batches_for(test, (1, 16)), tolerance=1e-4)
+    for name, model in [("family_xgboost_classifier", xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y)),
+                        ("family_xgboost_multiclass", xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(x, y3)),
+                        ("family_xgboost_regressor", xgboost.XGBRegressor(n_estimators=20, max_depth=3).fit(x, x[:, 0] * 3))]:
+        save(name, convert_xgboost(model, initial_types=types, target_opset=15), batches_for(test, (1, 16)),
+             tolerance=1e-4)
+
+
+def torch_families():
+    """Architectures defined here with random weights, exported by torch's current (dynamo)
+    exporter, which writes the weights to model.onnx.data beside the model."""
+    import tempfile
+
+    import torch
+
+    torch.manual_seed(20261207)
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 64),
+                                           torch.nn.GELU(approximate="tanh"), torch.nn.Linear(64, 4))
+
+        def forward(self, x):
+            return torch.softmax(self.net(x), dim=-1)
+
+    class CNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(1, 8, 3, padding=1)
+            self.norm = torch.nn.BatchNorm2d(8)
+            self.conv2 = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2)
+            self.pool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = torch.nn.functional.max_pool2d(torch.relu(self.norm(self.conv1(x))), 2)
+            x = torch.relu(self.conv2(x))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    encoder = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True, activation="gelu")
+    r = family_rng("torch")
+    families = [
+        ("family_torch_mlp_gelu", MLP(), r.normal(size=(8, 16)).astype(np.float32), {0: "batch"}),
+        ("family_torch_cnn", CNN(), r.random(size=(4, 1, 16, 16)).astype(np.float32), {0: "batch"}),
+        ("family_torch_transformer_encoder", encoder, r.normal(size=(3, 7, 32)).astype(np.float32),
+         {0: "batch", 1: "sequence"}),
+    ]
+    for name, module, sample, dims in families:
+        if not wanted(name):
+            continue
+        module.eval()
+        # BatchNorm's statistics would otherwise be the identity.
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        shapes = ({axis: torch.export.Dim(label, min=1) for axis, label in dims.items()},)
+        with tempfile.TemporaryDirectory() as directory:
+            torch.onnx.export(module, (torch.from_numpy(sample[:2]),), os.path.join(directory, "model.onnx"),
+                              dynamo=True, input_names=["x"], output_names=["y"], dynamic_shapes=shapes,
+                              external_data=True)
+            save(name, None, [{"x": sample[:1]}, {"x": sample}], tolerance=1e-4, files=directory)
+
+
+def quantized_families():
+    """A float MLP quantized by onnxruntime's quantization tool: dynamically (MatMulInteger),
+    and statically in both of its formats (QLinearMatMul operators, and QDQ pairs)."""
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    r = family_rng("quantized")
+    w1 = (r.normal(size=(32, 64)) * 0.2).astype(np.float32)
+    b1 = (r.normal(size=(64,)) * 0.1).astype(np.float32)
+    w2 = (r.normal(size=(64, 8)) * 0.2).astype(np.float32)
+    b2 = (r.normal(size=(8,)) * 0.1).astype(np.float32)
+    nodes = [N("MatMul", ["x", "w1"], ["h"]), N("Add", ["h", "b1"], ["hb"]), N("Relu", ["hb"], ["a"]),
+             N("MatMul", ["a", "w2"], ["o"]), N("Add", ["o", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+                              [numpy_helper.from_array(a, n) for n, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sample = r.normal(size=(8, 32)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": r.normal(size=(4, 32)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as directory:
+        source = os.path.join(directory, "float.onnx")
+        onnx.save(model, source)
+        variants = [
+            ("family_int8_mlp_dynamic", lambda out: quantize_dynamic(source, out, weight_type=QuantType.QInt8)),
+            ("family_int8_mlp_qoperator", lambda out: quantize_static(
+                source, out, Reader(), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8)),
+            ("family_int8_mlp_qdq", lambda out: quantize_static(
+                source, out, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8)),
+        ]
+        for name, quantize in variants:
+            if not wanted(name):
+                continue
+            out = os.path.join(directory, name + ".onnx")
+            quantize(out)
+            save(name, onnx.load(out), [{"x": sample[:1]}, {"x": sample}], tolerance=1e-4)
+
+
+sklearn_families()
+boosting_families()
+torch_families()
+quantized_families()

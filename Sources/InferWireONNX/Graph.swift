@@ -25,6 +25,13 @@ struct NodeContext {
     let outputCount: Int
     /// Inputs whose values are known at load time (initializers, folded constants), by position.
     let constantInputs: [Int: OnnxTensor]
+    /// How many outer-scope values the node's subgraphs read: the kernel receives them after
+    /// its declared inputs, and passes them on to ``Subgraph/run(_:implicit:)``.
+    var implicitInputCount = 0
+    /// Plans one of the node's graph attributes (a Scan, Loop or If body).
+    var loadSubgraph: (Onnx_GraphProto) throws(OnnxError) -> Subgraph = { _ throws(OnnxError) in
+        throw OnnxError("subgraphs are not available here")
+    }
 
     func error(_ text: String) -> OnnxError { OnnxError("\(self.label): \(text)") }
 
@@ -48,6 +55,22 @@ func input(_ inputs: [OnnxTensor?], _ index: Int, _ op: String) throws -> OnnxTe
     return tensor
 }
 
+/// A planned graph attribute: its formal inputs, then the outer-scope values it reads.
+struct Subgraph: Sendable {
+    let plan: ExecutionPlan
+    /// The body's own inputs (before the outer-scope values).
+    let inputCount: Int
+    /// The body's outputs as declared (their types give empty scan outputs a type).
+    let outputs: [GraphValue]
+
+    func run(_ inputs: [OnnxTensor], implicit: ArraySlice<OnnxTensor?>) throws -> [OnnxTensor] {
+        guard inputs.count == self.inputCount else {
+            throw OnnxError("the body takes \(self.inputCount) inputs, was given \(inputs.count)")
+        }
+        return try self.plan.run(inputs, implicit: implicit)
+    }
+}
+
 /// A loaded, validated and planned ONNX graph.
 struct ExecutionPlan: Sendable {
     struct Step: Sendable {
@@ -68,10 +91,12 @@ struct ExecutionPlan: Sendable {
     var steps: [Step]
 
     /// Runs the graph on inputs in graph-input order; returns outputs in graph-output order.
-    func run(_ inputs: [OnnxTensor]) throws -> [OnnxTensor] {
+    /// `implicit` fills the input slots after `inputs`: the outer-scope values of a subgraph.
+    func run(_ inputs: [OnnxTensor], implicit: ArraySlice<OnnxTensor?> = []) throws -> [OnnxTensor] {
         var slots = [OnnxTensor?](repeating: nil, count: self.slotCount)
         for (slot, value) in self.constants { slots[slot] = value }
         for (slot, value) in zip(self.inputSlots, inputs) { slots[slot] = value }
+        for (slot, value) in zip(self.inputSlots.dropFirst(inputs.count), implicit) { slots[slot] = value }
         for step in self.steps {
             let arguments = step.inputs.map { $0.flatMap { slots[$0] } }
             let results: [OnnxTensor]
@@ -108,7 +133,8 @@ struct NarrowTyping: Sendable {
     /// The typing of a default-domain or `ai.onnx.ml.` operator.
     init(operator name: String) {
         switch name {
-        case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear":
+        case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear",
+            "Scan", "If", "Loop":
             self.follows = false
         case "OneHot": self.source = 2  // its indices may be INT8 while its values are BF16
         case "Where": self.source = 1

@@ -183,6 +183,14 @@ struct Attributes {
         return try OnnxTensor(proto: a.t)
     }
 
+    mutating func graph(_ name: String) throws(OnnxError) -> Onnx_GraphProto? {
+        guard let a = self.take(name) else { return nil }
+        guard a.type == .graph || (a.type == .undefined && a.hasG) else {
+            throw self.error("attribute '\(name)' must be a graph")
+        }
+        return a.g
+    }
+
     /// Fails for any attribute the kernel did not read: an attribute InferWire does not
     /// understand must fail the load, never be silently ignored.
     func checkAllUsed(ignoring ignorable: Set<String> = []) throws(OnnxError) {

@@ -38,6 +38,8 @@ struct GraphValue: Sendable {
     /// -1 for symbolic or missing dimensions.
     var shape: [Int]
     var hasShape: Bool
+    /// False for a subgraph's value declared without a type (`type` is then meaningless).
+    var isTyped = true
 }
 
 /// An ONNX model loaded into InferWire's runtime.
@@ -75,12 +77,6 @@ final class OnnxModel: InferenceModel {
         let batched =
             !self.inputs.isEmpty && self.inputs.allSatisfy { $0.hasShape && !$0.shape.isEmpty && $0.shape[0] == -1 }
         let batch = batched ? maxBatchSize : 0
-        self.signature = ModelSignature(
-            inputs: self.inputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.shape) },
-            outputs: self.outputs.map {
-                TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.hasShape ? $0.shape : [])
-            },
-            maxBatchSize: batch)
 
         // Trial runs, batch 1 and (where batched) 2, when every other dimension is known:
         // they prove that each node's shapes and types work out before any request
@@ -92,6 +88,7 @@ final class OnnxModel: InferenceModel {
             && self.inputs.allSatisfy {
                 $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
             }
+        var observed: [[[Int]]] = []
         for rows in fullyKnown ? (batched ? [1, 2] : [1]) : [] {
             let trial = try self.inputs.map { value throws(OnnxError) -> OnnxTensor in
                 let shape = value.shape.enumerated().map { index, dim in dim >= 0 ? dim : rows }
@@ -107,7 +104,30 @@ final class OnnxModel: InferenceModel {
             for (value, result) in zip(self.outputs, results) where result.elementType != value.type {
                 throw OnnxError("output '\(value.name)' is declared \(value.type) but computes \(result.elementType)")
             }
+            observed.append(results.map(\.shape))
         }
+        self.signature = ModelSignature(
+            inputs: self.inputs.map { TensorSpec(name: $0.name, dataType: $0.type.dataType, shape: $0.shape) },
+            outputs: self.outputs.enumerated().map { index, value in
+                TensorSpec(
+                    name: value.name, dataType: value.type.dataType,
+                    shape: Self.outputShape(declared: value, observed: observed.map { $0[index] }))
+            },
+            maxBatchSize: batch)
+    }
+
+    /// An output's shape for the metadata: as declared, unless the trial runs computed shapes
+    /// the declaration contradicts (exporters write e.g. [1] for a label answered as [N]);
+    /// then as computed, with dimensions that changed with the batch symbolic.
+    static func outputShape(declared: GraphValue, observed: [[Int]]) -> [Int] {
+        guard let first = observed.first, observed.allSatisfy({ $0.count == first.count }) else {
+            return declared.hasShape ? declared.shape : []
+        }
+        let computed = first.indices.map { axis in observed.allSatisfy { $0[axis] == first[axis] } ? first[axis] : -1 }
+        let agrees =
+            declared.hasShape && declared.shape.count == computed.count
+            && zip(declared.shape, computed).allSatisfy { $0 == -1 || $0 == $1 }
+        return agrees ? declared.shape : computed
     }
 
     func execute(_ tensors: [Tensor]) throws -> [Tensor] {
@@ -137,8 +157,8 @@ struct GraphLoader {
         var plan: ExecutionPlan
         var inputs: [GraphValue]
         var outputs: [GraphValue]
-        /// Graph inputs whose values a node reads as a shape, axes, sizes or counts: a trial
-        /// run would have to guess them.
+        /// Graph inputs whose values a node reads as a shape, axes, sizes or counts, or every
+        /// input when an If or Loop decides by values: a trial run would have to guess them.
         var shapeValuedInputs: [String]
     }
 
@@ -155,8 +175,6 @@ struct GraphLoader {
     func load() throws(OnnxError) -> Loaded {
         guard self.model.hasGraph else { throw OnnxError("the model has no graph") }
         guard self.model.functions.isEmpty else { throw OnnxError("model-local functions are not supported") }
-        let graph = self.model.graph
-        guard graph.sparseInitializer.isEmpty else { throw OnnxError("sparse initializers are not supported") }
 
         // Opsets.
         var opsets: [String: Int] = [:]
@@ -175,6 +193,13 @@ struct GraphLoader {
         if let ml = opsets["ai.onnx.ml"], ml > OpsetSupport.mlDomainMax {
             throw OnnxError("ai.onnx.ml opset \(ml) is newer than InferWire supports (\(OpsetSupport.mlDomainMax))")
         }
+        return try self.load(graph: self.model.graph, opsets: opsets, implicit: nil)
+    }
+
+    /// Plans `graph`. A subgraph (a Scan, Loop or If body) also takes `implicit`, the
+    /// outer-scope values its node reads, as inputs after its own; nil for the main graph.
+    func load(graph: Onnx_GraphProto, opsets: [String: Int], implicit: [String]?) throws(OnnxError) -> Loaded {
+        guard graph.sparseInitializer.isEmpty else { throw OnnxError("sparse initializers are not supported") }
 
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {
@@ -197,10 +222,23 @@ struct GraphLoader {
         // Inputs: graph inputs that are not initializers.
         var inputs: [GraphValue] = []
         for value in graph.input where slots[value.name].map({ constants[$0] == nil }) ?? true {
-            inputs.append(try Self.describe(value, role: "input"))
+            inputs.append(try Self.describe(value, role: "input", subgraph: implicit != nil))
             _ = slot(value.name)
         }
-        let outputs = try graph.output.map { value throws(OnnxError) in try Self.describe(value, role: "output") }
+        for name in implicit ?? [] { _ = slot(name) }
+        let outputs = try graph.output.map { value throws(OnnxError) in
+            try Self.describe(value, role: "output", subgraph: implicit != nil)
+        }
+
+        // The outer-scope values each node's subgraphs read: inputs of the node too.
+        var implicitOf: [Int: [String]] = [:]
+        for (index, node) in graph.node.enumerated() {
+            var names: [String] = []
+            for attribute in node.attribute where attribute.type == .graph || attribute.hasG {
+                for name in Self.outerNames(attribute.g) where !names.contains(name) { names.append(name) }
+            }
+            if !names.isEmpty { implicitOf[index] = names }
+        }
 
         // Nodes, in dependency order.
         var known = Set(slots.keys)
@@ -209,14 +247,16 @@ struct GraphLoader {
         while !pending.isEmpty {
             let before = pending.count
             pending.removeAll { index, node in
-                guard node.input.allSatisfy({ $0.isEmpty || known.contains($0) }) else { return false }
+                let reads = node.input + (implicitOf[index] ?? [])
+                guard reads.allSatisfy({ $0.isEmpty || known.contains($0) }) else { return false }
                 ordered.append((index, node))
                 known.formUnion(node.output.filter { !$0.isEmpty })
                 return true
             }
             if pending.count == before {
                 let (index, node) = pending[0]
-                let missing = node.input.first { !$0.isEmpty && !known.contains($0) } ?? "?"
+                let missing =
+                    (node.input + (implicitOf[index] ?? [])).first { !$0.isEmpty && !known.contains($0) } ?? "?"
                 throw OnnxError(
                     "\(Self.label(node, index: index, opset: nil)): input '\(missing)' is produced by no node, initializer or graph input"
                 )
@@ -244,14 +284,20 @@ struct GraphLoader {
                 problems.append("\(label): \(refusal)")
                 continue
             }
-            let inputSlots: [Int?] = node.input.map { $0.isEmpty ? nil : slot($0) }
+            let implicitNames = implicitOf[index] ?? []
+            let inputSlots: [Int?] = node.input.map { $0.isEmpty ? nil : slot($0) } + implicitNames.map { slot($0) }
             var constantInputs: [Int: OnnxTensor] = [:]
-            for (position, s) in inputSlots.enumerated() {
+            for (position, s) in inputSlots.prefix(node.input.count).enumerated() {
                 if let s, let c = constants[s] { constantInputs[position] = c }
             }
             var context = NodeContext(
                 label: label, attributes: Attributes(node, label: label), opset: opset,
                 inputCount: node.input.count, outputCount: node.output.count, constantInputs: constantInputs)
+            context.implicitInputCount = implicitNames.count
+            context.loadSubgraph = { body throws(OnnxError) in
+                let loaded = try self.load(graph: body, opsets: opsets, implicit: implicitNames)
+                return Subgraph(plan: loaded.plan, inputCount: loaded.inputs.count, outputs: loaded.outputs)
+            }
             let kernel: any Kernel
             do {
                 kernel = try factory(&context)
@@ -292,7 +338,7 @@ struct GraphLoader {
             throw OnnxError("\(problems.count) nodes cannot run: " + problems.joined(separator: "; "))
         }
 
-        let inputSlots = inputs.map { slots[$0.name]! }
+        let inputSlots = inputs.map { slots[$0.name]! } + (implicit ?? []).map { slots[$0]! }
         var outputSlots: [Int] = []
         for output in outputs {
             guard let s = slots[output.name], known.contains(output.name) else {
@@ -320,6 +366,10 @@ struct GraphLoader {
         let inputNames = Set(inputs.map(\.name))
         var shapeValued: [String] = []
         for node in graph.node where node.domain.isEmpty || node.domain == "ai.onnx" {
+            // Which branch runs, or how often, depends on values: ones are no valid guess.
+            if node.opType == "If" || node.opType == "Loop" {
+                for input in inputs where !shapeValued.contains(input.name) { shapeValued.append(input.name) }
+            }
             for position in Self.shapeValuedPositions[node.opType] ?? [] where position < node.input.count {
                 let name = node.input[position]
                 if inputNames.contains(name) && !shapeValued.contains(name) { shapeValued.append(name) }
@@ -328,13 +378,39 @@ struct GraphLoader {
         return Loaded(plan: plan, inputs: inputs, outputs: outputs, shapeValuedInputs: shapeValued)
     }
 
+    /// The names a subgraph reads but does not define (its inputs, initializers and node
+    /// outputs), nested subgraphs included: values of the scopes around it.
+    static func outerNames(_ graph: Onnx_GraphProto) -> [String] {
+        var defined = Set(graph.input.map(\.name)).union(graph.initializer.map(\.name))
+        for node in graph.node { defined.formUnion(node.output) }
+        var names: [String] = []
+        func read(_ name: String) {
+            if !name.isEmpty && !defined.contains(name) && !names.contains(name) { names.append(name) }
+        }
+        for node in graph.node {
+            node.input.forEach(read)
+            for attribute in node.attribute where attribute.type == .graph || attribute.hasG {
+                Self.outerNames(attribute.g).forEach(read)
+            }
+        }
+        graph.output.map(\.name).forEach(read)
+        return names
+    }
+
     static func label(_ node: Onnx_NodeProto, index: Int, opset: Int?) -> String {
         let name = node.name.isEmpty ? "#\(index)" : "'\(node.name)'"
         let domain = node.domain.isEmpty || node.domain == "ai.onnx" ? "" : node.domain + "."
         return "node \(name) (\(domain)\(node.opType)" + (opset.map { ", opset \($0)" } ?? "") + ")"
     }
 
-    static func describe(_ value: Onnx_ValueInfoProto, role: String) throws(OnnxError) -> GraphValue {
+    /// A graph input or output's declaration. A subgraph's may leave out the type (ONNX lets
+    /// bodies inherit types from the node), which leaves it untyped.
+    static func describe(_ value: Onnx_ValueInfoProto, role: String, subgraph: Bool = false) throws(OnnxError)
+        -> GraphValue
+    {
+        if subgraph && value.type.value == nil {
+            return GraphValue(name: value.name, type: .float, shape: [], hasShape: false, isTyped: false)
+        }
         guard case .tensorType(let tensorType)? = value.type.value else {
             throw OnnxError(
                 "graph \(role) '\(value.name)' is not a tensor (sequences and maps are not supported; export classifiers without ZipMap)"

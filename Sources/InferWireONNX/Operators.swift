@@ -12,6 +12,7 @@ enum Operators {
         MathOps.register(&r)
         TensorOps.register(&r)
         IndexingOps.register(&r)
+        ControlFlowOps.register(&r)
         return r
     }()
 

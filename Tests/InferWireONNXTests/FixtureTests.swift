@@ -76,6 +76,8 @@ func tensor(_ name: String, _ value: Fixture.Value) -> Tensor {
     case "INT64": return Tensor(name: name, values: value.data.map { Int64($0.double) }, shape: value.shape)
     case "INT32": return Tensor(name: name, values: value.data.map { Int32($0.double) }, shape: value.shape)
     case "BOOL": return Tensor(name: name, values: value.data.map { $0.double != 0 }, shape: value.shape)
+    case "INT8": return Tensor(name: name, values: value.data.map { Int8($0.double) }, shape: value.shape)
+    case "UINT8": return Tensor(name: name, values: value.data.map { UInt8($0.double) }, shape: value.shape)
     default:
         var data = Data()
         for case .string(let s) in value.data {
@@ -119,6 +121,13 @@ struct FixtureTests {
             let outputs = try model.execute(inputs)
             for (spec, output) in zip(model.signature.outputs, outputs) {
                 let expected = try #require(testCase.outputs[spec.name], "case \(index): no expected '\(spec.name)'")
+                // The metadata's shape describes the answer: same rank, fixed dimensions equal
+                // (an empty shape is also what a model that declares none reports).
+                #expect(
+                    spec.shape.isEmpty
+                        || spec.shape.count == output.shape.count
+                            && zip(spec.shape, output.shape).allSatisfy { $0 == -1 || $0 == $1 },
+                    "case \(index) '\(spec.name)': metadata shape \(spec.shape), answered \(output.shape)")
                 #expect(
                     output.shape == expected.shape,
                     "case \(index) '\(spec.name)': shape \(output.shape) vs \(expected.shape)")
