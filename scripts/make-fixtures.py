@@ -528,6 +528,39 @@ def quantized_families():
             save(name, onnx.load(out), [{"x": sample[:1]}, {"x": sample}], tolerance=1e-4)
 
 
+def minifloat_vectors():
+    """Float32 values and the codes ONNX's reference (ml_dtypes) gives them in each 8- and 4-bit
+    float format, saturating and not: every representable value, the midpoints between
+    neighbours (ties), values beyond the range, infinities, NaN and tiny values."""
+    import ml_dtypes
+
+    if not wanted("vectors_minifloat"):
+        return
+    formats = {"e4m3fn": ml_dtypes.float8_e4m3fn, "e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+               "e5m2": ml_dtypes.float8_e5m2, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "e2m1": ml_dtypes.float4_e2m1fn}
+    out = {}
+    for name, dtype in formats.items():
+        codes = np.arange(16 if name == "e2m1" else 256, dtype=np.uint8)
+        values = codes.view(dtype)
+        finite = np.sort(np.unique(values.astype(np.float32)[np.isfinite(values.astype(np.float32))]))
+        midpoints = (finite[:-1] + (finite[1:] - finite[:-1]) / 2).astype(np.float32)
+        biggest = np.float32(ml_dtypes.finfo(dtype).max)
+        extra = np.array([biggest * 1.04, biggest * 1.07, biggest * 1.2, biggest * 4, np.inf, -np.inf, np.nan,
+                          1e-12, -1e-12, 0.0, -0.0, 3e-3, -3e-3], np.float32)
+        inputs = np.concatenate([finite, midpoints, np.nextafter(midpoints, np.float32(np.inf)),
+                                 np.nextafter(midpoints, np.float32(-np.inf)), extra]).astype(np.float32)
+        plain = inputs.astype(dtype).view(np.uint8) & (0x0F if name == "e2m1" else 0xFF)
+        saturated = onnx.numpy_helper.saturate_cast(inputs, dtype).view(np.uint8) & (0x0F if name == "e2m1" else 0xFF)
+        out[name] = {"inputs": [float(v) if np.isfinite(v) else str(v) for v in inputs],
+                     "codes": plain.tolist(), "saturated": saturated.tolist()}
+    directory = os.path.join(ROOT, "Tests", "InferWireONNXTests", "Vectors")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "minifloat.json"), "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    print("vectors_minifloat:", {k: len(v["inputs"]) for k, v in out.items()})
+
+
+minifloat_vectors()
 sklearn_families()
 boosting_families()
 torch_families()

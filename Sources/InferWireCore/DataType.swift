@@ -30,30 +30,51 @@ public struct DataType: Hashable, Sendable, CustomStringConvertible {
     public static let uint64 = DataType(rawValue: 13)
     /// bfloat16: the upper 16 bits of an IEEE 754 binary32.
     public static let bf16 = DataType(rawValue: 14)
+    // The 8- and 4-bit floats and the sub-byte integers travel one byte per element: a
+    // float's code in the low bits, an integer's value (INT4 and INT2 as a signed byte).
+    /// float8 E4M3FN (no infinities; one NaN per sign).
+    public static let fp8e4m3fn = DataType(rawValue: 15)
+    /// float8 E4M3FNUZ (no infinities, no negative zero).
+    public static let fp8e4m3fnuz = DataType(rawValue: 16)
+    /// float8 E5M2 (with infinities).
+    public static let fp8e5m2 = DataType(rawValue: 17)
+    /// float8 E5M2FNUZ (no infinities, no negative zero).
+    public static let fp8e5m2fnuz = DataType(rawValue: 18)
+    /// float8 E8M0: an unsigned power of two (a scale).
+    public static let fp8e8m0 = DataType(rawValue: 19)
+    /// float4 E2M1, its code in the low 4 bits of each byte.
+    public static let fp4e2m1 = DataType(rawValue: 20)
+    /// −8…7, one signed byte per element.
+    public static let int4 = DataType(rawValue: 21)
+    /// 0…15, one byte per element.
+    public static let uint4 = DataType(rawValue: 22)
+    /// −2…1, one signed byte per element.
+    public static let int2 = DataType(rawValue: 23)
+    /// 0…3, one byte per element.
+    public static let uint2 = DataType(rawValue: 24)
 
     /// Every type this release knows, in wire order.
-    public static let known: [DataType] = [
-        .bool, .uint8, .int8, .int16, .int32, .int64, .fp16, .fp32, .fp64, .bytes, .uint16, .uint32, .uint64, .bf16,
-    ]
+    public static let known: [DataType] = (1...24).map { DataType(rawValue: $0) }
 
     private static let names = [
         "UNSPECIFIED", "BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", "UINT16",
-        "UINT32", "UINT64", "BF16",
+        "UINT32", "UINT64", "BF16", "FP8_E4M3FN", "FP8_E4M3FNUZ", "FP8_E5M2", "FP8_E5M2FNUZ", "FP8_E8M0", "FP4_E2M1",
+        "INT4", "UINT4", "INT2", "UINT2",
     ]
-    private static let sizes: [Int?] = [nil, 1, 1, 1, 2, 4, 8, 2, 4, 8, nil, 2, 4, 8, 2]
+    private static let sizes: [Int?] = [nil, 1, 1, 1, 2, 4, 8, 2, 4, 8, nil, 2, 4, 8, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
 
     /// Whether this release knows the type (and can compute with it).
-    public var isKnown: Bool { (1...14).contains(self.rawValue) }
+    public var isKnown: Bool { (1...24).contains(self.rawValue) }
 
     /// Bytes per element, or nil for BYTES (variable length) and unknown types.
     public var elementSize: Int? {
-        (0...14).contains(self.rawValue) ? Self.sizes[self.rawValue] : nil
+        (0...24).contains(self.rawValue) ? Self.sizes[self.rawValue] : nil
     }
 
     /// The name used in configs, metadata and messages, e.g. `FP32`; `TYPE_<n>` for a
     /// number this release does not know.
     public var name: String {
-        (0...14).contains(self.rawValue) ? Self.names[self.rawValue] : "TYPE_\(self.rawValue)"
+        (0...24).contains(self.rawValue) ? Self.names[self.rawValue] : "TYPE_\(self.rawValue)"
     }
 
     public var description: String { self.name }

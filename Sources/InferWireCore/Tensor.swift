@@ -214,8 +214,9 @@ extension Tensor {
         case .uint32:
             try check(contents.uintContents.count, "uint_contents")
             return contents.uintContents.map { $0.littleEndian }.withUnsafeBytes { Data($0) }
-        case .uint64:
-            throw invalid("UINT64 tensors are sent in raw_contents")
+        case .uint64, .fp8e4m3fn, .fp8e4m3fnuz, .fp8e5m2, .fp8e5m2fnuz, .fp8e8m0, .fp4e2m1, .int4, .uint4, .int2,
+            .uint2:
+            throw invalid("\(dataType.name) tensors are sent in raw_contents")
         case .bf16:
             try check(contents.fp32Contents.count, "fp32_contents")
             return contents.fp32Contents.map { bfloat16Bits($0).littleEndian }.withUnsafeBytes { Data($0) }

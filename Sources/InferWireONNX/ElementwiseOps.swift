@@ -277,27 +277,55 @@ enum ElementwiseOps {
             guard let code32 = Int32(exactly: code), let target = ElementType(onnx: code32) else {
                 throw c.error("casting to type \(code) is not supported")
             }
-            // Both only change float8 targets, which are refused above.
-            _ = try c.attributes.int("saturate")
-            _ = try c.attributes.string("round_mode")
+            let rounding = try MiniFloat.Rounding(&c)
             try c.attributes.checkAllUsed()
-            return FunctionKernel { inputs in [try cast(try input(inputs, 0, "Cast"), to: target)] }
+            return FunctionKernel { inputs in [try cast(try input(inputs, 0, "Cast"), to: target, rounding)] }
         }
         r["CastLike"] = { c in
             try c.require(inputs: 2...2)
-            _ = try c.attributes.int("saturate")
-            _ = try c.attributes.string("round_mode")
+            let rounding = try MiniFloat.Rounding(&c)
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in
-                [try cast(try input(inputs, 0, "CastLike"), to: try input(inputs, 1, "CastLike").elementType)]
+                [
+                    try cast(
+                        try input(inputs, 0, "CastLike"), to: try input(inputs, 1, "CastLike").elementType, rounding)
+                ]
             }
         }
     }
 }
 
-/// Converts a tensor's elements, as ONNX Cast does (float to integer truncates toward zero).
-func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
+extension MiniFloat.Rounding {
+    /// Cast's `saturate` and `round_mode` attributes (they only change float8 targets).
+    init(_ c: inout NodeContext) throws {
+        self.init(saturate: try c.attributes.int("saturate", default: 1) != 0)
+        self.e8m0Mode = try c.attributes.string("round_mode", default: "up")
+        guard ["up", "down", "nearest"].contains(self.e8m0Mode) else {
+            throw c.error("round_mode '\(self.e8m0Mode)' is not one of up, down, nearest")
+        }
+    }
+}
+
+/// Converts a tensor's elements, as ONNX Cast does (float to integer truncates toward zero;
+/// `rounding` says how floats become float8).
+func cast(_ x: OnnxTensor, to target: ElementType, _ rounding: MiniFloat.Rounding = .standard) throws -> OnnxTensor {
     if x.elementType == target { return x }
+    if case .float8(let format) = target {
+        let floats = try cast(x.widened, to: .float)
+        guard case .float(let v) = floats.storage else { throw OnnxError("Cast to \(target) went astray") }
+        return OnnxTensor(
+            shape: x.shape, storage: .float(v.map { format.decode(format.encode($0, rounding)) }), narrow: target)
+    }
+    if let range = target.subByteRange, x.storageType == .float || x.storageType == .double {
+        // As ONNX's reference: truncated, and 0 where that leaves the range (or for NaN).
+        let doubles = try cast(x.widened, to: .double)
+        guard case .double(let v) = doubles.storage else { throw OnnxError("Cast to \(target) went astray") }
+        let values = v.map { d -> Int32 in
+            let t = d.rounded(.towardZero)
+            return t.isFinite && Double(range.lowerBound) <= t && t <= Double(range.upperBound) ? Int32(t) : 0
+        }
+        return OnnxTensor(shape: x.shape, storage: .int32(values), narrow: target)
+    }
     if target.isNarrow {
         // Into the wide type, then wrapped (integers) or rounded (floats) into the narrow one.
         let wide = try cast(x.widened, to: target.wide)
@@ -339,7 +367,7 @@ func cast(_ x: OnnxTensor, to target: ElementType) throws -> OnnxTensor {
     case .string:
         if case .float(let v) = x.storage { return OnnxTensor(shape: x.shape, storage: .string(v.map { "\($0)" })) }
         return OnnxTensor(shape: x.shape, storage: .string(doubles.map { "\($0)" }))
-    case .int8, .uint8, .int16, .uint16, .uint32, .float16, .bfloat16:
+    case .int8, .uint8, .int16, .uint16, .uint32, .uint64, .float16, .bfloat16, .float8, .subByte:
         throw OnnxError("Cast to \(target) went astray")  // handled above
     }
 }

@@ -212,7 +212,7 @@ enum IndexingOps {
             try c.attributes.checkAllUsed()
             let output = Int32(exactly: outputCode).flatMap { ElementType(onnx: $0) }
             guard outputCode == 0 || output != nil else { throw c.error("output_dtype \(outputCode) is not supported") }
-            guard block == 0 else { throw c.error("blocked quantization (block_size \(block)) is not supported") }
+            guard block >= 0 else { throw c.error("block_size \(block) is negative") }
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "DequantizeLinear")
                 let scale = try input(inputs, 1, "DequantizeLinear")
@@ -221,7 +221,10 @@ enum IndexingOps {
                     throw OnnxError("DequantizeLinear takes integers and a float scale")
                 }
                 let zeros = zero.flatMap(doubles) ?? [0]
-                let index = try quantizationIndex(x.shape, parameters: scales.count, axis: axis)
+                let index = try quantizationIndex(x.shape, scale: scale.shape, axis: axis, block: block)
+                guard zeros.count == 1 || zeros.count == scales.count else {
+                    throw OnnxError("DequantizeLinear: \(zeros.count) zero points for \(scales.count) scales")
+                }
                 let result = values.enumerated().map { i, v in
                     (v - zeros[zeros.count == 1 ? 0 : index(i)]) * scales[scales.count == 1 ? 0 : index(i)]
                 }
@@ -233,13 +236,13 @@ enum IndexingOps {
             try c.require(inputs: 2...3)
             let axis = try c.attributes.int("axis", default: 1)
             let block = try c.attributes.int("block_size", default: 0)
-            _ = try c.attributes.int("saturate")  // only meaningful for float8 outputs
+            let rounding = MiniFloat.Rounding(saturate: try c.attributes.int("saturate", default: 1) != 0)
             _ = try c.attributes.int("precision")  // divided in the scale's precision, as the reference does
             let outputCode = try c.attributes.int("output_dtype", default: 0)
             try c.attributes.checkAllUsed()
             let output = Int32(exactly: outputCode).flatMap { ElementType(onnx: $0) }
             guard outputCode == 0 || output != nil else { throw c.error("output_dtype \(outputCode) is not supported") }
-            guard block == 0 else { throw c.error("blocked quantization (block_size \(block)) is not supported") }
+            guard block >= 0 else { throw c.error("block_size \(block) is negative") }
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "QuantizeLinear")
                 let scale = try input(inputs, 1, "QuantizeLinear")
@@ -248,6 +251,25 @@ enum IndexingOps {
                     throw OnnxError("QuantizeLinear takes floats and a float scale")
                 }
                 let target = zero?.elementType ?? output ?? .uint8
+                let zeros = zero.flatMap(doubles) ?? [0]
+                let index = try quantizationIndex(x.shape, scale: scale.shape, axis: axis, block: block)
+                guard zeros.count == 1 || zeros.count == scales.count else {
+                    throw OnnxError("QuantizeLinear: \(zeros.count) zero points for \(scales.count) scales")
+                }
+                // In the scale's precision, as the reference divides: FP32 scales divide in FP32.
+                let single = scale.storageType == .float
+                func ratio(_ i: Int, _ v: Double) -> Double {
+                    let s = scales[scales.count == 1 ? 0 : index(i)]
+                    return single ? Double(Float(v) / Float(s)) : v / s
+                }
+                func zeroPoint(_ i: Int) -> Double { zeros[zeros.count == 1 ? 0 : index(i)] }
+                if case .float8(let format) = target {
+                    // x / scale + zero point, converted (not rounded to an integer) into the float8 format.
+                    let converted = values.enumerated().map { i, v in
+                        format.decode(format.encode(Float(ratio(i, v) + zeroPoint(i)), rounding))
+                    }
+                    return [OnnxTensor(shape: x.shape, storage: .float(converted), narrow: target)]
+                }
                 let (low, high): (Double, Double)
                 switch target {
                 case .uint8: (low, high) = (0, 255)
@@ -255,17 +277,12 @@ enum IndexingOps {
                 case .uint16: (low, high) = (0, 65535)
                 case .int16: (low, high) = (-32768, 32767)
                 case .int32: (low, high) = (Double(Int32.min), Double(Int32.max))
+                case .subByte:
+                    (low, high) = (Double(target.subByteRange!.lowerBound), Double(target.subByteRange!.upperBound))
                 default: throw OnnxError("QuantizeLinear to \(target) is not supported")
                 }
-                let zeros = zero.flatMap(doubles) ?? [0]
-                let index = try quantizationIndex(x.shape, parameters: scales.count, axis: axis)
-                // In the scale's precision, as the reference divides: FP32 scales divide in FP32.
-                let single = scale.storageType == .float
                 let quantized = values.enumerated().map { i, v -> Int32 in
-                    let s = scales[scales.count == 1 ? 0 : index(i)]
-                    let z = zeros[zeros.count == 1 ? 0 : index(i)]
-                    let ratio = single ? Double(Float(v) / Float(s)) : v / s
-                    let q = ratio.rounded(.toNearestOrEven) + z
+                    let q = ratio(i, v).rounded(.toNearestOrEven) + zeroPoint(i)
                     return Int32(Swift.min(Swift.max(q.isNaN ? 0 : q, low), high))
                 }
                 return [OnnxTensor(shape: x.shape, storage: .int32(quantized), narrow: target == .int32 ? nil : target)]
@@ -285,15 +302,36 @@ func asType(_ values: [Double], like x: OnnxTensor) throws -> OnnxTensor {
     }
 }
 
-/// For per-axis quantization, the parameter index of each element (per-tensor: always 0).
-func quantizationIndex(_ shape: [Int], parameters: Int, axis: Int) throws -> (Int) -> Int {
-    guard parameters > 1 else { return { _ in 0 } }
+/// The scale (and zero point) index of each element: always 0 per tensor; its coordinate along
+/// `axis` per axis (a 1-D scale); with `block` > 0, the scale of its block of `block` elements
+/// along `axis` (a scale of x's rank).
+func quantizationIndex(_ shape: [Int], scale: [Int], axis: Int, block: Int) throws -> (Int) -> Int {
+    let parameters = scale.reduce(1, *)
+    if block == 0 {
+        guard parameters > 1 else { return { _ in 0 } }
+        let a = try normalizeAxis(axis, rank: shape.count)
+        guard scale.count == 1, shape[a] == parameters else {
+            throw OnnxError("per-axis quantization needs \(shape[a]) scales along axis \(axis), got \(scale)")
+        }
+        let inner = shape[(a + 1)...].reduce(1, *)
+        return { ($0 / inner) % parameters }
+    }
     let a = try normalizeAxis(axis, rank: shape.count)
-    guard shape[a] == parameters else {
-        throw OnnxError("per-axis quantization needs \(shape[a]) scales along axis \(axis), got \(parameters)")
+    let blocks = (shape[a] + block - 1) / block
+    guard scale.count == shape.count, scale[a] == blocks,
+        scale.indices.allSatisfy({ $0 == a || scale[$0] == shape[$0] })
+    else {
+        throw OnnxError(
+            "blocked quantization of \(shape) by \(block) along axis \(axis) needs scales shaped like the input with \(blocks) along the axis, got \(scale)"
+        )
     }
     let inner = shape[(a + 1)...].reduce(1, *)
-    return { ($0 / inner) % parameters }
+    let length = shape[a]
+    return { i in
+        let outer = i / (inner * length)
+        let along = i / inner % length
+        return (outer * blocks + along / block) * inner + i % inner
+    }
 }
 
 /// For GatherElements and ScatterElements: the flat index into `data` each index names.

@@ -89,6 +89,47 @@ extension OnnxTensor {
             case .bfloat16: storage = .float(values.map { bfloat16Value(UInt16(truncatingIfNeeded: $0)) })
             default: storage = type.narrowed(.int32(values))
             }
+        case .uint64:
+            let values: [UInt64]
+            if !raw.isEmpty {
+                values = try fromRaw(UInt64.self)
+            } else {
+                try check(proto.uint64Data.count, "uint64_data")
+                values = proto.uint64Data
+            }
+            guard values.allSatisfy({ $0 <= UInt64(Int64.max) }) else {
+                throw OnnxError("\(what): UINT64 values of 2^63 and above are not supported")
+            }
+            storage = .int64(values.map { Int64($0) })
+        case .float8(let format) where format.bits == 8:
+            // One byte per element, raw or each in an int32_data entry.
+            let codes: [UInt8]
+            if !raw.isEmpty {
+                codes = try fromRaw(UInt8.self)
+            } else {
+                try check(proto.int32Data.count, "int32_data")
+                codes = proto.int32Data.map { UInt8(truncatingIfNeeded: $0) }
+            }
+            storage = .float(codes.map(format.decode))
+        case .float8, .subByte:
+            // Packed: 4-bit elements two to a byte, 2-bit ones four, the first in the low bits;
+            // raw, or a byte in each int32_data entry.
+            let bits = type.packedBits ?? 8
+            let perByte = 8 / bits
+            let packed = raw.isEmpty ? proto.int32Data.map { UInt8(truncatingIfNeeded: $0) } : [UInt8](raw)
+            let needed = (count + perByte - 1) / perByte
+            guard packed.count == needed else {
+                throw OnnxError(
+                    "\(what): \(raw.isEmpty ? "int32_data" : "raw_data") has \(packed.count) bytes; dims \(shape) need \(needed) (\(perByte) elements a byte)"
+                )
+            }
+            let mask = UInt8((1 << bits) - 1)
+            let codes = (0..<count).map { i in packed[i / perByte] >> UInt8((i % perByte) * bits) & mask }
+            if case .float8(let format) = type {
+                storage = .float(codes.map(format.decode))
+            } else {
+                storage = type.narrowed(.int32(codes.map { Int32($0) }))
+            }
         case .uint32:
             if !raw.isEmpty {
                 storage = .int64(try fromRaw(UInt32.self).map(Int64.init))
@@ -248,8 +289,10 @@ struct ExternalData {
         }
         guard proto.dims.allSatisfy({ $0 >= 0 }) else { throw OnnxError("\(what) has a negative dimension") }
         let count = try checkedCount(proto.dims.map { Int($0) }, what)
-        let (expected, overflow) = count.multipliedReportingOverflow(by: size)
+        var (expected, overflow) = count.multipliedReportingOverflow(by: size)
         guard !overflow else { throw OnnxError("\(what) is too large") }
+        // Sub-byte elements are packed in files (the wire gives each a byte).
+        if let bits = type.packedBits { expected = (count * bits + 7) / 8 }
         if let text = entries["length"] {
             guard let length = Int(text), length == expected else {
                 throw OnnxError(

@@ -2,58 +2,51 @@ import Foundation
 import InferWireCore
 import InferWireProto
 
-/// The element types the runtime computes with. The narrow ones (INT8, UINT8, INT16, UINT16,
-/// UINT32, FLOAT16, BFLOAT16) are held in a wider storage (``wide``) and tagged: kernels
-/// compute in the wide type, and their results are wrapped or rounded back to the narrow type
-/// (``ExecutionPlan``), as onnxruntime computes FP16 in FP32 and rounds.
+/// The element types the runtime computes with. The narrow ones are held in a wider storage
+/// (``wide``) and tagged: kernels compute in the wide type, and their results are wrapped or
+/// rounded back to the narrow type (``ExecutionPlan``), as onnxruntime computes FP16 in FP32
+/// and rounds. UINT64 is held as INT64's bit pattern, so values of 2^63 and above are refused
+/// where tensors enter (wire inputs, initializers): below that the two agree.
 enum ElementType: Sendable, Hashable, CustomStringConvertible {
     case float, double, int64, int32, bool, string
-    case int8, uint8, int16, uint16, uint32, float16, bfloat16
+    case int8, uint8, int16, uint16, uint32, uint64, float16, bfloat16
+    /// The 8- and 4-bit floats (see ``MiniFloat``).
+    case float8(MiniFloat)
+    /// The sub-byte integers: `bits` 4 or 2, signed or not.
+    case subByte(bits: Int, signed: Bool)
+
+    static let int4 = ElementType.subByte(bits: 4, signed: true)
+    static let uint4 = ElementType.subByte(bits: 4, signed: false)
+    static let int2 = ElementType.subByte(bits: 2, signed: true)
+    static let uint2 = ElementType.subByte(bits: 2, signed: false)
+
+    /// ONNX's `TensorProto.DataType` numbers, with the wire's and the name of each.
+    private static let codes: [(ElementType, onnx: Int32, wire: DataType, name: String)] = [
+        (.float, 1, .fp32, "float"), (.uint8, 2, .uint8, "uint8"), (.int8, 3, .int8, "int8"),
+        (.uint16, 4, .uint16, "uint16"), (.int16, 5, .int16, "int16"), (.int32, 6, .int32, "int32"),
+        (.int64, 7, .int64, "int64"), (.string, 8, .bytes, "string"), (.bool, 9, .bool, "bool"),
+        (.float16, 10, .fp16, "float16"), (.double, 11, .fp64, "double"), (.uint32, 12, .uint32, "uint32"),
+        (.uint64, 13, .uint64, "uint64"), (.bfloat16, 16, .bf16, "bfloat16"),
+        (.float8(.e4m3fn), 17, .fp8e4m3fn, "float8e4m3fn"), (.float8(.e4m3fnuz), 18, .fp8e4m3fnuz, "float8e4m3fnuz"),
+        (.float8(.e5m2), 19, .fp8e5m2, "float8e5m2"), (.float8(.e5m2fnuz), 20, .fp8e5m2fnuz, "float8e5m2fnuz"),
+        (.uint4, 21, .uint4, "uint4"), (.int4, 22, .int4, "int4"), (.float8(.e2m1), 23, .fp4e2m1, "float4e2m1"),
+        (.float8(.e8m0), 24, .fp8e8m0, "float8e8m0"), (.uint2, 25, .uint2, "uint2"), (.int2, 26, .int2, "int2"),
+    ]
 
     /// From ONNX's `TensorProto.DataType` number.
     init?(onnx code: Int32) {
-        switch code {
-        case 1: self = .float
-        case 11: self = .double
-        case 7: self = .int64
-        case 6: self = .int32
-        case 9: self = .bool
-        case 8: self = .string
-        case 3: self = .int8
-        case 2: self = .uint8
-        case 5: self = .int16
-        case 4: self = .uint16
-        case 12: self = .uint32
-        case 10: self = .float16
-        case 16: self = .bfloat16
-        default: return nil
-        }
+        guard let entry = Self.codes.first(where: { $0.onnx == code }) else { return nil }
+        self = entry.0
     }
 
-    var onnxCode: Int32 {
-        switch self {
-        case .float: 1
-        case .double: 11
-        case .int64: 7
-        case .int32: 6
-        case .bool: 9
-        case .string: 8
-        case .int8: 3
-        case .uint8: 2
-        case .int16: 5
-        case .uint16: 4
-        case .uint32: 12
-        case .float16: 10
-        case .bfloat16: 16
-        }
-    }
+    var onnxCode: Int32 { Self.codes.first { $0.0 == self }!.onnx }
 
     /// The storage a narrow type is computed in; the type itself for the others.
     var wide: ElementType {
         switch self {
-        case .int8, .uint8, .int16, .uint16: .int32
-        case .uint32: .int64
-        case .float16, .bfloat16: .float
+        case .int8, .uint8, .int16, .uint16, .subByte: .int32
+        case .uint32, .uint64: .int64
+        case .float16, .bfloat16, .float8: .float
         default: self
         }
     }
@@ -61,82 +54,55 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
     var isNarrow: Bool { self.wide != self }
 
     /// The wire type InferWire uses for it.
-    var dataType: DataType {
-        switch self {
-        case .float: .fp32
-        case .double: .fp64
-        case .int64: .int64
-        case .int32: .int32
-        case .bool: .bool
-        case .string: .bytes
-        case .int8: .int8
-        case .uint8: .uint8
-        case .int16: .int16
-        case .uint16: .uint16
-        case .uint32: .uint32
-        case .float16: .fp16
-        case .bfloat16: .bf16
-        }
-    }
+    var dataType: DataType { Self.codes.first { $0.0 == self }!.wire }
 
     init?(dataType: DataType) {
-        switch dataType {
-        case .fp32: self = .float
-        case .fp64: self = .double
-        case .int64: self = .int64
-        case .int32: self = .int32
-        case .bool: self = .bool
-        case .bytes: self = .string
-        case .int8: self = .int8
-        case .uint8: self = .uint8
-        case .int16: self = .int16
-        case .uint16: self = .uint16
-        case .uint32: self = .uint32
-        case .fp16: self = .float16
-        case .bf16: self = .bfloat16
-        default: return nil
+        guard let entry = Self.codes.first(where: { $0.wire == dataType }) else { return nil }
+        self = entry.0
+    }
+
+    var description: String { Self.codes.first { $0.0 == self }!.name }
+
+    /// Bits per element of the types ONNX packs several to a byte.
+    var packedBits: Int? {
+        switch self {
+        case .subByte(let bits, _): bits
+        case .float8(.e2m1): 4
+        default: nil
         }
     }
 
-    var description: String {
-        switch self {
-        case .float: "float"
-        case .double: "double"
-        case .int64: "int64"
-        case .int32: "int32"
-        case .bool: "bool"
-        case .string: "string"
-        case .int8: "int8"
-        case .uint8: "uint8"
-        case .int16: "int16"
-        case .uint16: "uint16"
-        case .uint32: "uint32"
-        case .float16: "float16"
-        case .bfloat16: "bfloat16"
-        }
+    /// The range of a sub-byte integer type.
+    var subByteRange: ClosedRange<Int32>? {
+        guard case .subByte(let bits, let signed) = self else { return nil }
+        return signed ? -(1 << (bits - 1))...((1 << (bits - 1)) - 1) : 0...((1 << bits) - 1)
     }
 
     /// A wide value brought into this (narrow) type's range: integers wrap, floats round.
-    func narrowed(_ storage: OnnxTensor.Storage) -> OnnxTensor.Storage {
+    func narrowed(_ storage: OnnxTensor.Storage, _ rounding: MiniFloat.Rounding = .exact) -> OnnxTensor.Storage {
         switch (self, storage) {
         case (.int8, .int32(let v)): .int32(v.map { Int32(Int8(truncatingIfNeeded: $0)) })
         case (.uint8, .int32(let v)): .int32(v.map { Int32(UInt8(truncatingIfNeeded: $0)) })
         case (.int16, .int32(let v)): .int32(v.map { Int32(Int16(truncatingIfNeeded: $0)) })
         case (.uint16, .int32(let v)): .int32(v.map { Int32(UInt16(truncatingIfNeeded: $0)) })
+        case (.subByte(let bits, let signed), .int32(let v)):
+            .int32(
+                v.map { value in
+                    let low = value & ((1 << bits) - 1)
+                    return signed && low >= 1 << (bits - 1) ? low - (1 << bits) : low
+                })
         case (.uint32, .int64(let v)): .int64(v.map { Int64(UInt32(truncatingIfNeeded: $0)) })
         case (.float16, .float(let v)): .float(v.map { Float(Float16($0)) })
         case (.bfloat16, .float(let v)): .float(v.map { bfloat16Value(bfloat16Bits($0)) })
+        case (.float8(let format), .float(let v)): .float(v.map { format.decode(format.encode($0, rounding)) })
         default: storage
         }
     }
 
     static func name(ofONNX code: Int32) -> String {
-        let names = [
-            0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
-            8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",
-            15: "COMPLEX128", 16: "BFLOAT16",
-        ]
-        return names[Int(code)] ?? "type \(code)"
+        if let entry = Self.codes.first(where: { $0.onnx == code }) { return entry.name.uppercased() }
+        let others = [0: "UNDEFINED", 14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"]
+        return others[Int(code)] ?? "type \(code)"
     }
 }
 
@@ -206,16 +172,13 @@ struct OnnxTensor: Sendable {
     static func ones(_ type: ElementType, shape: [Int]) -> OnnxTensor {
         let n = shape.reduce(1, *)
         let narrow = type.isNarrow ? type : nil
-        switch type {
-        case .float, .float16, .bfloat16:
-            return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)), narrow: narrow)
+        switch type.wide {
+        case .float: return OnnxTensor(shape: shape, storage: .float(Array(repeating: 1, count: n)), narrow: narrow)
         case .double: return OnnxTensor(shape: shape, storage: .double(Array(repeating: 1, count: n)))
-        case .int64, .uint32:
-            return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 1, count: n)), narrow: narrow)
-        case .int32, .int8, .uint8, .int16, .uint16:
-            return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)), narrow: narrow)
+        case .int64: return OnnxTensor(shape: shape, storage: .int64(Array(repeating: 1, count: n)), narrow: narrow)
         case .bool: return OnnxTensor(shape: shape, storage: .bool(Array(repeating: true, count: n)))
         case .string: return OnnxTensor(shape: shape, storage: .string(Array(repeating: "1", count: n)))
+        default: return OnnxTensor(shape: shape, storage: .int32(Array(repeating: 1, count: n)), narrow: narrow)
         }
     }
 }
@@ -272,8 +235,32 @@ extension OnnxTensor {
                 narrow: .float16)
         case .bf16:
             self.init(shape: tensor.shape, storage: .float(load(UInt16.self).map(bfloat16Value)), narrow: .bfloat16)
+        case .uint64:
+            let values = load(UInt64.self)
+            guard values.allSatisfy({ $0 <= UInt64(Int64.max) }) else {
+                throw OnnxError("input '\(tensor.name)': UINT64 values of 2^63 and above are not supported")
+            }
+            self.init(shape: tensor.shape, storage: .int64(values.map { Int64($0) }), narrow: .uint64)
         default:
-            throw OnnxError("input '\(tensor.name)': \(tensor.dataType.name) is not supported by the ONNX runtime")
+            guard let type = ElementType(dataType: tensor.dataType) else {
+                throw OnnxError("input '\(tensor.name)': \(tensor.dataType.name) is not supported by the ONNX runtime")
+            }
+            let bytes = [UInt8](tensor.data)
+            switch type {
+            case .float8(let format):
+                guard format.bits == 8 || bytes.allSatisfy({ $0 < 16 }) else {
+                    throw OnnxError("input '\(tensor.name)': an FP4_E2M1 element uses more than the low 4 bits")
+                }
+                self.init(shape: tensor.shape, storage: .float(bytes.map(format.decode)), narrow: type)
+            case .subByte(_, let signed):
+                let values = bytes.map { signed ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+                guard let range = type.subByteRange, values.allSatisfy(range.contains) else {
+                    throw OnnxError("input '\(tensor.name)': a \(tensor.dataType.name) element is out of range")
+                }
+                self.init(shape: tensor.shape, storage: .int32(values), narrow: type)
+            default:
+                throw OnnxError("input '\(tensor.name)': \(tensor.dataType.name) is not supported by the ONNX runtime")
+            }
         }
     }
 
@@ -289,6 +276,8 @@ extension OnnxTensor {
         case (.uint32?, .int64(let v)): data = bytes(v.map { UInt32(truncatingIfNeeded: $0) })
         case (.float16?, .float(let v)): data = bytes(v.map { Float16($0).bitPattern })
         case (.bfloat16?, .float(let v)): data = bytes(v.map(bfloat16Bits))
+        case (.float8(let format)?, .float(let v)): data = Data(v.map { format.encode($0, .exact) })
+        case (.subByte?, .int32(let v)): data = Data(v.map { UInt8(truncatingIfNeeded: $0) })
         default:
             data = self.wideBytes
         }

@@ -53,7 +53,8 @@ struct ReconnectionTests {
         let authenticator = try await Authenticator(configuration: .init(tokenFile: file))
         try await withServer(
             dispatcher: RequestDispatcher(registry: try makeRegistry()),
-            limits: .init(idleTimeout: .milliseconds(200)),
+            // Long enough that a TLS handshake and AUTH on a loaded machine never look idle.
+            limits: .init(idleTimeout: .seconds(1)),
             tls: .init(
                 certificateChainPath: certificates.certificate("server"), privateKeyPath: certificates.key("server")),
             authenticator: authenticator

@@ -55,6 +55,37 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
 
   /// bfloat16: the upper 16 bits of an IEEE 754 binary32
   case bf16 // = 14
+
+  /// One byte per element: a float's code in the low bits; an integer's value,
+  /// INT4 and INT2 as a signed byte. raw_contents only.
+  case fp8E4M3Fn // = 15
+
+  /// float8: bias 8; no infinities, no negative zero, NaN is 0x80
+  case fp8E4M3Fnuz // = 16
+
+  /// float8: 5 exponent bits (bias 15), 2 mantissa; IEEE-like
+  case fp8E5M2 // = 17
+
+  /// float8: bias 16; no infinities, no negative zero, NaN is 0x80
+  case fp8E5M2Fnuz // = 18
+
+  /// 2^(code - 127); 0xFF is NaN
+  case fp8E8M0 // = 19
+
+  /// float4: 2 exponent bits, 1 mantissa; the low 4 bits of the byte
+  case fp4E2M1 // = 20
+
+  /// -8..7
+  case int4 // = 21
+
+  /// 0..15
+  case uint4 // = 22
+
+  /// -2..1
+  case int2 // = 23
+
+  /// 0..3
+  case uint2 // = 24
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -78,6 +109,16 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     case 12: self = .uint32
     case 13: self = .uint64
     case 14: self = .bf16
+    case 15: self = .fp8E4M3Fn
+    case 16: self = .fp8E4M3Fnuz
+    case 17: self = .fp8E5M2
+    case 18: self = .fp8E5M2Fnuz
+    case 19: self = .fp8E8M0
+    case 20: self = .fp4E2M1
+    case 21: self = .int4
+    case 22: self = .uint4
+    case 23: self = .int2
+    case 24: self = .uint2
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -99,6 +140,16 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     case .uint32: return 12
     case .uint64: return 13
     case .bf16: return 14
+    case .fp8E4M3Fn: return 15
+    case .fp8E4M3Fnuz: return 16
+    case .fp8E5M2: return 17
+    case .fp8E5M2Fnuz: return 18
+    case .fp8E8M0: return 19
+    case .fp4E2M1: return 20
+    case .int4: return 21
+    case .uint4: return 22
+    case .int2: return 23
+    case .uint2: return 24
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -120,6 +171,16 @@ public nonisolated enum Inferwire_V1_DataType: SwiftProtobuf.Enum, Swift.CaseIte
     .uint32,
     .uint64,
     .bf16,
+    .fp8E4M3Fn,
+    .fp8E4M3Fnuz,
+    .fp8E5M2,
+    .fp8E5M2Fnuz,
+    .fp8E8M0,
+    .fp4E2M1,
+    .int4,
+    .uint4,
+    .int2,
+    .uint2,
   ]
 
 }
@@ -216,7 +277,7 @@ public nonisolated struct Inferwire_V1_TensorSpec: Sendable {
 fileprivate nonisolated let _protobuf_package = "inferwire.v1"
 
 nonisolated extension Inferwire_V1_DataType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}BOOL\0\u{1}UINT8\0\u{1}INT8\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}FP16\0\u{1}FP32\0\u{1}FP64\0\u{1}BYTES\0\u{1}UINT16\0\u{1}UINT32\0\u{1}UINT64\0\u{1}BF16\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}BOOL\0\u{1}UINT8\0\u{1}INT8\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}FP16\0\u{1}FP32\0\u{1}FP64\0\u{1}BYTES\0\u{1}UINT16\0\u{1}UINT32\0\u{1}UINT64\0\u{1}BF16\0\u{1}FP8_E4M3FN\0\u{1}FP8_E4M3FNUZ\0\u{1}FP8_E5M2\0\u{1}FP8_E5M2FNUZ\0\u{1}FP8_E8M0\0\u{1}FP4_E2M1\0\u{1}INT4\0\u{1}UINT4\0\u{1}INT2\0\u{1}UINT2\0")
 }
 
 nonisolated extension Inferwire_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -108,7 +108,19 @@ typedef enum iw_datatype {
     IW_UINT16 = 11,
     IW_UINT32 = 12,
     IW_UINT64 = 13,
-    IW_BF16 = 14   /**< bfloat16: the upper 16 bits of an IEEE 754 binary32 */
+    IW_BF16 = 14,  /**< bfloat16: the upper 16 bits of an IEEE 754 binary32 */
+    /* One byte per element: a float's code in the low bits; an integer's value
+     * (INT4 and INT2 as a signed byte). */
+    IW_FP8_E4M3FN = 15,
+    IW_FP8_E4M3FNUZ = 16,
+    IW_FP8_E5M2 = 17,
+    IW_FP8_E5M2FNUZ = 18,
+    IW_FP8_E8M0 = 19,
+    IW_FP4_E2M1 = 20,
+    IW_INT4 = 21,
+    IW_UINT4 = 22,
+    IW_INT2 = 23,
+    IW_UINT2 = 24
 } iw_datatype;
 
 /** Bytes per element of a datatype; 0 for BYTES and invalid types. */

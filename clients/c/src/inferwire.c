@@ -169,6 +169,8 @@ size_t iw_datatype_size(iw_datatype dt)
 {
     switch (dt) {
     case IW_BOOL: case IW_UINT8: case IW_INT8: return 1;
+    case IW_FP8_E4M3FN: case IW_FP8_E4M3FNUZ: case IW_FP8_E5M2: case IW_FP8_E5M2FNUZ:
+    case IW_FP8_E8M0: case IW_FP4_E2M1: case IW_INT4: case IW_UINT4: case IW_INT2: case IW_UINT2: return 1;
     case IW_INT16: case IW_UINT16: case IW_FP16: case IW_BF16: return 2;
     case IW_INT32: case IW_UINT32: case IW_FP32: return 4;
     case IW_INT64: case IW_UINT64: case IW_FP64: return 8;

@@ -412,7 +412,7 @@ const ProtobufCMessageDescriptor inferwire__v1__tensor_spec__descriptor =
   (ProtobufCMessageInit) inferwire__v1__tensor_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[15] =
+static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[25] =
 {
   { "DATA_TYPE_UNSPECIFIED", "INFERWIRE__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED", 0 },
   { "BOOL", "INFERWIRE__V1__DATA_TYPE__BOOL", 1 },
@@ -429,11 +429,21 @@ static const ProtobufCEnumValue inferwire__v1__data_type__enum_values_by_number[
   { "UINT32", "INFERWIRE__V1__DATA_TYPE__UINT32", 12 },
   { "UINT64", "INFERWIRE__V1__DATA_TYPE__UINT64", 13 },
   { "BF16", "INFERWIRE__V1__DATA_TYPE__BF16", 14 },
+  { "FP8_E4M3FN", "INFERWIRE__V1__DATA_TYPE__FP8_E4M3FN", 15 },
+  { "FP8_E4M3FNUZ", "INFERWIRE__V1__DATA_TYPE__FP8_E4M3FNUZ", 16 },
+  { "FP8_E5M2", "INFERWIRE__V1__DATA_TYPE__FP8_E5M2", 17 },
+  { "FP8_E5M2FNUZ", "INFERWIRE__V1__DATA_TYPE__FP8_E5M2FNUZ", 18 },
+  { "FP8_E8M0", "INFERWIRE__V1__DATA_TYPE__FP8_E8M0", 19 },
+  { "FP4_E2M1", "INFERWIRE__V1__DATA_TYPE__FP4_E2M1", 20 },
+  { "INT4", "INFERWIRE__V1__DATA_TYPE__INT4", 21 },
+  { "UINT4", "INFERWIRE__V1__DATA_TYPE__UINT4", 22 },
+  { "INT2", "INFERWIRE__V1__DATA_TYPE__INT2", 23 },
+  { "UINT2", "INFERWIRE__V1__DATA_TYPE__UINT2", 24 },
 };
 static const ProtobufCIntRange inferwire__v1__data_type__value_ranges[] = {
-{0, 0},{0, 15}
+{0, 0},{0, 25}
 };
-static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_name[15] =
+static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_name[25] =
 {
   { "BF16", 14 },
   { "BOOL", 1 },
@@ -441,13 +451,23 @@ static const ProtobufCEnumValueIndex inferwire__v1__data_type__enum_values_by_na
   { "DATA_TYPE_UNSPECIFIED", 0 },
   { "FP16", 7 },
   { "FP32", 8 },
+  { "FP4_E2M1", 20 },
   { "FP64", 9 },
+  { "FP8_E4M3FN", 15 },
+  { "FP8_E4M3FNUZ", 16 },
+  { "FP8_E5M2", 17 },
+  { "FP8_E5M2FNUZ", 18 },
+  { "FP8_E8M0", 19 },
   { "INT16", 4 },
+  { "INT2", 23 },
   { "INT32", 5 },
+  { "INT4", 21 },
   { "INT64", 6 },
   { "INT8", 3 },
   { "UINT16", 11 },
+  { "UINT2", 24 },
   { "UINT32", 12 },
+  { "UINT4", 22 },
   { "UINT64", 13 },
   { "UINT8", 2 },
 };
@@ -458,9 +478,9 @@ const ProtobufCEnumDescriptor inferwire__v1__data_type__descriptor =
   "DataType",
   "Inferwire__V1__DataType",
   "inferwire.v1",
-  15,
+  25,
   inferwire__v1__data_type__enum_values_by_number,
-  15,
+  25,
   inferwire__v1__data_type__enum_values_by_name,
   1,
   inferwire__v1__data_type__value_ranges,

@@ -58,7 +58,51 @@ typedef enum _Inferwire__V1__DataType {
   /*
    * bfloat16: the upper 16 bits of an IEEE 754 binary32
    */
-  INFERWIRE__V1__DATA_TYPE__BF16 = 14
+  INFERWIRE__V1__DATA_TYPE__BF16 = 14,
+  /*
+   * One byte per element: a float's code in the low bits; an integer's value,
+   * INT4 and INT2 as a signed byte. raw_contents only.
+   */
+  /*
+   * float8: 4 exponent bits (bias 7), 3 mantissa; no infinities
+   */
+  INFERWIRE__V1__DATA_TYPE__FP8_E4M3FN = 15,
+  /*
+   * float8: bias 8; no infinities, no negative zero, NaN is 0x80
+   */
+  INFERWIRE__V1__DATA_TYPE__FP8_E4M3FNUZ = 16,
+  /*
+   * float8: 5 exponent bits (bias 15), 2 mantissa; IEEE-like
+   */
+  INFERWIRE__V1__DATA_TYPE__FP8_E5M2 = 17,
+  /*
+   * float8: bias 16; no infinities, no negative zero, NaN is 0x80
+   */
+  INFERWIRE__V1__DATA_TYPE__FP8_E5M2FNUZ = 18,
+  /*
+   * 2^(code - 127); 0xFF is NaN
+   */
+  INFERWIRE__V1__DATA_TYPE__FP8_E8M0 = 19,
+  /*
+   * float4: 2 exponent bits, 1 mantissa; the low 4 bits of the byte
+   */
+  INFERWIRE__V1__DATA_TYPE__FP4_E2M1 = 20,
+  /*
+   * -8..7
+   */
+  INFERWIRE__V1__DATA_TYPE__INT4 = 21,
+  /*
+   * 0..15
+   */
+  INFERWIRE__V1__DATA_TYPE__UINT4 = 22,
+  /*
+   * -2..1
+   */
+  INFERWIRE__V1__DATA_TYPE__INT2 = 23,
+  /*
+   * 0..3
+   */
+  INFERWIRE__V1__DATA_TYPE__UINT2 = 24
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(INFERWIRE__V1__DATA_TYPE)
 } Inferwire__V1__DataType;
 

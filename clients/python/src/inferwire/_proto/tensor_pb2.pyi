@@ -24,6 +24,16 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UINT32: _ClassVar[DataType]
     UINT64: _ClassVar[DataType]
     BF16: _ClassVar[DataType]
+    FP8_E4M3FN: _ClassVar[DataType]
+    FP8_E4M3FNUZ: _ClassVar[DataType]
+    FP8_E5M2: _ClassVar[DataType]
+    FP8_E5M2FNUZ: _ClassVar[DataType]
+    FP8_E8M0: _ClassVar[DataType]
+    FP4_E2M1: _ClassVar[DataType]
+    INT4: _ClassVar[DataType]
+    UINT4: _ClassVar[DataType]
+    INT2: _ClassVar[DataType]
+    UINT2: _ClassVar[DataType]
 DATA_TYPE_UNSPECIFIED: DataType
 BOOL: DataType
 UINT8: DataType
@@ -39,6 +49,16 @@ UINT16: DataType
 UINT32: DataType
 UINT64: DataType
 BF16: DataType
+FP8_E4M3FN: DataType
+FP8_E4M3FNUZ: DataType
+FP8_E5M2: DataType
+FP8_E5M2FNUZ: DataType
+FP8_E8M0: DataType
+FP4_E2M1: DataType
+INT4: DataType
+UINT4: DataType
+INT2: DataType
+UINT2: DataType
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw_contents", "contents")
