@@ -254,11 +254,20 @@ struct GraphLoader {
                 return true
             }
             if pending.count == before {
-                let (index, node) = pending[0]
-                let missing =
-                    (node.input + (implicitOf[index] ?? [])).first { !$0.isEmpty && !known.contains($0) } ?? "?"
+                let produced = Set(pending.flatMap { $0.1.output })
+                func missing(_ entry: (Int, Onnx_NodeProto)) -> String? {
+                    (entry.1.input + (implicitOf[entry.0] ?? [])).first { !$0.isEmpty && !known.contains($0) }
+                }
+                // An input nothing produces is the cause; if every missing input is produced by a
+                // node still waiting, those nodes wait on each other.
+                if let (index, node) = pending.first(where: { missing($0).map { !produced.contains($0) } ?? false }) {
+                    throw OnnxError(
+                        "\(Self.label(node, index: index, opset: nil)): input '\(missing((index, node)) ?? "?")' is produced by no node, initializer or graph input"
+                    )
+                }
+                let cycle = pending.prefix(4).map { Self.label($0.1, index: $0.0, opset: nil) }.joined(separator: ", ")
                 throw OnnxError(
-                    "\(Self.label(node, index: index, opset: nil)): input '\(missing)' is produced by no node, initializer or graph input"
+                    "the graph has a cycle: \(pending.count) nodes wait on each other's outputs (\(cycle)\(pending.count > 4 ? ", …" : ""))"
                 )
             }
         }

@@ -240,6 +240,62 @@ struct LoadErrorTests {
         #expect(!refusal(try model(location: "missing.data")).contains(directory.path))
     }
 
+    @Test("external data claiming a huge tensor is refused before anything is allocated or read")
+    func oversizedExternalData() throws {
+        var model = singleNodeModel(op: "Add", inputs: ["X", "W"])
+        var weight = Onnx_TensorProto()
+        weight.name = "W"
+        weight.dataType = 1
+        weight.dims = [1 << 40, 1 << 20]
+        weight.dataLocation = .external
+        var entry = Onnx_StringStringEntryProto()
+        entry.key = "location"
+        entry.value = "model.onnx.data"
+        weight.externalData = [entry]
+        model.graph.initializer = [weight]
+        let message = try #require(loadError(try model.serializedData()))
+        #expect(message.contains("initializer 'W'"), "\(message)")
+        #expect(message.contains("too large") || message.contains("elements"), "\(message)")
+    }
+
+    @Test("nodes that feed each other in a cycle are named as a cycle")
+    func cycle() throws {
+        var model = singleNodeModel(op: "Relu", inputs: ["B"])
+        var first = model.graph.node[0]
+        first.output = ["A"]
+        var second = Onnx_NodeProto()
+        second.opType = "Add"
+        second.name = "loop_back"
+        second.input = ["X", "A"]
+        second.output = ["B"]
+        var last = Onnx_NodeProto()
+        last.opType = "Identity"
+        last.input = ["A"]
+        last.output = ["Y"]
+        model.graph.node = [first, second, last]
+        let message = try #require(loadError(try model.serializedData()))
+        #expect(message.contains("cycle"), "\(message)")
+        #expect(message.contains("loop_back"), "\(message)")
+    }
+
+    @Test("nodes whose element types disagree fail the load, naming the node")
+    func typeMismatch() throws {
+        var model = singleNodeModel(op: "Add", inputs: ["X", "K"])
+        model.graph.initializer = [
+            {
+                var k = Onnx_TensorProto()
+                k.name = "K"
+                k.dataType = 7  // INT64 beside X's FLOAT
+                k.dims = [4]
+                k.int64Data = [1, 2, 3, 4]
+                return k
+            }()
+        ]
+        let message = try #require(loadError(try model.serializedData()))
+        #expect(message.contains("the_node"), "\(message)")
+        #expect(message.contains("float") && message.contains("int64"), "\(message)")
+    }
+
     @Test("a model that fails its trial run names the node")
     func trialRun() throws {
         // A 4-vector into a Gemm needs 2-D input: the trial run catches it at load.
