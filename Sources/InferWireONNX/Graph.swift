@@ -25,6 +25,9 @@ struct NodeContext {
     let outputCount: Int
     /// Inputs whose values are known at load time (initializers, folded constants), by position.
     let constantInputs: [Int: OnnxTensor]
+    /// Set by a kernel that fails on some well-typed values (OneHotEncoder with zeros = 0 on
+    /// an unknown category): a trial run on ones proves nothing about such a model.
+    var rejectsSomeValues = false
 
     func error(_ text: String) -> OnnxError { OnnxError("\(self.label): \(text)") }
 
@@ -109,6 +112,10 @@ struct NarrowTyping: Sendable {
     init(operator name: String) {
         switch name {
         case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear":
+            self.follows = false
+        // ML operators whose outputs have types of their own (labels, scores, encodings).
+        case "ai.onnx.ml.LabelEncoder", "ai.onnx.ml.CategoryMapper", "ai.onnx.ml.OneHotEncoder",
+            "ai.onnx.ml.FeatureVectorizer", "ai.onnx.ml.SVMClassifier", "ai.onnx.ml.SVMRegressor":
             self.follows = false
         case "OneHot": self.source = 2  // its indices may be INT8 while its values are BF16
         case "Where": self.source = 1
