@@ -32,6 +32,9 @@ struct NodeContext {
     var loadSubgraph: (Onnx_GraphProto) throws(OnnxError) -> Subgraph = { _ throws(OnnxError) in
         throw OnnxError("subgraphs are not available here")
     }
+    /// Set by a kernel that fails on some well-typed values (OneHotEncoder with zeros = 0 on
+    /// an unknown category): a trial run on ones proves nothing about such a model.
+    var rejectsSomeValues = false
 
     func error(_ text: String) -> OnnxError { OnnxError("\(self.label): \(text)") }
 
@@ -135,6 +138,10 @@ struct NarrowTyping: Sendable {
         switch name {
         case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear",
             "Scan", "If", "Loop":
+            self.follows = false
+        // ML operators whose outputs have types of their own (labels, scores, encodings).
+        case "ai.onnx.ml.LabelEncoder", "ai.onnx.ml.CategoryMapper", "ai.onnx.ml.OneHotEncoder",
+            "ai.onnx.ml.FeatureVectorizer", "ai.onnx.ml.SVMClassifier", "ai.onnx.ml.SVMRegressor":
             self.follows = false
         case "OneHot": self.source = 2  // its indices may be INT8 while its values are BF16
         case "Where": self.source = 1

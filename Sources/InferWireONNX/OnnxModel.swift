@@ -83,8 +83,10 @@ final class OnnxModel: InferenceModel {
         // arrives. With other symbolic dimensions a guessed shape could fail a correct
         // model, so the static checks above are all such a model gets.
         // Nor does a model with inputs whose values are shapes or axes: ones are no valid guess.
+        // Nor does one with a node that rejects some values of the right type (a category it
+        // does not know): ones may be such values.
         let fullyKnown =
-            loaded.shapeValuedInputs.isEmpty
+            loaded.shapeValuedInputs.isEmpty && loaded.valueCheckingNodes.isEmpty
             && self.inputs.allSatisfy {
                 $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
             }
@@ -160,6 +162,8 @@ struct GraphLoader {
         /// Graph inputs whose values a node reads as a shape, axes, sizes or counts, or every
         /// input when an If or Loop decides by values: a trial run would have to guess them.
         var shapeValuedInputs: [String]
+        /// Nodes that fail on some well-typed values (``NodeContext/rejectsSomeValues``).
+        var valueCheckingNodes: [String]
     }
 
     /// Input positions whose values operators read as shapes, axes, indices of dimensions,
@@ -273,6 +277,7 @@ struct GraphLoader {
         }
 
         var steps: [ExecutionPlan.Step] = []
+        var valueChecking: [String] = []
         // Every node that cannot run, so that one load names them all.
         var problems: [String] = []
         for (index, node) in ordered {
@@ -320,6 +325,7 @@ struct GraphLoader {
                 problems.append("\(label): \(error)")
                 continue
             }
+            if context.rejectsSomeValues { valueChecking.append(label) }
             let outputSlots = node.output.map { slot($0) }
             let narrowTyping = NarrowTyping(operator: domain.isEmpty ? node.opType : domain + "." + node.opType)
             // Once a node is refused, later nodes are only checked, not folded.
@@ -384,7 +390,9 @@ struct GraphLoader {
                 if inputNames.contains(name) && !shapeValued.contains(name) { shapeValued.append(name) }
             }
         }
-        return Loaded(plan: plan, inputs: inputs, outputs: outputs, shapeValuedInputs: shapeValued)
+        return Loaded(
+            plan: plan, inputs: inputs, outputs: outputs, shapeValuedInputs: shapeValued,
+            valueCheckingNodes: valueChecking)
     }
 
     /// The names a subgraph reads but does not define (its inputs, initializers and node

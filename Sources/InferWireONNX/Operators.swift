@@ -21,12 +21,15 @@ enum Operators {
     static let implementedThrough: [String: Int] = [
         // Written against the newest versions (Cast-24's round_mode only affects float8 targets).
         "Cast": 28, "CastLike": 28, "Mod": 28, "Range": 28, "QuantizeLinear": 28, "DequantizeLinear": 28,
+        // LabelEncoder-4 (keys_tensor, values_tensor, default_tensor, double keys) is the newest.
+        "ai.onnx.ml.LabelEncoder": 5,
     ]
 
     /// The "ai.onnx.ml" domain.
     static let mlDomain: [String: KernelFactory] = {
         var r: [String: KernelFactory] = [:]
         MLOps.register(&r)
+        MLEncodingOps.register(&r)
         return r
     }()
 
