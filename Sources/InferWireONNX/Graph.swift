@@ -108,7 +108,8 @@ struct NarrowTyping: Sendable {
     /// The typing of a default-domain or `ai.onnx.ml.` operator.
     init(operator name: String) {
         switch name {
-        case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear":
+        case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear",
+            "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv":
             self.follows = false
         case "OneHot": self.source = 2  // its indices may be INT8 while its values are BF16
         case "Where": self.source = 1

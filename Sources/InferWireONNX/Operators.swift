@@ -12,6 +12,9 @@ enum Operators {
         MathOps.register(&r)
         TensorOps.register(&r)
         IndexingOps.register(&r)
+        QuantizedOps.register(&r)
+        ConvTransposeOps.register(&r)
+        EinsumOps.register(&r)
         return r
     }()
 
