@@ -175,7 +175,7 @@ save("small_cnn", model, batches, tolerance=1e-4)
 # --- single-operator models: edge cases checked op by op --------------------------------
 
 NP_TO_ONNX = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int64": TensorProto.INT64,
-              "int32": TensorProto.INT32, "bool": TensorProto.BOOL}
+              "int32": TensorProto.INT32, "bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
 
 def op(name, nodes, cases, initializers=(), opset=17, ml=False, outputs=None, tolerance=1e-5):
@@ -295,6 +295,24 @@ op("ml_tree_classifier_softmax",
 op("ml_array_feature_extractor", [N("ArrayFeatureExtractor", ["X", "idx"], ["Y"], domain="ai.onnx.ml")],
    [{"X": f32(3, 6)}], initializers=[("idx", np.array([4, 0, 4], np.int64))], ml=True)
 
+op("conv_transpose_2d", [N("ConvTranspose", ["X", "W", "B"], ["Y"], strides=[2, 2], pads=[1, 0, 1, 1],
+                          output_padding=[1, 1], group=2, dilations=[1, 2])],
+   [{"X": f32(2, 4, 5, 6)}, {"X": f32(1, 4, 3, 3)}], initializers=[("W", f32(4, 3, 3, 3)), ("B", f32(6))],
+   tolerance=1e-4)
+op("conv_transpose_1d_same", [N("ConvTranspose", ["X", "W"], ["Y"], strides=[3], auto_pad="SAME_UPPER")],
+   [{"X": f32(2, 3, 7)}], initializers=[("W", f32(3, 2, 4))], tolerance=1e-4)
+op("einsum_attention", [N("Einsum", ["Q", "K"], ["S"], equation="bhid,bhjd->bhij"),
+                        N("Softmax", ["S"], ["P"], axis=-1), N("Einsum", ["P", "V"], ["Y"], equation="bhij,bhjd->bhid")],
+   [{"Q": f32(2, 3, 5, 4), "K": f32(2, 3, 6, 4), "V": f32(2, 3, 6, 4)}], tolerance=1e-4)
+op("einsum_three_operands", [N("Einsum", ["A", "B", "C"], ["Y"], equation="ij,jk,kl->il")],
+   [{"A": f32(3, 4), "B": f32(4, 5), "C": f32(5, 2)}], tolerance=1e-4)
+op("einsum_ellipsis_diagonal", [N("Einsum", ["A"], ["D"], equation="...ii->...i"),
+                                N("Einsum", ["D", "B"], ["Y"], equation="...i,...i->...")],
+   [{"A": f32(2, 3, 4, 4), "B": f32(2, 3, 4)}], tolerance=1e-4)
+op("matmul_integer", [N("MatMulInteger", ["A", "B", "za", "zb"], ["Y"])],
+   [{"A": rng.integers(0, 256, size=(3, 5)).astype(np.uint8)}, {"A": rng.integers(0, 256, size=(1, 5)).astype(np.uint8)}],
+   initializers=[("B", rng.integers(-128, 128, size=(5, 4)).astype(np.int8)), ("za", np.uint8(131)),
+                 ("zb", np.array([3, -2, 0, 7], np.int8))], outputs=[("Y", TensorProto.INT32)])
 
 # Control flow: bodies that read values of the scopes around them.
 V = helper.make_tensor_value_info

@@ -137,7 +137,9 @@ struct NarrowTyping: Sendable {
     init(operator name: String) {
         switch name {
         case "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "QuantizeLinear", "DequantizeLinear",
-            "Scan", "If", "Loop":
+            "Scan", "If", "Loop", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger",
+            "QLinearConv",
+            "com.microsoft.QLinearAdd", "com.microsoft.QLinearMul":
             self.follows = false
         // ML operators whose outputs have types of their own (labels, scores, encodings).
         case "ai.onnx.ml.LabelEncoder", "ai.onnx.ml.CategoryMapper", "ai.onnx.ml.OneHotEncoder",

@@ -13,6 +13,9 @@ enum Operators {
         TensorOps.register(&r)
         IndexingOps.register(&r)
         ControlFlowOps.register(&r)
+        QuantizedOps.register(&r)
+        ConvTransposeOps.register(&r)
+        EinsumOps.register(&r)
         return r
     }()
 

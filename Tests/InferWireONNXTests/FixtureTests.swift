@@ -147,6 +147,16 @@ struct FixtureTests {
                     #expect(
                         output.values(as: Int64.self)! == expected.data.map { Int64($0.double) },
                         "case \(index) '\(spec.name)'")
+                case .int32:
+                    #expect(
+                        output.values(as: Int32.self)! == expected.data.map { Int32($0.double) },
+                        "case \(index) '\(spec.name)'")
+                case .int8, .uint8:
+                    let ours =
+                        output.dataType == .int8
+                        ? output.values(as: Int8.self)!.map(Double.init)
+                        : output.values(as: UInt8.self)!.map(Double.init)
+                    #expect(ours == expected.data.map(\.double), "case \(index) '\(spec.name)'")
                 case .bytes:
                     #expect(
                         strings(output) == expected.data.map { if case .string(let s) = $0 { s } else { "" } },
