@@ -141,6 +141,61 @@ save("gradient_boosting_regressor", to_onnx(boosted, x[:1], target_opset=OPSETS)
      batches_for(x_test, (1, 64)), tolerance=1e-4)
 
 
+# --- text: scikit-learn TF-IDF pipelines (StringNormalizer, com.microsoft.Tokenizer, TfIdfVectorizer) -----
+
+def tfidf_fixtures():
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    corpus = [
+        ("The cat sat on the mat", "pets"), ("My dog loves the park", "pets"),
+        ("Cats and dogs are friendly pets", "pets"), ("The puppy chewed my shoe", "pets"),
+        ("A kitten purrs on my lap", "pets"), ("Walk the dog before breakfast", "pets"),
+        ("The vet checked the cat's teeth", "pets"), ("Our hamster runs all night", "pets"),
+        ("Bake the bread for forty minutes", "food"), ("Add salt and pepper to the soup", "food"),
+        ("The café serves crème brûlée", "food"), ("Fresh pasta with tomato sauce", "food"),
+        ("Müller's bakery sells the best pretzels", "food"), ("Stir the risotto slowly", "food"),
+        ("Grilled fish with lemon and herbs", "food"), ("Chop the onions and garlic", "food"),
+        ("Heavy rain is expected tonight", "weather"), ("Sunny skies and a warm breeze", "weather"),
+        ("Snow will fall in the mountains", "weather"), ("The forecast says thunderstorms", "weather"),
+        ("Cold wind from the north", "weather"), ("Fog over the bay this morning", "weather"),
+        ("A heatwave hits the city", "weather"), ("Light drizzle and cloudy skies", "weather"),
+    ]
+    docs = [d for d, _ in corpus]
+    labels = [label for _, label in corpus]
+    y = np.array([["pets", "food", "weather"].index(label) for label in labels])
+    sentences = [
+        "The DOG chased the CAT!", "café au lait, s'il vous plaît", "Über-cold wind; snow?", "",
+        "zebra quantum xylophone", "Bake, stir... and SERVE.", "Rain rain rain", "the", "naïve Müller bakes bread",
+        "Sunny, with a chance of meatballs", "🐶 loves 🍕", "THE PUPPY AND THE KITTEN",
+    ]
+
+    def column(texts):
+        return np.array(texts, dtype=object).reshape(-1, 1)
+
+    def export(pipeline):
+        return to_onnx(pipeline, initial_types=[("text", StringTensorType([None, 1]))],
+                       target_opset={"": 21, "ai.onnx.ml": 3}, options={"zipmap": False})
+
+    batches = [{"text": column(sentences)}, {"text": column(sentences[:1])}, {"text": column(["", ""])},
+               {"text": column(["unknown words only", "the cat", ""])}]
+    plain = make_pipeline(TfidfVectorizer(), LogisticRegression(max_iter=1000)).fit(docs, y)
+    save("tfidf_logistic", export(plain), batches, tolerance=1e-4)
+    # skl2onnx 1.20 reads stop words from stop_words_, which scikit-learn 1.9 no longer sets: the
+    # model keeps them in the token stream (they only change which bigrams are seen).
+    bigrams = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), lowercase=True, stop_words=["the", "a", "and", "my", "on", "to", "with"]),
+        LogisticRegression(max_iter=1000)).fit(docs, y)
+    save("tfidf_bigrams_stopwords_logistic", export(bigrams), batches, tolerance=1e-4)
+    # Without lowercasing there is no StringNormalizer: the Tokenizer gets [N, 1] and answers
+    # [N, 1, tokens]. A token_pattern other than the default is written as the tokenexp as is.
+    cased = make_pipeline(TfidfVectorizer(lowercase=False, token_pattern=r"\b\w\w+\b"),
+                          LogisticRegression(max_iter=1000)).fit(docs, y)
+    save("tfidf_cased_pattern_logistic", export(cased), batches, tolerance=1e-4)
+
+
+tfidf_fixtures()
+
 # --- a small CNN built by hand ---------------------------------------------------------
 
 def cnn():

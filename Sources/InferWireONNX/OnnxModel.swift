@@ -7,6 +7,8 @@ import InferWireProto
 enum OpsetSupport {
     static let defaultDomainMax = OperatorVersions.newestDefault
     static let mlDomainMax = OperatorVersions.newestML
+    /// onnxruntime's contrib operators ("com.microsoft") InferWire runs are all version 1.
+    static let microsoftDomainMax = 1
 
     /// The opset through which a kernel knows its operator's versions, unless
     /// ``Operators/implementedThrough`` says more: later versions run only when they changed
@@ -197,6 +199,11 @@ struct GraphLoader {
         if let ml = opsets["ai.onnx.ml"], ml > OpsetSupport.mlDomainMax {
             throw OnnxError("ai.onnx.ml opset \(ml) is newer than InferWire supports (\(OpsetSupport.mlDomainMax))")
         }
+        if let microsoft = opsets["com.microsoft"], microsoft > OpsetSupport.microsoftDomainMax {
+            throw OnnxError(
+                "com.microsoft opset \(microsoft) is newer than InferWire supports (\(OpsetSupport.microsoftDomainMax))"
+            )
+        }
         return try self.load(graph: self.model.graph, opsets: opsets, implicit: nil)
     }
 
@@ -288,7 +295,13 @@ struct GraphLoader {
                 continue
             }
             let label = Self.label(node, index: index, opset: opset)
-            let registry = domain == "" ? Operators.defaultDomain : (domain == "ai.onnx.ml" ? Operators.mlDomain : [:])
+            let registry: [String: KernelFactory] =
+                switch domain {
+                case "": Operators.defaultDomain
+                case "ai.onnx.ml": Operators.mlDomain
+                case "com.microsoft": Operators.microsoftDomain
+                default: [:]
+                }
             guard let factory = registry[node.opType] else {
                 problems.append(
                     "\(label): operator \(domain.isEmpty ? "" : domain + ".")\(node.opType) is not supported")

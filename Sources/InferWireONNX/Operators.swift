@@ -16,6 +16,7 @@ enum Operators {
         QuantizedOps.register(&r)
         ConvTransposeOps.register(&r)
         EinsumOps.register(&r)
+        TextOps.register(&r)
         return r
     }()
 
@@ -36,12 +37,22 @@ enum Operators {
         return r
     }()
 
+    /// onnxruntime's "com.microsoft" domain (contrib operators, opset 1).
+    static let microsoftDomain: [String: KernelFactory] = {
+        var r: [String: KernelFactory] = [:]
+        TextOps.registerMicrosoft(&r)
+        MicrosoftQuantizedOps.register(&r)
+        return r
+    }()
+
 }
 
 /// What the runtime implements, for tools.
 package enum OnnxRuntimeOperators {
-    /// Every operator the runtime implements: default-domain names, and `ai.onnx.ml.<name>`.
+    /// Every operator the runtime implements: default-domain names, `ai.onnx.ml.<name>` and
+    /// `com.microsoft.<name>`.
     package static var implemented: Set<String> {
         Set(Operators.defaultDomain.keys).union(Operators.mlDomain.keys.map { "ai.onnx.ml." + $0 })
+            .union(Operators.microsoftDomain.keys.map { "com.microsoft." + $0 })
     }
 }
