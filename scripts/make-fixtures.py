@@ -233,7 +233,7 @@ NP_TO_ONNX = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int6
               "int32": TensorProto.INT32, "bool": TensorProto.BOOL, "uint8": TensorProto.UINT8, "int8": TensorProto.INT8}
 
 
-def op(name, nodes, cases, initializers=(), opset=17, ml=False, outputs=None, tolerance=1e-5):
+def op(name, nodes, cases, initializers=(), opset=17, ml=False, outputs=None, tolerance=1e-5, microsoft=False):
     """A graph of `nodes` whose inputs are the keys of the first case (symbolic shapes)."""
     first = cases[0]
     inputs = [helper.make_tensor_value_info(k, NP_TO_ONNX[v.dtype.name], [f"d{i}" for i in range(v.ndim)])
@@ -241,7 +241,8 @@ def op(name, nodes, cases, initializers=(), opset=17, ml=False, outputs=None, to
     outs = [helper.make_tensor_value_info(o, t, None) for o, t in (outputs or [("Y", TensorProto.FLOAT)])]
     graph = helper.make_graph(nodes, name, inputs, outs,
                               [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers])
-    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else [])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("ai.onnx.ml", 3)] if ml else []) + (
+        [helper.make_opsetid("com.microsoft", 1)] if microsoft else [])
     model = helper.make_model(graph, opset_imports=imports)
     model.ir_version = 8
     save("op_" + name, model, cases, tolerance=tolerance)
@@ -368,6 +369,17 @@ op("matmul_integer", [N("MatMulInteger", ["A", "B", "za", "zb"], ["Y"])],
    [{"A": rng.integers(0, 256, size=(3, 5)).astype(np.uint8)}, {"A": rng.integers(0, 256, size=(1, 5)).astype(np.uint8)}],
    initializers=[("B", rng.integers(-128, 128, size=(5, 4)).astype(np.int8)), ("za", np.uint8(131)),
                  ("zb", np.array([3, -2, 0, 7], np.int8))], outputs=[("Y", TensorProto.INT32)])
+for kind, dtype, zeros in (("uint8", np.uint8, (120, 7, 133)), ("int8", np.int8, (-20, 7, -3))):
+    info = np.iinfo(dtype)
+    quantized = [{"A": rng.integers(info.min, info.max + 1, size=(4, 16)).astype(dtype),
+                  "B": rng.integers(info.min, info.max + 1, size=(16,)).astype(dtype)}]
+    parameters = [("sa", np.float32(0.0173)), ("za", dtype(zeros[0])), ("sb", np.float32(0.031)),
+                  ("zb", dtype(zeros[1])), ("sc", np.float32(0.047)), ("zc", dtype(zeros[2]))]
+    for contrib in ("QLinearAdd", "QLinearMul"):
+        op(f"microsoft_{contrib.lower()}_{kind}",
+           [N(contrib, ["A", "sa", "za", "B", "sb", "zb", "sc", "zc"], ["Y"], domain="com.microsoft")], quantized,
+           initializers=parameters, microsoft=True,
+           outputs=[("Y", TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8)])
 
 # Control flow: bodies that read values of the scopes around them.
 V = helper.make_tensor_value_info
