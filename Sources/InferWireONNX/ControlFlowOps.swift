@@ -14,6 +14,8 @@ enum ControlFlowOps {
 
 /// Scan (version 9 and later): runs the body once per slice of the scan inputs, carrying
 /// state variables from one iteration to the next and stacking the per-iteration outputs.
+/// Scan-8 adds a batch axis in front of every input and output and a first input,
+/// sequence_lens: it runs as Scan-9 once per batch row.
 struct ScanKernel: Kernel {
     let body: Subgraph
     let stateCount: Int
@@ -22,21 +24,21 @@ struct ScanKernel: Kernel {
     let inputReversed: [Bool]
     let outputAxes: [Int]
     let outputReversed: [Bool]
+    /// Scan-8: inputs and outputs carry a batch axis; the first input is sequence_lens.
+    let batched: Bool
 
     init(_ c: inout NodeContext) throws {
-        guard c.opset >= 9 else {
-            throw c.error(
-                "Scan-8 (a batch dimension and sequence_lens) is not supported; re-export with opset 9 or newer")
-        }
+        self.batched = c.opset < 9
         guard let graph = try c.attributes.graph("body") else { throw c.error("needs a body graph") }
-        guard let m = try c.attributes.int("num_scan_inputs"), m >= 1, m <= c.inputCount else {
+        let declared = c.inputCount - (self.batched ? 1 : 0)
+        guard let m = try c.attributes.int("num_scan_inputs"), m >= 1, m <= declared else {
             throw c.error("needs num_scan_inputs between 1 and its input count")
         }
         self.body = try c.loadSubgraph(graph)
         self.scanInputCount = m
-        self.stateCount = c.inputCount - m
-        guard self.body.inputCount == c.inputCount else {
-            throw c.error("its body takes \(self.body.inputCount) inputs, but the node passes \(c.inputCount)")
+        self.stateCount = declared - m
+        guard self.body.inputCount == declared else {
+            throw c.error("its body takes \(self.body.inputCount) inputs, but the node passes \(declared)")
         }
         let scanOutputs = self.body.outputs.count - self.stateCount
         guard scanOutputs >= 0, c.outputCount == self.body.outputs.count else {
@@ -49,13 +51,45 @@ struct ScanKernel: Kernel {
             guard values.count == count else { throw c.error("\(name) needs \(count) values, got \(values.count)") }
             return values
         }
-        self.inputAxes = try list("scan_input_axes", count: m)
-        self.inputReversed = try list("scan_input_directions", count: m).map { $0 == 1 }
-        self.outputAxes = try list("scan_output_axes", count: scanOutputs)
-        self.outputReversed = try list("scan_output_directions", count: scanOutputs).map { $0 == 1 }
+        if self.batched {
+            self.inputAxes = Array(repeating: 0, count: m)
+            self.inputReversed = try list("directions", count: m).map { $0 == 1 }
+            self.outputAxes = Array(repeating: 0, count: scanOutputs)
+            self.outputReversed = Array(repeating: false, count: scanOutputs)
+        } else {
+            self.inputAxes = try list("scan_input_axes", count: m)
+            self.inputReversed = try list("scan_input_directions", count: m).map { $0 == 1 }
+            self.outputAxes = try list("scan_output_axes", count: scanOutputs)
+            self.outputReversed = try list("scan_output_directions", count: scanOutputs).map { $0 == 1 }
+        }
     }
 
     func run(_ inputs: [OnnxTensor?]) throws -> [OnnxTensor] {
+        guard self.batched else { return try self.scan(inputs) }
+        // Scan-8: each batch row scanned on its own, the results stacked again.
+        let declared = self.stateCount + self.scanInputCount
+        let values = try (1...declared).map { try input(inputs, $0, "Scan") }
+        guard let rows = values.first?.shape.first, values.allSatisfy({ $0.shape.first == rows }) else {
+            throw OnnxError("Scan-8's inputs must share their batch dimension")
+        }
+        if let lengths = inputs[0] {
+            let full = values[self.stateCount].rank > 1 ? values[self.stateCount].shape[1] : 0
+            guard try lengths.integers("Scan's sequence_lens").allSatisfy({ $0 == full }) else {
+                throw OnnxError("Scan-8 with sequence_lens shorter than the sequence is not supported")
+            }
+        }
+        var perRow: [[OnnxTensor]] = []
+        for row in 0..<rows {
+            let sliced: [OnnxTensor?] = try values.map { try slice($0, axis: 0, at: row) }
+            perRow.append(try self.scan(sliced + Array(inputs[(declared + 1)...])))
+        }
+        return try (0..<self.body.outputs.count).map { k in
+            try stack(perRow.map { $0[k] }, axis: 0, empty: self.body.outputs[k], what: "Scan output \(k)")
+        }
+    }
+
+    /// Scan-9's semantics: `inputs` are the states, the scan inputs, then the implicit values.
+    private func scan(_ inputs: [OnnxTensor?]) throws -> [OnnxTensor] {
         let declared = self.stateCount + self.scanInputCount
         var states = try (0..<self.stateCount).map { try input(inputs, $0, "Scan") }
         let scans = try (0..<self.scanInputCount).map { try input(inputs, self.stateCount + $0, "Scan") }

@@ -199,9 +199,7 @@ enum ConvolutionOps {
                     throw c.error("kernel_shape is required")
                 }
                 let countIncludePad = isMax ? false : try c.attributes.int("count_include_pad", default: 0) != 0
-                if isMax, try c.attributes.int("storage_order", default: 0) != 0 {
-                    throw c.error("storage_order 1 (column-major Indices) is not supported")
-                }
+                let columnMajor = try isMax && c.attributes.int("storage_order", default: 0) != 0
                 let general = try WindowND.parse(&c, kernel: kernelShape)
                 try c.attributes.checkAllUsed()
                 // Other ranks, MaxPool's Indices and AveragePool's dilations take the general path.
@@ -209,7 +207,7 @@ enum ConvolutionOps {
                     return FunctionKernel { inputs in
                         try poolND(
                             try input(inputs, 0, name), window: general, isMax: isMax,
-                            countIncludePad: countIncludePad, indices: indices, name: name)
+                            countIncludePad: countIncludePad, indices: indices, name: name, columnMajor: columnMajor)
                     }
                 }
                 let window = Window2D(
@@ -321,12 +319,12 @@ enum ConvolutionOps {
             }
         }
         r["BatchNormalization"] = { c in
-            try c.require(inputs: 5...5, outputs: 1...1)
             let epsilon = try c.attributes.float("epsilon", default: 1e-5)
-            _ = try c.attributes.float("momentum")  // training only
-            if try c.attributes.int("training_mode", default: 0) != 0 {
-                throw c.error("training_mode is not supported")
-            }
+            let momentum = try c.attributes.float("momentum", default: 0.9)
+            // Training mode (opset 14 on) normalizes by the batch's own statistics and also
+            // gives the updated running mean and variance.
+            let training = try c.attributes.int("training_mode", default: 0) != 0
+            try c.require(inputs: 5...5, outputs: training ? 1...3 : 1...1)
             _ = try c.attributes.int("spatial")  // opset < 9; 1 is the only behaviour here
             try c.attributes.checkAllUsed()
             return FunctionKernel { inputs in
@@ -340,9 +338,40 @@ enum ConvolutionOps {
                     }
                     return v
                 }
-                let (scale, bias, mean, variance) = (params[0], params[1], params[2], params[3])
+                var (scale, bias, mean, variance) = (params[0], params[1], params[2], params[3])
                 let channels = x.shape[1]
                 let size = x.shape[2...].reduce(1, *)
+                var running: [OnnxTensor] = []
+                if training {
+                    // Population statistics over every axis but the channels.
+                    var batchMean = [Float](repeating: 0, count: channels)
+                    var batchVariance = [Float](repeating: 0, count: channels)
+                    let count = Double(x.shape[0] * size)
+                    for ch in 0..<channels {
+                        var sum = 0.0
+                        for b in 0..<x.shape[0] {
+                            let base = (b * channels + ch) * size
+                            for i in 0..<size { sum += Double(xv[base + i]) }
+                        }
+                        let m = count > 0 ? sum / count : 0
+                        var squares = 0.0
+                        for b in 0..<x.shape[0] {
+                            let base = (b * channels + ch) * size
+                            for i in 0..<size { squares += (Double(xv[base + i]) - m) * (Double(xv[base + i]) - m) }
+                        }
+                        batchMean[ch] = Float(m)
+                        batchVariance[ch] = Float(count > 0 ? squares / count : 0)
+                    }
+                    running = [
+                        OnnxTensor(
+                            shape: [channels],
+                            floats: (0..<channels).map { mean[$0] * momentum + batchMean[$0] * (1 - momentum) }),
+                        OnnxTensor(
+                            shape: [channels],
+                            floats: (0..<channels).map { variance[$0] * momentum + batchVariance[$0] * (1 - momentum) }),
+                    ]
+                    (mean, variance) = (batchMean, batchVariance)
+                }
                 var out = xv
                 for b in 0..<x.shape[0] {
                     for ch in 0..<channels {
@@ -352,7 +381,7 @@ enum ConvolutionOps {
                         for i in 0..<size { out[base + i] = out[base + i] * k + shift }
                     }
                 }
-                return [OnnxTensor(shape: x.shape, floats: out)]
+                return [OnnxTensor(shape: x.shape, floats: out)] + running
             }
         }
     }

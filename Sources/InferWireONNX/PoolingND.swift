@@ -108,9 +108,11 @@ struct WindowND: Sendable {
 }
 
 /// MaxPool or AveragePool over [N, C, spatial...] of any spatial rank; with `indices`, also the
-/// flat row-major index into the input of each maximum (MaxPool's second output).
+/// flat index into the input of each maximum (MaxPool's second output), its spatial part
+/// row-major or, with `columnMajor` (storage_order 1), column-major.
 func poolND(
-    _ x: OnnxTensor, window: WindowND, isMax: Bool, countIncludePad: Bool, indices: Bool, name: String
+    _ x: OnnxTensor, window: WindowND, isMax: Bool, countIncludePad: Bool, indices: Bool, name: String,
+    columnMajor: Bool = false
 ) throws -> [OnnxTensor] {
     let rank = window.kernel.count
     guard x.rank == rank + 2 else {
@@ -160,7 +162,26 @@ func poolND(
             }
             if isMax {
                 result[o] = bestIndex < 0 ? -Double.infinity : best
-                if indices { argmax[o] = Int64(max(bestIndex, 0)) }
+                if indices {
+                    var index = max(bestIndex, 0)
+                    if columnMajor {
+                        // The same element, its spatial coordinates numbered first-fastest.
+                        var rest = index % planeSize
+                        var flat = 0
+                        var stride = 1
+                        var coordinates = [Int](repeating: 0, count: rank)
+                        for d in (0..<rank).reversed() {
+                            coordinates[d] = rest % sizes[d]
+                            rest /= sizes[d]
+                        }
+                        for d in 0..<rank {
+                            flat += coordinates[d] * stride
+                            stride *= sizes[d]
+                        }
+                        index = index - index % planeSize + flat
+                    }
+                    argmax[o] = Int64(index)
+                }
             } else {
                 let divisor = countIncludePad ? count + padded : count
                 result[o] = divisor > 0 ? sum / Double(divisor) : 0
