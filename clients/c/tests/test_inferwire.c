@@ -1548,6 +1548,9 @@ static void test_datatype_table(void)
         {IW_FP16, "FP16", 2}, {IW_FP32, "FP32", 4}, {IW_FP64, "FP64", 8}, {IW_BYTES, "BYTES", 0},
         {IW_UINT16, "UINT16", 2}, {IW_UINT32, "UINT32", 4}, {IW_UINT64, "UINT64", 8},
         {IW_BF16, "BF16", 2},
+        {IW_FP8_E4M3FN, "FP8_E4M3FN", 1}, {IW_FP8_E4M3FNUZ, "FP8_E4M3FNUZ", 1}, {IW_FP8_E5M2, "FP8_E5M2", 1},
+        {IW_FP8_E5M2FNUZ, "FP8_E5M2FNUZ", 1}, {IW_FP8_E8M0, "FP8_E8M0", 1}, {IW_FP4_E2M1, "FP4_E2M1", 1},
+        {IW_INT4, "INT4", 1}, {IW_UINT4, "UINT4", 1}, {IW_INT2, "INT2", 1}, {IW_UINT2, "UINT2", 1},
     };
     const size_t n = sizeof types / sizeof types[0];
     const ProtobufCEnumDescriptor *d = &inferwire__v1__data_type__descriptor;
@@ -1564,7 +1567,7 @@ static void test_datatype_table(void)
     CHECK((int)IW_UINT16 == (int)INFERWIRE__V1__DATA_TYPE__UINT16 && (int)IW_UINT32 == (int)INFERWIRE__V1__DATA_TYPE__UINT32 &&
           (int)IW_UINT64 == (int)INFERWIRE__V1__DATA_TYPE__UINT64 && (int)IW_BF16 == (int)INFERWIRE__V1__DATA_TYPE__BF16,
           "the header and the generated enum disagree");
-    CHECK(iw_datatype_size((iw_datatype)15) == 0, "a type number past BF16 has no size");
+    CHECK(iw_datatype_size((iw_datatype)25) == 0, "a type number past UINT2 has no size");
 }
 
 /* UINT16, UINT32, UINT64 and BF16 tensors as the library encodes them into an INFER
