@@ -2,6 +2,7 @@ import Foundation
 import InferWireClient
 import InferWireCore
 import InferWireEngine
+import InferWireONNX
 import InferWireProto
 import Testing
 
@@ -128,6 +129,101 @@ struct BatchingOverTCPTests {
             await #expect { try await client.modelStatistics("nope") } throws: {
                 ($0 as? InferWireError)?.code == .notFound
             }
+            await client.close()
+        }
+    }
+}
+
+/// The types DataType 15–24 added (float8, float4, the sub-byte integers) as a client meets
+/// them: a byte per element over a real socket, both ways, and refused when out of range.
+@Suite("Serving the 8-, 4- and 2-bit types", .timeLimit(.minutes(1)))
+struct NarrowWireTypeTests {
+    /// X (FP32) → QuantizeLinear to INT4 (Q) → Cast to FP8 E4M3FN (E); W (INT4) → Cast to FP32 (F).
+    static func model() throws -> LoadedModel {
+        func value(_ name: String, _ type: Int32) -> Onnx_ValueInfoProto {
+            var value = Onnx_ValueInfoProto()
+            value.name = name
+            var tensor = Onnx_TypeProto.Tensor()
+            tensor.elemType = type
+            var batch = Onnx_TensorShapeProto.Dimension()
+            batch.dimParam = "N"
+            var width = Onnx_TensorShapeProto.Dimension()
+            width.dimValue = 4
+            tensor.shape.dim = [batch, width]
+            value.type.tensorType = tensor
+            return value
+        }
+        func node(_ op: String, _ inputs: [String], _ output: String, to: Int64? = nil) -> Onnx_NodeProto {
+            var node = Onnx_NodeProto()
+            node.opType = op
+            node.input = inputs
+            node.output = [output]
+            if let to {
+                var attribute = Onnx_AttributeProto()
+                attribute.name = "to"
+                attribute.type = .int
+                attribute.i = to
+                node.attribute = [attribute]
+            }
+            return node
+        }
+        var scale = Onnx_TensorProto()
+        scale.name = "scale"
+        scale.dataType = 1
+        scale.floatData = [0.5]
+        var zero = Onnx_TensorProto()
+        zero.name = "zero"
+        zero.dataType = 22  // INT4
+        zero.int32Data = [0]
+        var model = Onnx_ModelProto()
+        model.irVersion = 10
+        var opset = Onnx_OperatorSetIdProto()
+        opset.version = 21
+        model.opsetImport = [opset]
+        model.graph.node = [
+            node("QuantizeLinear", ["X", "scale", "zero"], "Q"), node("Cast", ["Q"], "E", to: 17),
+            node("Cast", ["W"], "F", to: 1),
+        ]
+        model.graph.initializer = [scale, zero]
+        model.graph.input = [value("X", 1), value("W", 22)]
+        model.graph.output = [value("Q", 22), value("E", 17), value("F", 1)]
+        var config = Inferwire_V1_ModelConfig()
+        config.platform = "onnx"
+        return LoadedModel(
+            name: "narrow", version: 1, config: config,
+            model: try OnnxModelLoader.model(from: try model.serializedData(), name: "narrow"))
+    }
+
+    @Test("INT4 and FP8 go over the wire a byte each, as PROTOCOL.md says, and bad bytes are INVALID_ARGUMENT")
+    func roundTrip() async throws {
+        try await withServer(extraModels: [try Self.model()]) { port in
+            let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+            let metadata = try await client.modelMetadata("narrow")
+            #expect(metadata.inputs.map(\.dataType) == [.fp32, .int4])
+            #expect(metadata.outputs.map(\.dataType) == [.int4, .fp8e4m3fn, .fp32])
+
+            let x = Tensor(name: "X", values: [Float(1), -3.2, 10, 0.26], shape: [1, 4])
+            let w = Tensor(name: "W", dataType: .int4, shape: [1, 4], data: Data([0xF8, 0x07, 0x00, 0xFF]))
+            let result = try await client.infer(model: "narrow", inputs: [x, w])
+            // 1/0.5 = 2, -6.4 rounds to -6, 20 saturates at 7, 0.52 rounds to 1.
+            #expect(result["Q"]?.dataType == .int4)
+            #expect(result["Q"].map { [UInt8]($0.data) } == [0x02, 0xFA, 0x07, 0x01])
+            // 2, -6, 7, 1 in E4M3FN: exponent bias 7, three mantissa bits.
+            #expect(result["E"]?.dataType == .fp8e4m3fn)
+            #expect(result["E"].map { [UInt8]($0.data) } == [0x40, 0xCC, 0x4E, 0x38])
+            #expect(result["F"]?.values(as: Float.self) == [-8, 7, 0, -1])
+
+            let outOfRange = Tensor(name: "W", dataType: .int4, shape: [1, 4], data: Data([0x08, 0, 0, 0]))
+            do {
+                _ = try await client.infer(model: "narrow", inputs: [x, outOfRange])
+                Issue.record("an INT4 byte of 8 was accepted")
+            } catch let error as InferWireError {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.contains("out of range"), "\(error.message)")
+            }
+            // The connection and the model still serve.
+            #expect(
+                try await client.infer(model: "narrow", inputs: [x, w])["F"]?.values(as: Float.self) == [-8, 7, 0, -1])
             await client.close()
         }
     }
