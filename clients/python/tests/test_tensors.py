@@ -150,3 +150,21 @@ def test_worked_example_bytes():
     )
     assert frame == expected
     assert _wire.PREFACE == bytes.fromhex("4957495200010001")
+
+
+def test_byte_per_element_types_decode_as_their_bytes():
+    """INT4/INT2 decode to int8 values, UINT4/UINT2 and the float8/float4 codes to uint8."""
+    from inferwire._proto import tensor_pb2
+
+    for name, number, dtype, raw, values in [
+        ("INT4", 21, np.int8, bytes([0xF8, 0x07]), [-8, 7]),
+        ("UINT4", 22, np.uint8, bytes([0x0F, 0x00]), [15, 0]),
+        ("INT2", 23, np.int8, bytes([0xFE, 0x01]), [-2, 1]),
+        ("UINT2", 24, np.uint8, bytes([0x03, 0x00]), [3, 0]),
+        ("FP8_E4M3FN", 15, np.uint8, bytes([0x38, 0xCC]), [0x38, 0xCC]),
+        ("FP4_E2M1", 20, np.uint8, bytes([0x07, 0x0F]), [7, 15]),
+    ]:
+        assert getattr(inferwire.DataType, name) == number
+        tensor = tensor_pb2.Tensor(name="t", datatype=number, shape=[2], raw_contents=raw)
+        array = tensors.from_tensor(tensor)
+        assert array.dtype == dtype and array.tolist() == values, name

@@ -6,6 +6,11 @@ elements are each a 4-byte little-endian length followed by the bytes.
 BF16 (bfloat16, the upper 16 bits of an IEEE 754 binary32) has no numpy dtype:
 received BF16 tensors decode to float32 (exactly: every bfloat16 value is a
 float32 value), and this module never sends BF16 (float32 arrays go as FP32).
+
+The types that travel a byte per element decode as those bytes: INT4 and INT2 to
+int8 values, UINT4 and UINT2 to uint8 values, and the float8 and float4 formats
+(FP8_E4M3FN, FP8_E4M3FNUZ, FP8_E5M2, FP8_E5M2FNUZ, FP8_E8M0, FP4_E2M1) to their
+uint8 codes, which ml_dtypes can view as floats (``a.view(ml_dtypes.float8_e4m3fn)``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,24 @@ _DTYPES: Tuple[Tuple[tensor_pb2.DataType, np.dtype[Any]], ...] = (
 )
 # Keyed by plain int so that any received datatype number can be looked up.
 # BF16 decodes to float32 (see from_tensor) but is never chosen for sending.
-_TO_NUMPY: Dict[int, np.dtype[Any]] = {**{wire: dt for wire, dt in _DTYPES}, DataType.BF16: np.dtype(np.float32)}
+_TO_NUMPY: Dict[int, np.dtype[Any]] = {
+    **{wire: dt for wire, dt in _DTYPES},
+    DataType.BF16: np.dtype(np.float32),
+    **{wire: np.dtype(np.int8) for wire in (DataType.INT4, DataType.INT2)},
+    **{
+        wire: np.dtype(np.uint8)
+        for wire in (
+            DataType.UINT4,
+            DataType.UINT2,
+            DataType.FP8_E4M3FN,
+            DataType.FP8_E4M3FNUZ,
+            DataType.FP8_E5M2,
+            DataType.FP8_E5M2FNUZ,
+            DataType.FP8_E8M0,
+            DataType.FP4_E2M1,
+        )
+    },
+}
 _FROM_NUMPY: Dict[np.dtype[Any], tensor_pb2.DataType] = {dt: wire for wire, dt in _DTYPES if wire != DataType.BYTES}
 
 _LENGTH = struct.Struct("<I")
