@@ -106,6 +106,7 @@ struct ScanKernel: Kernel {
         }
         let iterations = length ?? 0
         var perIteration: [[OnnxTensor]] = Array(repeating: [], count: self.outputAxes.count)
+        var held = HeldElements()
         for t in 0..<iterations {
             var arguments = states
             for (index, scan) in scans.enumerated() {
@@ -115,6 +116,7 @@ struct ScanKernel: Kernel {
             let results = try self.body.run(arguments, implicit: implicit)
             states = Array(results.prefix(self.stateCount))
             for k in perIteration.indices { perIteration[k].append(results[self.stateCount + k]) }
+            try held.add(results[self.stateCount...], "Scan")
         }
         var outputs = states
         for (k, parts) in perIteration.enumerated() {
@@ -200,6 +202,7 @@ struct LoopKernel: Kernel {
         let implicit = inputs[self.declaredInputs...]
         let scanCount = self.body.outputs.count - 1 - self.carriedCount
         var perIteration: [[OnnxTensor]] = Array(repeating: [], count: scanCount)
+        var held = HeldElements()
         var iteration = 0
         while condition && iteration < (tripCount ?? Int.max) {
             guard iteration < ControlFlowOps.maxLoopIterations else {
@@ -214,6 +217,7 @@ struct LoopKernel: Kernel {
             condition = next[0]
             carried = Array(results[1..<(1 + self.carriedCount)])
             for k in 0..<scanCount { perIteration[k].append(results[1 + self.carriedCount + k]) }
+            try held.add(results[(1 + self.carriedCount)...], "Loop")
             iteration += 1
         }
         var outputs = carried
@@ -223,6 +227,19 @@ struct LoopKernel: Kernel {
             )
         }
         return outputs
+    }
+}
+
+/// Scan outputs are held until the last iteration stacks them: counted as they come and
+/// bounded like one tensor, so a long run fails before it exhausts memory.
+struct HeldElements {
+    private var total = 0
+
+    mutating func add(_ outputs: ArraySlice<OnnxTensor>, _ op: String) throws {
+        for output in outputs { self.total += output.count }
+        guard self.total <= OnnxLimits.maxElements else {
+            throw OnnxError("\(op)'s scan outputs exceed \(OnnxLimits.maxElements) elements")
+        }
     }
 }
 

@@ -90,10 +90,13 @@ struct SVMKernel: Sendable {
 }
 
 /// Input features of an SVM as FP32 rows: [N, F] or one row [F].
-private func svmRows(_ x: OnnxTensor, features: Int, op: String) throws -> (values: [Float], rows: Int) {
+/// X's rows; `perRow` is the most values a row needs (kernel values, scores), checked against
+/// the tensor limit before anything is allocated for the batch.
+private func svmRows(_ x: OnnxTensor, features: Int, perRow: Int, op: String) throws -> (values: [Float], rows: Int) {
     guard x.rank == 1 || x.rank == 2 else { throw OnnxError("\(op) takes X of shape [N, F] or [F], got \(x.shape)") }
     let (values, rows, columns) = try featureRows(x, op)
     guard columns == features else { throw OnnxError("\(op): X has \(columns) features, the model \(features)") }
+    _ = try checkedCount([rows, perRow], "\(op)'s values for \(rows) rows")
     return (values, rows)
 }
 
@@ -334,7 +337,9 @@ struct SVMClassifierKernel: Kernel {
 
     func run(_ inputs: [OnnxTensor?]) throws -> [OnnxTensor] {
         let x = try input(inputs, 0, "SVMClassifier")
-        let (values, rows) = try svmRows(x, features: self.featureCount, op: "SVMClassifier")
+        let (values, rows) = try svmRows(
+            x, features: self.featureCount, perRow: max(self.vectorCount, self.scoreColumns, self.classCount),
+            op: "SVMClassifier")
         let classes = self.classCount
         let columns = self.scoreColumns
         var winners = [Int](repeating: 0, count: rows)
@@ -476,7 +481,8 @@ struct SVMRegressorKernel: Kernel {
 
     func run(_ inputs: [OnnxTensor?]) throws -> [OnnxTensor] {
         let x = try input(inputs, 0, "SVMRegressor")
-        let (values, rows) = try svmRows(x, features: self.featureCount, op: "SVMRegressor")
+        let (values, rows) = try svmRows(
+            x, features: self.featureCount, perRow: max(self.vectorCount, 1), op: "SVMRegressor")
         var out: [Float]
         if self.vectorCount > 0 {
             let kernels = self.kernel.evaluate(
