@@ -35,6 +35,7 @@ struct ScanKernel: Kernel {
             throw c.error("needs num_scan_inputs between 1 and its input count")
         }
         self.body = try c.loadSubgraph(graph)
+        c.dependsOnValues = self.body.dependsOnValues
         self.scanInputCount = m
         self.stateCount = declared - m
         guard self.body.inputCount == declared else {
@@ -142,6 +143,8 @@ struct IfKernel: Kernel {
         else { throw c.error("needs then_branch and else_branch graphs") }
         self.thenBranch = try c.loadSubgraph(thenGraph)
         self.elseBranch = try c.loadSubgraph(elseGraph)
+        // Which branch runs depends on values.
+        c.dependsOnValues = true
         for (name, branch) in [("then_branch", self.thenBranch), ("else_branch", self.elseBranch)] {
             guard branch.inputCount == 0 else { throw c.error("\(name) must take no inputs") }
             guard branch.outputs.count == c.outputCount else {
@@ -173,6 +176,8 @@ struct LoopKernel: Kernel {
         try c.require(inputs: 2...Int.max, outputs: 0...Int.max)
         guard let graph = try c.attributes.graph("body") else { throw c.error("needs a body graph") }
         self.body = try c.loadSubgraph(graph)
+        // How often the body runs depends on values.
+        c.dependsOnValues = true
         self.declaredInputs = c.inputCount
         self.carriedCount = c.inputCount - 2
         guard self.body.inputCount == self.carriedCount + 2 else {

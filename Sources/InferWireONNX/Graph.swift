@@ -32,9 +32,10 @@ struct NodeContext {
     var loadSubgraph: (Onnx_GraphProto) throws(OnnxError) -> Subgraph = { _ throws(OnnxError) in
         throw OnnxError("subgraphs are not available here")
     }
-    /// Set by a kernel that fails on some well-typed values (OneHotEncoder with zeros = 0 on
-    /// an unknown category): a trial run on ones proves nothing about such a model.
-    var rejectsSomeValues = false
+    /// Set by a kernel whose success depends on its inputs' values, not only their shapes and
+    /// types (OneHotEncoder with zeros = 0 fails on an unknown category; If and Loop choose by
+    /// values): a trial run on ones proves nothing about such a model, so it gets none.
+    var dependsOnValues = false
 
     func error(_ text: String) -> OnnxError { OnnxError("\(self.label): \(text)") }
 
@@ -65,6 +66,8 @@ struct Subgraph: Sendable {
     let inputCount: Int
     /// The body's outputs as declared (their types give empty scan outputs a type).
     let outputs: [GraphValue]
+    /// Whether a node in the body depends on values (``NodeContext/dependsOnValues``).
+    let dependsOnValues: Bool
 
     func run(_ inputs: [OnnxTensor], implicit: ArraySlice<OnnxTensor?>) throws -> [OnnxTensor] {
         guard inputs.count == self.inputCount else {

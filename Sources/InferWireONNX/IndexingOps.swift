@@ -216,18 +216,13 @@ enum IndexingOps {
             return FunctionKernel { inputs in
                 let x = try input(inputs, 0, "DequantizeLinear")
                 let scale = try input(inputs, 1, "DequantizeLinear")
-                let zero = inputs.count > 2 ? inputs[2] : nil
-                guard let values = doubles(x), let scales = doubles(scale) else {
-                    throw OnnxError("DequantizeLinear takes integers and a float scale")
+                guard let values = doubles(x) else {
+                    throw OnnxError("DequantizeLinear takes numbers, got \(x.elementType)")
                 }
-                let zeros = zero.flatMap(doubles) ?? [0]
-                let index = try quantizationIndex(x.shape, scale: scale.shape, axis: axis, block: block)
-                guard zeros.count == 1 || zeros.count == scales.count else {
-                    throw OnnxError("DequantizeLinear: \(zeros.count) zero points for \(scales.count) scales")
-                }
-                let result = values.enumerated().map { i, v in
-                    (v - zeros[zeros.count == 1 ? 0 : index(i)]) * scales[scales.count == 1 ? 0 : index(i)]
-                }
+                let p = try QuantizationParameters(
+                    x, scale: scale, zero: inputs.count > 2 ? inputs[2] : nil, axis: axis, block: block,
+                    op: "DequantizeLinear")
+                let result = values.enumerated().map { i, v in (v - p.zero(i)) * p.scale(i) }
                 // The scale's type unless output_dtype names another.
                 return [try cast(OnnxTensor(shape: x.shape, doubles: result), to: output ?? scale.elementType)]
             }
@@ -247,22 +242,18 @@ enum IndexingOps {
                 let x = try input(inputs, 0, "QuantizeLinear")
                 let scale = try input(inputs, 1, "QuantizeLinear")
                 let zero = inputs.count > 2 ? inputs[2] : nil
-                guard let values = doubles(x), let scales = doubles(scale) else {
-                    throw OnnxError("QuantizeLinear takes floats and a float scale")
+                guard let values = doubles(x) else {
+                    throw OnnxError("QuantizeLinear takes numbers, got \(x.elementType)")
                 }
                 let target = zero?.elementType ?? output ?? .uint8
-                let zeros = zero.flatMap(doubles) ?? [0]
-                let index = try quantizationIndex(x.shape, scale: scale.shape, axis: axis, block: block)
-                guard zeros.count == 1 || zeros.count == scales.count else {
-                    throw OnnxError("QuantizeLinear: \(zeros.count) zero points for \(scales.count) scales")
-                }
+                let p = try QuantizationParameters(
+                    x, scale: scale, zero: zero, axis: axis, block: block, op: "QuantizeLinear")
                 // In the scale's precision, as the reference divides: FP32 scales divide in FP32.
                 let single = scale.storageType == .float
                 func ratio(_ i: Int, _ v: Double) -> Double {
-                    let s = scales[scales.count == 1 ? 0 : index(i)]
-                    return single ? Double(Float(v) / Float(s)) : v / s
+                    single ? Double(Float(v) / Float(p.scale(i))) : v / p.scale(i)
                 }
-                func zeroPoint(_ i: Int) -> Double { zeros[zeros.count == 1 ? 0 : index(i)] }
+                func zeroPoint(_ i: Int) -> Double { p.zero(i) }
                 if case .float8(let format) = target {
                     // x / scale + zero point, converted (not rounded to an integer) into the float8 format.
                     let converted = values.enumerated().map { i, v in
@@ -300,6 +291,28 @@ func asType(_ values: [Double], like x: OnnxTensor) throws -> OnnxTensor {
     case .int32: OnnxTensor(shape: x.shape, storage: .int32(values.map { Int32($0) }))
     default: throw OnnxError("expected numbers, got \(x.elementType)")
     }
+}
+
+/// QuantizeLinear's and DequantizeLinear's scales and zero points, looked up per element.
+struct QuantizationParameters {
+    let scales: [Double]
+    let zeros: [Double]
+    let index: (Int) -> Int
+
+    init(_ x: OnnxTensor, scale: OnnxTensor, zero: OnnxTensor?, axis: Int, block: Int, op: String) throws {
+        guard let scales = doubles(scale) else {
+            throw OnnxError("\(op) takes a float scale, got \(scale.elementType)")
+        }
+        self.scales = scales
+        self.zeros = zero.flatMap(doubles) ?? [0]
+        guard self.zeros.count == 1 || self.zeros.count == scales.count else {
+            throw OnnxError("\(op): \(self.zeros.count) zero points for \(scales.count) scales")
+        }
+        self.index = try quantizationIndex(x.shape, scale: scale.shape, axis: axis, block: block)
+    }
+
+    func scale(_ i: Int) -> Double { self.scales[self.scales.count == 1 ? 0 : self.index(i)] }
+    func zero(_ i: Int) -> Double { self.zeros[self.zeros.count == 1 ? 0 : self.index(i)] }
 }
 
 /// The scale (and zero point) index of each element: always 0 per tensor; its coordinate along

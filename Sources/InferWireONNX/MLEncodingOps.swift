@@ -228,7 +228,7 @@ enum MLEncodingOps {
                 throw c.error("needs either cats_int64s or cats_strings (one, not empty)")
             }
             // A category outside the list fails the run: a trial run's ones may be one.
-            if !zeros { c.rejectsSomeValues = true }
+            if !zeros { c.dependsOnValues = true }
             let categories = max(integers.count, strings.count)
             var positions: [LookupKey: Int] = [:]
             // The last of duplicate categories counts, as in onnxruntime.

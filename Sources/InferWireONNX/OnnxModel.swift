@@ -85,10 +85,9 @@ final class OnnxModel: InferenceModel {
         // arrives. With other symbolic dimensions a guessed shape could fail a correct
         // model, so the static checks above are all such a model gets.
         // Nor does a model with inputs whose values are shapes or axes: ones are no valid guess.
-        // Nor does one with a node that rejects some values of the right type (a category it
-        // does not know): ones may be such values.
+        // Nor does one with a node whose success depends on values (``NodeContext/dependsOnValues``).
         let fullyKnown =
-            loaded.shapeValuedInputs.isEmpty && loaded.valueCheckingNodes.isEmpty
+            loaded.shapeValuedInputs.isEmpty && loaded.valueDependentNodes.isEmpty
             && self.inputs.allSatisfy {
                 $0.hasShape && $0.shape.dropFirst(batched ? 1 : 0).allSatisfy { $0 >= 0 }
             }
@@ -161,11 +160,11 @@ struct GraphLoader {
         var plan: ExecutionPlan
         var inputs: [GraphValue]
         var outputs: [GraphValue]
-        /// Graph inputs whose values a node reads as a shape, axes, sizes or counts, or every
-        /// input when an If or Loop decides by values: a trial run would have to guess them.
+        /// Graph inputs whose values a node reads as a shape, axes, sizes or counts: a trial
+        /// run would have to guess them.
         var shapeValuedInputs: [String]
-        /// Nodes that fail on some well-typed values (``NodeContext/rejectsSomeValues``).
-        var valueCheckingNodes: [String]
+        /// Nodes whose success depends on values (``NodeContext/dependsOnValues``).
+        var valueDependentNodes: [String]
     }
 
     /// Input positions whose values operators read as shapes, axes, indices of dimensions,
@@ -284,7 +283,7 @@ struct GraphLoader {
         }
 
         var steps: [ExecutionPlan.Step] = []
-        var valueChecking: [String] = []
+        var valueDependent: [String] = []
         // Every node that cannot run, so that one load names them all.
         var problems: [String] = []
         for (index, node) in ordered {
@@ -323,7 +322,9 @@ struct GraphLoader {
             context.implicitInputCount = implicitNames.count
             context.loadSubgraph = { body throws(OnnxError) in
                 let loaded = try self.load(graph: body, opsets: opsets, implicit: implicitNames)
-                return Subgraph(plan: loaded.plan, inputCount: loaded.inputs.count, outputs: loaded.outputs)
+                return Subgraph(
+                    plan: loaded.plan, inputCount: loaded.inputs.count, outputs: loaded.outputs,
+                    dependsOnValues: !loaded.valueDependentNodes.isEmpty)
             }
             let kernel: any Kernel
             do {
@@ -338,7 +339,7 @@ struct GraphLoader {
                 problems.append("\(label): \(error)")
                 continue
             }
-            if context.rejectsSomeValues { valueChecking.append(label) }
+            if context.dependsOnValues { valueDependent.append(label) }
             let outputSlots = node.output.map { slot($0) }
             let narrowTyping = NarrowTyping(operator: domain.isEmpty ? node.opType : domain + "." + node.opType)
             // Once a node is refused, later nodes are only checked, not folded.
@@ -394,10 +395,6 @@ struct GraphLoader {
         let inputNames = Set(inputs.map(\.name))
         var shapeValued: [String] = []
         for node in graph.node where node.domain.isEmpty || node.domain == "ai.onnx" {
-            // Which branch runs, or how often, depends on values: ones are no valid guess.
-            if node.opType == "If" || node.opType == "Loop" {
-                for input in inputs where !shapeValued.contains(input.name) { shapeValued.append(input.name) }
-            }
             for position in Self.shapeValuedPositions[node.opType] ?? [] where position < node.input.count {
                 let name = node.input[position]
                 if inputNames.contains(name) && !shapeValued.contains(name) { shapeValued.append(name) }
@@ -405,7 +402,7 @@ struct GraphLoader {
         }
         return Loaded(
             plan: plan, inputs: inputs, outputs: outputs, shapeValuedInputs: shapeValued,
-            valueCheckingNodes: valueChecking)
+            valueDependentNodes: valueDependent)
     }
 
     /// The names a subgraph reads but does not define (its inputs, initializers and node

@@ -39,8 +39,6 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
         self = entry.0
     }
 
-    var onnxCode: Int32 { Self.codes.first { $0.0 == self }!.onnx }
-
     /// The storage a narrow type is computed in; the type itself for the others.
     var wide: ElementType {
         switch self {

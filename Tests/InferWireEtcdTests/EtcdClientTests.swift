@@ -78,7 +78,9 @@ final class EtcdProcess: Sendable {
 func withEtcd(_ body: (EtcdProcess, EtcdClient) async throws -> Void) async throws {
     let etcd = try EtcdProcess()
     defer { etcd.stop() }
-    let client = EtcdClient(configuration: .init(host: "127.0.0.1", port: etcd.clientPort))
+    // A bound far above loopback round trips, so a loaded machine never fails a call.
+    let client = EtcdClient(
+        configuration: .init(host: "127.0.0.1", port: etcd.clientPort, requestTimeout: .seconds(15)))
     do {
         try await etcd.ready(client)
         try await body(etcd, client)
@@ -164,7 +166,7 @@ struct EtcdClientTests {
         }
     }
 
-    @Test("when etcd is gone, calls fail UNAVAILABLE within the request timeout and a watch ends with an error")
+    @Test("when etcd is gone, calls fail UNAVAILABLE and a watch ends with an error")
     func unavailable() async throws {
         try await withEtcd { etcd, client in
             try await client.put("k", Data("v".utf8))
