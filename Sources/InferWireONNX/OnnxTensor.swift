@@ -51,8 +51,26 @@ enum ElementType: Sendable, Hashable, CustomStringConvertible {
 
     var isNarrow: Bool { self.wide != self }
 
-    /// The wire type InferWire uses for it.
-    var dataType: DataType { Self.codes.first { $0.0 == self }!.wire }
+    /// The wire type InferWire uses for it (a switch: every response's outputs ask).
+    var dataType: DataType {
+        switch self {
+        case .float: .fp32
+        case .double: .fp64
+        case .int64: .int64
+        case .int32: .int32
+        case .bool: .bool
+        case .string: .bytes
+        case .int8: .int8
+        case .uint8: .uint8
+        case .int16: .int16
+        case .uint16: .uint16
+        case .uint32: .uint32
+        case .uint64: .uint64
+        case .float16: .fp16
+        case .bfloat16: .bf16
+        case .float8, .subByte: Self.codes.first { $0.0 == self }!.wire
+        }
+    }
 
     init?(dataType: DataType) {
         guard let entry = Self.codes.first(where: { $0.wire == dataType }) else { return nil }

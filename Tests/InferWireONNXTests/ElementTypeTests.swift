@@ -60,6 +60,14 @@ struct ElementTypeTests {
         #expect(mismatches.isEmpty, "\(mismatches.prefix(10))")
     }
 
+    @Test("every ONNX element type maps to a wire type and back to itself")
+    func wireTypes() {
+        let types = (Int32(1)...26).compactMap { ElementType(onnx: $0) }
+        #expect(types.count == 24)
+        for type in types { #expect(ElementType(dataType: type.dataType) == type, "\(type)") }
+        #expect(Set(types.map(\.dataType)).count == types.count)
+    }
+
     @Test("every float8 code decodes and encodes back to itself")
     func roundTrip() {
         for (_, format) in Self.formats {
