@@ -39,6 +39,7 @@ let package = Package(
         .target(
             name: "InferWireEtcd",
             dependencies: [
+                "InferWireEngine",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
@@ -165,7 +166,7 @@ let package = Package(
             name: "inferwire",
             dependencies: [
                 "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
-                "InferWireWire",
+                "InferWireWire", "InferWireEtcd",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -185,7 +186,7 @@ let package = Package(
             name: "inferwire-wirebench",
             dependencies: [
                 "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
-                "InferWireWire",
+                "InferWireWire", "InferWireEtcd",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -223,7 +224,13 @@ let package = Package(
 
         .testTarget(
             name: "InferWireEtcdTests",
-            dependencies: ["InferWireEtcd"],
+            dependencies: [
+                "InferWireEtcd", "InferWireEngine", "InferWireServer", "InferWireClient", "InferWireCore",
+                "InferWireProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -273,7 +280,7 @@ let package = Package(
             name: "InferWireServerTests",
             dependencies: [
                 "InferWireAuth", "InferWireServer", "InferWireClient", "InferWireCore", "InferWireEngine",
-                "InferWireWire",
+                "InferWireWire", "InferWireEtcd",
                 "InferWireProto",
                 "InferWireONNX", "InferWireBench",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

@@ -267,12 +267,31 @@ public struct ModelStatus: Sendable, Hashable {
     public var rollout: Rollout
     /// The shadow comparison, while a version shadows stable.
     public var shadow: ShadowReport?
+    /// When replicas share rollout state: every replica's versions as last reported; empty
+    /// for a server on its own.
+    public var replicas: [ReplicaVersions]
 
     package init(_ wire: Inferwire_V1_ModelStatus) {
         self.name = wire.name
         self.versions = wire.versions.map(VersionStatus.init)
         self.rollout = Rollout(wire.rollout)
         self.shadow = wire.hasShadow && wire.shadow.version != 0 ? ShadowReport(wire.shadow) : nil
+        self.replicas = wire.replicas.map(ReplicaVersions.init)
+    }
+}
+
+/// One replica's versions of a model, from its last report to the shared state.
+public struct ReplicaVersions: Sendable, Hashable {
+    public var replica: String
+    /// Version, state and reason of each version (no counts).
+    public var versions: [VersionStatus]
+    /// When the replica reported, as milliseconds since the Unix epoch.
+    public var reportedUnixMillis: Int64
+
+    package init(_ wire: Inferwire_V1_ReplicaVersions) {
+        self.replica = wire.replica
+        self.versions = wire.versions.map(VersionStatus.init)
+        self.reportedUnixMillis = wire.reportedUnixMillis
     }
 }
 

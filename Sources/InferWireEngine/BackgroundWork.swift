@@ -68,7 +68,11 @@ final class BackgroundWork: Sendable {
     /// Runs handed-over work, and each periodic action at its interval, until the calling
     /// task is cancelled; then refuses what is still queued, cancels timers and waits for
     /// work under way (a load on its own thread runs to its end). Runs once.
-    func run(periodic: [(interval: Duration, action: @Sendable () async -> Void)]) async {
+    /// - Parameter loops: actions that run from start until cancelled (following a watch).
+    func run(
+        periodic: [(interval: Duration, action: @Sendable () async -> Void)],
+        loops: [@Sendable () async -> Void] = []
+    ) async {
         let (items, continuation) = AsyncStream.makeStream(of: Item.self)
         let started = self.phase.withLock { phase in
             guard case .idle = phase else { return false }
@@ -78,6 +82,7 @@ final class BackgroundWork: Sendable {
         guard started else { return }
         let clock = self.clock
         await withDiscardingTaskGroup { group in
+            for loop in loops { group.addTask { await loop() } }
             for (interval, action) in periodic {
                 group.addTask {
                     while true {

@@ -34,17 +34,60 @@ public final class ModelManager: Sendable {
         /// Where rollout events and model loads are counted (swift-metrics); nil: the
         /// process's `MetricsSystem.factory` when an event happens.
         public var metricsFactory: (any MetricsFactory)?
+        /// Share rollout state with other replicas through a store; nil: this replica alone
+        /// (``statePath`` or ``store``). Overrides both.
+        public var fleet: Fleet?
 
         public init(
             statePath: String? = nil, store: (any RolloutStore)? = nil, historyLimit: Int = 200,
-            clock: any Clock<Duration> = ContinuousClock(), metricsFactory: (any MetricsFactory)? = nil
+            clock: any Clock<Duration> = ContinuousClock(), metricsFactory: (any MetricsFactory)? = nil,
+            fleet: Fleet? = nil
         ) {
             self.statePath = statePath
             self.store = store
             self.historyLimit = historyLimit
             self.clock = clock
             self.metricsFactory = metricsFactory
+            self.fleet = fleet
         }
+    }
+
+    /// How a replica shares rollout state with the others.
+    public struct Fleet: Sendable {
+        /// Where the state is shared.
+        public var store: any FleetStateStore
+        /// This replica's name in reports and logs; unique in the fleet.
+        public var replica: String
+        /// When the store cannot be reached at start: true starts from the repository's
+        /// defaults (reconciling when it answers); false waits for it.
+        public var startWithoutStore: Bool
+        /// How often this replica publishes its report and claims the guard's lead.
+        public var reportInterval: Duration
+        /// How long to wait before trying an unreachable store again.
+        public var retryInterval: Duration
+
+        public init(
+            store: any FleetStateStore, replica: String, startWithoutStore: Bool = false,
+            reportInterval: Duration = .seconds(1), retryInterval: Duration = .seconds(1)
+        ) {
+            self.store = store
+            self.replica = replica
+            self.startWithoutStore = startWithoutStore
+            self.reportInterval = reportInterval
+            self.retryInterval = retryInterval
+        }
+    }
+
+    /// What this replica knows of the shared state's store.
+    struct FleetStatus: Sendable {
+        /// Why the store cannot be reached, and since when; nil while it answers.
+        var problem: (message: String, since: Date)?
+        /// Whether this replica leads the canary guard.
+        var leadsGuard = false
+        /// The replicas' last reports, read with this replica's own.
+        var reports: [ReplicaReport] = []
+        /// The replica left the fleet (shutting down): it reports and leads no more.
+        var left = false
     }
 
     /// One model: its rollout value and the loaded versions it refers to.
@@ -52,6 +95,8 @@ public final class ModelManager: Sendable {
         var rollout: RolloutState
         var models: [Int64: LoadedModel] = [:]
         var shadowTally: ShadowTally?
+        /// The shared state's revision this replica's routing follows (0: none yet).
+        var sharedRevision: Int64 = 0
     }
 
     /// What metrics report of one model at scrape time: each loaded version's load time.
@@ -75,7 +120,7 @@ public final class ModelManager: Sendable {
         }
     }
 
-    private func count(_ metric: String, _ dimensions: [(String, String)]) {
+    func count(_ metric: String, _ dimensions: [(String, String)]) {
         Counter(
             label: metric, dimensions: dimensions, factory: self.configuration.metricsFactory ?? MetricsSystem.factory
         )
@@ -84,12 +129,13 @@ public final class ModelManager: Sendable {
 
     public let repository: ModelRepository
     public let registry: ModelRegistry
-    private let configuration: Configuration
-    private let logger: Logger
-    private let state = Mutex<[String: ModelRecord]>([:])
+    let configuration: Configuration
+    let logger: Logger
+    let state = Mutex<[String: ModelRecord]>([:])
     private let saves: SaveCoalescer
     /// Work that outlives the call that caused it; run by ``run(pollInterval:guardInterval:)``.
     let work: BackgroundWork
+    let fleetStatus = Mutex(FleetStatus())
 
     public init(
         repository: ModelRepository, registry: ModelRegistry = ModelRegistry(), configuration: Configuration = .init(),
@@ -99,9 +145,12 @@ public final class ModelManager: Sendable {
         self.registry = registry
         self.configuration = configuration
         self.logger = logger
+        // A replica of a fleet keeps nothing of its own: the shared store holds the state.
         let store =
-            configuration.store ?? configuration.statePath.map { FileRolloutStore(path: $0, logger: logger) }
-            ?? InMemoryRolloutStore()
+            configuration.fleet != nil
+            ? InMemoryRolloutStore()
+            : configuration.store ?? configuration.statePath.map { FileRolloutStore(path: $0, logger: logger) }
+                ?? InMemoryRolloutStore()
         self.saves = SaveCoalescer(store: store)
         self.work = BackgroundWork(clock: configuration.clock)
     }
@@ -116,6 +165,7 @@ public final class ModelManager: Sendable {
         for failure in contents.failures where failure.version != nil {
             self.count(Self.loadsMetric, [("model", failure.model), ("result", "failed")])
         }
+        let shared = try await self.loadSharedState()
         let persisted = await self.saves.store.load()
         let now = Date()
         var phases: [String: [Int64: VersionPhase]] = [:]
@@ -150,6 +200,40 @@ public final class ModelManager: Sendable {
         }
         for (name, effects) in effects { await self.perform(effects, model: name, by: .startup) }
         await self.saves.flush(through: saving)
+        if let shared { await self.reconcile(shared) }
+    }
+
+    /// The fleet's shared state at start; nil without a fleet, or when the store cannot be
+    /// reached and the replica may start without it. Otherwise waits for the store.
+    private func loadSharedState() async throws -> [String: SharedRollout]? {
+        guard let fleet = self.configuration.fleet else { return nil }
+        var waited = false
+        while true {
+            do {
+                let (rollouts, _) = try await fleet.store.load()
+                if waited {
+                    self.logger.notice(
+                        "the rollout state store answers", metadata: ["store": "\(fleet.store.location)"])
+                }
+                self.fleetStatus.withLock { $0.problem = nil }
+                return rollouts
+            } catch {
+                self.markUnreachable(error)
+                if fleet.startWithoutStore {
+                    self.logger.warning(
+                        "the rollout state store cannot be reached; starting from the repository's defaults and reconciling when it answers",
+                        metadata: ["store": "\(fleet.store.location)", "error": "\(error)"])
+                    return nil
+                }
+                if !waited {
+                    self.logger.warning(
+                        "waiting for the rollout state store (--state-fallback starts without it)",
+                        metadata: ["store": "\(fleet.store.location)", "error": "\(error)"])
+                }
+                waited = true
+                try await self.configuration.clock.sleep(for: fleet.retryInterval)
+            }
+        }
     }
 
     /// Runs the manager's owned work until the calling task is cancelled: management
@@ -161,7 +245,41 @@ public final class ModelManager: Sendable {
         var periodic: [(interval: Duration, action: @Sendable () async -> Void)] = []
         if let pollInterval { periodic.append((pollInterval, { await self.poll() })) }
         if let guardInterval { periodic.append((guardInterval, { await self.checkGuards() })) }
-        await self.work.run(periodic: periodic)
+        var loops: [@Sendable () async -> Void] = []
+        if let fleet = self.configuration.fleet {
+            loops.append { await self.followSharedState(fleet) }
+            periodic.append((fleet.reportInterval, { await self.report(fleet) }))
+        }
+        await self.work.run(periodic: periodic, loops: loops)
+    }
+
+    /// Withdraws this replica's report and its lead of the canary guard from the shared
+    /// store, so the others stop counting it at once: for graceful shutdown, after ``run(pollInterval:guardInterval:)``.
+    public func leaveFleet() async {
+        guard let fleet = self.configuration.fleet else { return }
+        self.fleetStatus.withLock {
+            $0.left = true
+            $0.leadsGuard = false
+        }
+        await fleet.store.leave()
+    }
+
+    /// Why the shared state's store cannot be reached, and since when; nil when it answers
+    /// or there is no fleet.
+    public var sharedStateProblem: String? {
+        guard let fleet = self.configuration.fleet else { return nil }
+        return self.fleetStatus.withLock { status in
+            status.problem.map { problem in
+                "the rollout state store (\(fleet.store.location)) is unreachable since "
+                    + "\(ISO8601DateFormatter().string(from: problem.since)): serving with the last state seen; "
+                    + "rollout changes are refused until it answers"
+            }
+        }
+    }
+
+    /// Whether this replica leads the fleet's canary guard (always true without a fleet).
+    public var leadsCanaryGuard: Bool {
+        self.configuration.fleet == nil || self.fleetStatus.withLock { $0.leadsGuard }
     }
 
     /// Whether ``run(pollInterval:guardInterval:)`` is running, so handed-over work runs.
@@ -271,8 +389,7 @@ public final class ModelManager: Sendable {
     public func setTraffic(_ name: String, canary: Int64, percent: Int, sticky: Bool, actor: RolloutActor = .api)
         async throws(InferWireError) -> Inferwire_V1_Rollout
     {
-        try await self.change(name, .setTraffic(canary: canary, percent: percent, sticky: sticky), by: actor).rollout
-            .wire
+        try await self.changeShared(name, .setTraffic(canary: canary, percent: percent, sticky: sticky), by: actor).wire
     }
 
     /// Mirrors `percent` % of the stable version's unlabelled requests to `version`,
@@ -280,16 +397,14 @@ public final class ModelManager: Sendable {
     public func setShadow(_ name: String, version: Int64, percent: Int, actor: RolloutActor = .api)
         async throws(InferWireError) -> Inferwire_V1_Rollout
     {
-        try await self.change(name, .setShadow(version: version, percent: percent), by: actor) { record in
-            record.shadowTally = version == 0 ? nil : ShadowTally(version: version)
-        }.rollout.wire
+        try await self.changeShared(name, .setShadow(version: version, percent: percent), by: actor).wire
     }
 
     /// The canary becomes stable; the old stable stays loaded for ``rollback(_:actor:reason:)``
     /// during the rollback grace period, then is unloaded.
     public func promote(_ name: String, actor: RolloutActor = .api) async throws(InferWireError) -> Inferwire_V1_Rollout
     {
-        try await self.change(name, .promote, by: actor).rollout.wire
+        try await self.changeShared(name, .promote, by: actor).wire
     }
 
     /// Undoes the last step at once: drops the canary if there is one, else restores the
@@ -297,7 +412,7 @@ public final class ModelManager: Sendable {
     public func rollback(_ name: String, actor: RolloutActor = .api, reason: String = "") async throws(InferWireError)
         -> Inferwire_V1_Rollout
     {
-        try await self.change(name, .rollback(reason: reason), by: actor).rollout.wire
+        try await self.changeShared(name, .rollback(reason: reason), by: actor).wire
     }
 
     /// Loads versions the repository gained since the last look (per each model's version
@@ -316,8 +431,13 @@ public final class ModelManager: Sendable {
             guard let status = try? await self.load(discovery.model, version: discovery.version, actor: .poller),
                 status.state == .ready
             else { continue }
-            _ = try? await self.change(
-                discovery.model, .versionFound(discovery.version, settings: discovery.config.rollout), by: .poller)
+            let found = RolloutEvent.versionFound(discovery.version, settings: discovery.config.rollout)
+            do {
+                _ = try await self.changeShared(discovery.model, found, by: .poller)
+            } catch  where error.code == .aborted {
+                // Another replica gave a role first; what it did is adopted, so this may do nothing.
+                _ = try? await self.changeShared(discovery.model, found, by: .poller)
+            } catch {}
         }
     }
 
@@ -326,6 +446,7 @@ public final class ModelManager: Sendable {
     /// - Returns: the models rolled back.
     @discardableResult
     public func checkGuards(at now: ContinuousClock.Instant = .now) async -> [String] {
+        if self.configuration.fleet != nil { return await self.checkGuardsAcrossFleet() }
         let candidates = self.state.withLock { records in
             records.compactMap { name, record -> (String, CanaryGuard, LoadedModel, LoadedModel)? in
                 let rollout = record.rollout
@@ -346,7 +467,7 @@ public final class ModelManager: Sendable {
                     canary: .init(requests: c.requests, failures: c.failures, p99Micros: c.p99Micros),
                     stable: .init(requests: s.requests, failures: s.failures, p99Micros: s.p99Micros))
             else { continue }
-            if (try? await self.change(name, .guardRollback(reason: reason), by: .guard)) != nil {
+            if (try? await self.changeShared(name, .guardRollback(reason: reason), by: .guard)) != nil {
                 rolledBack.append(name)
             }
         }
@@ -359,11 +480,12 @@ public final class ModelManager: Sendable {
         try self.state.withLock { records throws(InferWireError) in
             guard let record = records[name] else { throw Self.unknown(name) }
             return Self.modelStatus(record)
-        }
+        }.withReplicas(self.replicaVersions(name))
     }
 
     public func list() -> [Inferwire_V1_ModelStatus] {
         self.state.withLock { records in records.keys.sorted().map { Self.modelStatus(records[$0]!) } }
+            .map { $0.withReplicas(self.replicaVersions($0.name)) }
     }
 
     /// Rollout counts and load times of every model, by name.
@@ -411,7 +533,7 @@ public final class ModelManager: Sendable {
     /// - Parameter update: changes the record's loaded versions alongside the event, under the
     ///   same lock; runs only if the event applies.
     @discardableResult
-    private func change<T>(
+    func change<T>(
         _ name: String, _ event: RolloutEvent, by actor: RolloutActor, _ update: (inout ModelRecord) -> T
     ) async throws(InferWireError) -> (rollout: RolloutState, result: T) {
         let now = Date()
@@ -420,6 +542,7 @@ public final class ModelManager: Sendable {
             guard var record = records[name] else { throw Self.unknown(name) }
             let effects = try record.rollout.apply(event, by: actor, at: now)
             let result = update(&record)
+            record.followShadow()
             records[name] = record
             if effects.contains(.publishRouting) { self.publish(records) }
             let saving = effects.contains(.persist) ? self.saves.submit(Self.persisted(records)) : nil
@@ -433,7 +556,7 @@ public final class ModelManager: Sendable {
         return (rollout, result)
     }
 
-    private func change(_ name: String, _ event: RolloutEvent, by actor: RolloutActor) async throws(InferWireError) -> (
+    func change(_ name: String, _ event: RolloutEvent, by actor: RolloutActor) async throws(InferWireError) -> (
         rollout: RolloutState, result: Void
     ) {
         try await self.change(name, event, by: actor) { _ in () }
@@ -441,7 +564,7 @@ public final class ModelManager: Sendable {
 
     /// Performs the effects that happen outside the lock (publishing and persisting
     /// happened under it).
-    private func perform(_ effects: [RolloutEffect], model name: String, by actor: RolloutActor) async {
+    func perform(_ effects: [RolloutEffect], model name: String, by actor: RolloutActor) async {
         for effect in effects {
             switch effect {
             case .publishRouting, .persist:
@@ -460,6 +583,14 @@ public final class ModelManager: Sendable {
                 self.work.schedule(after: delay) {
                     _ = try? await self.change(
                         name, .graceExpired(version: version, promotion: promotion), by: .graceTimer)
+                }
+            case .ensureLoaded(let version):
+                // Off the caller's path once running (a watch delivering changes must not wait
+                // for a load); at start-up, before serving, in line.
+                if self.work.isRunning {
+                    self.work.submit({ await self.loadNamedVersion(name, version: version) }, refuse: {})
+                } else {
+                    await self.loadNamedVersion(name, version: version)
                 }
             case .unload(let version):
                 do {
@@ -482,7 +613,7 @@ public final class ModelManager: Sendable {
     }
 
     /// Builds the routing snapshot from the records and swaps it in (called under the lock).
-    private func publish(_ records: [String: ModelRecord]) {
+    func publish(_ records: [String: ModelRecord]) {
         var snapshot = ModelRegistry.Snapshot()
         for (name, record) in records {
             let rollout = record.rollout
@@ -510,7 +641,7 @@ public final class ModelManager: Sendable {
         PersistedRollouts(models: records.mapValues(\.rollout.persisted))
     }
 
-    private static func unknown(_ name: String) -> InferWireError {
+    static func unknown(_ name: String) -> InferWireError {
         InferWireError(code: .notFound, message: "model '\(name)' is not in the repository")
     }
 
@@ -551,5 +682,13 @@ extension ModelManager {
             defer { group.cancelAll() }
             return try await body()
         }
+    }
+}
+
+extension Inferwire_V1_ModelStatus {
+    fileprivate func withReplicas(_ replicas: [Inferwire_V1_ReplicaVersions]) -> Self {
+        var status = self
+        status.replicas = replicas
+        return status
     }
 }

@@ -523,6 +523,12 @@ struct SlidingWindow: Sendable {
 
     /// Requests, failures and the p99 latency bucket bound (µs) over the last `span` seconds.
     func summary(epoch: Int, span: Int) -> (requests: UInt64, failures: UInt64, p99Micros: UInt64) {
+        let totals = self.totals(epoch: epoch, span: span)
+        return (totals.requests, totals.failures, Self.p99Bound(totals.latency))
+    }
+
+    /// Requests, failures and requests by latency bucket over the last `span` seconds.
+    func totals(epoch: Int, span: Int) -> (requests: UInt64, failures: UInt64, latency: [UInt64]) {
         var requests: UInt64 = 0
         var failures: UInt64 = 0
         var histogram = [UInt64](repeating: 0, count: 32)
@@ -531,13 +537,18 @@ struct SlidingWindow: Sendable {
             failures += second.failures
             for i in 0..<32 { histogram[i] += second.latency[i] }
         }
+        return (requests, failures, histogram)
+    }
+
+    /// The upper bound (µs) of the bucket holding the 99th percentile; 0 when empty.
+    static func p99Bound(_ histogram: [UInt64]) -> UInt64 {
         let total = histogram.reduce(0, +)
         var seen: UInt64 = 0
         for (i, n) in histogram.enumerated() {
             seen += n
-            if total > 0, seen * 100 >= total * 99 { return (requests, failures, UInt64(1) << UInt64(i)) }
+            if total > 0, seen * 100 >= total * 99 { return UInt64(1) << UInt64(i) }
         }
-        return (requests, failures, 0)
+        return 0
     }
 }
 

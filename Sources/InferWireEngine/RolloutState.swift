@@ -16,6 +16,8 @@ public enum RolloutActor: Sendable, Hashable {
     case graceTimer
     /// A management call by an authenticated principal.
     case principal(String)
+    /// A change another replica made, applied here from the shared state.
+    case fleet
 
     /// The word history entries and logs record.
     public var name: String {
@@ -26,6 +28,7 @@ public enum RolloutActor: Sendable, Hashable {
         case .startup: "startup"
         case .graceTimer: "grace-period"
         case .principal: "api"
+        case .fleet: "fleet"
         }
     }
 
@@ -135,6 +138,9 @@ public enum RolloutEvent: Sendable, Equatable {
     /// Start-up: stable is the highest ready version unless the persisted state names
     /// another that is ready.
     case restore(PersistedRollout?)
+    /// The fleet's shared rollout changed (through this replica or another): routing
+    /// follows it, whether or not its versions are ready here.
+    case adopt(PersistedRollout)
 }
 
 /// What the owner of a ``RolloutState`` must do after a transition.
@@ -149,6 +155,8 @@ public enum RolloutEffect: Sendable, Equatable {
     case unload(version: Int64)
     /// Log the history entry just recorded.
     case log(RolloutHistoryEntry)
+    /// The shared rollout names `version`, which this replica has not loaded: load it.
+    case ensureLoaded(version: Int64)
 }
 
 /// One model's rollout as a value: its versions' phases, which version serves as stable,
@@ -171,6 +179,8 @@ public struct RolloutState: Sendable, Equatable {
     public let historyLimit: Int
     /// Counts promotions, so a grace-period unload knows whether it still applies.
     public private(set) var promotions = 0
+    /// The highest version the repository poller gave a role (``PersistedRollout/newest``).
+    public private(set) var newest: Int64?
     /// The model config's rollout settings.
     public var settings: Inferwire_V1_RolloutSettings
 
@@ -313,6 +323,9 @@ public struct RolloutState: Sendable, Equatable {
                     message: "model '\(self.model)' version \(version) is not loaded and ready")
             }
             self.settings = settings
+            // Found before (by another replica, or before a restart): its role was given then.
+            if let newest = self.newest, version <= newest { return [] }
+            self.newest = version
             if self.stable == version {
                 return self.record("traffic", "version \(version) is the first and stable", actor, time) + [.persist]
             }
@@ -333,6 +346,7 @@ public struct RolloutState: Sendable, Equatable {
         case .restore(let saved):
             let ready = Set(self.phases.filter { $0.value == .ready }.keys)
             self.stable = ready.max()
+            self.newest = ready.max()
             if let saved {
                 if let stable = saved.stable, ready.contains(stable) { self.stable = stable }
                 if let canary = saved.canary, ready.contains(canary), canary != self.stable {
@@ -341,20 +355,64 @@ public struct RolloutState: Sendable, Equatable {
                     self.sticky = saved.sticky
                 }
                 if let previous = saved.previousStable, ready.contains(previous) { self.previousStable = previous }
+                if let shadow = saved.shadow, ready.contains(shadow), shadow != self.stable {
+                    self.shadow = shadow
+                    self.shadowPercent = min(max(saved.shadowPercent, 0), 100)
+                }
+                self.promotions = saved.promotions
+                self.newest = [self.newest, saved.newest].compactMap { $0 }.max()
                 self.history = saved.history
             }
             let detail =
                 "stable \(Self.describe(self.stable))"
                 + (self.canary.map { ", canary \($0) at \(self.canaryPercent)%" } ?? "")
             return self.record("restore", detail, actor, time) + [.persist]
+
+        case .adopt(let shared):
+            var effects: [RolloutEffect] = [.publishRouting]
+            // A fleet with no stable version yet leaves this replica's choice alone.
+            if shared.stable != nil || self.phases.isEmpty { self.stable = shared.stable }
+            self.canary = shared.canary
+            self.canaryPercent = min(max(shared.canaryPercent, 0), 100)
+            self.sticky = shared.sticky
+            self.previousStable = shared.previousStable
+            self.shadow = shared.shadow
+            self.shadowPercent = min(max(shared.shadowPercent, 0), 100)
+            self.newest = shared.newest
+            let promoted = shared.promotions > self.promotions
+            self.promotions = shared.promotions
+            for entry in Self.entriesAfter(self.history, in: shared.history) { effects.append(.log(entry)) }
+            self.history = shared.history
+            if self.history.count > self.historyLimit {
+                self.history.removeFirst(self.history.count - self.historyLimit)
+            }
+            // The previous stable version is not reloaded: each replica unloads it after the grace period.
+            for version in Set([self.stable, self.canary, self.shadow].compactMap { $0 }).sorted()
+            where self.phases[version] == nil || self.phases[version] == .unloaded {
+                effects.append(.ensureLoaded(version: version))
+            }
+            if promoted, let old = self.previousStable, old != self.stable {
+                effects.append(
+                    .scheduleGraceUnload(version: old, delay: self.rollbackGrace, promotion: self.promotions))
+            }
+            return effects
         }
+    }
+
+    /// The entries of `new` recorded after the last one of `old` (all of `new` when they
+    /// share none): what another replica did since this one last looked.
+    static func entriesAfter(_ old: [RolloutHistoryEntry], in new: [RolloutHistoryEntry]) -> [RolloutHistoryEntry] {
+        guard let last = old.last else { return new }
+        guard let index = new.lastIndex(of: last) else { return new }
+        return Array(new[(index + 1)...])
     }
 
     /// The persisted form of this rollout.
     public var persisted: PersistedRollout {
         PersistedRollout(
             stable: self.stable, canary: self.canary, canaryPercent: self.canaryPercent, sticky: self.sticky,
-            previousStable: self.previousStable, history: self.history)
+            previousStable: self.previousStable, shadow: self.shadow, shadowPercent: self.shadowPercent,
+            promotions: self.promotions, newest: self.newest, history: self.history)
     }
 
     /// The rollout as the management service reports it.

@@ -4,26 +4,58 @@ import InferWireCore
 public import Logging
 import Synchronization
 
-/// One model's rollout as it persists across restarts.
+/// One model's rollout as it persists across restarts, and as replicas share it (one value
+/// per model in the fleet's state store).
 public struct PersistedRollout: Sendable, Equatable, Codable {
     public var stable: Int64?
     public var canary: Int64?
     public var canaryPercent: Int
     public var sticky: Bool
     public var previousStable: Int64?
+    public var shadow: Int64?
+    public var shadowPercent: Int
+    /// Promotions so far: a replica adopting a value with more schedules the old stable's
+    /// grace-period unload.
+    public var promotions: Int
+    /// The highest version given a role by the repository poller; a replica that finds a
+    /// version at or below it (a restarted one, say) leaves routing alone.
+    public var newest: Int64?
     public var history: [RolloutHistoryEntry]
 
     public init(
         stable: Int64? = nil, canary: Int64? = nil, canaryPercent: Int = 0, sticky: Bool = false,
-        previousStable: Int64? = nil,
-        history: [RolloutHistoryEntry] = []
+        previousStable: Int64? = nil, shadow: Int64? = nil, shadowPercent: Int = 0, promotions: Int = 0,
+        newest: Int64? = nil, history: [RolloutHistoryEntry] = []
     ) {
         self.stable = stable
         self.canary = canary
         self.canaryPercent = canaryPercent
         self.sticky = sticky
         self.previousStable = previousStable
+        self.shadow = shadow
+        self.shadowPercent = shadowPercent
+        self.promotions = promotions
+        self.newest = newest
         self.history = history
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case stable, canary, canaryPercent, sticky, previousStable, shadow, shadowPercent, promotions, newest, history
+    }
+
+    public init(from decoder: any Swift.Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.stable = try container.decodeIfPresent(Int64.self, forKey: .stable)
+        self.canary = try container.decodeIfPresent(Int64.self, forKey: .canary)
+        self.canaryPercent = try container.decode(Int.self, forKey: .canaryPercent)
+        self.sticky = try container.decode(Bool.self, forKey: .sticky)
+        self.previousStable = try container.decodeIfPresent(Int64.self, forKey: .previousStable)
+        // State files written before shadows, promotions and the poller's mark were kept have none.
+        self.shadow = try container.decodeIfPresent(Int64.self, forKey: .shadow)
+        self.shadowPercent = try container.decodeIfPresent(Int.self, forKey: .shadowPercent) ?? 0
+        self.promotions = try container.decodeIfPresent(Int.self, forKey: .promotions) ?? 0
+        self.newest = try container.decodeIfPresent(Int64.self, forKey: .newest)
+        self.history = try container.decode([RolloutHistoryEntry].self, forKey: .history)
     }
 }
 

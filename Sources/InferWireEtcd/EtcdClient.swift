@@ -14,8 +14,13 @@ public struct EtcdKeyValue: Sendable, Equatable {
     public var createRevision: Int64
     /// How many times the key changed since it was created.
     public var version: Int64
+    /// The lease the key is attached to (it goes when the lease expires); 0 for none.
+    public var lease: Int64
 
-    public init(key: String, value: Data, modRevision: Int64, createRevision: Int64, version: Int64) {
+    public init(
+        key: String, value: Data, modRevision: Int64, createRevision: Int64, version: Int64, lease: Int64 = 0
+    ) {
+        self.lease = lease
         self.key = key
         self.value = value
         self.modRevision = modRevision
@@ -121,19 +126,49 @@ public final class EtcdClient: Sendable {
         return (try Self.keyValues(answer["kvs"]), try Self.revision(answer))
     }
 
-    /// Sets the key; returns the store revision of the change.
+    /// Sets the key, attached to `lease` when one is given; returns the store revision of the change.
     @discardableResult
-    public func put(_ key: String, _ value: Data) async throws(EtcdError) -> Int64 {
-        try Self.revision(
-            try await self.call("/v3/kv/put", ["key": Self.encode(key), "value": value.base64EncodedString()]))
+    public func put(_ key: String, _ value: Data, lease: Int64 = 0) async throws(EtcdError) -> Int64 {
+        var body: [String: Any] = ["key": Self.encode(key), "value": value.base64EncodedString()]
+        if lease != 0 { body["lease"] = String(lease) }
+        return try Self.revision(try await self.call("/v3/kv/put", body))
+    }
+
+    /// Deletes the key (nothing happens when it does not exist); returns the store revision.
+    @discardableResult
+    public func delete(_ key: String) async throws(EtcdError) -> Int64 {
+        try Self.revision(try await self.call("/v3/kv/deleterange", ["key": Self.encode(key)]))
+    }
+
+    /// Grants a lease of `ttl` seconds: keys attached to it are deleted when it expires.
+    /// - Returns: the lease's ID.
+    public func grantLease(ttl: Int) async throws(EtcdError) -> Int64 {
+        let answer = try await self.call("/v3/lease/grant", ["TTL": String(ttl)])
+        let id = Self.int64(answer["ID"])
+        guard id != 0 else { throw EtcdError(code: .badResponse, message: "etcd granted a lease without an ID") }
+        return id
+    }
+
+    /// Renews a lease for its full time to live.
+    /// - Returns: the seconds it now lives; 0 when it has expired or was revoked.
+    public func keepAlive(lease: Int64) async throws(EtcdError) -> Int64 {
+        let answer = try await self.call("/v3/lease/keepalive", ["ID": String(lease)])
+        return Self.int64((answer["result"] as? [String: Any])?["TTL"])
+    }
+
+    /// Ends a lease at once, deleting the keys attached to it.
+    public func revokeLease(_ lease: Int64) async throws(EtcdError) {
+        _ = try await self.call("/v3/lease/revoke", ["ID": String(lease)])
     }
 
     /// Sets the key only if its last change is still `expectedModRevision` (0: only if it does
     /// not exist), in one transaction; otherwise changes nothing and returns the key as it is.
-    public func compareAndSwap(_ key: String, expectedModRevision: Int64, value: Data) async throws(EtcdError)
-        -> EtcdSwapResult
+    public func compareAndSwap(_ key: String, expectedModRevision: Int64, value: Data, lease: Int64 = 0)
+        async throws(EtcdError) -> EtcdSwapResult
     {
         let encoded = Self.encode(key)
+        var put: [String: Any] = ["key": encoded, "value": value.base64EncodedString()]
+        if lease != 0 { put["lease"] = String(lease) }
         let answer = try await self.call(
             "/v3/kv/txn",
             [
@@ -143,7 +178,7 @@ public final class EtcdClient: Sendable {
                         "mod_revision": String(expectedModRevision),
                     ]
                 ],
-                "success": [["request_put": ["key": encoded, "value": value.base64EncodedString()]]],
+                "success": [["request_put": put]],
                 "failure": [["request_range": ["key": encoded]]],
             ])
         if answer["succeeded"] as? Bool == true { return .swapped(revision: try Self.revision(answer)) }
@@ -288,7 +323,8 @@ public final class EtcdClient: Sendable {
         let value = (entry["value"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
         return EtcdKeyValue(
             key: String(decoding: key, as: UTF8.self), value: value, modRevision: Self.int64(entry["mod_revision"]),
-            createRevision: Self.int64(entry["create_revision"]), version: Self.int64(entry["version"]))
+            createRevision: Self.int64(entry["create_revision"]), version: Self.int64(entry["version"]),
+            lease: Self.int64(entry["lease"]))
     }
 
     /// The events of one line of a watch stream; throws for a cancelled or compacted watch.

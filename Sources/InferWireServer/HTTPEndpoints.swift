@@ -11,9 +11,13 @@ import Synchronization
 public struct Readiness: Sendable, Equatable {
     /// What keeps the server from being ready; empty when it is.
     public var problems: [String]
+    /// What is wrong without stopping the server from serving (the shared rollout state's
+    /// store unreachable, say): reported, yet the server stays ready.
+    public var degraded: [String]
 
-    public init(problems: [String]) {
+    public init(problems: [String], degraded: [String] = []) {
         self.problems = problems
+        self.degraded = degraded
     }
 
     public var isReady: Bool { self.problems.isEmpty }
@@ -222,7 +226,9 @@ final class HTTPEndpointHandler: ChannelInboundHandler {
             self.send(live ? .ok : .serviceUnavailable, live ? "live\n" : "not live\n", head: head, context: context)
         default:
             let readiness = self.sources.readiness()
-            let body = readiness.isReady ? "ready\n" : "not ready:\n" + readiness.problems.map { "- \($0)\n" }.joined()
+            let body =
+                (readiness.isReady ? "ready\n" : "not ready:\n" + readiness.problems.map { "- \($0)\n" }.joined())
+                + (readiness.degraded.isEmpty ? "" : "degraded:\n" + readiness.degraded.map { "- \($0)\n" }.joined())
             self.send(readiness.isReady ? .ok : .serviceUnavailable, body, head: head, context: context)
         }
     }

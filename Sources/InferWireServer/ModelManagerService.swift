@@ -25,5 +25,7 @@ public struct ModelManagerService: Service {
         await cancelWhenGracefulShutdown {
             await manager.run(pollInterval: poll, guardInterval: check)
         }
+        // Not cancelled by graceful shutdown: the other replicas stop counting this one now.
+        await manager.leaveFleet()
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import InferWireAuth
 import InferWireCore
 import InferWireEngine
+import InferWireEtcd
 import InferWireONNX
 import InferWireProto
 import InferWireServer
@@ -92,6 +93,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between repository scans in poll mode.")
     var pollInterval = 5
 
+    @Option(
+        help:
+            "Where rollout state lives: a file (default <repository>/.inferwire-state.json), or etcd://HOST:PORT/PREFIX to share it with every replica using the same etcd and prefix."
+    )
+    var state: String?
+
+    @Flag(
+        help:
+            "With --state etcd://…: when etcd cannot be reached at start, start from the repository's defaults (and reconcile when it answers) instead of waiting for it."
+    )
+    var stateFallback = false
+
+    @Option(help: "This replica's name in the shared state (reports, guard lead); default: the host name.")
+    var replicaName: String?
+
     @Option(help: "TLS: the server's certificate chain (PEM). With --tls-key, every listener speaks TLS only.")
     var tlsCert: String?
 
@@ -179,6 +195,20 @@ struct Serve: AsyncParsableCommand {
         guard self.shutdownTimeout >= 0 else { throw ValidationError("--shutdown-timeout must not be negative") }
         guard ["explicit", "poll"].contains(self.mode) else { throw ValidationError("--mode must be explicit or poll") }
         guard self.pollInterval >= 1 else { throw ValidationError("--poll-interval must be at least 1") }
+        if let state = self.state, state.hasPrefix("etcd:") {
+            do throws(EtcdError) {
+                _ = try EtcdFleetStore.Configuration(url: state)
+            } catch {
+                throw ValidationError("--state: \(error.message)")
+            }
+        } else if self.stateFallback {
+            throw ValidationError("--state-fallback needs --state etcd://HOST:PORT/PREFIX")
+        }
+        if let name = self.replicaName {
+            guard !name.isEmpty, name.count <= 253, !name.contains("/") else {
+                throw ValidationError("--replica-name must be 1 to 253 characters without '/'")
+            }
+        }
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
@@ -248,11 +278,30 @@ struct Serve: AsyncParsableCommand {
         }
         let repository = ModelRepository(
             directory: self.repository, loaders: ModelRepository.builtinLoaders + [OnnxModelLoader()])
-        let manager = ModelManager(
-            repository: repository,
-            configuration: .init(statePath: self.repository + "/.inferwire-state.json"),
-            logger: logger)
-        try await manager.start()
+        var managerConfiguration = ModelManager.Configuration(
+            statePath: self.state ?? self.repository + "/.inferwire-state.json")
+        var etcd: EtcdFleetStore?
+        if let state = self.state, state.hasPrefix("etcd:") {
+            let store = EtcdFleetStore(configuration: try EtcdFleetStore.Configuration(url: state))
+            let replica = self.replicaName ?? ProcessInfo.processInfo.hostName
+            managerConfiguration.fleet = .init(store: store, replica: replica, startWithoutStore: self.stateFallback)
+            logger.info("rollout state shared in \(store.location) as replica '\(replica)'")
+            etcd = store
+        }
+        let manager = ModelManager(repository: repository, configuration: managerConfiguration, logger: logger)
+        do {
+            try await manager.start()
+            try await self.serve(manager: manager, runtime: runtime, events: events, logger: logger)
+        } catch {
+            try? await etcd?.shutdown()
+            throw error
+        }
+        try? await etcd?.shutdown()
+    }
+
+    private func serve(
+        manager: ModelManager, runtime: [String: String], events: PrometheusCollectorRegistry, logger: Logger
+    ) async throws {
         if manager.list().allSatisfy({ $0.versions.allSatisfy { $0.state != .ready } }) {
             logger.warning("no model loaded from \(self.repository)")
         }
@@ -346,7 +395,8 @@ struct Serve: AsyncParsableCommand {
                                 if !server.isListening {
                                     problems.append("the inference listener is not listening yet")
                                 }
-                                return Readiness(problems: problems)
+                                return Readiness(
+                                    problems: problems, degraded: manager.sharedStateProblem.map { [$0] } ?? [])
                             },
                             metrics: metrics),
                         logger: logger, eventLoopGroup: group)))

@@ -74,7 +74,8 @@ struct RolloutStateTests {
         #expect(
             state.persisted
                 == PersistedRollout(
-                    stable: 3, canary: 2, canaryPercent: 25, sticky: true, previousStable: nil, history: state.history))
+                    stable: 3, canary: 2, canaryPercent: 25, sticky: true, previousStable: nil, newest: 3,
+                    history: state.history))
         #expect(state.wire.canaryPercent == 25)
         #expect(state.wire.stableVersion == 3)
     }
@@ -490,5 +491,58 @@ struct CanaryGuardTests {
             canaryGuard.verdict(
                 canary: .init(requests: 100, failures: 100, p99Micros: 1 << 20),
                 stable: .init(requests: 100, failures: 0, p99Micros: 1)) == nil)
+    }
+}
+
+@Suite("Rollout state shared by replicas")
+struct SharedRolloutStateTests {
+    @Test("adopting another replica's promotion routes by it, logs its entries and schedules the grace unload")
+    func adoptPromotion() throws {
+        var other = try started()
+        _ = try other.apply(.setTraffic(canary: 2, percent: 10, sticky: false), by: .api, at: t0)
+        _ = try other.apply(.promote, by: .api, at: t0)
+        var here = try started()
+        let effects = try here.apply(.adopt(other.persisted), by: .fleet, at: t0)
+        #expect(here.stable == 2)
+        #expect(here.previousStable == 3)
+        #expect(here.canary == nil)
+        #expect(here.history == other.history)
+        #expect(effects.contains(.publishRouting))
+        #expect(
+            effects.filter { if case .log = $0 { true } else { false } }.map { effect -> String in
+                if case .log(let entry) = effect { return entry.action }
+                return ""
+            } == ["traffic", "promote"])
+        #expect(effects.contains(.scheduleGraceUnload(version: 3, delay: here.rollbackGrace, promotion: 1)))
+        // Adopting the same value again changes nothing that needs doing.
+        #expect(try here.apply(.adopt(other.persisted), by: .fleet, at: t0) == [.publishRouting])
+    }
+
+    @Test("a shared value naming a version this replica never loaded asks for it to be loaded")
+    func adoptUnknownVersion() throws {
+        var here = try started()
+        let effects = try here.apply(
+            .adopt(PersistedRollout(stable: 7, canary: 2, canaryPercent: 5)), by: .fleet, at: t0)
+        #expect(here.stable == 7)
+        #expect(effects.contains(.ensureLoaded(version: 7)))
+        #expect(!effects.contains(.ensureLoaded(version: 2)))
+    }
+
+    @Test("a version found at or below the newest one given a role keeps the routing as it is")
+    func versionFoundOnce() throws {
+        var here = try started()
+        _ = try here.apply(.setTraffic(canary: 2, percent: 10, sticky: false), by: .api, at: t0)
+        _ = try here.apply(.promote, by: .api, at: t0)
+        var settings = Inferwire_V1_RolloutSettings()
+        settings.newVersionRole = .stable
+        #expect(try here.apply(.versionFound(3, settings: settings), by: .poller, at: t0) == [])
+        #expect(here.stable == 2)
+    }
+
+    @Test("state files written before the shared fields existed still read")
+    func oldStateFile() throws {
+        let json = #"{"stable":3,"canaryPercent":0,"sticky":false,"history":[]}"#
+        let rollout = try JSONDecoder().decode(PersistedRollout.self, from: Data(json.utf8))
+        #expect(rollout == PersistedRollout(stable: 3))
     }
 }

@@ -161,6 +161,7 @@ public nonisolated struct Inferwire_V1_ModelStatus: Sendable {
 
   public var name: String = String()
 
+  /// The versions of the replica that answered.
   public var versions: [Inferwire_V1_VersionStatus] = []
 
   public var rollout: Inferwire_V1_Rollout {
@@ -181,12 +182,35 @@ public nonisolated struct Inferwire_V1_ModelStatus: Sendable {
   /// Clears the value of `shadow`. Subsequent reads from it will return its default value.
   public mutating func clearShadow() {self._shadow = nil}
 
+  /// When replicas share rollout state: every replica's versions as it last reported
+  /// them (the answering replica included); empty for a server on its own.
+  public var replicas: [Inferwire_V1_ReplicaVersions] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _rollout: Inferwire_V1_Rollout? = nil
   fileprivate var _shadow: Inferwire_V1_ShadowReport? = nil
+}
+
+/// One replica's versions of a model, from its last report to the shared state.
+public nonisolated struct Inferwire_V1_ReplicaVersions: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var replica: String = String()
+
+  /// Only version, state and reason are set.
+  public var versions: [Inferwire_V1_VersionStatus] = []
+
+  /// When the replica reported, milliseconds since the Unix epoch.
+  public var reportedUnixMillis: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Inferwire_V1_HistoryEntry: Sendable {
@@ -688,7 +712,7 @@ nonisolated extension Inferwire_V1_ShadowReport: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}rollout\0\u{1}shadow\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}versions\0\u{1}rollout\0\u{1}shadow\0\u{1}replicas\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -700,6 +724,7 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._rollout) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._shadow) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.replicas) }()
       default: break
       }
     }
@@ -722,6 +747,9 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._shadow {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.replicas.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.replicas, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -730,6 +758,47 @@ nonisolated extension Inferwire_V1_ModelStatus: SwiftProtobuf.Message, SwiftProt
     if lhs.versions != rhs.versions {return false}
     if lhs._rollout != rhs._rollout {return false}
     if lhs._shadow != rhs._shadow {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Inferwire_V1_ReplicaVersions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaVersions"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{1}versions\0\u{3}reported_unix_millis\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.replica) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.reportedUnixMillis) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.replica.isEmpty {
+      try visitor.visitSingularStringField(value: self.replica, fieldNumber: 1)
+    }
+    if !self.versions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.versions, fieldNumber: 2)
+    }
+    if self.reportedUnixMillis != 0 {
+      try visitor.visitSingularInt64Field(value: self.reportedUnixMillis, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Inferwire_V1_ReplicaVersions, rhs: Inferwire_V1_ReplicaVersions) -> Bool {
+    if lhs.replica != rhs.replica {return false}
+    if lhs.versions != rhs.versions {return false}
+    if lhs.reportedUnixMillis != rhs.reportedUnixMillis {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
