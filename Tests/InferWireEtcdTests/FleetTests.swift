@@ -47,10 +47,10 @@ struct FleetTests {
         defer { etcd.remove() }
         let roots = try (0..<3).map { _ in try makeEchoRepository() }
         let gate = WriteGate()
-        try await withReplicas(
-            repositories: roots, etcd: etcd,
-            wrap: { index, store -> any FleetStateStore in index < 2 ? GatedStore(inner: store, gate: gate) : store }
-        ) { replicas in
+        let gated: @Sendable (Int, EtcdFleetStore) -> any FleetStateStore = { index, store in
+            index < 2 ? GatedStore(inner: store, gate: gate) : store
+        }
+        try await withReplicas(repositories: roots, etcd: etcd, wrap: gated) { replicas in
             gate.arm(holding: 2)
             @Sendable func traffic(_ replica: Replica, _ canary: Int64) async -> Result<Rollout, any Error> {
                 do { return .success(try await replica.client.setTraffic("echo", canary: canary, percent: 100)) } catch
