@@ -3,7 +3,7 @@ REPOSITORY ?= examples/models
 HOST ?= 127.0.0.1
 PORT ?= 8500
 
-.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-metrics bench-onnx onnx-node-tests compare-rest fixtures clean
+.PHONY: run test build release deps protos format lint fuzz bench bench-batching bench-rollout bench-metrics bench-fleet bench-onnx onnx-node-tests compare-rest fixtures clean
 
 ## Install what is missing, build release, serve the bundled example models.
 run: deps release
@@ -61,6 +61,11 @@ bench-rollout: deps
 bench-metrics: deps
 	swift build -c release --product inferwire-wirebench
 	.build/release/inferwire-wirebench metrics --repository $(REPOSITORY)
+
+## Time until every replica routes by a change made through one (3 replicas, etcd on loopback; release build).
+bench-fleet: deps
+	swift build -c release --product inferwire-wirebench
+	.build/release/inferwire-wirebench fleet
 
 ## InferWire's ONNX runtime next to onnxruntime (Python venv), per-call ratios.
 bench-onnx:

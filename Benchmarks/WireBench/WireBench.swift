@@ -22,7 +22,7 @@ struct Bench: AsyncParsableCommand {
             "InferWire's benchmarks: the request path against a raw TCP floor, batching, rollouts, TLS and authentication, idle connections.",
         subcommands: [
             WireBench.self, BatchingBench.self, RolloutBench.self, SecurityBench.self, IdleBench.self,
-            MetricsBench.self,
+            MetricsBench.self, FleetBench.self,
         ],
         defaultSubcommand: WireBench.self)
 }
