@@ -91,6 +91,8 @@ public protocol FleetStateStore: Sendable {
     var location: String { get }
     /// Every model's shared rollout, and the store revision they were read at.
     func load() async throws -> (rollouts: [String: SharedRollout], revision: Int64)
+    /// One model's shared rollout as it is now (a linearizable read); nil when it has none.
+    func read(model: String) async throws -> SharedRollout?
     /// Writes one model's rollout if its revision is still `expectedRevision` (0: only if the
     /// model has none yet).
     func write(model: String, rollout: PersistedRollout, expectedRevision: Int64) async throws

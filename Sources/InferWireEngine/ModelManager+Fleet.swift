@@ -19,7 +19,8 @@ extension ModelManager.ModelRecord {
 
 extension ModelManager {
     /// Applies a rollout change that replicas share. Alone, as ``change(_:_:by:)``; in a
-    /// fleet, written to the shared store only if no other change came first, then applied.
+    /// fleet, read the shared value, apply the event to it, and write the result only if no
+    /// other change landed in between; then apply it here (the others apply it from the watch).
     /// - Throws: ABORTED naming the current state when another change came first;
     ///   UNAVAILABLE when the store cannot be reached.
     @discardableResult
@@ -28,6 +29,16 @@ extension ModelManager {
     {
         guard let fleet = self.configuration.fleet else { return try await self.change(name, event, by: actor).rollout }
         if let problem = self.sharedStateProblem { throw InferWireError(code: .unavailable, message: problem) }
+        // Caught up first: a change made through another replica a moment ago is the base,
+        // not a conflict. Only a change landing between this read and the write conflicts.
+        do {
+            if let current = try await fleet.store.read(model: name) { await self.adopt(name, current) }
+        } catch {
+            self.markUnreachable(error)
+            throw InferWireError(
+                code: .unavailable,
+                message: "the rollout state store (\(fleet.store.location)) cannot be read: \(error); nothing was changed")
+        }
         let now = Date()
         let (proposal, base) = try self.state.withLock {
             records throws(InferWireError) -> (RolloutState, Int64) in
@@ -129,15 +140,7 @@ extension ModelManager {
                     let (rollouts, at) = try await fleet.store.load()
                     revision = at
                     guard await self.reconcile(rollouts) else { throw ReconcileFailed() }
-                    let recovered = self.fleetStatus.withLock { status in
-                        defer { status.problem = nil }
-                        return status.problem != nil
-                    }
-                    if recovered {
-                        self.logger.notice(
-                            "the rollout state store answers again; state reconciled",
-                            metadata: ["store": "\(fleet.store.location)"])
-                    }
+                    self.markReachable()
                     mustReload = false
                 } catch {
                     if Task.isCancelled { return }
@@ -169,6 +172,7 @@ extension ModelManager {
             try await fleet.store.publish(report)
             let leads = try await fleet.store.leadGuard(as: fleet.replica)
             let reports = try await fleet.store.reports()
+            self.markReachable()
             let changed = self.fleetStatus.withLock { status in
                 defer {
                     status.leadsGuard = leads
@@ -278,6 +282,18 @@ extension ModelManager {
                 return status
             }
             return replica
+        }
+    }
+
+    /// The store answered: changes are accepted again.
+    func markReachable() {
+        guard let fleet = self.configuration.fleet else { return }
+        let recovered = self.fleetStatus.withLock { status in
+            defer { status.problem = nil }
+            return status.problem != nil
+        }
+        if recovered {
+            self.logger.notice("the rollout state store answers again", metadata: ["store": "\(fleet.store.location)"])
         }
     }
 

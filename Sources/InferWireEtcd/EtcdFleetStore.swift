@@ -84,6 +84,10 @@ public final class EtcdFleetStore: FleetStateStore {
         return (rollouts, revision)
     }
 
+    public func read(model: String) async throws -> SharedRollout? {
+        try await self.client.get(self.rolloutsPrefix + model).flatMap { self.decode($0)?.1 }
+    }
+
     public func write(model: String, rollout: PersistedRollout, expectedRevision: Int64) async throws
         -> SharedRolloutWrite
     {

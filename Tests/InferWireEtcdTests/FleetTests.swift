@@ -41,6 +41,26 @@ struct FleetTests {
         }
     }
 
+    @Test("changes through different replicas one right after another build on each other, none refused")
+    func sequentialChanges() async throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.remove() }
+        let roots = try (0..<3).map { _ in try makeEchoRepository() }
+        try await withReplicas(repositories: roots, etcd: etcd) { replicas in
+            for cycle in 0..<10 {
+                _ = try await replicas[cycle % 3].client.setTraffic("echo", canary: 2, percent: 50)
+                _ = try await replicas[(cycle + 1) % 3].client.promote("echo")
+                _ = try await replicas[(cycle + 2) % 3].client.rollback("echo")
+            }
+            try await eventually("every replica has stable 3 and no canary") {
+                replicas.allSatisfy { replica in
+                    (try? replica.manager.rollout("echo")).map { $0.stable == 3 && $0.canary == nil } ?? false
+                }
+            }
+            #expect(try replicas[0].manager.history("echo").filter { $0.action == "promote" }.count == 10)
+        }
+    }
+
     @Test("two operators acting at once: one change wins, the other is refused naming the state, all agree")
     func concurrentChanges() async throws {
         let etcd = try EtcdProcess()

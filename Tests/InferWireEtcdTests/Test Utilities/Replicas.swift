@@ -86,6 +86,7 @@ struct GatedStore: FleetStateStore {
 
     var location: String { self.inner.location }
     func load() async throws -> (rollouts: [String: SharedRollout], revision: Int64) { try await self.inner.load() }
+    func read(model: String) async throws -> SharedRollout? { try await self.inner.read(model: model) }
     func write(model: String, rollout: PersistedRollout, expectedRevision: Int64) async throws -> SharedRolloutWrite {
         await self.gate.pass()
         return try await self.inner.write(model: model, rollout: rollout, expectedRevision: expectedRevision)
