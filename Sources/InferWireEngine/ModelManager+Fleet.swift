@@ -37,7 +37,8 @@ extension ModelManager {
             self.markUnreachable(error)
             throw InferWireError(
                 code: .unavailable,
-                message: "the rollout state store (\(fleet.store.location)) cannot be read: \(error); nothing was changed")
+                message:
+                    "the rollout state store (\(fleet.store.location)) cannot be read: \(error); nothing was changed")
         }
         let now = Date()
         let (proposal, base) = try self.state.withLock {

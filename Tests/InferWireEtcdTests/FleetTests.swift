@@ -187,6 +187,39 @@ struct FleetTests {
         }
     }
 
+    @Test("the guard leader rolls back a canary on the fleet's counts, which no replica reaches alone")
+    func guardOnFleetCounts() async throws {
+        let etcd = try EtcdProcess()
+        defer { etcd.remove() }
+        let roots = try (0..<3).map { _ in try makeGuardedRepository(minRequests: 30) }
+        try await withReplicas(repositories: roots, etcd: etcd, loaders: [FaultyWhenMarkedLoader()]) { replicas in
+            _ = try await replicas[0].client.setTraffic("g", canary: 1, percent: 10)
+            try await eventually("every replica has the canary") {
+                replicas.allSatisfy { (try? $0.manager.rollout("g").canary) == 1 }
+            }
+            // 12 failing canary requests per replica: 36 across the fleet, at least 30 needed.
+            for replica in replicas {
+                for _ in 0..<12 {
+                    do {
+                        _ = try await replica.client.infer(
+                            model: "g", version: 1,
+                            inputs: [Tensor(name: "X", values: [1, 2, 3, 4] as [Float], shape: [4])])
+                        Issue.record("the failing canary answered")
+                    } catch let error as InferWireError {
+                        #expect(error.code == .internal, "\(error)")
+                    }
+                }
+            }
+            try await eventually("every replica has the canary withdrawn") {
+                replicas.allSatisfy { (try? $0.manager.rollout("g"))?.canary == nil }
+            }
+            let last = try replicas[1].manager.history("g").last
+            #expect(last?.action == "auto-rollback")
+            #expect(last?.actor == "guard")
+            #expect(last?.detail.contains("across the fleet") == true, "\(String(describing: last))")
+        }
+    }
+
     @Test("a replica starting while etcd is down waits for it, or with the fallback starts and reconciles later")
     func startWithoutEtcd() async throws {
         let etcd = try EtcdProcess()

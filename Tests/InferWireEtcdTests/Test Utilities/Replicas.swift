@@ -106,6 +106,7 @@ struct GatedStore: FleetStateStore {
 /// - Parameter wrap: wraps a replica's store (to gate its writes, say).
 func withReplicas(
     repositories: [String], etcd: EtcdProcess, prefix: String = "/inferwire", settings: ReplicaSettings = .init(),
+    loaders: [any ModelLoader] = ModelRepository.builtinLoaders,
     wrap: @Sendable (Int, EtcdFleetStore) -> any FleetStateStore = { $1 },
     _ body: @Sendable ([Replica]) async throws -> Void
 ) async throws {
@@ -118,7 +119,7 @@ func withReplicas(
                 requestTimeout: .seconds(10)))
         stores.append(store)
         let manager = ModelManager(
-            repository: ModelRepository(directory: root),
+            repository: ModelRepository(directory: root, loaders: loaders),
             configuration: .init(
                 fleet: .init(
                     store: wrap(index, store), replica: "replica-\(index)",
@@ -191,4 +192,47 @@ func eventually(
         try await Task.sleep(for: .milliseconds(5))
     }
     Issue.record("never happened: \(what)", sourceLocation: sourceLocation)
+}
+
+/// The identity model, except in version directories holding a `FAULTY` file: there every
+/// execution throws (a canary that fails).
+struct FaultyWhenMarkedLoader: ModelLoader {
+    var platform: String { "faulty_when_marked" }
+
+    struct Broken: Error {}
+
+    struct BrokenModel: InferenceModel {
+        let signature: ModelSignature
+        var isLightweight: Bool { true }
+        func execute(_ inputs: [Tensor]) throws -> [Tensor] { throw Broken() }
+    }
+
+    func load(configuration: ModelConfiguration, versionDirectory: String) throws -> any InferenceModel {
+        var identity = configuration
+        identity.platform = "identity"
+        let model = try IdentityModelLoader().load(configuration: identity, versionDirectory: versionDirectory)
+        if FileManager.default.fileExists(atPath: versionDirectory + "/FAULTY") {
+            return BrokenModel(signature: model.signature)
+        }
+        return model
+    }
+}
+
+/// Model `g`: version 1 fails every request (the canary under test), version 2 is the
+/// identity (stable); its rollout guard allows 5 points more errors once `minRequests`
+/// canary requests were seen across the fleet.
+func makeGuardedRepository(minRequests: Int) throws -> String {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-fleet-guard-\(UUID())").path
+    for version in [1, 2] {
+        try FileManager.default.createDirectory(atPath: "\(root)/g/\(version)", withIntermediateDirectories: true)
+    }
+    FileManager.default.createFile(atPath: "\(root)/g/1/FAULTY", contents: Data())
+    try """
+    platform: "faulty_when_marked"
+    version_policy { all { } }
+    input { name: "X" datatype: FP32 shape: [ 4 ] }
+    output { name: "Y" datatype: FP32 shape: [ 4 ] }
+    rollout { guard { max_error_rate_increase: 0.05 window_seconds: 60 min_requests: \(minRequests) } }
+    """.write(toFile: "\(root)/g/config.pbtxt", atomically: true, encoding: .utf8)
+    return root
 }
