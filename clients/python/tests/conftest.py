@@ -37,11 +37,25 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 Address = Tuple[str, int]
 
 
+@dataclass
+class ServerProcess:
+    """A started ``serve``: its address and process (to signal), and its log file."""
+
+    address: Address
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextlib.contextmanager
-def running_server(
+def started_server(
     base: Path, *flags: str, port: int = 0, prepare: Optional[Callable[[Path], None]] = None
-) -> Iterator[Address]:
-    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields ``(host, port)``, then SIGTERMs it.
+) -> Iterator[ServerProcess]:
+    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields it, then SIGTERMs it
+    (or reaps it, if a test already stopped it).
 
     ``prepare``, if given, is called with the copied model repository before the server
     starts (to add or break models). The server's log is ``base / "server.log"``.
@@ -71,14 +85,29 @@ def running_server(
                 pytest.fail(f"server {' '.join(flags)} did not start:\n{log_path.read_text(errors='replace')}")
             else:
                 time.sleep(0.05)
-        yield "127.0.0.1", listening
+        yield ServerProcess(("127.0.0.1", listening), process, log_path)
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # in case a test stopped it
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def running_server(
+    base: Path, *flags: str, port: int = 0, prepare: Optional[Callable[[Path], None]] = None
+) -> Iterator[Address]:
+    """Start ``serve`` with ``flags`` on ``port`` (0: a free one) in ``base``; yields ``(host, port)``, then SIGTERMs it.
+
+    ``prepare``, if given, is called with the copied model repository before the server
+    starts (to add or break models). The server's log is ``base / "server.log"``.
+    """
+    with started_server(base, *flags, port=port, prepare=prepare) as server:
+        yield server.address
 
 
 @pytest.fixture(scope="session")

@@ -72,8 +72,21 @@ class Peer:
     def answer_live(self, method: int, request_id: int) -> None:
         self.send(_wire.RESPONSE, inference_pb2.ServerLiveResponse(live=True), method=method, request_id=request_id)
 
+    def answer(self, method: int, request_id: int) -> None:
+        """SERVER_LIVE: live; any other method: an empty RESPONSE (every response message's defaults)."""
+        if method == frames_pb2.SERVER_LIVE:
+            self.answer_live(method, request_id)
+        else:
+            self.send(_wire.RESPONSE, method=method, request_id=request_id)
+
     def serve_live(self) -> None:
         """Answer SERVER_LIVE requests until the client closes the connection."""
+        self.serve(self.answer_live)
+
+    def serve(self, answer: Optional[Callable[[int, int], None]] = None) -> None:
+        """Answer requests with ``answer(method, request_id)`` (default ``self.answer``) until the client
+        closes the connection."""
+        answer = answer or self.answer
         while True:
             frame = self.read_frame()
             if frame is None:
@@ -82,7 +95,7 @@ class Peer:
             if frame_type == _wire.REQUEST:
                 with self.server.lock:
                     self.server.requests.append((self.number, method))
-                self.answer_live(method, request_id)
+                answer(method, request_id)
 
     def end(self) -> None:
         """Shut the connection: FIN, then whatever the client still sends is discarded."""

@@ -56,8 +56,31 @@ def test_clients_take_the_same_connection_arguments():
     assert {"tls", "tls_ca", "tls_cert", "tls_key", "server_hostname", "token"} <= set(blocking.parameters)
 
 
+def test_balanced_clients_offer_every_call_of_the_clients():
+    # The call methods are written once per flavour (client._Calls, aio._AsyncCalls) and shared.
+    for single, balanced in ((inferwire.Client, inferwire.BalancedClient),
+                             (inferwire.AsyncClient, inferwire.AsyncBalancedClient)):
+        calls = {name: method for name, method in public_methods(single).items()
+                 if name not in ("connect", "open", "close", "authenticate")}
+        assert {"infer", "server_live", "model_statistics", "list_models", "history"} <= set(calls)
+        offered = public_methods(balanced)
+        for name, method in calls.items():
+            assert offered[name] is method, name
+    asynchronous = public_methods(inferwire.AsyncBalancedClient)
+    assert not [name for name, method in asynchronous.items() if not inspect.iscoroutinefunction(method)]
+    assert inspect.iscoroutinefunction(inferwire.AsyncBalancedClient.__aenter__)
+    assert inferwire.AsyncBalancedClient is inferwire.aio.BalancedClient
+    blocking = inspect.signature(inferwire.BalancedClient.__init__)
+    assert inspect.signature(inferwire.AsyncBalancedClient.__init__) == blocking
+    connect = inspect.signature(inferwire.AsyncBalancedClient.connect)
+    assert list(connect.parameters.values()) == list(blocking.parameters.values())[1:]  # less self
+    # The connection arguments are the single clients', in the same order.
+    single = list(inspect.signature(inferwire.Client.__init__).parameters.values())[3:]  # less self, host, port
+    assert list(blocking.parameters.values())[2:2 + len(single)] == single
+
+
 def test_every_public_method_is_annotated():
-    for cls in (inferwire.Client, inferwire.AsyncClient):
+    for cls in (inferwire.Client, inferwire.AsyncClient, inferwire.BalancedClient, inferwire.AsyncBalancedClient):
         for name, method in public_methods(cls).items():
             signature = inspect.signature(method)
             assert signature.return_annotation is not inspect.Signature.empty, f"{cls.__name__}.{name}"
@@ -131,12 +154,12 @@ def test_protocol_error_and_unknown_codes():
 
 
 USAGE = '''
-from typing import Any, Coroutine, List, Optional
+from typing import Any, Coroutine, List, Optional, Tuple
 
 from typing_extensions import assert_type
 
 from inferwire import *
-from inferwire._proto.management_pb2 import HistoryEntry
+from inferwire._proto.management_pb2 import HistoryEntry, ModelStatus
 
 
 def blocking(client: Client) -> None:
@@ -168,6 +191,22 @@ async def awaiting(client: AsyncClient) -> None:
         await client.close()
     except RequestCancelledError as error:
         code: int = error.code
+
+
+def balanced(client: BalancedClient) -> None:
+    assert_type(client.infer("m", {}), InferResult)
+    assert_type(client.list_models(), List[ModelStatus])
+    assert_type(client.endpoints, Tuple[EndpointStatus, ...])
+    assert_type(client.endpoints[0].outstanding, int)
+    BalancedClient("dns:///fleet:8500", retry_inference=False, max_attempts=2, backoff=0.5)
+    BalancedClient(["a:1", ("b", 2)])
+
+
+async def balanced_awaiting(client: AsyncBalancedClient) -> None:
+    assert_type(await client.infer("m", {}), InferResult)
+    assert_type(await AsyncBalancedClient.connect(["a:1"]), AsyncBalancedClient)
+    result: InferResult = client.infer("m", {})  # type: ignore[assignment]
+    await client.refresh()
 '''
 
 

@@ -5,6 +5,9 @@
 ...     result = client.infer("add_sub", {"INPUT0": np.ones((1, 4), np.float32),
 ...                                       "INPUT1": np.ones((1, 4), np.float32)})
 ...     result["OUTPUT0"]
+
+``inferwire.BalancedClient`` (and ``inferwire.aio.BalancedClient``, also named
+``inferwire.AsyncBalancedClient``) spread calls over a fleet of servers.
 """
 
 from ._api import InferResult, Principal
@@ -12,8 +15,10 @@ from ._proto.inference_pb2 import Priority
 from ._proto.management_pb2 import VersionState
 from ._proto.status_pb2 import StatusCode
 from ._proto.tensor_pb2 import DataType
+from ._balance import EndpointStatus
 from .aio import AsyncClient
-from .client import Client
+from .aio import BalancedClient as AsyncBalancedClient
+from .client import BalancedClient, Client
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -43,6 +48,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Client",
     "AsyncClient",
+    "BalancedClient",
+    "AsyncBalancedClient",
+    "EndpointStatus",
     "InferResult",
     "Principal",
     "Priority",

@@ -182,6 +182,10 @@ def connection_principal(
     return None
 
 
+#: Set on errors the server sent in an ERROR frame (see ``answered_by_server``).
+_ANSWERED = "_inferwire_answered_by_server"
+
+
 def error_from_status(payload: bytes) -> InferWireError:
     """The exception carried by an ERROR frame's ``Status`` payload."""
     status = status_pb2.Status()
@@ -189,7 +193,19 @@ def error_from_status(payload: bytes) -> InferWireError:
         status.ParseFromString(payload)
     except Exception:  # noqa: BLE001 -- protobuf's DecodeError and friends
         return ProtocolError("ERROR frame with an unparseable Status payload")
-    return error_for(status.code, status.message)
+    error = error_for(status.code, status.message)
+    setattr(error, _ANSWERED, True)
+    return error
+
+
+def answered_by_server(error: BaseException) -> bool:
+    """Whether ``error`` is the server's answer in an ERROR frame, not one the client raised itself.
+
+    An ``UnavailableError`` the server sent means the request was not executed (see the
+    balancing clients); one the client raised for a connection that ended with the call
+    in flight means it may have run. (``fresh`` copies keep the mark.)
+    """
+    return bool(getattr(error, _ANSWERED, False))
 
 
 def parse_goaway(payload: bytes) -> frames_pb2.GoAway:
@@ -223,13 +239,15 @@ class NotExecuted(Exception):
     """A call the server never executed, raised inside the clients to retry it on a new connection.
 
     Either it was not sent (the connection had received GOAWAY or closed first) or the
-    server answered it ERROR ``UNAVAILABLE`` after its own GOAWAY. ``error`` is what the
-    caller gets if the call is not retried. Never escapes a client.
+    server answered it ERROR ``UNAVAILABLE`` after its own GOAWAY (``sent`` is then
+    True). ``error`` is what the caller gets if the call is not retried. Never escapes a
+    client.
     """
 
-    def __init__(self, error: InferWireError) -> None:
+    def __init__(self, error: InferWireError, *, sent: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
+        self.sent = sent
 
 
 def refused_after_goaway(error: InferWireError) -> BaseException:
@@ -238,7 +256,7 @@ def refused_after_goaway(error: InferWireError) -> BaseException:
     ``UNAVAILABLE`` there is the server refusing a REQUEST it read after its GOAWAY:
     it never ran, so the call is retried (``NotExecuted``); other errors are the answer.
     """
-    return NotExecuted(error) if error.code == StatusCode.UNAVAILABLE else error
+    return NotExecuted(error, sent=True) if error.code == StatusCode.UNAVAILABLE else error
 
 
 E = TypeVar("E", bound=BaseException)
@@ -272,11 +290,14 @@ def in_flight_error(goaway: Optional[frames_pb2.GoAway]) -> InferWireError:
     )
 
 
-def reconnect_error(exc: BaseException, where: str, connect_timeout: float) -> InferWireError:
+def reconnect_error(
+    exc: BaseException, where: str, connect_timeout: float, *, verb: str = "reconnect"
+) -> InferWireError:
     """The error for a reconnection that failed below the protocol: refused, unreachable, timed out.
 
     Says the same whichever client made the attempt (asyncio words a refused connection
-    "Connect call failed"): ``could not reconnect to 10.0.0.5:8500: Connection refused``.
+    "Connect call failed"): ``could not reconnect to 10.0.0.5:8500: Connection refused``
+    (``verb="connect"`` for a first connection).
     """
     from .errors import UnavailableError
 
@@ -287,4 +308,4 @@ def reconnect_error(exc: BaseException, where: str, connect_timeout: float) -> I
         reason = os.strerror(errno)
     else:
         reason = str(exc)
-    return UnavailableError(f"could not reconnect to {where}: {reason}")
+    return UnavailableError(f"could not {verb} to {where}: {reason}")

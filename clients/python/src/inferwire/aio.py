@@ -1,9 +1,12 @@
-"""The asyncio client: one connection at a time, many concurrent calls from any tasks."""
+"""The asyncio clients: one connection at a time, many concurrent calls from any tasks (``AsyncClient``),
+and one connection per server of a fleet, calls balanced across them (``BalancedClient``)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
+import time
 from collections import deque
 from types import TracebackType
 from typing import Any, Deque, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
@@ -11,14 +14,16 @@ from typing import Any, Deque, Dict, Generic, List, Mapping, Optional, Sequence,
 from numpy.typing import ArrayLike
 
 from . import _api as api
+from . import _balance
 from . import _tls
 from . import _wire as wire
 from ._api import Call, InferResult, ParameterValue, Principal, Version
+from ._balance import Address, Clock, Endpoints, EndpointStatus, Resolver
 from ._proto import frames_pb2, inference_pb2, management_pb2
 from .client import Frame, decode_answer
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "BalancedClient"]
 
 T = TypeVar("T")
 
@@ -346,7 +351,157 @@ class _Connection:
             pass
 
 
-class AsyncClient:
+class _AsyncCalls:
+    """The call methods of the asyncio clients, each a thin wrapper over ``_invoke``, which sends one
+    call and waits for its answer (over one connection, or balanced across several)."""
+
+    # -- inference service ------------------------------------------------------
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, ArrayLike],
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        version: Version = None,
+        priority: int = inference_pb2.NORMAL,
+        routing_key: str = "",
+        request_id: str = "",
+        parameters: Optional[Mapping[str, ParameterValue]] = None,
+        traceparent: str = "",
+        tracestate: str = "",
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> InferResult:
+        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
+
+        ``outputs`` limits which outputs are returned; ``version`` is a version
+        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
+        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
+        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
+        ``parameters`` are passed to the model (bool, int, float or str values).
+        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
+        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
+        the request join that trace. Empty: none; a value the server cannot parse is
+        ignored, not refused.
+        """
+        call = api.infer(
+            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
+            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
+        )
+        return await self._invoke(call, timeout=timeout, compress=compress)
+
+    async def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is live."""
+        return await self._invoke(api.server_live(), timeout=timeout, compress=compress)
+
+    async def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is ready: not shutting down and every model has a version serving."""
+        return await self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    async def server_not_ready_reasons(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[str]:
+        """Why the server is not ready, one sentence per reason (shutting down, a model with no
+        version serving, a version that failed to load); empty when it is ready."""
+        return await self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
+
+    async def server_metadata(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ServerMetadataResponse:
+        """The server's name, version, protocol versions and extensions."""
+        return await self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
+
+    async def model_ready(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> bool:
+        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
+        return await self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
+
+    async def model_metadata(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ModelMetadataResponse:
+        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
+        return await self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
+
+    async def model_statistics(
+        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[inference_pb2.VersionStatistics]:
+        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
+        return await self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
+
+    # -- management service -----------------------------------------------------
+
+    async def list_models(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.ModelStatus]:
+        """Every model's status: versions, their states, and the rollout."""
+        return await self._invoke(api.list_models(), timeout=timeout, compress=compress)
+
+    async def model_status(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.ModelStatus:
+        """One model's versions (state, counts, mean compute time) and rollout."""
+        return await self._invoke(api.model_status(model), timeout=timeout, compress=compress)
+
+    async def load_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
+        return await self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
+
+    async def unload_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
+        return await self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
+
+    async def set_traffic(
+        self,
+        model: str,
+        canary_version: int,
+        percent: int,
+        *,
+        sticky: bool = False,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
+        call = api.set_traffic(model, canary_version, percent, sticky)
+        return await self._invoke(call, timeout=timeout, compress=compress)
+
+    async def promote(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Make the canary the stable version (the old stable stays loaded for rollback)."""
+        return await self._invoke(api.promote(model), timeout=timeout, compress=compress)
+
+    async def rollback(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Withdraw the canary, or else restore the previous stable version."""
+        return await self._invoke(api.rollback(model), timeout=timeout, compress=compress)
+
+    async def set_shadow(
+        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
+        return await self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
+
+    async def history(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.HistoryEntry]:
+        """Who changed what about ``model``'s versions and rollout, and when."""
+        return await self._invoke(api.history(model), timeout=timeout, compress=compress)
+
+    # -- sending ----------------------------------------------------------------
+
+    async def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
+        raise NotImplementedError
+
+
+class AsyncClient(_AsyncCalls):
     """An asyncio InferWire client; every call method is a coroutine.
 
     Create it with ``await AsyncClient.connect(host, port)`` or
@@ -575,147 +730,6 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    # -- inference service ------------------------------------------------------
-
-    async def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, ArrayLike],
-        *,
-        outputs: Optional[Sequence[str]] = None,
-        version: Version = None,
-        priority: int = inference_pb2.NORMAL,
-        routing_key: str = "",
-        request_id: str = "",
-        parameters: Optional[Mapping[str, ParameterValue]] = None,
-        traceparent: str = "",
-        tracestate: str = "",
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> InferResult:
-        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
-
-        ``outputs`` limits which outputs are returned; ``version`` is a version
-        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
-        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
-        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
-        ``parameters`` are passed to the model (bool, int, float or str values).
-        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
-        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
-        the request join that trace. Empty: none; a value the server cannot parse is
-        ignored, not refused.
-        """
-        call = api.infer(
-            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
-            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
-        )
-        return await self._invoke(call, timeout=timeout, compress=compress)
-
-    async def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is live."""
-        return await self._invoke(api.server_live(), timeout=timeout, compress=compress)
-
-    async def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is ready: not shutting down and every model has a version serving."""
-        return await self._invoke(api.server_ready(), timeout=timeout, compress=compress)
-
-    async def server_not_ready_reasons(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[str]:
-        """Why the server is not ready, one sentence per reason (shutting down, a model with no
-        version serving, a version that failed to load); empty when it is ready."""
-        return await self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
-
-    async def server_metadata(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ServerMetadataResponse:
-        """The server's name, version, protocol versions and extensions."""
-        return await self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
-
-    async def model_ready(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> bool:
-        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
-        return await self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
-
-    async def model_metadata(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ModelMetadataResponse:
-        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
-        return await self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
-
-    async def model_statistics(
-        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[inference_pb2.VersionStatistics]:
-        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
-        return await self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
-
-    # -- management service -----------------------------------------------------
-
-    async def list_models(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.ModelStatus]:
-        """Every model's status: versions, their states, and the rollout."""
-        return await self._invoke(api.list_models(), timeout=timeout, compress=compress)
-
-    async def model_status(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.ModelStatus:
-        """One model's versions (state, counts, mean compute time) and rollout."""
-        return await self._invoke(api.model_status(model), timeout=timeout, compress=compress)
-
-    async def load_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
-        return await self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
-
-    async def unload_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
-        return await self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
-
-    async def set_traffic(
-        self,
-        model: str,
-        canary_version: int,
-        percent: int,
-        *,
-        sticky: bool = False,
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
-        call = api.set_traffic(model, canary_version, percent, sticky)
-        return await self._invoke(call, timeout=timeout, compress=compress)
-
-    async def promote(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Make the canary the stable version (the old stable stays loaded for rollback)."""
-        return await self._invoke(api.promote(model), timeout=timeout, compress=compress)
-
-    async def rollback(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Withdraw the canary, or else restore the previous stable version."""
-        return await self._invoke(api.rollback(model), timeout=timeout, compress=compress)
-
-    async def set_shadow(
-        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
-        return await self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
-
-    async def history(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.HistoryEntry]:
-        """Who changed what about ``model``'s versions and rollout, and when."""
-        return await self._invoke(api.history(model), timeout=timeout, compress=compress)
-
-
     # -- sending ----------------------------------------------------------------
 
     async def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
@@ -733,3 +747,250 @@ class AsyncClient:
                 if retried:
                     raise wire.fresh(not_executed.error) from None
                 retried = True  # never ran: once more, on a new connection
+
+
+# -- balancing across a fleet ---------------------------------------------------------------------
+
+
+class _AsyncEndpoint(_balance.Endpoint[AsyncClient]):
+    """An endpoint of a :class:`BalancedClient`: its :class:`AsyncClient`, made on first use."""
+
+
+class BalancedClient(_AsyncCalls):
+    """An asyncio client for a fleet of servers: one connection per server, each call sent to one.
+
+    The asyncio twin of :class:`inferwire.BalancedClient`, with the same arguments and
+    rules (choosing, back-off, retrying, DNS refreshes); every call method is a coroutine.
+    Create it with ``await BalancedClient.connect(endpoints)`` or ``async with
+    BalancedClient(endpoints) as client:``, which resolve a DNS target (raising
+    ``UnavailableError`` if it does not resolve); connections open on first use, each an
+    :class:`AsyncClient`.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
+        retry_inference: bool = True,
+        max_attempts: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        resolve_interval: float = 30.0,
+        clock: Clock = time.monotonic,
+        rng: Optional[random.Random] = None,
+        resolver: Optional[Resolver] = None,
+    ) -> None:
+        target = _balance.parse_target(endpoints)
+        _balance.check_options(
+            max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff, resolve_interval=resolve_interval
+        )
+        self.timeout = timeout
+        self.compression = compression
+        self.connect_timeout = connect_timeout
+        self.retry_inference = retry_inference
+        self.max_attempts = max_attempts
+        self._context = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
+        if server_hostname is None and self._context is not None and target.dns is not None:
+            server_hostname = target.dns[0]
+        self._server_hostname = server_hostname
+        if token is not None:
+            wire.encode_auth(token)  # TypeError, ValueError
+        self._token = token
+        self._clock = clock
+        self._resolver = resolver or _balance.resolve
+        self._pool = _balance.Pool(
+            target, _AsyncEndpoint, clock=clock, rng=rng or random.Random(), backoff=backoff,
+            max_backoff=max_backoff, resolve_interval=resolve_interval,
+        )
+        self._opened = False
+        self._resolution: Optional["asyncio.Task[None]"] = None
+
+    @classmethod
+    async def connect(
+        cls,
+        endpoints: Endpoints,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
+        retry_inference: bool = True,
+        max_attempts: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        resolve_interval: float = 30.0,
+        clock: Clock = time.monotonic,
+        rng: Optional[random.Random] = None,
+        resolver: Optional[Resolver] = None,
+    ) -> BalancedClient:
+        """Make the client and :meth:`open` it."""
+        client = cls(
+            endpoints, timeout=timeout, compression=compression, connect_timeout=connect_timeout, tls=tls,
+            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, server_hostname=server_hostname, token=token,
+            retry_inference=retry_inference, max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
+            resolve_interval=resolve_interval, clock=clock, rng=rng, resolver=resolver,
+        )
+        await client.open()
+        return client
+
+    async def open(self) -> None:
+        """Resolve a DNS target (raising ``UnavailableError`` if it does not resolve); connections open on
+        first use. ``connect`` and ``async with`` call this; once open it does nothing, after :meth:`close`
+        it raises."""
+        if self._pool.closed is not None:
+            raise wire.fresh(self._pool.closed)
+        if self._opened:
+            return
+        if self._pool.target.dns is not None:
+            self._pool.resolving = True
+            await self._apply(await self._resolve(self._pool.target.dns, raising=True))
+        self._opened = True
+
+    # -- the fleet ------------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Tuple[EndpointStatus, ...]:
+        """Each endpoint as it stands: address, calls outstanding, attempts, connected, back-off."""
+        return self._pool.status(lambda endpoint: endpoint.client is not None and endpoint.client.connected)
+
+    @property
+    def retries(self) -> int:
+        """Attempts made after a call's first attempt failed, over the client's life."""
+        return self._pool.retries
+
+    async def refresh(self) -> None:
+        """Resolve a DNS target again now and update the endpoints (with a list of endpoints: nothing).
+
+        Raises ``UnavailableError`` if the name does not resolve; the endpoints then stay.
+        """
+        dns = self._pool.target.dns
+        if dns is not None:
+            await self._apply(await self._resolve(dns, raising=True))
+
+    async def _resolve(self, dns: Address, *, raising: bool) -> Optional[List[Address]]:
+        try:
+            # getaddrinfo blocks: in the loop's default executor, as asyncio's own lookups are.
+            addresses = await asyncio.get_running_loop().run_in_executor(None, self._resolver, *dns)
+        except Exception as exc:  # noqa: BLE001 -- socket.gaierror, or whatever a given resolver raises
+            if raising:
+                raise _balance.resolve_error(dns, exc) from exc
+            return None
+        if not addresses and raising:
+            raise UnavailableError(f"{_balance.display(dns)} resolves to no address")
+        return addresses
+
+    async def _apply(self, addresses: Optional[List[Address]]) -> None:
+        await self._close_endpoints(self._pool.resolved(addresses))
+
+    async def _resolve_in_background(self) -> None:
+        dns = self._pool.target.dns
+        assert dns is not None
+        await self._apply(await self._resolve(dns, raising=False))
+
+    async def _close_endpoints(self, endpoints: Sequence[_AsyncEndpoint]) -> None:
+        for endpoint in endpoints:
+            if endpoint.client is not None:
+                await endpoint.client.close()
+
+    async def close(self) -> None:
+        """Close every connection for good: calls in flight and later calls fail with ``UnavailableError``."""
+        endpoints = self._pool.close(UnavailableError("client closed"))
+        resolution, self._resolution = self._resolution, None
+        if resolution is not None and not resolution.done():
+            resolution.cancel()
+        await self._close_endpoints(endpoints)
+
+    async def __aenter__(self) -> BalancedClient:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
+        if not self._opened and self._pool.closed is None:
+            raise UnavailableError("BalancedClient is not open; use BalancedClient.connect() or 'async with'")
+        timeout = self.timeout if timeout is None else timeout
+        compress = self.compression if compress is None else compress
+        deadline = None if timeout is None else self._clock() + timeout
+        payload = call.request.SerializeToString()
+        tried: List[_AsyncEndpoint] = []
+        while True:
+            if self._pool.resolution_due():
+                self._resolution = asyncio.get_running_loop().create_task(self._resolve_in_background())
+            endpoint = self._pool.pick(tried)
+            tried.append(endpoint)
+            try:
+                return await self._attempt(endpoint, call, payload, deadline, timeout, compress)
+            except (wire.NotExecuted, UnavailableError) as exc:
+                failed = _balance.failed_attempt(exc)
+                assert failed is not None
+                outcome, error = failed
+                retry = _balance.may_retry(outcome, call.method, self.retry_inference)
+                if not retry or len(tried) >= self.max_attempts:
+                    raise wire.fresh(error) from None
+                if deadline is not None and self._clock() >= deadline:
+                    raise DeadlineExceededError(
+                        f"deadline passed after {len(tried)} attempts; the last one failed: {error}"
+                    ) from None
+            finally:
+                if self._pool.release(endpoint):
+                    await self._close_endpoints([endpoint])
+
+    async def _attempt(
+        self, endpoint: _AsyncEndpoint, call: Call[Any, T], payload: bytes, deadline: Optional[float],
+        timeout: Optional[float], compress: bool,
+    ) -> T:
+        # A connection's waits are on the loop's clock; the call's deadline is on self._clock.
+        loop = asyncio.get_running_loop()
+        local = None if deadline is None else loop.time() + (deadline - self._clock())
+        conn = await self._connect(endpoint, local)
+        return await conn.invoke(call, payload, deadline=local, timeout=timeout, compress=compress)
+
+    async def _connect(self, endpoint: _AsyncEndpoint, deadline: Optional[float]) -> _Connection:
+        """``endpoint``'s connection, opened if need be; raises ``NotExecuted`` if that fails."""
+        failure = _balance.recent_failure(endpoint, self._clock())
+        if failure is not None:  # it failed since this call picked it: no second attempt within its back-off
+            raise wire.NotExecuted(failure)
+        client = endpoint.client
+        if client is None:
+            host, port = endpoint.address
+            client = endpoint.client = AsyncClient(
+                host, port, timeout=self.timeout, compression=self.compression, connect_timeout=self.connect_timeout,
+                tls=self._context, server_hostname=self._server_hostname, token=self._token,
+            )
+        try:
+            # Concurrent callers share one connection attempt (AsyncClient._connection).
+            conn, _ = await client._connection(deadline, opening=True)
+        except DeadlineExceededError:
+            raise
+        except InferWireError as exc:
+            error = exc
+        except (OSError, asyncio.TimeoutError) as exc:  # the first connection's failures come unwrapped
+            error = wire.reconnect_error(exc, endpoint.where, self.connect_timeout, verb="connect")
+        else:
+            self._pool.connected(endpoint)
+            return conn
+        self._pool.connect_failed(endpoint, error)
+        raise wire.NotExecuted(error)

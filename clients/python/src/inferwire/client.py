@@ -1,8 +1,10 @@
-"""The blocking client: one connection at a time, many concurrent calls from any threads."""
+"""The blocking clients: one connection at a time, many concurrent calls from any threads (``Client``),
+and one connection per server of a fleet, calls balanced across them (``BalancedClient``)."""
 
 from __future__ import annotations
 
 import io
+import random
 import socket
 import ssl
 import threading
@@ -17,13 +19,15 @@ from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional,
 from numpy.typing import ArrayLike
 
 from . import _api as api
+from . import _balance
 from . import _tls
 from . import _wire as wire
 from ._api import Call, InferResult, ParameterValue, Principal, Version
+from ._balance import Address, Clock, Endpoints, EndpointStatus, Resolver
 from ._proto import frames_pb2, inference_pb2, management_pb2
 from .errors import DeadlineExceededError, InferWireError, ProtocolError, UnavailableError, error_for
 
-__all__ = ["Client"]
+__all__ = ["Client", "BalancedClient"]
 
 T = TypeVar("T")
 
@@ -486,7 +490,157 @@ class _Connection:
             pass
 
 
-class Client:
+class _Calls:
+    """The call methods of the blocking clients, each a thin wrapper over ``_invoke``, which sends one
+    call and waits for its answer (over one connection, or balanced across several)."""
+
+    # -- inference service ------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, ArrayLike],
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        version: Version = None,
+        priority: int = inference_pb2.NORMAL,
+        routing_key: str = "",
+        request_id: str = "",
+        parameters: Optional[Mapping[str, ParameterValue]] = None,
+        traceparent: str = "",
+        tracestate: str = "",
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> InferResult:
+        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
+
+        ``outputs`` limits which outputs are returned; ``version`` is a version
+        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
+        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
+        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
+        ``parameters`` are passed to the model (bool, int, float or str values).
+        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
+        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
+        the request join that trace. Empty: none; a value the server cannot parse is
+        ignored, not refused.
+        """
+        call = api.infer(
+            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
+            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
+        )
+        return self._invoke(call, timeout=timeout, compress=compress)
+
+    def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is live."""
+        return self._invoke(api.server_live(), timeout=timeout, compress=compress)
+
+    def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
+        """Whether the server is ready: not shutting down and every model has a version serving."""
+        return self._invoke(api.server_ready(), timeout=timeout, compress=compress)
+
+    def server_not_ready_reasons(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[str]:
+        """Why the server is not ready, one sentence per reason (shutting down, a model with no
+        version serving, a version that failed to load); empty when it is ready."""
+        return self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
+
+    def server_metadata(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ServerMetadataResponse:
+        """The server's name, version, protocol versions and extensions."""
+        return self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
+
+    def model_ready(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> bool:
+        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
+        return self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
+
+    def model_metadata(
+        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> inference_pb2.ModelMetadataResponse:
+        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
+        return self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
+
+    def model_statistics(
+        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[inference_pb2.VersionStatistics]:
+        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
+        return self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
+
+    # -- management service -----------------------------------------------------
+
+    def list_models(
+        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.ModelStatus]:
+        """Every model's status: versions, their states, and the rollout."""
+        return self._invoke(api.list_models(), timeout=timeout, compress=compress)
+
+    def model_status(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.ModelStatus:
+        """One model's versions (state, counts, mean compute time) and rollout."""
+        return self._invoke(api.model_status(model), timeout=timeout, compress=compress)
+
+    def load_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
+        return self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
+
+    def unload_model(
+        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.VersionStatus:
+        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
+        return self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
+
+    def set_traffic(
+        self,
+        model: str,
+        canary_version: int,
+        percent: int,
+        *,
+        sticky: bool = False,
+        timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
+        call = api.set_traffic(model, canary_version, percent, sticky)
+        return self._invoke(call, timeout=timeout, compress=compress)
+
+    def promote(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Make the canary the stable version (the old stable stays loaded for rollback)."""
+        return self._invoke(api.promote(model), timeout=timeout, compress=compress)
+
+    def rollback(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> management_pb2.Rollout:
+        """Withdraw the canary, or else restore the previous stable version."""
+        return self._invoke(api.rollback(model), timeout=timeout, compress=compress)
+
+    def set_shadow(
+        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
+        compress: Optional[bool] = None,
+    ) -> management_pb2.Rollout:
+        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
+        return self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
+
+    def history(
+        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
+    ) -> List[management_pb2.HistoryEntry]:
+        """Who changed what about ``model``'s versions and rollout, and when."""
+        return self._invoke(api.history(model), timeout=timeout, compress=compress)
+
+    # -- sending ----------------------------------------------------------------
+
+    def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
+        raise NotImplementedError
+
+
+class Client(_Calls):
     """A blocking InferWire client.
 
     One instance holds one connection at a time; it is thread-safe, and concurrent
@@ -712,147 +866,6 @@ class Client:
     ) -> None:
         self.close()
 
-    # -- inference service ------------------------------------------------------
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, ArrayLike],
-        *,
-        outputs: Optional[Sequence[str]] = None,
-        version: Version = None,
-        priority: int = inference_pb2.NORMAL,
-        routing_key: str = "",
-        request_id: str = "",
-        parameters: Optional[Mapping[str, ParameterValue]] = None,
-        traceparent: str = "",
-        tracestate: str = "",
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> InferResult:
-        """Run ``model`` on ``inputs`` (name -> numpy array) and return its outputs.
-
-        ``outputs`` limits which outputs are returned; ``version`` is a version
-        number, a label (``"stable"``/``"canary"``) or ``None`` to let the server
-        route. ``priority`` is ``inferwire.Priority.HIGH`` or ``NORMAL``;
-        ``routing_key`` pins a sticky canary; ``request_id`` is echoed back;
-        ``parameters`` are passed to the model (bool, int, float or str values).
-        ``traceparent`` and ``tracestate`` are the caller's W3C Trace Context header
-        values (PROTOCOL.md, "Trace context"): the server's spans and log records for
-        the request join that trace. Empty: none; a value the server cannot parse is
-        ignored, not refused.
-        """
-        call = api.infer(
-            model, inputs, outputs=outputs, version=version, priority=priority, routing_key=routing_key,
-            request_id=request_id, parameters=parameters, traceparent=traceparent, tracestate=tracestate,
-        )
-        return self._invoke(call, timeout=timeout, compress=compress)
-
-    def server_live(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is live."""
-        return self._invoke(api.server_live(), timeout=timeout, compress=compress)
-
-    def server_ready(self, *, timeout: Optional[float] = None, compress: Optional[bool] = None) -> bool:
-        """Whether the server is ready: not shutting down and every model has a version serving."""
-        return self._invoke(api.server_ready(), timeout=timeout, compress=compress)
-
-    def server_not_ready_reasons(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[str]:
-        """Why the server is not ready, one sentence per reason (shutting down, a model with no
-        version serving, a version that failed to load); empty when it is ready."""
-        return self._invoke(api.server_not_ready_reasons(), timeout=timeout, compress=compress)
-
-    def server_metadata(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ServerMetadataResponse:
-        """The server's name, version, protocol versions and extensions."""
-        return self._invoke(api.server_metadata(), timeout=timeout, compress=compress)
-
-    def model_ready(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> bool:
-        """Whether ``model`` (at ``version``) is ready; ``False`` for unknown models."""
-        return self._invoke(api.model_ready(model, version), timeout=timeout, compress=compress)
-
-    def model_metadata(
-        self, model: str, version: Version = None, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> inference_pb2.ModelMetadataResponse:
-        """Versions, platform, input and output specs and ``max_batch_size`` of ``model``."""
-        return self._invoke(api.model_metadata(model, version), timeout=timeout, compress=compress)
-
-    def model_statistics(
-        self, model: str = "", *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[inference_pb2.VersionStatistics]:
-        """Per-version request, execution and timing statistics (every model when ``model`` is empty)."""
-        return self._invoke(api.model_statistics(model), timeout=timeout, compress=compress)
-
-    # -- management service -----------------------------------------------------
-
-    def list_models(
-        self, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.ModelStatus]:
-        """Every model's status: versions, their states, and the rollout."""
-        return self._invoke(api.list_models(), timeout=timeout, compress=compress)
-
-    def model_status(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.ModelStatus:
-        """One model's versions (state, counts, mean compute time) and rollout."""
-        return self._invoke(api.model_status(model), timeout=timeout, compress=compress)
-
-    def load_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Load ``version`` of ``model``; answers once it is READY or FAILED."""
-        return self._invoke(api.load_model(model, version), timeout=timeout, compress=compress)
-
-    def unload_model(
-        self, model: str, version: int, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.VersionStatus:
-        """Unload ``version`` of ``model`` once its queued and running requests have finished."""
-        return self._invoke(api.unload_model(model, version), timeout=timeout, compress=compress)
-
-    def set_traffic(
-        self,
-        model: str,
-        canary_version: int,
-        percent: int,
-        *,
-        sticky: bool = False,
-        timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Send ``percent`` % of unlabelled requests to ``canary_version`` (0 clears the canary)."""
-        call = api.set_traffic(model, canary_version, percent, sticky)
-        return self._invoke(call, timeout=timeout, compress=compress)
-
-    def promote(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Make the canary the stable version (the old stable stays loaded for rollback)."""
-        return self._invoke(api.promote(model), timeout=timeout, compress=compress)
-
-    def rollback(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> management_pb2.Rollout:
-        """Withdraw the canary, or else restore the previous stable version."""
-        return self._invoke(api.rollback(model), timeout=timeout, compress=compress)
-
-    def set_shadow(
-        self, model: str, version: int, percent: int, *, timeout: Optional[float] = None,
-        compress: Optional[bool] = None,
-    ) -> management_pb2.Rollout:
-        """Mirror ``percent`` % of stable's unlabelled requests to ``version`` (0 stops shadowing)."""
-        return self._invoke(api.set_shadow(model, version, percent), timeout=timeout, compress=compress)
-
-    def history(
-        self, model: str, *, timeout: Optional[float] = None, compress: Optional[bool] = None
-    ) -> List[management_pb2.HistoryEntry]:
-        """Who changed what about ``model``'s versions and rollout, and when."""
-        return self._invoke(api.history(model), timeout=timeout, compress=compress)
-
-
     # -- sending ----------------------------------------------------------------
 
     def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
@@ -869,3 +882,280 @@ class Client:
                 if retried:
                     raise wire.fresh(not_executed.error) from None
                 retried = True  # never ran: once more, on a new connection
+
+
+# -- balancing across a fleet ---------------------------------------------------------------------
+
+
+class _BlockingEndpoint(_balance.Endpoint[Client]):
+    """An endpoint of a :class:`BalancedClient`: its :class:`Client`, made when it first connects."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        self.opening = threading.Lock()  # one thread makes the first connection; the others wait for it
+
+
+class BalancedClient(_Calls):
+    """A blocking client for a fleet of servers: one connection per server, each call sent to one.
+
+    ``endpoints`` is a list of ``"host:port"`` strings (``"[::1]:8500"`` for IPv6; ``(host,
+    port)`` tuples too), or a DNS name whose addresses are the servers,
+    ``"dns:///inferwire.internal:8500"``, resolved with getaddrinfo on construction
+    (raising ``UnavailableError`` if it does not resolve) and again every
+    ``resolve_interval`` seconds, in the background of a call: a new address gets an
+    endpoint, an endpoint whose address is gone is closed once its calls have finished.
+    Connections open on first use, each a :class:`Client` (so it reconnects after GOAWAY or
+    loss as ``Client`` does); ``timeout``, ``compression``, ``connect_timeout``, the TLS
+    arguments and ``token`` are as for ``Client`` and apply to every endpoint. With TLS, a
+    DNS target's name is the host name verified (unless ``server_hostname`` says another).
+
+    **Choosing**: each attempt goes to the less loaded of two endpoints drawn at random
+    (power of two choices), by calls outstanding from this client. Endpoints that failed to
+    connect are skipped for ``backoff`` seconds, doubling with each failure in a row up to
+    ``max_backoff``; when every endpoint is skipped, a call raises ``UnavailableError``
+    naming each one's failure.
+
+    **Retrying** (at most ``max_attempts`` attempts per call, each on an endpoint the call
+    has not tried while there is one, and none started after the call's deadline): a call
+    that was not sent (connecting failed, or the connection had received GOAWAY or ended)
+    goes to another endpoint. Once sent, a management call (``list_models``, ``load_model``,
+    ... ``history``) is never sent again. An inference call (``infer`` and the read-only
+    calls) goes to another endpoint when the server answered ``UNAVAILABLE`` — which a
+    server answers only before executing a request — and, unless ``retry_inference=False``,
+    when its connection ended without an answer (it may have run; inference can run twice
+    safely). A call that is not retried raises what its last attempt raised.
+
+    ``clock`` (a monotonic clock in seconds), ``rng`` (a ``random.Random``) and
+    ``resolver`` (``(name, port) -> [(address, port), ...]``) replace ``time.monotonic``,
+    a new ``random.Random()`` and getaddrinfo, e.g. in tests. :attr:`endpoints` says how
+    each endpoint stands, :attr:`retries` counts attempts after a call's first.
+    Thread-safe; use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        timeout: Optional[float] = None,
+        compression: bool = False,
+        connect_timeout: float = 10.0,
+        tls: _tls.TLSOption = None,
+        tls_ca: Optional[_tls.PathLike] = None,
+        tls_cert: Optional[_tls.PathLike] = None,
+        tls_key: Optional[_tls.PathLike] = None,
+        server_hostname: Optional[str] = None,
+        token: Optional[str] = None,
+        retry_inference: bool = True,
+        max_attempts: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        resolve_interval: float = 30.0,
+        clock: Clock = time.monotonic,
+        rng: Optional[random.Random] = None,
+        resolver: Optional[Resolver] = None,
+    ) -> None:
+        target = _balance.parse_target(endpoints)
+        _balance.check_options(
+            max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff, resolve_interval=resolve_interval
+        )
+        self.timeout = timeout
+        self.compression = compression
+        self.connect_timeout = connect_timeout
+        self.retry_inference = retry_inference
+        self.max_attempts = max_attempts
+        # One context for every endpoint: certificate files are read once, bad arguments raise here.
+        self._context = _tls.make_context(tls, ca=tls_ca, cert=tls_cert, key=tls_key, server_hostname=server_hostname)
+        if server_hostname is None and self._context is not None and target.dns is not None:
+            server_hostname = target.dns[0]
+        self._server_hostname = server_hostname
+        if token is not None:
+            wire.encode_auth(token)  # TypeError, ValueError
+        self._token = token
+        self._clock = clock
+        self._resolver = resolver or _balance.resolve
+        self._lock = threading.Lock()
+        self._pool = _balance.Pool(
+            target, _BlockingEndpoint, clock=clock, rng=rng or random.Random(), backoff=backoff,
+            max_backoff=max_backoff, resolve_interval=resolve_interval,
+        )
+        if target.dns is not None:
+            self._pool.resolving = True
+            self._apply(self._resolve(target.dns, raising=True))
+
+    # -- the fleet ------------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Tuple[EndpointStatus, ...]:
+        """Each endpoint as it stands: address, calls outstanding, attempts, connected, back-off."""
+        with self._lock:
+            return self._pool.status(lambda endpoint: endpoint.client is not None and endpoint.client.connected)
+
+    @property
+    def retries(self) -> int:
+        """Attempts made after a call's first attempt failed, over the client's life."""
+        with self._lock:
+            return self._pool.retries
+
+    def refresh(self) -> None:
+        """Resolve a DNS target again now and update the endpoints (with a list of endpoints: nothing).
+
+        Raises ``UnavailableError`` if the name does not resolve; the endpoints then stay.
+        """
+        dns = self._pool.target.dns
+        if dns is not None:
+            self._apply(self._resolve(dns, raising=True))
+
+    def _resolve(self, dns: Address, *, raising: bool) -> Optional[List[Address]]:
+        try:
+            addresses = self._resolver(*dns)
+        except Exception as exc:  # noqa: BLE001 -- socket.gaierror, or whatever a given resolver raises
+            if raising:
+                raise _balance.resolve_error(dns, exc) from exc
+            return None
+        if not addresses and raising:
+            raise UnavailableError(f"{_balance.display(dns)} resolves to no address")
+        return addresses
+
+    def _apply(self, addresses: Optional[List[Address]]) -> None:
+        with self._lock:
+            leaving = self._pool.resolved(addresses)
+        self._close_endpoints(leaving)
+
+    def _resolve_in_background(self) -> None:
+        dns = self._pool.target.dns
+        assert dns is not None
+        self._apply(self._resolve(dns, raising=False))
+
+    def _close_endpoints(self, endpoints: Sequence[_BlockingEndpoint]) -> None:
+        for endpoint in endpoints:
+            if endpoint.client is not None:
+                endpoint.client.close()
+
+    def close(self) -> None:
+        """Close every connection for good: calls in flight and later calls fail with ``UnavailableError``."""
+        with self._lock:
+            endpoints = self._pool.close(UnavailableError("client closed"))
+        self._close_endpoints(endpoints)
+
+    def __enter__(self) -> "BalancedClient":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def _invoke(self, call: Call[Any, T], *, timeout: Optional[float], compress: Optional[bool]) -> T:
+        timeout = self.timeout if timeout is None else timeout
+        compress = self.compression if compress is None else compress
+        deadline = None if timeout is None else self._clock() + timeout
+        payload = call.request.SerializeToString()
+        tried: List[_BlockingEndpoint] = []
+        while True:
+            with self._lock:
+                if self._pool.resolution_due():
+                    threading.Thread(target=self._resolve_in_background, name="inferwire-resolve", daemon=True).start()
+                endpoint = self._pool.pick(tried)
+            tried.append(endpoint)
+            try:
+                return self._attempt(endpoint, call, payload, deadline, timeout, compress)
+            except (wire.NotExecuted, UnavailableError) as exc:
+                failed = _balance.failed_attempt(exc)
+                assert failed is not None
+                outcome, error = failed
+                retry = _balance.may_retry(outcome, call.method, self.retry_inference)
+                if not retry or len(tried) >= self.max_attempts:
+                    raise wire.fresh(error) from None
+                if deadline is not None and self._clock() >= deadline:
+                    raise DeadlineExceededError(
+                        f"deadline passed after {len(tried)} attempts; the last one failed: {error}"
+                    ) from None
+            finally:
+                with self._lock:
+                    leaving = self._pool.release(endpoint)
+                if leaving:
+                    self._close_endpoints([endpoint])
+
+    def _attempt(
+        self, endpoint: _BlockingEndpoint, call: Call[Any, T], payload: bytes, deadline: Optional[float],
+        timeout: Optional[float], compress: bool,
+    ) -> T:
+        # A connection's waits are on time.monotonic; the call's deadline is on self._clock.
+        local = None if deadline is None else time.monotonic() + (deadline - self._clock())
+        conn = self._connect(endpoint, local)
+        return conn.invoke(call, payload, deadline=local, timeout=timeout, compress=compress)
+
+    def _connect(self, endpoint: _BlockingEndpoint, deadline: Optional[float]) -> _Connection:
+        """``endpoint``'s connection, opened if need be; raises ``NotExecuted`` if that fails."""
+        failure = _balance.recent_failure(endpoint, self._clock())
+        if failure is not None:  # it failed since this call picked it: no second attempt within its back-off
+            raise wire.NotExecuted(failure)
+        try:
+            client = endpoint.client or self._first_client(endpoint, deadline)
+            conn, _ = client._connection(deadline)
+        except DeadlineExceededError:
+            raise
+        except InferWireError as exc:
+            error = exc
+        except OSError as exc:
+            error = wire.reconnect_error(exc, endpoint.where, self.connect_timeout)
+        else:
+            if endpoint.connect_failures:
+                with self._lock:
+                    self._pool.connected(endpoint)
+            return conn
+        with self._lock:
+            self._pool.connect_failed(endpoint, error)
+        raise wire.NotExecuted(error)
+
+    def _first_client(self, endpoint: _BlockingEndpoint, deadline: Optional[float]) -> Client:
+        """Connect to ``endpoint`` for the first time; threads that come meanwhile share the outcome."""
+        failed_before = endpoint.failed_connects
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not endpoint.opening.acquire(timeout=wait):
+            raise DeadlineExceededError(f"deadline passed waiting for the connection to {endpoint.where}")
+        try:
+            if endpoint.client is not None:
+                return endpoint.client
+            # The attempt this thread waited for failed (with no back-off, failed_connects says so).
+            failure = _balance.recent_failure(endpoint, self._clock())
+            if failure is None and endpoint.failed_connects != failed_before and endpoint.last_error is not None:
+                failure = wire.fresh(endpoint.last_error)
+            if failure is not None:
+                raise failure
+            host, port = endpoint.address
+            try:
+                client = Client(
+                    host, port, timeout=self.timeout, compression=self.compression,
+                    connect_timeout=self.connect_timeout, tls=self._context, server_hostname=self._server_hostname,
+                    token=self._token,
+                )
+            except InferWireError as exc:  # refused by the server (TLS, credentials, a connection limit)
+                self._first_connect_failed(endpoint, exc)
+                raise
+            except OSError as exc:  # refused, unreachable, timed out
+                error = wire.reconnect_error(exc, endpoint.where, self.connect_timeout, verb="connect")
+                self._first_connect_failed(endpoint, error)
+                raise error from exc
+            with self._lock:
+                leaving = endpoint.removed
+                if not leaving:
+                    endpoint.client = client
+            if leaving:
+                client.close()
+                raise UnavailableError(f"{endpoint.where} left the endpoints while connecting")
+            return client
+        finally:
+            endpoint.opening.release()
+
+    def _first_connect_failed(self, endpoint: _BlockingEndpoint, error: InferWireError) -> None:
+        """Record the failure (and start the back-off) before the threads waiting on ``endpoint.opening``
+        look: they share it."""
+        with self._lock:
+            endpoint.failed_connects += 1
+            self._pool.connect_failed(endpoint, error)
