@@ -187,6 +187,51 @@ void   inferwire__v1__model_status__free_unpacked
   assert(message->base.descriptor == &inferwire__v1__model_status__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   inferwire__v1__replica_versions__init
+                     (Inferwire__V1__ReplicaVersions         *message)
+{
+  static const Inferwire__V1__ReplicaVersions init_value = INFERWIRE__V1__REPLICA_VERSIONS__INIT;
+  *message = init_value;
+}
+size_t inferwire__v1__replica_versions__get_packed_size
+                     (const Inferwire__V1__ReplicaVersions *message)
+{
+  assert(message->base.descriptor == &inferwire__v1__replica_versions__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t inferwire__v1__replica_versions__pack
+                     (const Inferwire__V1__ReplicaVersions *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &inferwire__v1__replica_versions__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t inferwire__v1__replica_versions__pack_to_buffer
+                     (const Inferwire__V1__ReplicaVersions *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &inferwire__v1__replica_versions__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Inferwire__V1__ReplicaVersions *
+       inferwire__v1__replica_versions__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Inferwire__V1__ReplicaVersions *)
+     protobuf_c_message_unpack (&inferwire__v1__replica_versions__descriptor,
+                                allocator, len, data);
+}
+void   inferwire__v1__replica_versions__free_unpacked
+                     (Inferwire__V1__ReplicaVersions *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &inferwire__v1__replica_versions__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   inferwire__v1__history_entry__init
                      (Inferwire__V1__HistoryEntry         *message)
 {
@@ -1364,7 +1409,7 @@ const ProtobufCMessageDescriptor inferwire__v1__shadow_report__descriptor =
   (ProtobufCMessageInit) inferwire__v1__shadow_report__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor inferwire__v1__model_status__field_descriptors[4] =
+static const ProtobufCFieldDescriptor inferwire__v1__model_status__field_descriptors[5] =
 {
   {
     "name",
@@ -1414,9 +1459,22 @@ static const ProtobufCFieldDescriptor inferwire__v1__model_status__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replicas",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Inferwire__V1__ModelStatus, n_replicas),
+    offsetof(Inferwire__V1__ModelStatus, replicas),
+    &inferwire__v1__replica_versions__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned inferwire__v1__model_status__field_indices_by_name[] = {
   0,   /* field[0] = name */
+  4,   /* field[4] = replicas */
   2,   /* field[2] = rollout */
   3,   /* field[3] = shadow */
   1,   /* field[1] = versions */
@@ -1424,7 +1482,7 @@ static const unsigned inferwire__v1__model_status__field_indices_by_name[] = {
 static const ProtobufCIntRange inferwire__v1__model_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor inferwire__v1__model_status__descriptor =
 {
@@ -1434,11 +1492,75 @@ const ProtobufCMessageDescriptor inferwire__v1__model_status__descriptor =
   "Inferwire__V1__ModelStatus",
   "inferwire.v1",
   sizeof(Inferwire__V1__ModelStatus),
-  4,
+  5,
   inferwire__v1__model_status__field_descriptors,
   inferwire__v1__model_status__field_indices_by_name,
   1,  inferwire__v1__model_status__number_ranges,
   (ProtobufCMessageInit) inferwire__v1__model_status__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor inferwire__v1__replica_versions__field_descriptors[3] =
+{
+  {
+    "replica",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__ReplicaVersions, replica),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "versions",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Inferwire__V1__ReplicaVersions, n_versions),
+    offsetof(Inferwire__V1__ReplicaVersions, versions),
+    &inferwire__v1__version_status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reported_unix_millis",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Inferwire__V1__ReplicaVersions, reported_unix_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned inferwire__v1__replica_versions__field_indices_by_name[] = {
+  0,   /* field[0] = replica */
+  2,   /* field[2] = reported_unix_millis */
+  1,   /* field[1] = versions */
+};
+static const ProtobufCIntRange inferwire__v1__replica_versions__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor inferwire__v1__replica_versions__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "inferwire.v1.ReplicaVersions",
+  "ReplicaVersions",
+  "Inferwire__V1__ReplicaVersions",
+  "inferwire.v1",
+  sizeof(Inferwire__V1__ReplicaVersions),
+  3,
+  inferwire__v1__replica_versions__field_descriptors,
+  inferwire__v1__replica_versions__field_indices_by_name,
+  1,  inferwire__v1__replica_versions__number_ranges,
+  (ProtobufCMessageInit) inferwire__v1__replica_versions__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor inferwire__v1__history_entry__field_descriptors[6] =

@@ -19,6 +19,7 @@ typedef struct Inferwire__V1__VersionStatus Inferwire__V1__VersionStatus;
 typedef struct Inferwire__V1__Rollout Inferwire__V1__Rollout;
 typedef struct Inferwire__V1__ShadowReport Inferwire__V1__ShadowReport;
 typedef struct Inferwire__V1__ModelStatus Inferwire__V1__ModelStatus;
+typedef struct Inferwire__V1__ReplicaVersions Inferwire__V1__ReplicaVersions;
 typedef struct Inferwire__V1__HistoryEntry Inferwire__V1__HistoryEntry;
 typedef struct Inferwire__V1__ListModelsRequest Inferwire__V1__ListModelsRequest;
 typedef struct Inferwire__V1__ListModelsResponse Inferwire__V1__ListModelsResponse;
@@ -145,14 +146,45 @@ struct  Inferwire__V1__ModelStatus
 {
   ProtobufCMessage base;
   char *name;
+  /*
+   * The versions of the replica that answered.
+   */
   size_t n_versions;
   Inferwire__V1__VersionStatus **versions;
   Inferwire__V1__Rollout *rollout;
   Inferwire__V1__ShadowReport *shadow;
+  /*
+   * When replicas share rollout state: every replica's versions as it last reported
+   * them (the answering replica included); empty for a server on its own.
+   */
+  size_t n_replicas;
+  Inferwire__V1__ReplicaVersions **replicas;
 };
 #define INFERWIRE__V1__MODEL_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__model_status__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, NULL, NULL }
+    , (char *)protobuf_c_empty_string, 0,NULL, NULL, NULL, 0,NULL }
+
+
+/*
+ * One replica's versions of a model, from its last report to the shared state.
+ */
+struct  Inferwire__V1__ReplicaVersions
+{
+  ProtobufCMessage base;
+  char *replica;
+  /*
+   * Only version, state and reason are set.
+   */
+  size_t n_versions;
+  Inferwire__V1__VersionStatus **versions;
+  /*
+   * When the replica reported, milliseconds since the Unix epoch.
+   */
+  int64_t reported_unix_millis;
+};
+#define INFERWIRE__V1__REPLICA_VERSIONS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&inferwire__v1__replica_versions__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0 }
 
 
 struct  Inferwire__V1__HistoryEntry
@@ -449,6 +481,25 @@ Inferwire__V1__ModelStatus *
                       const uint8_t       *data);
 void   inferwire__v1__model_status__free_unpacked
                      (Inferwire__V1__ModelStatus *message,
+                      ProtobufCAllocator *allocator);
+/* Inferwire__V1__ReplicaVersions methods */
+void   inferwire__v1__replica_versions__init
+                     (Inferwire__V1__ReplicaVersions         *message);
+size_t inferwire__v1__replica_versions__get_packed_size
+                     (const Inferwire__V1__ReplicaVersions   *message);
+size_t inferwire__v1__replica_versions__pack
+                     (const Inferwire__V1__ReplicaVersions   *message,
+                      uint8_t             *out);
+size_t inferwire__v1__replica_versions__pack_to_buffer
+                     (const Inferwire__V1__ReplicaVersions   *message,
+                      ProtobufCBuffer     *buffer);
+Inferwire__V1__ReplicaVersions *
+       inferwire__v1__replica_versions__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   inferwire__v1__replica_versions__free_unpacked
+                     (Inferwire__V1__ReplicaVersions *message,
                       ProtobufCAllocator *allocator);
 /* Inferwire__V1__HistoryEntry methods */
 void   inferwire__v1__history_entry__init
@@ -825,6 +876,9 @@ typedef void (*Inferwire__V1__ShadowReport_Closure)
 typedef void (*Inferwire__V1__ModelStatus_Closure)
                  (const Inferwire__V1__ModelStatus *message,
                   void *closure_data);
+typedef void (*Inferwire__V1__ReplicaVersions_Closure)
+                 (const Inferwire__V1__ReplicaVersions *message,
+                  void *closure_data);
 typedef void (*Inferwire__V1__HistoryEntry_Closure)
                  (const Inferwire__V1__HistoryEntry *message,
                   void *closure_data);
@@ -893,6 +947,7 @@ extern const ProtobufCMessageDescriptor inferwire__v1__version_status__descripto
 extern const ProtobufCMessageDescriptor inferwire__v1__rollout__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__shadow_report__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__model_status__descriptor;
+extern const ProtobufCMessageDescriptor inferwire__v1__replica_versions__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__history_entry__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__list_models_request__descriptor;
 extern const ProtobufCMessageDescriptor inferwire__v1__list_models_response__descriptor;

@@ -73,16 +73,28 @@ class ShadowReport(_message.Message):
     def __init__(self, version: _Optional[int] = ..., compared: _Optional[int] = ..., differing: _Optional[int] = ..., max_abs_difference: _Optional[float] = ..., mean_abs_difference: _Optional[float] = ..., shadow_failures: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "versions", "rollout", "shadow")
+    __slots__ = ("name", "versions", "rollout", "shadow", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     rollout: Rollout
     shadow: ShadowReport
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaVersions]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., shadow: _Optional[_Union[ShadowReport, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaVersions, _Mapping]]] = ...) -> None: ...
+
+class ReplicaVersions(_message.Message):
+    __slots__ = ("replica", "versions", "reported_unix_millis")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_UNIX_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    reported_unix_millis: int
+    def __init__(self, replica: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reported_unix_millis: _Optional[int] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
     __slots__ = ("unix_millis", "model", "action", "detail", "actor", "principal")
