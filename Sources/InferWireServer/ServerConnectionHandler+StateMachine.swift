@@ -63,10 +63,10 @@ extension ServerConnectionHandler {
         private var requestsThisBurst = 0
         private var needsFlush = false
         private var readPending = false
-        /// After an idle GOAWAY, the connection stays open for a grace period so that requests
-        /// the client sent before reading it are answered UNAVAILABLE (never run, safe to
-        /// retry) rather than lost in a close.
-        private var holdingAfterIdleGoAway = false
+        /// After a GOAWAY of its own (idle, or shutting down), the connection stays open for a
+        /// grace period so that requests the client sent before reading it are answered
+        /// UNAVAILABLE (never run, safe to retry elsewhere) rather than lost in a close.
+        private var holdingAfterGoAway = false
         /// Requests started since the last idle check, and checks in a row that found none.
         private var requestsSinceIdleCheck = 0
         private var quietIdleChecks = 0
@@ -407,13 +407,13 @@ extension ServerConnectionHandler {
             self.quietIdleChecks += 1
             guard self.quietIdleChecks >= 2 else { return .none }
             self.phase = .draining
-            self.holdingAfterIdleGoAway = true
+            self.holdingAfterGoAway = true
             return .goAway(lastRequestID: self.highestRequestID)
         }
 
-        /// The grace after an idle GOAWAY ended: the connection may close once drained.
-        mutating func idleGraceEnded() {
-            self.holdingAfterIdleGoAway = false
+        /// The grace after the server's GOAWAY ended: the connection may close once drained.
+        mutating func goAwayGraceEnded() {
+            self.holdingAfterGoAway = false
         }
 
         // MARK: Backpressure
@@ -483,6 +483,7 @@ extension ServerConnectionHandler {
                 return .close
             case .open:
                 self.phase = .draining
+                self.holdingAfterGoAway = true
                 return .sendGoAway(lastRequestID: self.highestRequestID)
             case .draining, .closed:
                 return .none
@@ -505,7 +506,7 @@ extension ServerConnectionHandler {
         /// Returns true when the connection has nothing left to do and must close now: it is
         /// draining (or its input ended) and every admitted request has been answered.
         mutating func closeIfDrained() -> Bool {
-            guard (self.phase == .draining && !self.holdingAfterIdleGoAway) || self.inputClosed, self.inFlight.isEmpty,
+            guard (self.phase == .draining && !self.holdingAfterGoAway) || self.inputClosed, self.inFlight.isEmpty,
                 self.phase != .closed
             else {
                 return false

@@ -136,9 +136,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// How long a connection stays open after an idle GOAWAY, answering requests that crossed
-    /// it UNAVAILABLE; the client's close ends it sooner.
-    static let idleGrace = TimeAmount.seconds(1)
+    /// How long a connection stays open after the server's GOAWAY (idle, or shutting down),
+    /// answering requests that crossed it UNAVAILABLE; the client's close ends it sooner.
+    static let goAwayGrace = TimeAmount.seconds(1)
 
     private func idleTimerFired() {
         guard case .goAway(let lastRequestID) = self.state.idleCheck(), let context = self.context else { return }
@@ -148,9 +148,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             lastRequestID: lastRequestID,
             message: "connection idle for \(self.limits.idleTimeout ?? .zero); open a new one when needed",
             context: context)
+        self.endGraceLater(context: context)
+    }
+
+    /// Ends the grace after the server's GOAWAY in ``goAwayGrace``, then closes if drained.
+    private func endGraceLater(context: ChannelHandlerContext) {
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: Self.idleGrace) {
-            handler.value.state.idleGraceEnded()
+        context.eventLoop.scheduleTask(in: Self.goAwayGrace) {
+            handler.value.state.goAwayGraceEnded()
             if let context = handler.value.context { handler.value.closeIfDrained(context: context) }
         }
     }
@@ -529,7 +534,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             context.close(promise: nil)
         case .sendGoAway(let lastRequestID):
             self.sendGoAway(lastRequestID: lastRequestID, message: "server is shutting down", context: context)
-            self.closeIfDrained(context: context)
+            self.flushFrames(context: context)
+            self.endGraceLater(context: context)
         }
     }
 

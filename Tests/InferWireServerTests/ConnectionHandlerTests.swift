@@ -217,7 +217,7 @@ struct ConnectionHandlerTests {
         #expect(try Inferwire_V1_Status(serializedBytes: [UInt8](buffer: crossed[0].payload)).code == .unavailable)
         #expect(self.channel.isActive)
         // After the grace, the connection shuts down.
-        self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.idleGrace)
+        self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.goAwayGrace)
         self.channel.embeddedEventLoop.advanceTime(by: ServerConnectionHandler.lingerTime)
         #expect(!self.channel.isActive)
     }

@@ -191,7 +191,9 @@ struct ConnectionStateMachineTests {
         #expect(outcome16)
     }
 
-    @Test("graceful shutdown sends GOAWAY, refuses new requests, and closes once the last answer is out")
+    @Test(
+        "graceful shutdown sends GOAWAY, refuses new requests, and closes once the last answer is out and the grace ends"
+    )
     func quiesce() {
         var machine = self.open()
         let token = self.start(&machine, 3)
@@ -211,6 +213,16 @@ struct ConnectionStateMachineTests {
             Issue.record("the in-flight answer was not written while draining")
             return
         }
+        // Drained, yet held for the grace period: a request that crossed the GOAWAY gets
+        // UNAVAILABLE (safe to send elsewhere) rather than a closed connection.
+        let held = machine.closeIfDrained()
+        #expect(!held)
+        guard case .reject(let crossed) = machine.requestReceived(self.request(5)) else {
+            Issue.record("a request that crossed the GOAWAY was admitted")
+            return
+        }
+        #expect(crossed.code == .unavailable)
+        machine.goAwayGraceEnded()
         let outcome18 = machine.closeIfDrained()
         #expect(outcome18)
         #expect(machine.phase == .closed)
@@ -262,6 +274,7 @@ struct ConnectionStateMachineTests {
         }
         var lingering = self.open()
         _ = lingering.quiesce()
+        lingering.goAwayGraceEnded()
         let outcome22 = lingering.closeIfDrained()
         #expect(outcome22)
         guard case .shutOutputAndLinger = lingering.shutdownStarted() else {
@@ -455,7 +468,7 @@ struct ConnectionHardeningTests {
             return
         }
         #expect(refusal.code == .unavailable)
-        machine.idleGraceEnded()
+        machine.goAwayGraceEnded()
         let closes = machine.closeIfDrained()
         #expect(closes)
     }
