@@ -131,6 +131,13 @@ extension ModelRegistry.Snapshot {
                 if draw < entry.canaryPercent { return (model, entry) }
             }
         }
+        if let stable = entry.stable, entry.versions[stable] == nil, !entry.versions.isEmpty {
+            // The shared rollout names a version this replica has not loaded (yet).
+            let why = entry.failedVersions[stable].map { "it failed to load: \($0)" } ?? "it is not loaded"
+            throw InferWireError(
+                code: .unavailable,
+                message: "model '\(name)' version \(stable) is stable, but \(why) on this server (loaded: \(loaded))")
+        }
         guard let stable = entry.stable, let model = entry.versions[stable] else {
             // Say why: the versions that failed to load carry the loader's reasons.
             let failed = entry.failedVersions.sorted { $0.key < $1.key }.map {
