@@ -277,6 +277,9 @@ public final class ModelManager: Sendable {
         }
     }
 
+    /// Whether rollout state is shared with other replicas (``Configuration/fleet``).
+    public var sharesState: Bool { self.configuration.fleet != nil }
+
     /// Whether this replica leads the fleet's canary guard (always true without a fleet).
     public var leadsCanaryGuard: Bool {
         self.configuration.fleet == nil || self.fleetStatus.withLock { $0.leadsGuard }

@@ -127,6 +127,16 @@ public struct MetricsExporter: Sendable {
                 ).set(status.shadow.maxAbsDifference)
             }
         }
+        if let manager = self.manager, manager.sharesState {
+            gauge(
+                "inferwire_state_store_up", [],
+                help: "1 while the shared rollout state's store answers; 0 while serving on the last state seen."
+            ).set(Int64(manager.sharedStateProblem == nil ? 1 : 0))
+            gauge(
+                "inferwire_canary_guard_leader", [],
+                help: "1 on the replica that runs the canary guard for the fleet."
+            ).set(Int64(manager.leadsCanaryGuard ? 1 : 0))
+        }
         for model in self.manager?.facts() ?? [] {
             for (version, duration) in model.loadDurations.sorted(by: { $0.key < $1.key }) {
                 gauge(

@@ -70,6 +70,7 @@ struct FleetProcessTests {
                         let body = try await replica.readiness()
                         return body.hasPrefix("ready") && body.contains("rollout state store")
                     }
+                    #expect(try await replica.metric("inferwire_state_store_up") == 0)
                 }
                 try etcd.start()
                 try await eventually("a change goes through once etcd is back") {
@@ -80,10 +81,25 @@ struct FleetProcessTests {
                         try await client.modelStatus("echo").rollout.canary == 2
                     }
                 }
+                for replica in replicas {
+                    try await eventually("\(replica.name) reports the store up") {
+                        try await replica.metric("inferwire_state_store_up") == 1
+                    }
+                }
+                let leaders = try await replicas.asyncMap { try await $0.metric("inferwire_canary_guard_leader") }
+                #expect(leaders.filter { $0 == 1 }.count <= 1, "\(leaders)")
             }
             for client in clients { await client.close() }
             #expect(tally.ok > 0)
             #expect(tally.failed == 0, "\(tally.errors)")
         }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
     }
 }

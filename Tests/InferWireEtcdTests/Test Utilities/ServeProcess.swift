@@ -91,8 +91,20 @@ final class ServeProcess: Sendable {
 
     /// The body of GET /health/ready.
     func readiness() async throws -> String {
-        let (data, _) = try await URLSession.shared.data(
-            from: URL(string: "http://127.0.0.1:\(self.httpPort)/health/ready")!)
+        try await self.get("/health/ready")
+    }
+
+    /// The value of an unlabelled metric in GET /metrics, if present.
+    func metric(_ name: String) async throws -> Double? {
+        let text = try await self.get("/metrics")
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.dropFirst(name.count + 1))
+        }
+        return nil
+    }
+
+    private func get(_ path: String) async throws -> String {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(self.httpPort)\(path)")!)
         return String(decoding: data, as: UTF8.self)
     }
 
