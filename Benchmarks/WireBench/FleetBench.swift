@@ -20,7 +20,21 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "The etcd binary.")
     var etcd = "/usr/bin/etcd"
 
+    @Option(help: "Throughput: rounds of 1, 2 and 3 replica processes, interleaved (0 skips it).")
+    var rounds = 2
+
+    @Option(help: "Throughput: the model loaded (from examples/models).")
+    var model = "mlp"
+
+    @Option(help: "Throughput: requests in flight (closed loop).")
+    var concurrency = 32
+
     func run() async throws {
+        try await self.measurePropagation()
+        if self.rounds > 0 { try await self.measureThroughput() }
+    }
+
+    private func measurePropagation() async throws {
         let etcd = try BenchEtcd(binary: self.etcd)
         defer { etcd.remove() }
         var roots: [String] = []
@@ -112,6 +126,154 @@ extension Duration {
     fileprivate var milliseconds: Double {
         Double(self.components.seconds) * 1000 + Double(self.components.attoseconds) / 1e15
     }
+}
+
+extension FleetBench {
+    /// Throughput and CPU per request with 1, 2 and 3 `inferwire serve` processes sharing
+    /// state in etcd, loaded by `inferwire bench` over all of them; levels interleaved.
+    fileprivate func measureThroughput() async throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let binary = directory + "/inferwire"
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw BenchError("no inferwire next to this benchmark (\(binary)); build it in the same configuration")
+        }
+        let etcd = try BenchEtcd(binary: self.etcd)
+        defer { etcd.remove() }
+        let probe = EtcdFleetStore(configuration: .init(host: "127.0.0.1", port: etcd.clientPort))
+        do {
+            try await etcd.waitUntilReady(probe)
+        } catch {
+            try? await probe.shutdown()
+            throw error
+        }
+        try await probe.shutdown()
+        var replicas: [(process: Process, port: Int, root: String)] = []
+        defer {
+            for replica in replicas {
+                if replica.process.isRunning {
+                    replica.process.terminate()
+                    replica.process.waitUntilExit()
+                }
+                try? FileManager.default.removeItem(atPath: replica.root)
+            }
+        }
+        for index in 0..<3 {
+            let root = FileManager.default.temporaryDirectory.appendingPathComponent("iw-fleet-tp-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "examples/models/\(self.model)", toPath: "\(root)/\(self.model)")
+            let port = try freeLoopbackPort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = [
+                "serve", "--repository", root, "--port", "\(port)", "--no-http", "--log-level", "error",
+                "--state", "etcd://127.0.0.1:\(etcd.clientPort)/bench", "--replica-name", "replica-\(index)",
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            replicas.append((process, port, root))
+        }
+        for replica in replicas { try await waitUntilServing(port: replica.port) }
+
+        let csv = FileManager.default.temporaryDirectory.appendingPathComponent("iw-fleet-tp-\(UUID()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: csv) }
+        var results: [Int: [(rps: Double, serverMs: Double, clientMs: Double)]] = [:]
+        for _ in 0..<self.rounds {
+            for count in 1...3 {
+                let used = replicas.prefix(count)
+                let before = used.map { processCPUSeconds($0.process.processIdentifier) }
+                let servedBefore = try await served(ports: used.map(\.port))
+                let clientBefore = childrenCPUSeconds()
+                let bench = Process()
+                bench.executableURL = URL(fileURLWithPath: binary)
+                bench.arguments =
+                    ["bench"] + used.flatMap { ["--server", "127.0.0.1:\($0.port)"] } + [
+                        "--model", self.model, "--concurrency", "\(self.concurrency)", "--connections", "2",
+                        "--warmup", "1", "--window", "1", "--max-windows", "4", "--quiet", "--csv", csv,
+                    ]
+                bench.standardOutput = FileHandle.nullDevice
+                bench.standardError = FileHandle.nullDevice
+                try bench.run()
+                bench.waitUntilExit()
+                guard bench.terminationStatus == 0 else {
+                    throw BenchError("inferwire bench failed with \(count) replicas")
+                }
+                let serverSeconds = zip(used, before).map { processCPUSeconds($0.process.processIdentifier) - $1 }
+                    .reduce(0, +)
+                let clientSeconds = childrenCPUSeconds() - clientBefore
+                // Every request of the run, warm-up included, as the servers counted them.
+                let total = Double(try await served(ports: used.map(\.port)) - servedBefore)
+                let row = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").dropFirst().first
+                    .map { $0.split(separator: ",") }
+                guard let row, row.count > 5, let rps = Double(row[5]), total > 0 else {
+                    throw BenchError("cannot read the bench's CSV")
+                }
+                results[count, default: []].append(
+                    (rps, serverSeconds * 1000 / total, clientSeconds * 1000 / total))
+            }
+        }
+        print(
+            "\nthroughput: \(self.model), closed loop, \(self.concurrency) in flight, \(self.rounds) rounds of 1, 2, 3 replicas (interleaved)"
+        )
+        print("  replicas   req/s (median)   server CPU per request   generator CPU per request")
+        for count in 1...3 {
+            let runs = results[count] ?? []
+            func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+            print(
+                String(
+                    format: "  %d          %8.0f         %6.1f µs                %6.1f µs", count,
+                    median(runs.map(\.rps)),
+                    median(runs.map(\.serverMs)) * 1000, median(runs.map(\.clientMs)) * 1000))
+        }
+        print(
+            "  (all processes share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores: CPU-bound, not scaling)"
+        )
+    }
+}
+
+/// Requests the servers on `ports` have answered by an execution, all models together.
+private func served(ports: [Int]) async throws -> UInt64 {
+    var total: UInt64 = 0
+    for port in ports {
+        let client = try await InferWireClient.connect(host: "127.0.0.1", port: port)
+        let statistics = try await client.modelStatistics()
+        await client.close()
+        total += statistics.reduce(0) { $0 + $1.requestCount }
+    }
+    return total
+}
+
+/// Waits until an InferWire server answers on `port`.
+private func waitUntilServing(port: Int) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while ContinuousClock.now < deadline {
+        if let client = try? await InferWireClient.connect(host: "127.0.0.1", port: port) {
+            let ready = (try? await client.serverReady()) ?? false
+            await client.close()
+            if ready { return }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw BenchError("the server on port \(port) never became ready")
+}
+
+/// User plus system CPU seconds a running process has used (/proc/PID/stat).
+private func processCPUSeconds(_ pid: Int32) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = text.lastIndex(of: ")")
+    else { return 0 }
+    // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPU seconds of this process's waited-for children.
+private func childrenCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+        + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 /// An `echo` identity model with versions 1 to 3.
