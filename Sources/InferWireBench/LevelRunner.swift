@@ -79,10 +79,11 @@ public struct ScheduledAction: Sendable {
     }
 }
 
-/// Measures levels with a ``LoadGenerator``: warm-up, windows until the level settles,
-/// the server's own times for the same period, and any management action in between.
+/// Measures levels with a ``LoadDriver`` (a ``LoadGenerator`` or a ``BalancedLoadGenerator``):
+/// warm-up, windows until the level settles, the server's own times for the same period, and
+/// any management action in between.
 public struct LevelRunner: Sendable {
-    public var generator: LoadGenerator
+    public var generator: any LoadDriver
     public var settings: MeasurementSettings
     /// Cumulative statistics of the model by "server/version", for ``ServerTimes``; nil when
     /// the server cannot be asked.
@@ -93,7 +94,7 @@ public struct LevelRunner: Sendable {
     public let origin: ContinuousClock.Instant
 
     public init(
-        generator: LoadGenerator, settings: MeasurementSettings, origin: ContinuousClock.Instant = .now,
+        generator: any LoadDriver, settings: MeasurementSettings, origin: ContinuousClock.Instant = .now,
         serverCounters: (@Sendable () async -> [String: ServerTimes.Counters]?)? = nil,
         onWindow: (@Sendable (LoadLevel, WindowSample) -> Void)? = nil
     ) {

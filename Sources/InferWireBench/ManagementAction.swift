@@ -60,7 +60,7 @@ public enum ManagementAction: Sendable, Equatable {
     }
 
     /// Runs the action and describes the server's answer.
-    public func run(on client: InferWireClient) async throws -> String {
+    public func run(on client: any InferWireClientProtocol) async throws -> String {
         switch self {
         case .promote(let model): return try await client.promote(model).description
         case .rollback(let model): return try await client.rollback(model).description

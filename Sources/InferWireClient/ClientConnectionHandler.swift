@@ -21,6 +21,10 @@ final class ConnectionStatus: Sendable {
 /// The cause of a call's failure when it never reached the server: safe to send again.
 struct NotSent: Error {}
 
+/// The cause of a call's failure when its connection ended while it was in flight: the server
+/// may have run it (PROTOCOL.md section 5), so only an idempotent call may be sent again.
+struct ConnectionLost: Error {}
+
 final class ClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = InboundFrame
     typealias OutboundOut = ByteBuffer
@@ -267,7 +271,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             call.timer?.cancel()
             call.promise.fail(Self.notSent(error))
         }
-        for id in Array(self.pending.keys) { self.finish(id: id, with: .failure(error)) }
+        let lost = InferWireError(code: error.code, message: error.message, cause: ConnectionLost())
+        for id in Array(self.pending.keys) { self.finish(id: id, with: .failure(lost)) }
         for (_, promise) in self.pingPromises { promise.fail(error) }
         self.pingPromises.removeAll()
         context.fireChannelInactive()

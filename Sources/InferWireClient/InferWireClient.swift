@@ -170,14 +170,40 @@ public final class InferWireClient: Sendable {
             connection: connection, host: host, port: port, configuration: configuration, group: eventLoopGroup)
     }
 
+    /// Opens a connection like ``connect(host:port:configuration:eventLoopGroup:)``, as a
+    /// future: a caller can bound its wait by a deadline of its own.
+    package static func open(
+        host: String, port: Int, configuration: Configuration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) -> EventLoopFuture<InferWireClient> {
+        ClientConnection.open(host: host, port: port, configuration: configuration, group: eventLoopGroup).map {
+            InferWireClient(
+                connection: $0, host: host, port: port, configuration: configuration, group: eventLoopGroup)
+        }
+    }
+
+    /// Whether ``close()`` was called.
+    package var isClosed: Bool { self.connections.withLock { $0.closed } }
+
+    private enum NextConnection {
+        case use(ClientConnection)
+        case wait(EventLoopFuture<ClientConnection>)
+    }
+
     /// The connection for the next call: the current one while it takes requests, else a new
     /// one (a single reconnection, however many calls wait for it).
     private func connection() async throws -> ClientConnection {
-        enum Next {
-            case use(ClientConnection)
-            case wait(EventLoopFuture<ClientConnection>)
+        switch try self.nextConnection() {
+        case .use(let connection):
+            return connection
+        case .wait(let pending):
+            return try await pending.get()
         }
-        let next = try self.connections.withLock { state throws(InferWireError) -> Next in
+    }
+
+    /// The current connection while it takes requests, else the reconnection every caller waits for.
+    private func nextConnection() throws(InferWireError) -> NextConnection {
+        try self.connections.withLock { state throws(InferWireError) -> NextConnection in
             guard !state.closed else { throw InferWireError(code: .unavailable, message: "the client is closed") }
             if state.current.status.isAccepting { return .use(state.current) }
             if let pending = state.reconnecting { return .wait(pending) }
@@ -197,12 +223,6 @@ public final class InferWireClient: Sendable {
                 }
             }
             return .wait(pending)
-        }
-        switch next {
-        case .use(let connection):
-            return connection
-        case .wait(let pending):
-            return try await pending.get()
         }
     }
 
@@ -356,10 +376,92 @@ public final class InferWireClient: Sendable {
         }
     }
 
+    /// How one attempt at a call failed, for a caller that may send the call to another server
+    /// (``BalancedClient``).
+    package struct AttemptFailure: Error {
+        package enum Kind: Sendable, Hashable {
+            /// No connection could be opened (TCP connect, TLS, handshake, credentials): nothing was sent.
+            case connectFailed
+            /// The call never reached the wire: its connection ended or received GOAWAY first, or
+            /// the client is closed.
+            case notSent
+            /// The server answered UNAVAILABLE. InferWire servers give that answer only before a
+            /// call runs: the connection is draining, the server or model version is shutting
+            /// down, no version is ready, the management service is not running.
+            case unavailable
+            /// The connection ended while the call was in flight: the server may have run it.
+            case connectionLost
+            /// Anything else: the server's answer, the deadline, cancellation, a local check.
+            case final
+        }
+
+        package var kind: Kind
+        package var error: InferWireError
+
+        package init(_ kind: Kind, _ error: InferWireError) {
+            self.kind = kind
+            self.error = error
+        }
+    }
+
+    /// Thrown by the timer that bounds a wait for a connection.
+    private struct WaitExpired: Error {}
+
+    /// Makes one attempt at a call, never sending it twice: the caller decides what a failure
+    /// means (``AttemptFailure/Kind``). Waiting for a connection counts against `timeout`.
+    package func attempt<Response: Message>(
+        _ method: Inferwire_V1_Method, _ bytes: [UInt8], as: Response.Type, timeout: Duration?
+    ) async throws(AttemptFailure) -> Response {
+        let connection: ClientConnection
+        do {
+            switch try self.nextConnection() {
+            case .use(let current):
+                connection = current
+            case .wait(let pending):
+                connection = try await Self.wait(for: pending, within: timeout)
+            }
+        } catch is WaitExpired {
+            throw AttemptFailure(
+                .final, InferWireError(code: .deadlineExceeded, message: "no connection within the deadline"))
+        } catch {
+            throw AttemptFailure(self.isClosed ? .notSent : .connectFailed, Self.wrap(error))
+        }
+        do {
+            return try await self.call(method, bytes, as: Response.self, timeout: timeout, on: connection)
+        } catch {
+            let error = Self.wrap(error)
+            if error.cause is NotSent { throw AttemptFailure(.notSent, error) }
+            if error.cause is ConnectionLost { throw AttemptFailure(.connectionLost, error) }
+            // No cause: the server's own ERROR frame.
+            if error.code == .unavailable && error.cause == nil { throw AttemptFailure(.unavailable, error) }
+            throw AttemptFailure(.final, error)
+        }
+    }
+
+    /// `future`'s value, failing with ``WaitExpired`` once `timeout` has passed.
+    package static func wait<Value: Sendable>(for future: EventLoopFuture<Value>, within timeout: Duration?)
+        async throws -> Value
+    {
+        guard let timeout else { return try await future.get() }
+        let loop = future.eventLoop
+        let promise = loop.makePromise(of: Value.self)
+        // Whichever completes the promise first wins; NIO ignores the later completion.
+        future.cascade(to: promise)
+        let timer = loop.scheduleTask(in: .nanoseconds(max(0, timeout.inNanoseconds))) {
+            promise.fail(WaitExpired())
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
+        return try await promise.futureResult.get()
+    }
+
+    /// Whether a wait ended by ``wait(for:within:)``'s timeout.
+    package static func waitExpired(_ error: any Error) -> Bool { error is WaitExpired }
+
     /// Whether a call that failed with `error` on `connection` certainly did not run.
     private static func neverRan(_ error: InferWireError, on connection: ClientConnection) -> Bool {
         if error.cause is NotSent { return true }
-        // The server's own UNAVAILABLE (no cause: it came in an ERROR frame) after its GOAWAY.
+        // The server's own UNAVAILABLE (no cause: it came in an ERROR frame) after its GOAWAY; a call
+        // lost with its connection carries ConnectionLost and may have run.
         return error.code == .unavailable && error.cause == nil && !connection.status.isAccepting
     }
 
@@ -429,6 +531,7 @@ public final class InferWireClient: Sendable {
 
     static func wrap(_ error: any Error) -> InferWireError {
         if let error = error as? InferWireError { return error }
+        if let failure = error as? AttemptFailure { return failure.error }
         return InferWireError(code: .unavailable, message: ConnectFailure.describe(error), cause: error)
     }
 }

@@ -18,11 +18,20 @@ struct Bench: AsyncParsableCommand {
 
             Rollout under load: --during "promote fraud" --at 10 runs the management action 10 s into the first level's measurement and reports errors and p99 in the seconds before and after it. Actions: promote M, rollback M, load M V, unload M V, traffic M V PERCENT, shadow M V PERCENT.
 
+            Several servers (--server a:8500,b:8500, repeated --server, dns:///NAME:PORT, or a name with several addresses): requests go through the balancing client, one connection per server, each request to the server with fewer in flight of two drawn at random, and retried on another server when it did not complete (--no-retries: only requests never sent go elsewhere). Errors count each request once, by its final outcome; the attempts and retries are reported after the levels. --during then acts on one of the servers.
+
             Is the generator the bottleneck? Each level reports the CPU the generator used ("gen cores"). When it nears the number of event loops it runs on (one per connection, up to the core count), or throughput stops rising while the server's queue time stays near zero, the client is the limit: add --connections, or run the generator on another machine.
             """)
 
-    @Option(name: .customLong("server"), help: "Server address HOST:PORT (repeat for round-robin over servers).")
+    @Option(
+        name: .customLong("server"),
+        help: ArgumentHelp(
+            "Server address HOST:PORT; repeat it or separate with commas (or dns:///NAME:PORT) to load a fleet through the balancing client.",
+            valueName: "address"))
     var servers: [String] = ["127.0.0.1:8500"]
+
+    @Flag(help: "With several servers: send each request once; only requests never sent go to another server.")
+    var noRetries = false
 
     @Option(help: "Model name.")
     var model: String
@@ -159,6 +168,10 @@ struct Bench: AsyncParsableCommand {
 
     func measure() async throws {
         let levels = try self.levels()
+        if case .fleet(let target) = try await serverChoice(self.servers) {
+            try await self.measureFleet(target, levels: levels)
+            return
+        }
         let addresses = try self.servers.map { try parseAddress($0) }
         // Control connections (metadata, statistics, actions) are separate from the load.
         var controls: [(String, InferWireClient)] = []
@@ -210,11 +223,8 @@ struct Bench: AsyncParsableCommand {
             return all
         }
         let progress = ProgressLine(enabled: !self.quiet)
-        let settings = MeasurementSettings(
-            warmup: seconds(self.warmup), window: seconds(self.window), maxWindows: self.maxWindows,
-            rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: seconds(self.duration),
-            maxInFlight: self.maxInFlight, seed: self.seed, requestCount: self.requests)
-        let runner = LevelRunner(generator: generator, settings: settings, serverCounters: counters) { level, window in
+        let runner = LevelRunner(generator: generator, settings: self.settings, serverCounters: counters) {
+            level, window in
             progress.update(level: level, window: window)
         }
         let action = try self.during.map { try self.action($0, client: controls[0].1) }
@@ -225,9 +235,7 @@ struct Bench: AsyncParsableCommand {
                 + (self.rate != nil
                     ? ", open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time"
                     : ""))
-        print(
-            "level               req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  server queue/compute µs  gen cores  ended"
-        )
+        print(Self.header)
         var results: [LevelResult] = []
         for (i, level) in levels.enumerated() {
             let r = try await runner.run(level, action: i == 0 ? action : nil)
@@ -245,6 +253,100 @@ struct Bench: AsyncParsableCommand {
             startedAt: ISO8601DateFormatter().string(from: Date()), levels: results)
         try self.write(report)
     }
+
+    /// Every level against a fleet, through the balancing client; a second balancing client
+    /// asks for metadata, statistics (of every server) and runs --during.
+    func measureFleet(_ target: BalancedClient.Target, levels: [LoadLevel]) async throws {
+        let connection = self.security.configuration(compression: self.compress)
+        let configuration = BalancedClient.Configuration(
+            connection: connection, retries: self.noRetries ? .disabled : .defaults)
+        let control = try await BalancedClient.connect(
+            to: target, configuration: .init(connection: self.security.configuration()))
+        let load: BalancedClient
+        do {
+            load = try await BalancedClient.connect(to: target, configuration: configuration)
+        } catch {
+            await control.close()
+            throw error
+        }
+        do {
+            try await self.measureFleet(levels: levels, load: load, control: control)
+        } catch {
+            await load.close()
+            await control.close()
+            throw error
+        }
+        await load.close()
+        await control.close()
+    }
+
+    func measureFleet(levels: [LoadLevel], load: BalancedClient, control: BalancedClient) async throws {
+        let metadata = try await control.modelMetadata(self.model, version: self.version, label: self.label)
+        let generator = BalancedLoadGenerator(
+            client: load, model: self.model, version: self.version, label: self.label,
+            inputs: try self.inputTensors(metadata))
+        let model = self.model
+        let counters: @Sendable () async -> [String: ServerTimes.Counters]? = {
+            var all: [String: ServerTimes.Counters] = [:]
+            for (endpoint, client) in await control.endpointClients() {
+                guard let stats = try? await client.modelStatistics(model) else { return nil }
+                for v in stats {
+                    all["\(endpoint)/\(v.version)"] = .init(
+                        requests: v.requestCount, executions: v.executionCount,
+                        queueMicros: UInt64(max(0, v.queueTime.inMicroseconds)),
+                        computeMicros: UInt64(max(0, v.computeTime.inMicroseconds)))
+                }
+            }
+            return all
+        }
+        let progress = ProgressLine(enabled: !self.quiet)
+        let runner = LevelRunner(generator: generator, settings: self.settings, serverCounters: counters) {
+            level, window in progress.update(level: level, window: window)
+        }
+        let action = try self.during.map { try self.action($0, client: control) }
+        let target = self.version.map { "version \($0)" } ?? self.label.map { "label \($0)" } ?? ""
+        let servers = load.endpoints.map(\.description)
+        if self.connections > 1 {
+            print("note: --connections applies to one server; the balancing client keeps one connection per server")
+        }
+        print(
+            "model \(self.model)\(target.isEmpty ? "" : " (\(target))"), balanced over \(servers.count) server(s) (\(load.target)), power of two choices, retries \(self.noRetries ? "off" : "on")"
+                + (self.rate != nil
+                    ? ", open loop (\(self.poisson ? "Poisson" : "constant") arrivals), latency from the intended send time"
+                    : ""))
+        print(Self.header)
+        var results: [LevelResult] = []
+        for (i, level) in levels.enumerated() {
+            let r = try await runner.run(level, action: i == 0 ? action : nil)
+            progress.clear()
+            results.append(r)
+            print(self.row(r))
+        }
+        let statistics = load.statistics
+        print("balancing: \(statistics.attempts) attempts, \(statistics.retries) retries")
+        for e in statistics.endpoints {
+            print(
+                "  \(e.endpoint)\(e.isDraining ? " (gone from the name)" : ""): \(e.attempts) attempts, \(e.connectFailures) failed connects"
+                    + (e.lastConnectFailure.map { " (last: \($0))" } ?? ""))
+        }
+        self.printNotes(results)
+        let report = BenchReport(
+            model: self.model, target: target, servers: servers, connections: servers.count,
+            compression: self.compress,
+            startedAt: ISO8601DateFormatter().string(from: Date()), levels: results)
+        try self.write(report)
+    }
+
+    /// The measurement settings from the command line.
+    var settings: MeasurementSettings {
+        MeasurementSettings(
+            warmup: seconds(self.warmup), window: seconds(self.window), maxWindows: self.maxWindows,
+            rule: StabilityRule(windows: 3, tolerance: self.tolerance), openDuration: seconds(self.duration),
+            maxInFlight: self.maxInFlight, seed: self.seed, requestCount: self.requests)
+    }
+
+    static let header =
+        "level               req/s    p50 µs    p90 µs    p99 µs  p99.9 µs    max µs   errors  server queue/compute µs  gen cores  ended"
 
     /// --concurrency split at commas; nil where an entry is not a number.
     var concurrencyLevels: [Int?] {
@@ -322,7 +424,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// Parses `--during` into a call on the control connection.
-    func action(_ text: String, client: InferWireClient) throws -> ScheduledAction {
+    func action(_ text: String, client: any InferWireClientProtocol) throws -> ScheduledAction {
         let action = try ManagementAction(parsing: text)
         return ScheduledAction(name: text, at: seconds(self.at), after: seconds(self.after)) {
             try await action.run(on: client)

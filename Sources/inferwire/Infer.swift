@@ -14,10 +14,18 @@ struct Infer: AsyncParsableCommand {
                 --input 'INPUT0=[[1,2,3,4]]' --input 'INPUT1=[[10,20,30,40]]'
             --random fills every input with random values shaped from the metadata.
             On failure the status code and message go to stderr and the exit status is the code's number.
+            Several servers (--server a:8500,b:8500, or dns:///NAME:PORT, or a name with several addresses): each call goes to the one with fewer calls in flight of two drawn at random, and a call that did not complete is sent again to another (unless --no-retries).
             """)
 
-    @Option(help: "Server address, HOST:PORT.")
-    var server = "127.0.0.1:8500"
+    @Option(
+        name: .customLong("server"),
+        help: ArgumentHelp(
+            "Server address HOST:PORT; repeat it or separate with commas to balance over several, or dns:///NAME:PORT for every address of a name.",
+            valueName: "address"))
+    var servers: [String] = ["127.0.0.1:8500"]
+
+    @Flag(help: "With several servers: send a call once; only calls never sent go to another server.")
+    var noRetries = false
 
     @Option(help: "Model name.")
     var model: String
@@ -54,9 +62,9 @@ struct Infer: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let (host, port) = try parseAddress(self.server)
-            let client = try await InferWireClient.connect(
-                host: host, port: port, configuration: self.security.configuration(compression: self.compress))
+            let client = try await connectClient(
+                self.servers, configuration: self.security.configuration(compression: self.compress),
+                retries: !self.noRetries)
             let result: Result<InferResult, any Error>
             do {
                 let timeout = self.timeoutMs.map { Duration.milliseconds($0) }
@@ -69,8 +77,7 @@ struct Infer: AsyncParsableCommand {
                 result = .success(
                     try await client.infer(
                         model: self.model, version: self.version, label: self.label, inputs: tensors,
-                        outputs: self.outputs,
-                        timeout: timeout))
+                        outputs: self.outputs, timeout: timeout))
             } catch {
                 result = .failure(error)
             }
@@ -84,10 +91,54 @@ struct Infer: AsyncParsableCommand {
 }
 
 func parseAddress(_ text: String) throws -> (String, Int) {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
-        throw ValidationError("server address must be HOST:PORT, got '\(text)'")
+    do {
+        let endpoint = try Endpoint(parsing: text)
+        return (endpoint.host, endpoint.port)
+    } catch {
+        throw ValidationError(error.message)
     }
-    return (String(text[..<colon]), port)
+}
+
+/// Where `--server` points: one server, or a fleet to balance over.
+enum ServerChoice {
+    case single(Endpoint)
+    case fleet(BalancedClient.Target)
+}
+
+/// Reads the `--server` arguments: one `HOST:PORT` is one server, unless HOST is a name
+/// with several addresses; several addresses, or `dns:///NAME:PORT`, are a fleet.
+func serverChoice(_ arguments: [String]) async throws -> ServerChoice {
+    let target: BalancedClient.Target
+    do {
+        target = try BalancedClient.Target(parsing: arguments)
+    } catch {
+        throw ValidationError(error.message)
+    }
+    guard case .endpoints(let endpoints) = target.kind, endpoints.count == 1 else { return .fleet(target) }
+    let endpoint = endpoints[0]
+    guard !endpoint.isAddress else { return .single(endpoint) }
+    // A name with one address (or none: the connection then says why) is one server.
+    let addresses = (try? await DNSResolver(host: endpoint.host, port: endpoint.port).resolve()) ?? []
+    return addresses.count > 1 ? .fleet(.dns(host: endpoint.host, port: endpoint.port)) : .single(endpoint)
+}
+
+/// A client for the `--server` arguments: an ``InferWireClient`` for one server, a
+/// ``BalancedClient`` for a fleet.
+func connectClient(
+    _ arguments: [String], configuration: InferWireClient.Configuration, retries: Bool = true
+) async throws -> any InferWireClientProtocol {
+    switch try await serverChoice(arguments) {
+    case .single(let endpoint):
+        return try await InferWireClient.connect(
+            host: endpoint.host, port: endpoint.port, configuration: configuration)
+    case .fleet(let target):
+        return try await BalancedClient.connect(
+            to: target,
+            configuration: .init(
+                connection: configuration, retries: retries ? .defaults : .disabled,
+                // A short-lived command looks the name up once.
+                resolution: .init(interval: nil)))
+    }
 }
 
 /// Builds a tensor from `NAME=JSON`, typed and shape-checked against the model's metadata.

@@ -13,16 +13,18 @@ struct Models: AsyncParsableCommand {
         ])
 
     struct Server: ParsableArguments {
-        @Option(help: "Server address, HOST:PORT (the management listener, if the server has one).")
-        var server = "127.0.0.1:8500"
+        @Option(
+            name: .customLong("server"),
+            help: ArgumentHelp(
+                "Server address HOST:PORT (the management listener, if the server has one). With several (repeated, comma-separated, or dns:///NAME:PORT) the call goes to one of them and is never sent twice.",
+                valueName: "address"))
+        var servers: [String] = ["127.0.0.1:8500"]
 
         @OptionGroup var security: ClientSecurityOptions
 
-        func run<T>(_ body: (InferWireClient) async throws -> T) async throws -> T {
+        func run<T>(_ body: (any InferWireClientProtocol) async throws -> T) async throws -> T {
             do {
-                let (host, port) = try parseAddress(self.server)
-                let client = try await InferWireClient.connect(
-                    host: host, port: port, configuration: self.security.configuration())
+                let client = try await connectClient(self.servers, configuration: self.security.configuration())
                 let result: Result<T, any Error>
                 do { result = .success(try await body(client)) } catch { result = .failure(error) }
                 await client.close()
