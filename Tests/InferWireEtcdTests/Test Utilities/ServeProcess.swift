@@ -77,6 +77,12 @@ final class ServeProcess: Sendable {
         self.signal(SIGKILL)
     }
 
+    /// SIGSTOP: the process holds every connection open and answers nothing.
+    func pause() {
+        guard let process = self.process.withLock({ $0 }), process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGSTOP)
+    }
+
     private func signal(_ signal: Int32) -> Int32 {
         guard let process = self.process.withLock({ $0 }), process.isRunning else { return 0 }
         Foundation.kill(process.processIdentifier, signal)
