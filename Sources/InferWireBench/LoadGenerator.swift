@@ -26,7 +26,7 @@ struct LoadConnection: Sendable {
         do {
             channel = try await ClientBootstrap(group: loop)
                 .connectTimeout(.seconds(5))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tlsContext {

@@ -35,7 +35,7 @@ struct ClientConnection: Sendable {
         let connectTimeout = TimeAmount.nanoseconds(configuration.connectTimeout.inNanoseconds)
         return ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tlsContext {

@@ -860,7 +860,7 @@ final class ChaosProxy: Sendable {
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { inbound in
                 ClientBootstrap(group: inbound.eventLoop)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                     .connect(host: "127.0.0.1", port: target)
                     .flatMap { outbound in
                         pairs.channels.withLock { $0.append((inbound, outbound)) }
@@ -869,7 +869,7 @@ final class ChaosProxy: Sendable {
                         }
                     }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(host: "127.0.0.1", port: 0).get()
         return ChaosProxy(port: listener.localAddress!.port!, listener: listener, pairs: pairs)
     }
