@@ -30,4 +30,7 @@ USER 65532:65532
 # Inference (binary protocol), management (when --management-port 8501), HTTP (health, metrics).
 EXPOSE 8500 8501 8502
 ENTRYPOINT ["/usr/local/bin/inferwire"]
-CMD ["serve", "--repository", "/models", "--host", "0.0.0.0", "--http-host", "0.0.0.0"]
+# Without arguments: the models mounted at /models; management stays on the container's
+# loopback (serving it beyond without credentials is refused). The Kubernetes manifests
+# pass their own arguments.
+CMD ["serve", "--repository", "/models", "--host", "0.0.0.0", "--http-host", "0.0.0.0", "--management-port", "8501"]

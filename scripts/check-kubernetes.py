@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import ipaddress
 import re
 import shutil
@@ -831,6 +832,38 @@ def check_dockerfile(ctx: Context) -> str:
         require(default in exposed, f"EXPOSE {sorted(exposed)} lacks --{option}'s default {default}")
     entrypoint = [rest for instruction, rest in final["lines"] if instruction == "ENTRYPOINT"]
     require(entrypoint and "inferwire" in entrypoint[-1], "the final stage's ENTRYPOINT is not the inferwire binary")
+    # The default command must start a server: known flags, and no unauthenticated management
+    # beyond loopback (which Serve.swift refuses).
+    commands = [rest for instruction, rest in final["lines"] if instruction == "CMD"]
+    require(commands, "the final stage has no CMD")
+    try:
+        command = json.loads(commands[-1])
+    except json.JSONDecodeError:
+        raise CheckFailed(f"CMD {commands[-1]} is not in exec (JSON) form")
+    require(command[:1] == ["serve"], f"CMD {command} does not run `serve`")
+    arguments: dict[str, str | None] = {}
+    rest = command[1:]
+    while rest:
+        name, has_value, value = rest.pop(0).removeprefix("--").partition("=")
+        if name in ctx.options.flags:
+            arguments[name] = None
+        else:
+            require(name in ctx.options.options, f"CMD passes --{name}, which `serve` does not have")
+            arguments[name] = value if has_value else (rest.pop(0) if rest else None)
+            require(arguments[name] is not None, f"CMD passes --{name} without a value")
+
+    def setting(name: str) -> str:
+        return arguments.get(name) or (ctx.options.options.get(name) or "").strip('"')
+
+    management_host = setting("management-host") if "management-port" in arguments else setting("host")
+    require(
+        "no-management" in arguments
+        or is_loopback(management_host)
+        or "token-file" in arguments
+        or "jwt-keys" in arguments
+        or "insecure" in arguments,
+        f"CMD serves management on {management_host} without credentials: the server would refuse to start",
+    )
     final_runs = " ".join(rest for instruction, rest in final["lines"] if instruction == "RUN")
     # OpenBLAS is loaded with dlopen by one of these names; Debian's libopenblas0* provide the first.
     require(
@@ -906,7 +939,7 @@ def rendering_checks() -> list[tuple[str, Callable[[Rendering, Context], str]]]:
     ]
 
 
-def run_all(repo: Path, manifests: Path, results: Results) -> None:
+def run_all(repo: Path, manifests: Path, results: Results, dockerfile: Path | None = None) -> None:
     try:
         ctx = Context(
             repo=repo,
@@ -914,7 +947,7 @@ def run_all(repo: Path, manifests: Path, results: Results) -> None:
             options=read_serve_options(repo / "Sources/inferwire/Serve.swift"),
             http_paths=read_http_paths(repo / "Sources/InferWireServer/HTTPEndpoints.swift"),
             blas_candidates=read_blas_candidates(repo / "Sources/InferWireONNX/BLAS.swift"),
-            dockerfile=read_dockerfile(repo / "Dockerfile"),
+            dockerfile=read_dockerfile(dockerfile or repo / "Dockerfile"),
             example_secrets={},
         )
         for path in sorted(manifests.rglob("*.example.yaml")):
@@ -1061,29 +1094,55 @@ BREAKAGES: list[tuple[str, str, str, Callable[[list[Any]], None]]] = [
 ]
 
 
+# The Dockerfile's breakages: (description, check, text replaced, replacement).
+DOCKERFILE_BREAKAGES = [
+    ("the image running as root", "dockerfile", "USER 65532:65532", "USER 0"),
+    ("the image without OpenBLAS", "dockerfile", "libopenblas0-pthread", "libgomp1"),
+    (
+        "the image's default command serving management unauthenticated",
+        "dockerfile",
+        ', "--management-port", "8501"]',
+        "]",
+    ),
+]
+
+
 def self_test(repo: Path, manifests: Path, results: Results) -> None:
+    def broken_copy(break_it: Callable[[Path, Path], None], check_name: str) -> str:
+        with tempfile.TemporaryDirectory() as temporary:
+            copy_root = Path(temporary) / "kubernetes"
+            shutil.copytree(manifests, copy_root)
+            # Only the top-level kustomization: the base is where every breakage is made.
+            shutil.rmtree(copy_root / "overlays", ignore_errors=True)
+            dockerfile = Path(temporary) / "Dockerfile"
+            shutil.copy(repo / "Dockerfile", dockerfile)
+            break_it(copy_root, dockerfile)
+            broken = Results(quiet=True)
+            run_all(repo, copy_root, broken, dockerfile=dockerfile)
+            caught = [name for name, _ in broken.failed]
+            require(check_name in caught, f"not caught by {check_name!r} (failures: {caught or 'none'})")
+            return f"rejected by {check_name}: " + next(m for n, m in broken.failed if n == check_name)
+
     for description, relative, check_name, change in BREAKAGES:
 
-        def run(
-            description: str = description,
-            relative: str = relative,
-            check_name: str = check_name,
-            change: Callable[[list[Any]], None] = change,
-        ) -> str:
-            with tempfile.TemporaryDirectory() as temporary:
-                copy_root = Path(temporary) / "kubernetes"
-                shutil.copytree(manifests, copy_root)
-                # Only the top-level kustomization: the base is where every breakage is made.
-                shutil.rmtree(copy_root / "overlays", ignore_errors=True)
-                edit_yaml(copy_root / relative, change)
-                broken = Results(quiet=True)
-                run_all(repo, copy_root, broken)
-                caught = [name for name, _ in broken.failed]
-                wanted = f"[.] {check_name}"
-                require(wanted in caught, f"not caught by {wanted!r} (failures: {caught or 'none'})")
-                return "rejected by " + wanted + ": " + next(m for n, m in broken.failed if n == wanted)
+        def break_manifest(root: Path, _: Path, relative: str = relative, change: Callable = change) -> None:
+            edit_yaml(root / relative, change)
 
-        results.run(f"self-test: {description}", run)
+        results.run(
+            f"self-test: {description}",
+            lambda break_it=break_manifest, check_name=check_name: broken_copy(break_it, f"[.] {check_name}"),
+        )
+    for description, check_name, old, new in DOCKERFILE_BREAKAGES:
+
+        def break_dockerfile(_: Path, dockerfile: Path, old: str = old, new: str = new) -> None:
+            text = dockerfile.read_text()
+            require(old in text, f"the Dockerfile no longer contains {old!r}; update the self-test")
+            dockerfile.write_text(text.replace(old, new))
+
+        results.run(
+            f"self-test: {description}",
+            lambda break_it=break_dockerfile, check_name=check_name: broken_copy(break_it, check_name),
+        )
 
 
 def main() -> int:
