@@ -40,9 +40,6 @@ kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(ku
 # The oldest release the manifests need (the preStop `sleep` action is on by default from
 # 1.30) and the newest whose schemas kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-# Flags `serve` gets with rollout state in etcd, accepted before Serve.swift declares them.
-PENDING_OPTIONS = {"state": None, "replica-name": None}
-PENDING_FLAGS = {"state-fallback"}
 # Seconds the pod's grace period must leave after preStop and the drain for the exit itself.
 GRACE_MARGIN = 5
 # Seconds the startup probe must allow for a repository's models to load.
@@ -96,9 +93,6 @@ def read_serve_options(path: Path) -> ServeOptions:
             options[long] = default.strip() if default else None
     if "repository" not in options or "http-port" not in options:
         raise CheckFailed(f"{path}: found no @Option declarations of `serve` (the parser is out of date)")
-    for name, default in PENDING_OPTIONS.items():
-        options.setdefault(name, default)
-    flags |= PENDING_FLAGS
     return ServeOptions(options, flags)
 
 
