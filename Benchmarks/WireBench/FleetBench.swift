@@ -186,8 +186,14 @@ extension FleetBench {
                 let clientBefore = childrenCPUSeconds()
                 let bench = Process()
                 bench.executableURL = URL(fileURLWithPath: binary)
+                // One replica named through DNS, so that every count runs the same balancing
+                // generator (one address alone would get the single-connection one).
+                let servers =
+                    count == 1
+                    ? ["--server", "dns:///localhost:\(used[0].port)"]
+                    : used.flatMap { ["--server", "127.0.0.1:\($0.port)"] }
                 bench.arguments =
-                    ["bench"] + used.flatMap { ["--server", "127.0.0.1:\($0.port)"] } + [
+                    ["bench"] + servers + [
                         "--model", self.model, "--concurrency", "\(self.concurrency)", "--connections", "2",
                         "--warmup", "1", "--window", "1", "--max-windows", "4", "--quiet", "--csv", csv,
                     ]

@@ -159,5 +159,18 @@ func render(_ model: ModelStatus) -> String {
                     ? "  requests \(v.requestCount), failures \(v.failureCount), mean compute \(v.meanCompute.inMicroseconds) µs"
                     : ""))
     }
+    if !model.replicas.isEmpty {
+        lines.append("  replicas (as last reported to the shared state):")
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for replica in model.replicas {
+            let versions = replica.versions.map { v in
+                "\(v.version) \(v.state)" + (v.reason.isEmpty ? "" : " (\(v.reason))")
+            }
+            let age = max(0, now - replica.reportedUnixMillis)
+            lines.append(
+                "    \(replica.replica): \(versions.joined(separator: ", "))  [\(String(format: "%.1f", Double(age) / 1000)) s ago]"
+            )
+        }
+    }
     return lines.joined(separator: "\n")
 }
