@@ -89,12 +89,15 @@ struct LoadGeneratorTests {
             await generator.close()
 
             #expect(result.errors.isEmpty)
-            // 400 sends due per measured second, however long the windows really lasted.
+            // 400 sends due per measured second, however long the windows really lasted. The
+            // windows run on the real clock, whose ticks land late on a machine whose cores are
+            // busy: the bounds allow a quarter either way, which a wrong rate (half, double)
+            // still breaks.
             let seconds = result.windows.filter { !$0.warmup }.reduce(0) { $0 + $1.seconds }
             #expect(seconds > 0.5)
-            #expect(abs(Double(result.due) - 400 * seconds) <= 0.1 * 400 * seconds + 4)
+            #expect(abs(Double(result.due) - 400 * seconds) <= 0.25 * 400 * seconds + 4)
             #expect(result.requests + result.skipped + 8 >= result.due)
-            #expect(abs(result.throughput - 400) <= 60)
+            #expect(abs(result.throughput - 400) <= 100)
             #expect(result.mode == "open" && result.askedRate == 400)
         }
     }
