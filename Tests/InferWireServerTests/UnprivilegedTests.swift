@@ -9,10 +9,9 @@ import Testing
 /// options only root may set (SO_DEBUG, say, where TCP_NODELAY was meant) must not creep in.
 @Suite("Running without privileges", .timeLimit(.minutes(2)))
 struct UnprivilegedTests {
-    /// Runs `arguments` of the inferwire binary as `nobody` when this process is root (as
-    /// itself otherwise).
-    static func unprivileged(_ arguments: [String]) throws -> Process {
-        let binary = packageRoot + "/.build/debug/inferwire"
+    /// Runs `arguments` of the `binary` as `nobody` when this process is root (as itself
+    /// otherwise).
+    static func unprivileged(_ binary: String, _ arguments: [String]) throws -> Process {
         let process = Process()
         if getuid() == 0 {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
@@ -42,11 +41,24 @@ struct UnprivilegedTests {
 
     @Test("an unprivileged server answers an unprivileged client")
     func serveAndCall() async throws {
+        // The checkout may sit where `nobody` cannot reach (a 0700 temporary directory): the
+        // binary and a repository go to a directory anyone may read.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("iw-unprivileged-\(UUID())").path
+        try FileManager.default.createDirectory(
+            atPath: directory + "/models", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        let binary = directory + "/inferwire"
+        try FileManager.default.copyItem(atPath: packageRoot + "/.build/debug/inferwire", toPath: binary)
+        try FileManager.default.copyItem(
+            atPath: packageRoot + "/examples/models/add_sub", toPath: directory + "/models/add_sub")
         let port = Self.freePort()
-        let server = try Self.unprivileged([
-            "serve", "--repository", packageRoot + "/examples/models", "--port", "\(port)", "--no-http",
-            "--no-management", "--log-level", "error",
-        ])
+        let server = try Self.unprivileged(
+            binary,
+            [
+                "serve", "--repository", directory + "/models", "--port", "\(port)", "--no-http", "--no-management",
+                "--log-level", "error",
+            ])
         defer {
             server.terminate()
             server.waitUntilExit()
@@ -54,10 +66,12 @@ struct UnprivilegedTests {
         // Until the server listens (a bounded number of tries), then the answer must come.
         var status: Int32 = -1
         for _ in 0..<600 where server.isRunning {
-            let call = try Self.unprivileged([
-                "infer", "--server", "127.0.0.1:\(port)", "--model", "add_sub", "--input", "INPUT0=[[1,2,3,4]]",
-                "--input", "INPUT1=[[1,1,1,1]]",
-            ])
+            let call = try Self.unprivileged(
+                binary,
+                [
+                    "infer", "--server", "127.0.0.1:\(port)", "--model", "add_sub", "--input", "INPUT0=[[1,2,3,4]]",
+                    "--input", "INPUT1=[[1,1,1,1]]",
+                ])
             call.waitUntilExit()
             status = call.terminationStatus
             if status == 0 { break }
