@@ -74,6 +74,52 @@ struct Window2D {
 }
 
 enum ConvolutionOps {
+    /// Output pixels one GEMM should cover: images with smaller output planes are im2col'd
+    /// side by side into one GEMM until their pixels reach this many. Wider would stream the
+    /// columns through memory instead of cache.
+    static let pixelsPerGEMM = 1024
+    /// Floats of im2col columns one GEMM over several images may hold (16 MiB).
+    static let batchedColumnLimit = 4 << 20
+
+    /// im2col of one image's group of channels: one row per (channel, ky, kx), one column per
+    /// output pixel, rows `rowStride` floats apart. For each output row the valid output
+    /// columns are computed once, so the inner copy has no bounds tests.
+    static func im2col(
+        _ image: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>, rowStride: Int, channels: Int,
+        h: Int, w: Int, oh: Int, ow: Int, window: Window2D, pads: (Int, Int, Int, Int)
+    ) {
+        let (kh, kw) = window.kernel
+        for ch in 0..<channels {
+            let plane = image + ch * h * w
+            for ky in 0..<kh {
+                for kx in 0..<kw {
+                    let dst = columns + ((ch * kh + ky) * kw + kx) * rowStride
+                    let offsetX = kx * window.dilations.1 - pads.1
+                    let sx = window.strides.1
+                    // ox is valid when 0 <= ox*sx + offsetX < w.
+                    let oxStart = min(ow, offsetX >= 0 ? 0 : (-offsetX + sx - 1) / sx)
+                    let oxEnd = max(oxStart, min(ow, w - offsetX <= 0 ? 0 : (w - offsetX + sx - 1) / sx))
+                    for oy in 0..<oh {
+                        let iy = oy * window.strides.0 - pads.0 + ky * window.dilations.0
+                        let out = dst + oy * ow
+                        guard iy >= 0 && iy < h else {
+                            out.update(repeating: 0, count: ow)
+                            continue
+                        }
+                        let src = plane + iy * w + offsetX
+                        if oxStart > 0 { out.update(repeating: 0, count: oxStart) }
+                        if sx == 1 {
+                            (out + oxStart).update(from: src + oxStart, count: oxEnd - oxStart)
+                        } else {
+                            for ox in oxStart..<oxEnd { out[ox] = src[ox * sx] }
+                        }
+                        if oxEnd < ow { (out + oxEnd).update(repeating: 0, count: ow - oxEnd) }
+                    }
+                }
+            }
+        }
+    }
+
     static func register(_ r: inout [String: KernelFactory]) {
         r["Conv"] = { c in
             try c.require(inputs: 2...3)
@@ -125,61 +171,81 @@ enum ConvolutionOps {
                 let mPerGroup = m / group
                 let colRows = cPerGroup * kh * kw
                 let colCols = oh * ow
-                var columns = [Float](repeating: 0, count: colRows * colCols)
                 var out = [Float](repeating: 0, count: n * m * colCols)
+                // A 1×1 kernel with stride 1 and no padding reads each input plane as it is:
+                // the GEMM takes the input itself, with no column copy.
+                let pointwise =
+                    (kh, kw) == (1, 1) && window.strides == (1, 1) && pads == (0, 0, 0, 0) && (oh, ow) == (h, wd)
+                // Small output planes make thin GEMMs image by image: several images' columns go
+                // side by side into one GEMM per group, up to ``pixelsPerGEMM`` pixels.
+                let imagesPerGEMM =
+                    pointwise
+                    ? 1
+                    : max(
+                        1,
+                        min(
+                            n, Self.pixelsPerGEMM / max(colCols, 1),
+                            Self.batchedColumnLimit / max(colRows * colCols, 1)))
+                let batched = imagesPerGEMM > 1
+                let columnsPerGEMM = imagesPerGEMM * colCols
+                var columns = [Float](repeating: 0, count: pointwise ? 0 : colRows * columnsPerGEMM)
+                var staged = [Float](repeating: 0, count: batched ? mPerGroup * columnsPerGEMM : 0)
                 xv.withUnsafeBufferPointer { px in
                     wv.withUnsafeBufferPointer { pw in
                         out.withUnsafeMutableBufferPointer { po in
                             columns.withUnsafeMutableBufferPointer { pc in
-                                for b in 0..<n {
+                                staged.withUnsafeMutableBufferPointer { ps in
                                     for g in 0..<group {
-                                        // im2col: one row per (channel, ky, kx), one column per output pixel.
-                                        // For each output row, the valid output columns are computed
-                                        // once, so the inner copy has no bounds tests.
-                                        for ch in 0..<cPerGroup {
-                                            let plane = px.baseAddress! + ((b * cIn) + g * cPerGroup + ch) * h * wd
-                                            for ky in 0..<kh {
-                                                for kx in 0..<kw {
-                                                    let row = (ch * kh + ky) * kw + kx
-                                                    let dst = pc.baseAddress! + row * colCols
-                                                    let offsetX = kx * window.dilations.1 - pads.1
-                                                    let sx = window.strides.1
-                                                    // ox is valid when 0 <= ox*sx + offsetX < wd.
-                                                    let oxStart = min(ow, offsetX >= 0 ? 0 : (-offsetX + sx - 1) / sx)
-                                                    let oxEnd = max(
-                                                        oxStart,
-                                                        min(ow, wd - offsetX <= 0 ? 0 : (wd - offsetX + sx - 1) / sx))
-                                                    for oy in 0..<oh {
-                                                        let iy =
-                                                            oy * window.strides.0 - pads.0 + ky * window.dilations.0
-                                                        let out = dst + oy * ow
-                                                        guard iy >= 0 && iy < h else {
-                                                            out.update(repeating: 0, count: ow)
-                                                            continue
-                                                        }
-                                                        let src = plane + iy * wd + offsetX
-                                                        if oxStart > 0 { out.update(repeating: 0, count: oxStart) }
-                                                        if sx == 1 {
-                                                            (out + oxStart).update(
-                                                                from: src + oxStart, count: oxEnd - oxStart)
-                                                        } else {
-                                                            for ox in oxStart..<oxEnd { out[ox] = src[ox * sx] }
-                                                        }
-                                                        if oxEnd < ow {
-                                                            (out + oxEnd).update(repeating: 0, count: ow - oxEnd)
-                                                        }
+                                        let weights = pw.baseAddress! + g * mPerGroup * colRows
+                                        if batched {
+                                            for first in stride(from: 0, to: n, by: imagesPerGEMM) {
+                                                let images = min(imagesPerGEMM, n - first)
+                                                let width = images * colCols
+                                                for i in 0..<images {
+                                                    Self.im2col(
+                                                        px.baseAddress! + ((first + i) * cIn + g * cPerGroup) * h * wd,
+                                                        into: pc.baseAddress! + i * colCols, rowStride: width,
+                                                        channels: cPerGroup, h: h, w: wd, oh: oh, ow: ow,
+                                                        window: window, pads: pads)
+                                                }
+                                                sgemm(
+                                                    weights, pc.baseAddress!, ps.baseAddress!, m: mPerGroup,
+                                                    n: width, k: colRows)
+                                                // [channel, image·pixel] back to [image, channel, pixel].
+                                                for i in 0..<images {
+                                                    for oc in 0..<mPerGroup {
+                                                        (po.baseAddress!
+                                                            + ((first + i) * m + g * mPerGroup + oc) * colCols).update(
+                                                                from: ps.baseAddress! + oc * width + i * colCols,
+                                                                count: colCols)
                                                     }
                                                 }
                                             }
+                                            continue
                                         }
-                                        let outBase = po.baseAddress! + (b * m + g * mPerGroup) * colCols
-                                        sgemm(
-                                            pw.baseAddress! + g * mPerGroup * colRows, pc.baseAddress!, outBase,
-                                            m: mPerGroup, n: colCols, k: colRows)
-                                        if let bias {
-                                            for oc in 0..<mPerGroup {
-                                                let v = bias[g * mPerGroup + oc]
-                                                for i in 0..<colCols { outBase[oc * colCols + i] += v }
+                                        for b in 0..<n {
+                                            let plane = px.baseAddress! + (b * cIn + g * cPerGroup) * h * wd
+                                            let source: UnsafePointer<Float>
+                                            if pointwise {
+                                                source = UnsafePointer(plane)
+                                            } else {
+                                                Self.im2col(
+                                                    plane, into: pc.baseAddress!, rowStride: colCols,
+                                                    channels: cPerGroup, h: h, w: wd, oh: oh, ow: ow,
+                                                    window: window, pads: pads)
+                                                source = UnsafePointer(pc.baseAddress!)
+                                            }
+                                            sgemm(
+                                                weights, source, po.baseAddress! + (b * m + g * mPerGroup) * colCols,
+                                                m: mPerGroup, n: colCols, k: colRows)
+                                        }
+                                    }
+                                    if let bias {
+                                        for b in 0..<n {
+                                            for oc in 0..<m {
+                                                let v = bias[oc]
+                                                let base = po.baseAddress! + (b * m + oc) * colCols
+                                                for i in 0..<colCols { base[i] += v }
                                             }
                                         }
                                     }

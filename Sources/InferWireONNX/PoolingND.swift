@@ -19,6 +19,14 @@ struct WindowND: Sendable {
         var autoPad: String
         var ceilMode: Bool
 
+        init(strides: [Int]?, dilations: [Int]?, pads: [Int]?, autoPad: String = "NOTSET", ceilMode: Bool = false) {
+            self.strides = strides
+            self.dilations = dilations
+            self.pads = pads
+            self.autoPad = autoPad
+            self.ceilMode = ceilMode
+        }
+
         init(_ c: inout NodeContext) throws {
             self.strides = try c.attributes.ints("strides")
             self.dilations = try c.attributes.ints("dilations")
