@@ -165,7 +165,7 @@ struct FleetProcessTests {
                     }
                     #expect(try await replica.metric("inferwire_state_store_up") == 0)
                 }
-                try etcd.start()
+                try await etcd.restart()
                 try await eventually("a change goes through once etcd is back") {
                     (try? await pool[1].setTraffic("echo", canary: 2, percent: 10)) != nil
                 }

@@ -130,7 +130,7 @@ struct FleetTests {
             // Status still answers from what the replica last saw.
             #expect(try await replicas[1].client.modelStatus("echo").rollout.stable == 2)
 
-            try etcd.start()
+            try await etcd.restart()
             try await eventually("every replica reconciles once etcd is back") {
                 replicas.allSatisfy { $0.manager.sharedStateProblem == nil }
             }
@@ -248,7 +248,7 @@ struct FleetTests {
         ) { replicas in
             #expect(replicas[0].manager.sharedStateProblem != nil)
             #expect(try await replicas[0].answeringVersion() == 3)
-            try etcd.start()
+            try await etcd.restart()
             try await eventually("the replica writes its state once etcd answers") {
                 replicas[0].manager.sharedStateProblem == nil
             }

@@ -13,21 +13,35 @@ final class EtcdProcess: Sendable {
     private let binary: String
     private let process = Mutex<Process?>(nil)
 
-    /// A free loopback port: bound to 0, read, released.
+    /// A free loopback port for a process that may stop and start again on it, below the
+    /// kernel's ephemeral range: while the process is down, no connection or port-0 listener
+    /// elsewhere (other suites run meanwhile) can be given that port.
     static func freePort() throws -> Int {
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        let below = range?.first ?? 32768
+        guard below > 12000 else { return try Self.boundPort(0) }
+        for _ in 0..<1000 {
+            if let port = try? Self.boundPort(Int.random(in: 10000..<below)) { return port }
+        }
+        throw EtcdError(code: .unavailable, message: "no free port below \(below)")
+    }
+
+    /// Binds a loopback socket to `port` (0: any), reads the port, releases it.
+    private static func boundPort(_ port: Int) throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
             }
         }
-        guard bound else { throw EtcdError(code: .unavailable, message: "no free port") }
+        guard bound else { throw EtcdError(code: .unavailable, message: "port \(port) is taken") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
@@ -77,6 +91,21 @@ final class EtcdProcess: Sendable {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
+    }
+
+    /// Starts etcd again and waits until it answers (or says why it does not).
+    func restart() async throws {
+        try self.start()
+        let client = EtcdClient(configuration: .init(host: "127.0.0.1", port: self.clientPort))
+        do {
+            try await self.ready(client)
+        } catch {
+            try? await client.shutdown()
+            throw EtcdError(
+                code: .unavailable,
+                message: "etcd did not come back on port \(self.clientPort) (running: \(self.isRunning)): \(error)")
+        }
+        try await client.shutdown()
     }
 
     /// Stops etcd (SIGTERM) and waits for it to exit; its data stays for ``start()``.
