@@ -41,14 +41,14 @@ extension ModelManager {
                     "the rollout state store (\(fleet.store.location)) cannot be read: \(error); nothing was changed")
         }
         let now = Date()
-        let (proposal, base) = try self.state.withLock {
-            records throws(InferWireError) -> (RolloutState, Int64) in
+        let (proposal, base, unchanged) = try self.state.withLock {
+            records throws(InferWireError) -> (RolloutState, Int64, Bool) in
             guard let record = records[name] else { throw Self.unknown(name) }
             var proposal = record.rollout
             _ = try proposal.apply(event, by: actor, at: now)
-            return (proposal, record.sharedRevision)
+            return (proposal, record.sharedRevision, proposal.persisted == record.rollout.persisted)
         }
-        if proposal.persisted == (try? self.rollout(name))?.persisted { return proposal }
+        if unchanged { return proposal }
         let outcome: SharedRolloutWrite
         do {
             outcome = try await fleet.store.write(model: name, rollout: proposal.persisted, expectedRevision: base)

@@ -101,7 +101,8 @@ extension ModelRegistry.Snapshot {
         if let failure = entry.failure {
             throw InferWireError(code: .unavailable, message: "model '\(name)' failed to load: \(failure)")
         }
-        let loaded = entry.readyVersions.map(String.init).joined(separator: ", ")
+        // Only for error messages: built when one is thrown, not per request.
+        func loaded() -> String { entry.readyVersions.map(String.init).joined(separator: ", ") }
         switch selector?.selector {
         case .version(let version)?:
             if let model = entry.versions[version] { return (model, entry) }
@@ -110,7 +111,7 @@ extension ModelRegistry.Snapshot {
                     code: .unavailable, message: "model '\(name)' version \(version) failed to load: \(reason)")
             }
             throw InferWireError(
-                code: .notFound, message: "model '\(name)' has no version \(version) (loaded: \(loaded))")
+                code: .notFound, message: "model '\(name)' has no version \(version) (loaded: \(loaded()))")
         case .label(let label)?:
             switch label {
             case "stable":
@@ -131,14 +132,15 @@ extension ModelRegistry.Snapshot {
                 if draw < entry.canaryPercent { return (model, entry) }
             }
         }
-        if let stable = entry.stable, entry.versions[stable] == nil, !entry.versions.isEmpty {
-            // The shared rollout names a version this replica has not loaded (yet).
-            let why = entry.failedVersions[stable].map { "it failed to load: \($0)" } ?? "it is not loaded"
-            throw InferWireError(
-                code: .unavailable,
-                message: "model '\(name)' version \(stable) is stable, but \(why) on this server (loaded: \(loaded))")
-        }
         guard let stable = entry.stable, let model = entry.versions[stable] else {
+            if let stable = entry.stable, !entry.versions.isEmpty {
+                // The shared rollout names a version this replica has not loaded (yet).
+                let why = entry.failedVersions[stable].map { "it failed to load: \($0)" } ?? "it is not loaded"
+                throw InferWireError(
+                    code: .unavailable,
+                    message:
+                        "model '\(name)' version \(stable) is stable, but \(why) on this server (loaded: \(loaded()))")
+            }
             // Say why: the versions that failed to load carry the loader's reasons.
             let failed = entry.failedVersions.sorted { $0.key < $1.key }.map {
                 "version \($0.key) failed to load: \($0.value)"
